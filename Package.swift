@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+// SwiftJIT: a Caffe-compatible, JIT-compiled deep-learning runtime.
+// The target graph mirrors the compiler pipeline (see docs in ../shared/DESIGN.md and README.md):
+// CaffeFormat → Graph → (Passes → Codegen) → Runtime → SwiftJIT → swiftjit CLI.
+import PackageDescription
+
+let package = Package(
+    name: "SwiftJIT",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SwiftJIT", targets: ["SwiftJIT"]),
+        .library(name: "CaffeFormat", targets: ["CaffeFormat"]),
+        .library(name: "Graph", targets: ["Graph"]),
+        .library(name: "NumPy", targets: ["NumPy"]),
+        .executable(name: "swiftjit", targets: ["swiftjit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "CaffeFormat",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Proto"]
+        ),
+        .target(name: "Graph", dependencies: ["CaffeFormat"]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .target(name: "NumPy", dependencies: ["CZlib"]),
+        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy"]),
+        .executableTarget(
+            name: "swiftjit",
+            dependencies: [
+                "SwiftJIT",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "CaffeFormatTests", dependencies: ["CaffeFormat"]),
+        .testTarget(name: "GraphTests", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
+        .testTarget(name: "NumPyTests", dependencies: ["NumPy"]),
+    ]
+)

@@ -1,0 +1,39 @@
+/// Loads a net (and optionally weights) and builds its graph for one phase: the work behind
+/// `swiftjit compile`, usable from code.
+///
+///     let summary = try NetInspection(netPath: "deploy.prototxt").summarize()
+///     print(summary.table)
+public struct NetInspection: Sendable {
+    public var netPath: String
+    public var weightsPath: String?
+    public var phase: Caffe_Phase
+    public var stages: [String]?
+    public var level: Int32?
+    public var inputShapes: [String: TensorShape]
+
+    public init(netPath: String, weightsPath: String? = nil, phase: Caffe_Phase = .test,
+                stages: [String]? = nil, level: Int32? = nil, inputShapes: [String: TensorShape] = [:]) {
+        self.netPath = netPath
+        self.weightsPath = weightsPath
+        self.phase = phase
+        self.stages = stages
+        self.level = level
+        self.inputShapes = inputShapes
+    }
+
+    /// The net definition, its graph, and what the weights initialize.
+    public func build() throws -> (definition: NetDefinition, graph: Graph, weights: WeightBindingReport?) {
+        let definition = try CaffeFiles.loadNet(path: netPath)
+        let builder = GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: inputShapes)
+        let graph = try builder.build(definition)
+        guard let weightsPath else { return (definition, graph, nil) }
+        let weights = try CaffeFiles.loadWeights(path: weightsPath)
+        let report = try WeightBinding.check(graph, weights: weights, file: weightsPath)
+        return (definition, graph, report)
+    }
+
+    public func summarize() throws -> NetSummary {
+        let (definition, graph, report) = try build()
+        return NetSummary(graph: graph, weights: report.map { (weightsPath ?? "", $0) }, notes: definition.upgradeNotes)
+    }
+}

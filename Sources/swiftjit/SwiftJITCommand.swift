@@ -1,0 +1,27 @@
+import ArgumentParser
+import Foundation
+import SwiftJIT
+
+/// The `swiftjit` command line: one subcommand per job, Caffe's tools as the model.
+@main
+struct SwiftJITCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftjit",
+        abstract: "A Caffe-compatible deep-learning runtime: read Caffe nets and weights, explain them, run them.",
+        discussion: """
+        Examples:
+          swiftjit compile Examples/lenet/lenet.prototxt
+          swiftjit compile deploy.prototxt --weights net.caffemodel --input data=1,3,224,224
+          swiftjit compile train_val.prototxt --phase train --json
+          swiftjit upgrade old_v1.prototxt new.prototxt
+        """,
+        subcommands: [CompileCommand.self, UpgradeCommand.self]
+    )
+}
+
+/// Prints a diagnostic the way compilers do and exits non-zero.
+func fail(_ error: Error) -> ExitCode {
+    let text = (error as? Diagnostic)?.description ?? "\(error)"
+    FileHandle.standardError.write(Data(("error: " + text + "\n").utf8))
+    return ExitCode(1)
+}

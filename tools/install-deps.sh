@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages SwiftJIT builds and tests against, skipping those already present.
+# Needs root (or sudo) on Debian 12. Safe to run repeatedly.
+set -euo pipefail
+packages=(llvm-dev libopenblas-dev liblmdb-dev zlib1g-dev graphviz python3-numpy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v swift >/dev/null || { echo "error: the Swift 6 toolchain is not on PATH (see https://swift.org/install)"; exit 1; }

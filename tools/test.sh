@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: Swift tests (front end, graph, numerics against ../shared/golden).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install-deps.sh
+[ -d ../shared/golden ] || { echo "error: ../shared/golden is missing: clone the repo next to shared/ (see README)"; exit 1; }
+swift build --build-tests
+swift test --skip-build
