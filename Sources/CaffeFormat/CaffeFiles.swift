@@ -9,10 +9,10 @@ import SwiftProtobuf
 public struct NetDefinition: Sendable {
     public var net: Caffe_NetParameter
     public var file: String
-    public var layerLocations: [SourceLocation?]
+    public var layerLocations: [SourcePosition?]
     public var upgradeNotes: [String]
 
-    public init(net: Caffe_NetParameter, file: String, layerLocations: [SourceLocation?] = [], upgradeNotes: [String] = []) {
+    public init(net: Caffe_NetParameter, file: String, layerLocations: [SourcePosition?] = [], upgradeNotes: [String] = []) {
         self.net = net
         self.file = file
         self.layerLocations = layerLocations
@@ -20,7 +20,7 @@ public struct NetDefinition: Sendable {
     }
 
     /// The source position of the layer named `name`, if it came from a text file.
-    public func location(ofLayer name: String) -> SourceLocation? {
+    public func location(ofLayer name: String) -> SourcePosition? {
         guard let index = net.layer.firstIndex(where: { $0.name == name }), index < layerLocations.count else { return nil }
         return layerLocations[index]
     }
@@ -60,7 +60,7 @@ public enum CaffeFiles {
         if !notes.isEmpty {
             // Upgraded layers come from `layers {}` (V0/V1) and input fields, in file order.
             let synthesized = upgraded.layer.count - layerFields.count - legacyFields.count
-            let inputs = [SourceLocation?](repeating: nil, count: max(0, synthesized))
+            let inputs = [SourcePosition?](repeating: nil, count: max(0, synthesized))
             definition.layerLocations = inputs + (legacyFields.isEmpty ? layerFields : legacyFields).map { Optional($0) }
         }
         if definition.layerLocations.count != upgraded.layer.count {

@@ -1,5 +1,5 @@
 /// A place in a source file, 1-based, as editors and compilers print it (`net.prototxt:12:5`).
-public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
+public struct SourcePosition: Sendable, Hashable, CustomStringConvertible {
     public var file: String
     public var line: Int
     public var column: Int
@@ -24,7 +24,7 @@ public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
 /// Diagnostics are values: nothing in the library calls `fatalError` on user input.
 public struct Diagnostic: Error, Sendable, Equatable, CustomStringConvertible {
     /// A position in a text file, when the problem is in one.
-    public var location: SourceLocation?
+    public var location: SourcePosition?
     /// The file concerned, when there is no precise position (binary files, whole-file problems).
     public var file: String?
     /// The layer the problem belongs to, when there is one.
@@ -34,7 +34,7 @@ public struct Diagnostic: Error, Sendable, Equatable, CustomStringConvertible {
     /// What to do about it.
     public var hint: String?
 
-    public init(_ message: String, at location: SourceLocation? = nil, file: String? = nil,
+    public init(_ message: String, at location: SourcePosition? = nil, file: String? = nil,
                 layer: String? = nil, hint: String? = nil) {
         self.message = message
         self.location = location

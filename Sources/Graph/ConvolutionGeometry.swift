@@ -17,7 +17,7 @@ public struct ConvolutionGeometry: Sendable, Equatable {
     public var biasTerm: Bool
 
     /// Reads the geometry for a bottom of rank `rank`, checking what Caffe checks.
-    public init(_ p: Caffe_ConvolutionParameter, rank: Int) throws {
+    public init(_ p: Caffe_ConvolutionParameter, rank: Int, needsOutputs: Bool = true) throws {
         guard let axis = TensorShape(Array(repeating: 1, count: rank)).canonicalAxis(Int(p.axis)) else {
             throw Diagnostic("convolution axis \(p.axis) is out of range for a \(rank)-D input")
         }
@@ -52,7 +52,7 @@ public struct ConvolutionGeometry: Sendable, Equatable {
         guard stride.allSatisfy({ $0 > 0 }) else { throw Diagnostic("strides must be positive, got \(stride)") }
         guard dilation.allSatisfy({ $0 > 0 }) else { throw Diagnostic("dilations must be positive, got \(dilation)") }
         numOutput = Int(p.numOutput)
-        guard numOutput > 0 else { throw Diagnostic("num_output must be set and positive", hint: "add num_output: N to convolution_param") }
+        guard numOutput > 0 || !needsOutputs else { throw Diagnostic("num_output must be set and positive", hint: "add num_output: N to convolution_param") }
         group = Int(p.group)
         guard group > 0 else { throw Diagnostic("group must be positive") }
         biasTerm = p.biasTerm

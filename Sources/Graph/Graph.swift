@@ -54,7 +54,7 @@ public struct Node: Sendable {
     /// Floating-point operations of one forward pass (a multiply-add counts as 2).
     public var flops: Int = 0
     /// Where the layer was written, when it came from a text file.
-    public var location: SourceLocation?
+    public var location: SourcePosition?
     /// True for layers the builder inserted (Caffe's automatic `Split` layers).
     public var isSynthetic = false
 }

@@ -32,7 +32,7 @@ public struct GraphBuilder: Sendable {
     public func build(_ definition: NetDefinition) throws -> Graph {
         let net = definition.net
         let filter = NetFilter(net: net, phase: phase, level: level, stages: stages)
-        var layers: [(Caffe_LayerParameter, SourceLocation?)] = []
+        var layers: [(Caffe_LayerParameter, SourcePosition?)] = []
         var excluded: [Caffe_LayerParameter] = []
         for (index, layer) in net.layer.enumerated() {
             let location = index < definition.layerLocations.count ? definition.layerLocations[index] : nil
@@ -44,7 +44,9 @@ public struct GraphBuilder: Sendable {
         var graph = Graph(name: net.name, phase: phase)
         graph.forceBackward = net.forceBackward
         var latest: [String: ValueID] = [:]
-        for (layer, location) in layers {
+        for (var layer, location) in layers {
+            // Caffe's LossLayer::AutoTopBlobs: a loss layer written without a top still gets one.
+            if layer.top.isEmpty, OpKind(caffeType: layer.type)?.isLoss == true { layer.top = ["\(layer.name) (automatic)"] }
             do {
                 try addNode(layer, location: location, to: &graph, latest: &latest, excluded: excluded, filter: filter)
             } catch let diagnostic as Diagnostic {
@@ -65,7 +67,7 @@ public struct GraphBuilder: Sendable {
         }
     }
 
-    private func addNode(_ layer: Caffe_LayerParameter, location: SourceLocation?, to graph: inout Graph,
+    private func addNode(_ layer: Caffe_LayerParameter, location: SourcePosition?, to graph: inout Graph,
                          latest: inout [String: ValueID], excluded: [Caffe_LayerParameter], filter: NetFilter) throws {
         guard let kind = OpKind(caffeType: layer.type) else { throw unsupported(layer) }
         // Bottoms: the latest version of each named blob.
@@ -161,7 +163,11 @@ public struct GraphBuilder: Sendable {
     private func missingBottom(_ bottom: String, layer: Caffe_LayerParameter, available: [String],
                                excluded: [Caffe_LayerParameter], filter: NetFilter) -> Diagnostic {
         var hint = "a bottom must be the top of an earlier layer or a net input"
-        if let producer = excluded.first(where: { $0.top.contains(bottom) }), let reason = filter.exclusionReason(producer) {
+        let producers = excluded.filter { $0.top.contains(bottom) }
+        if let (producer, stages) = producers.lazy.compactMap({ p in filter.stagesEnabling(p).map { (p, $0) } }).first {
+            let list = stages.joined(separator: " --stage ")
+            hint = "'\(bottom)' is made by layer '\(producer.name)' only when stage\(stages.count == 1 ? "" : "s") \(stages.map { "'\($0)'" }.joined(separator: ", ")) \(stages.count == 1 ? "is" : "are") set: pass --stage \(list) (a solver's test_state/train_state sets stages)"
+        } else if let producer = producers.first, let reason = filter.exclusionReason(producer) {
             hint = "'\(bottom)' exists, but the \(reason); this net is being built for phase \(phase.caffeName)"
         } else if !available.isEmpty {
             let close = Diagnostic.closest(to: bottom, among: available, limit: 2)

@@ -38,6 +38,16 @@ public struct NetFilter: Sendable {
         return "layer '\(layer.name)' that makes it is filtered out by its include/exclude rules for this net state"
     }
 
+    /// The stages that would include `layer` in this phase, when stages are all it lacks.
+    public func stagesEnabling(_ layer: Caffe_LayerParameter) -> [String]? {
+        for rule in layer.include where !rule.stage.isEmpty {
+            var relaxed = self
+            relaxed.state.stage = Array(Set(state.stage + rule.stage)).sorted()
+            if relaxed.meets(rule) { return rule.stage }
+        }
+        return nil
+    }
+
     public func meets(_ rule: Caffe_NetStateRule) -> Bool {
         if rule.hasPhase, rule.phase != state.phase { return false }
         if rule.hasMinLevel, state.level < rule.minLevel { return false }

@@ -46,7 +46,7 @@ public enum ShapeInference {
         }
         // Rules that need concrete ranks bail out to "unknown" when an input's rank is unknown.
         if c.inputs.contains(where: { !$0.isRankKnown }), !c.kind.isDataSource, c.kind != .silence {
-            return unknownSignature(c)
+            return try unknownRankSignature(c)
         }
         switch c.kind {
         case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData:
@@ -68,7 +68,7 @@ public enum ShapeInference {
         case .normalize:
             let channels = c.inputs[0].rank > 1 ? c.inputs[0][1] : 1
             let shared = c.layer.normParam.channelShared
-            return LayerSignature(outputs: [c.inputs[0]], parameters: [(TensorShape([shared ? 1 : channels]), "scale")],
+            return LayerSignature(outputs: [c.inputs[0]], parameters: [(shared ? TensorShape.scalar : TensorShape([channels]), "scale")],
                                   flops: 4 * (c.inputs[0].count ?? 0))
         case .relu, .elu, .sigmoid, .tanh, .absVal, .bnll, .power, .exp, .log, .clip, .swish, .threshold, .dropout:
             return sameShape(c, flopsPerElement: 1)
@@ -76,7 +76,7 @@ public enum ShapeInference {
             let channels = c.inputs[0].rank > 1 ? c.inputs[0][1] : 1
             let shared = c.layer.preluParam.channelShared
             var signature = sameShape(c, flopsPerElement: 2)
-            signature.parameters = [(TensorShape([shared ? 1 : channels]), "slopes")]
+            signature.parameters = [(shared ? TensorShape.scalar : TensorShape([channels]), "slopes")]
             return signature
         case .softmax: return try softmax(c)
         case .concat: return try concat(c)
@@ -134,9 +134,21 @@ public enum ShapeInference {
         }
     }
 
-    static func unknownSignature(_ c: ShapeContext) -> LayerSignature {
-        let count = c.kind == .split ? c.layer.top.count : c.layer.top.count
-        return LayerSignature(outputs: Array(repeating: .unknownRank, count: count))
+    /// When an input's rank is unknown (an HDF5Data top), outputs are unknown too, but parameter
+    /// shapes often are not: run the rule on an all-unknown input of the rank the layer expects.
+    static func unknownRankSignature(_ c: ShapeContext) throws -> LayerSignature {
+        let unknownOutputs = LayerSignature(outputs: Array(repeating: .unknownRank, count: c.layer.top.count))
+        let assumedRank: Int
+        switch c.kind {
+        case .innerProduct: assumedRank = max(2, Int(c.layer.innerProductParam.axis) + 1)
+        case .embed: assumedRank = 1
+        case .convolution, .deconvolution, .batchNorm, .prelu: assumedRank = 4
+        default: return unknownOutputs
+        }
+        var assumed = c
+        assumed.inputs = c.inputs.map { $0.isRankKnown ? $0 : TensorShape(Array(repeating: TensorShape.unknown, count: assumedRank)) }
+        guard let signature = try? infer(assumed) else { return unknownOutputs }
+        return LayerSignature(outputs: unknownOutputs.outputs, parameters: signature.parameters)
     }
 
     static func sameShape(_ c: ShapeContext, flopsPerElement: Int) -> LayerSignature {
@@ -206,7 +218,7 @@ public enum ShapeInference {
 
     static func convolution(_ c: ShapeContext) throws -> LayerSignature {
         let input = c.inputs[0]
-        let g = try ConvolutionGeometry(c.kind == .im2col ? c.layer.convolutionParam : c.layer.convolutionParam, rank: input.rank)
+        let g = try ConvolutionGeometry(c.layer.convolutionParam, rank: input.rank, needsOutputs: c.kind != .im2col)
         for i in 1..<c.inputs.count where c.inputs[i] != input {
             throw Diagnostic("all bottoms of a \(c.kind.rawValue) must have the same shape: \(c.shapeText(0)) vs \(c.shapeText(i))")
         }

@@ -13,7 +13,7 @@ enum SplitInsertion {
         var top: Int
     }
 
-    static func insert(into layers: [(Caffe_LayerParameter, SourceLocation?)]) -> [(Caffe_LayerParameter, SourceLocation?)] {
+    static func insert(into layers: [(Caffe_LayerParameter, SourcePosition?)]) -> [(Caffe_LayerParameter, SourcePosition?)] {
         var lastTop: [String: TopIndex] = [:]
         var source: [TopIndex: TopIndex] = [:]  // (layer, bottom) -> producing (layer, top)
         var readers: [TopIndex: Int] = [:]
@@ -33,7 +33,7 @@ enum SplitInsertion {
             }
         }
         var nextSplit: [TopIndex: Int] = [:]
-        var result: [(Caffe_LayerParameter, SourceLocation?)] = []
+        var result: [(Caffe_LayerParameter, SourcePosition?)] = []
         for (i, (original, location)) in layers.enumerated() {
             var layer = original
             for j in layer.bottom.indices {

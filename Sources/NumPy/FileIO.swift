@@ -32,9 +32,9 @@ enum FileIO {
                 // it grew, and for pipes.
                 capacity += isRegular ? 1 << 16 : max(capacity, 1 << 16)
             }
-            if result.count < capacity { result += [UInt8](repeating: 0, count: capacity - result.count) }
+            if result.count < capacity { result.append(contentsOf: repeatElement(0, count: capacity - result.count)) }
             let n = result.withUnsafeMutableBytes { buf in
-                Glibc_read(fd, buf.baseAddress! + filled, capacity - filled)
+                sysRead(fd, buf.baseAddress! + filled, capacity - filled)
             }
             if n < 0 {
                 if errno == EINTR { continue }
@@ -68,7 +68,7 @@ enum FileIO {
             var written = 0
             try bytes.withUnsafeBytes { buf in
                 while written < buf.count {
-                    let n = Glibc_write(fd, buf.baseAddress! + written, buf.count - written)
+                    let n = sysWrite(fd, buf.baseAddress! + written, buf.count - written)
                     if n < 0 {
                         if errno == EINTR { continue }
                         throw NumPyError(.io, "write failed: \(errnoText())", file: path)
@@ -86,5 +86,5 @@ enum FileIO {
 }
 
 // `read`/`write` are shadowed inside types that define methods of the same name.
-@inline(__always) private func Glibc_read(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int) -> Int { read(fd, p, n) }
-@inline(__always) private func Glibc_write(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }
+@inline(__always) private func sysRead(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int) -> Int { read(fd, p, n) }
+@inline(__always) private func sysWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }

@@ -52,7 +52,7 @@ struct PrototxtParserTests {
     @Test("an unknown enum value lists the valid ones")
     func unknownEnumValue() {
         let text = "layer { name: \"p\" type: \"Pooling\" pooling_param { pool: MAXIMUM } }"
-        #expect(error(text) == "net.prototxt:1:51: layer 'p': 'MAXIMUM' is not a value of caffe.PoolingParameter.PoolMethod — did you mean 'MAX'?\n  hint: one of: MAX, AVE, STOCHASTIC")
+        #expect(error(text) == "net.prototxt:1:57: layer 'p': 'MAXIMUM' is not a value of caffe.PoolingParameter.PoolMethod — did you mean 'MAX'?\n  hint: one of: MAX, AVE, STOCHASTIC")
     }
 
     @Test("syntax errors point at the token")

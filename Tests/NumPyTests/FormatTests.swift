@@ -129,7 +129,7 @@ struct FormatTests {
 
     // MARK: Header parsing
 
-    static let headerVariants: [String] = [
+    static let headerTexts: [String] = [
         "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }" + String(repeating: " ", count: 10) + "\n",
         "{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(2,3)}",
         "{ 'shape' : ( 2 , 3 , ) , 'fortran_order' : False , 'descr' : '<f4' , }\n",
@@ -139,7 +139,7 @@ struct FormatTests {
         "{'descr': '=f4', 'fortran_order': False, 'shape': (2, 3), 'extra': None, }\n",
     ]
 
-    @Test("header parsing tolerates spacing, quotes, trailing commas, key order, Python 2 longs", arguments: headerVariants)
+    @Test("header parsing tolerates spacing, quotes, trailing commas, key order, Python 2 longs", arguments: headerTexts)
     func headerVariants(header: String) throws {
         let values: [Float] = [0, 1, 2, 3, 4, 5]
         let a = try NumPyFile.readArray(from: Data(makeNPY(header: header, payload: le32(values))))

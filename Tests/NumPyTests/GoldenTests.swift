@@ -27,7 +27,8 @@ struct GoldenTests {
         let grads = try NumPyFile.readArchive(path: dir.appendingPathComponent("grads.npz").path)
         #expect(grads.keys == ["x", "conv/0", "conv/1"])
         #expect(grads["conv/0"]?.shape == [4, 3, 3, 3])
-        #expect(grads["conv/1"]?.data == [-11.043433, -14.216448, -1.6386236])
+        #expect(grads["conv/1"]?.count == 4)
+        #expect(grads["conv/1"].map { Array($0.data.prefix(3)) } == [-11.043433, -14.216448, -1.6386236])
     }
 
     @Test("softmaxloss_2d/outputs.npz: the 0-d loss listed in case.json")

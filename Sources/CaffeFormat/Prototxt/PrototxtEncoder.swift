@@ -29,7 +29,7 @@ public struct PrototxtEncoder {
         }
         var layer = layer
         if Self.layerTypes.contains(typeName), let name = message.firstString("name") { layer = name }
-        var seenSingular: [String: SourceLocation] = [:]
+        var seenSingular: [String: SourcePosition] = [:]
         for field in message.fields {
             guard let info = type.field(named: field.name) else {
                 throw Diagnostic("\(typeName) has no field '\(field.name)'" + Diagnostic.didYouMean(field.name, among: type.fields.map(\.name)),

@@ -9,9 +9,9 @@ import Foundation
 public struct PrototxtMessage: Sendable {
     public var fields: [PrototxtField]
     /// Where the message body starts: the `{` (or the file start for the root).
-    public var location: SourceLocation
+    public var location: SourcePosition
     /// Where the closing `}` is (or the end of the file for the root).
-    public var endLocation: SourceLocation
+    public var endLocation: SourcePosition
 
     /// The first scalar value written for `name`, as source text (`"conv1"` unquoted).
     public func firstString(_ name: String) -> String? {
@@ -25,7 +25,7 @@ public struct PrototxtMessage: Sendable {
 /// One `name: value` or `name { ... }` entry.
 public struct PrototxtField: Sendable {
     public var name: String
-    public var location: SourceLocation
+    public var location: SourcePosition
     public var value: PrototxtValue
 }
 
@@ -44,7 +44,7 @@ public struct PrototxtScalar: Sendable {
     public var text: String
     /// For strings, the decoded bytes (escapes resolved, adjacent literals joined).
     public var bytes: [UInt8]
-    public var location: SourceLocation
+    public var location: SourcePosition
 }
 
 /// Reads protobuf text format into a `PrototxtMessage`.
@@ -82,7 +82,7 @@ public struct PrototxtParser {
 
     // MARK: - Grammar
 
-    private mutating func parseFields(closedBy close: UInt8?, openedAt open: SourceLocation, fieldName: String?) throws -> [PrototxtField] {
+    private mutating func parseFields(closedBy close: UInt8?, openedAt open: SourcePosition, fieldName: String?) throws -> [PrototxtField] {
         var fields: [PrototxtField] = []
         while true {
             skipTrivia()
@@ -245,8 +245,8 @@ public struct PrototxtParser {
 
     private var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
 
-    private var location: SourceLocation {
-        SourceLocation(file: file, line: line, column: columnOf(index))
+    private var location: SourcePosition {
+        SourcePosition(file: file, line: line, column: columnOf(index))
     }
 
     /// Columns count characters, not bytes, so multi-byte UTF-8 names line up in editors.
