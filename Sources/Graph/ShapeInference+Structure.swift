@@ -24,8 +24,10 @@ extension ShapeInference {
             }
             for d in 0..<first.rank where d != axis {
                 if first[d] != other[d], first[d] != TensorShape.unknown, other[d] != TensorShape.unknown {
-                    throw Diagnostic("Concat inputs must match on every axis except the concat axis \(axis): \(c.shapeText(0)) vs \(c.shapeText(i)) differ on axis \(d)",
-                                     hint: "check the layers that produce these blobs, or concatenate along axis \(d)")
+                    let differing = (0..<first.rank).filter { $0 != axis && first[$0] != other[$0] }
+                    throw Diagnostic("Concat inputs must match on every axis except the concat axis \(axis): \(c.shapeText(0)) vs \(c.shapeText(i)) differ on axis \(differing.map(String.init).joined(separator: " and "))",
+                                     hint: differing.count == 1 ? "check the layers that produce these blobs, or concatenate along axis \(d) (concat_param { axis: \(d) })"
+                                                                : "check the layers that produce these blobs (pooling rounds up; padding changes sizes)")
                 }
             }
             output[axis] = Extent.map(output[axis], other[axis]) { $0[0] + $0[1] }

@@ -81,6 +81,11 @@ public enum WeightBinding {
     private static func mismatch(node: Node, index: Int, source: TensorShape, legacy: Bool, target: ParameterInfo,
                                  graph: Graph, file: String) -> Diagnostic {
         var message = "cannot copy param \(index) (\(target.role)): the caffemodel's blob is \(source)\(legacy ? " (legacy num×channels×height×width)" : ""), the net's is \(target.shape)"
+        if node.kind == .innerProduct, index == 0, source.rank >= 2, let trained = source.count(from: source.rank - 1) {
+            let transposed = node.layer.innerProductParam.transpose
+            let inputs = transposed ? source[source.rank - 2] : trained
+            message += " (it was trained on \(inputs) input values per item)"
+        }
         if let input = node.inputs.first {
             let value = graph.values[input]
             message += "; the net's shape follows from its input " + Provenance.explain(value.id, in: graph)

@@ -33,7 +33,7 @@ public enum NetUpgrader {
         guard needsUpgrade(net) else { return [] }
         if !net.layer.isEmpty, !net.layers.isEmpty {
             throw Diagnostic(
-                "the net has both 'layer' entries (current format) and \(net.layers.count) legacy 'layers' entries; "
+                "the net has both 'layer' entries (current format) and \(net.layers.count) legacy 'layers' entr\(net.layers.count == 1 ? "y" : "ies"); "
                     + "Caffe refuses to upgrade such a mix", file: file,
                 hint: "write every layer in one format: the current one is layer { type: \"Convolution\" … }, "
                     + "not layers { type: CONVOLUTION … } (Caffe's upgrade_net_proto_text converts a legacy file)")
