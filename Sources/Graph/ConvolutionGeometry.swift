@@ -48,6 +48,9 @@ public struct ConvolutionGeometry: Sendable, Equatable {
         stride = try perAxis(p.stride, p.hasStrideH ? p.strideH : nil, p.hasStrideW ? p.strideW : nil, name: "stride", default: 1)
         pad = try perAxis(p.pad, p.hasPadH ? p.padH : nil, p.hasPadW ? p.padW : nil, name: "pad", default: 0)
         dilation = try perAxis(p.dilation, nil, nil, name: "dilation", default: 1)
+        for (name, values) in [("kernel", kernel), ("stride", stride), ("pad", pad), ("dilation", dilation)] where values.contains(where: { $0 > Int(Int32.max) }) {
+            throw Diagnostic("\(name) \(values) is out of range (at most \(Int32.max))")
+        }
         guard kernel.allSatisfy({ $0 > 0 }) else { throw Diagnostic("kernel dimensions must be positive, got \(kernel)") }
         guard stride.allSatisfy({ $0 > 0 }) else { throw Diagnostic("strides must be positive, got \(stride)") }
         guard dilation.allSatisfy({ $0 > 0 }) else { throw Diagnostic("dilations must be positive, got \(dilation)") }
@@ -131,6 +134,9 @@ public struct PoolingGeometry: Sendable, Equatable {
         self.kernel = kernel
         stride = try pair(p.stride, hasSingle: true, p.strideH, hasH: p.hasStrideH, p.strideW, hasW: p.hasStrideW, name: "stride")!
         pad = try pair(p.pad, hasSingle: true, p.padH, hasH: p.hasPadH, p.padW, hasW: p.hasPadW, name: "pad")!
+        for (name, values) in [("kernel", kernel), ("stride", stride), ("pad", pad)] where values.contains(where: { $0 > Int(Int32.max) }) {
+            throw Diagnostic("pooling \(name) \(values) is out of range (at most \(Int32.max))")
+        }
         guard kernel.allSatisfy({ $0 > 0 }) else { throw Diagnostic("pooling kernel dimensions must be positive, got \(kernel)") }
         guard stride.allSatisfy({ $0 > 0 }) else { throw Diagnostic("pooling strides must be positive, got \(stride)") }
         for i in 0..<spatial where pad[i] >= kernel[i] {

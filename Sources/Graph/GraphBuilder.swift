@@ -83,6 +83,16 @@ public struct GraphBuilder: Sendable {
             throw Diagnostic("\(kind.rawValue) produces \(signature.outputs.count) top blob\(signature.outputs.count == 1 ? "" : "s"), but the layer lists \(layer.top.count)",
                              hint: "check the layer's top: lines")
         }
+        for (index, shape) in signature.outputs.enumerated() where shape.isRankKnown {
+            let top = index < layer.top.count ? layer.top[index] : "#\(index)"
+            if let bad = shape.dims.first(where: { $0 < 0 && $0 != TensorShape.unknown || $0 > Int(Int32.max) }) {
+                throw Diagnostic("top '\(top)' would have extent \(bad); extents must lie in 0...\(Int32.max)", hint: "check the shape values given for this layer")
+            }
+            if shape.overflows || (shape.count ?? 0) > Int(Int32.max) {
+                throw Diagnostic("top '\(top)' \(shape) would hold more than \(Int32.max) values (Caffe's limit for one blob)",
+                                 hint: "use a smaller batch or input size")
+            }
+        }
         let nodeID = graph.nodes.count
         var outputs: [ValueID] = []
         for (index, top) in layer.top.enumerated() {

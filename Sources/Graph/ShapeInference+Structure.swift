@@ -50,7 +50,7 @@ extension ShapeInference {
             }
             throw Diagnostic("Eltwise inputs must have identical shapes: \(c.name(0)) is \(c.inputs[0]), \(c.name(i)) is \(c.inputs[i])", hint: hint)
         }
-        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) * max(1, c.inputs.count - 1))
+        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) &* max(1, c.inputs.count - 1))
     }
 
     static func reshape(_ c: ShapeContext) throws -> LayerSignature {
@@ -94,7 +94,7 @@ extension ShapeInference {
         if let inferred {
             let known = output.enumerated().filter { $0.offset != start + inferred }.map(\.element)
             if let inputCount, !known.contains(TensorShape.unknown) {
-                let rest = known.reduce(1, *)
+                let rest = TensorShape(known).count ?? 0
                 guard rest > 0, inputCount % rest == 0 else {
                     throw Diagnostic("cannot reshape \(c.shapeText(0)) (\(inputCount) values) to \(TensorShape(output)): \(inputCount) is not a multiple of \(rest)")
                 }
@@ -234,7 +234,7 @@ extension ShapeInference {
         let outputs = [output] + Array(repeating: state, count: p.exposeHidden ? exposed : 0)
         let gates = isLSTM ? 4 : 1
         let flops = (steps == TensorShape.unknown || batch == TensorShape.unknown || features == TensorShape.unknown) ? 0 :
-            2 * steps * batch * gates * hidden * (features + hidden)
+            2 &* steps &* batch &* gates &* hidden &* (features + hidden)
         return LayerSignature(outputs: Array(outputs.prefix(c.layer.top.count)), parameters: parameters, flops: flops)
     }
 
@@ -246,7 +246,7 @@ extension ShapeInference {
         if previous[2] != TensorShape.unknown, gates[2] != TensorShape.unknown, gates[2] != 4 * previous[2] {
             throw Diagnostic("LSTMUnit gates \(c.shapeText(1)) must have 4× the channels of c_prev \(c.shapeText(0))")
         }
-        return LayerSignature(outputs: [previous, previous], flops: 10 * (previous.count ?? 0))
+        return LayerSignature(outputs: [previous, previous], flops: 10 &* (previous.count ?? 0))
     }
 
     // MARK: - Losses
@@ -308,6 +308,6 @@ extension ShapeInference {
             break
         }
         let tops = c.layer.top.count
-        return LayerSignature(outputs: Array(outputs.prefix(max(tops, 1))), flops: 4 * (scores.count ?? 0))
+        return LayerSignature(outputs: Array(outputs.prefix(max(tops, 1))), flops: 4 &* (scores.count ?? 0))
     }
 }

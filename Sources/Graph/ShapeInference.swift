@@ -69,7 +69,7 @@ public enum ShapeInference {
             let channels = c.inputs[0].rank > 1 ? c.inputs[0][1] : 1
             let shared = c.layer.normParam.channelShared
             return LayerSignature(outputs: [c.inputs[0]], parameters: [(shared ? TensorShape.scalar : TensorShape([channels]), "scale")],
-                                  flops: 4 * (c.inputs[0].count ?? 0))
+                                  flops: 4 &* (c.inputs[0].count ?? 0))
         case .relu, .elu, .sigmoid, .tanh, .absVal, .bnll, .power, .exp, .log, .clip, .swish, .threshold, .dropout:
             return sameShape(c, flopsPerElement: 1)
         case .prelu:
@@ -152,7 +152,7 @@ public enum ShapeInference {
     }
 
     static func sameShape(_ c: ShapeContext, flopsPerElement: Int) -> LayerSignature {
-        LayerSignature(outputs: [c.inputs[0]], flops: flopsPerElement * (c.inputs[0].count ?? 0))
+        LayerSignature(outputs: [c.inputs[0]], flops: flopsPerElement &* (c.inputs[0].count ?? 0))
     }
 
     // MARK: - Data sources
@@ -171,6 +171,9 @@ public enum ShapeInference {
             }
             outputs = tops.indices.map { TensorShape((shapes.count == 1 ? shapes[0] : shapes[$0]).dim.map(Int.init)) }
             if shapes.isEmpty { outputs = Array(repeating: .unknownRank, count: tops.count) }
+            if let shape = shapes.first(where: { $0.dim.contains { $0 < 0 } }) {
+                throw Diagnostic("Input shape \(shape.dim) has a negative dim", hint: "every dim must be a size (≥ 0); pass --input NAME=d0,d1,... to set it")
+            }
         case .dummyData:
             let p = c.layer.dummyDataParam
             if !p.shape.isEmpty {
@@ -253,9 +256,9 @@ public enum ShapeInference {
         var parameters: [(TensorShape, String)] = [(weight, "weights")]
         if g.biasTerm { parameters.append((TensorShape([g.numOutput]), "bias")) }
         // 2·MACs: every output (conv) or input (deconv) point sees (C/group)·kernel inputs.
-        let perPoint = Extent.map(channels) { $0[0] / g.group } * g.kernel.reduce(1, *)
-        let points = c.kind == .deconvolution ? (input.count ?? 0) / max(channels, 1) * g.numOutput : (output.count ?? 0)
-        let flops = channels == TensorShape.unknown ? 0 : 2 * perPoint * points * c.inputs.count
+        let perPoint = Extent.map(channels) { $0[0] / g.group } &* g.kernel.reduce(1, &*)
+        let points = c.kind == .deconvolution ? (input.count ?? 0) / max(channels, 1) &* g.numOutput : (output.count ?? 0)
+        let flops = channels == TensorShape.unknown ? 0 : 2 &* perPoint &* points &* c.inputs.count
         return LayerSignature(outputs: Array(repeating: output, count: c.inputs.count), parameters: parameters, flops: flops)
     }
 
@@ -276,7 +279,7 @@ public enum ShapeInference {
             throw Diagnostic("only MAX pooling has a second (argmax mask) top")
         }
         guard tops == 1 || tops == 2 else { throw Diagnostic("Pooling has 1 top (or 2 for MAX with a mask), got \(tops)") }
-        return LayerSignature(outputs: Array(repeating: output, count: tops), flops: (output.count ?? 0) * g.kernel.reduce(1, *))
+        return LayerSignature(outputs: Array(repeating: output, count: tops), flops: (output.count ?? 0) &* g.kernel.reduce(1, &*))
     }
 
     static func innerProduct(_ c: ShapeContext) throws -> LayerSignature {
@@ -292,7 +295,7 @@ public enum ShapeInference {
         let output = TensorShape(Array(input.dims[0..<axis]) + [n])
         var parameters: [(TensorShape, String)] = [(TensorShape(p.transpose ? [k, n] : [n, k]), "weights")]
         if p.biasTerm { parameters.append((TensorShape([n]), "bias")) }
-        let flops = (k == TensorShape.unknown || m == TensorShape.unknown) ? 0 : 2 * m * n * k
+        let flops = (k == TensorShape.unknown || m == TensorShape.unknown) ? 0 : 2 &* m &* n &* k
         return LayerSignature(outputs: [output], parameters: parameters, flops: flops)
     }
 
@@ -302,16 +305,16 @@ public enum ShapeInference {
         guard c.inputs[0].rank == 4 else {
             throw Diagnostic("LRN needs a 4-D N×C×H×W input, got \(c.shapeText(0))")
         }
-        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) * (size + 3))
+        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) &* (size + 3))
     }
 
     static func spp(_ c: ShapeContext) throws -> LayerSignature {
         let input = c.inputs[0]
         guard input.rank == 4 else { throw Diagnostic("SPP needs a 4-D input, got \(c.shapeText(0))") }
         let levels = Int(c.layer.sppParam.pyramidHeight)
-        guard levels >= 1 else { throw Diagnostic("SPP pyramid_height must be at least 1") }
+        guard (1...16).contains(levels) else { throw Diagnostic("SPP pyramid_height must be between 1 and 16, got \(levels)") }
         let bins = (0..<levels).reduce(0) { $0 + (1 << (2 * $1)) }
-        return LayerSignature(outputs: [TensorShape([input[0], Extent.map(input[1]) { $0[0] * bins }])], flops: (input.count ?? 0) * levels)
+        return LayerSignature(outputs: [TensorShape([input[0], Extent.map(input[1]) { $0[0] &* bins }])], flops: (input.count ?? 0) &* levels)
     }
 
     static func roiPooling(_ c: ShapeContext) throws -> LayerSignature {
@@ -362,7 +365,7 @@ public enum ShapeInference {
         let channels = input.rank > 1 ? input[1] : 1
         return LayerSignature(outputs: [input],
                               parameters: [(TensorShape([channels]), "mean"), (TensorShape([channels]), "variance"), (TensorShape([1]), "scale factor")],
-                              flops: 2 * (input.count ?? 0))
+                              flops: 2 &* (input.count ?? 0))
     }
 
     static func scaleOrBias(_ c: ShapeContext) throws -> LayerSignature {
@@ -400,6 +403,6 @@ public enum ShapeInference {
         var parameters: [(TensorShape, String)] = []
         if c.inputs.count == 1 { parameters.append((operand, isScale ? "scale" : "bias")) }
         if isScale, c.layer.scaleParam.biasTerm { parameters.append((operand, "bias")) }
-        return LayerSignature(outputs: [input], parameters: parameters, flops: (input.count ?? 0) * (parameters.count > 1 ? 2 : 1))
+        return LayerSignature(outputs: [input], parameters: parameters, flops: (input.count ?? 0) &* (parameters.count > 1 ? 2 : 1))
     }
 }

@@ -33,13 +33,16 @@ public struct TensorShape: Hashable, Sendable, CustomStringConvertible {
     public var isFullyKnown: Bool { isRankKnown && !dims.contains(TensorShape.unknown) }
 
     /// The number of elements, or nil when some extent is unknown.
-    public var count: Int? { isFullyKnown ? dims.reduce(1, *) : nil }
+    public var count: Int? { isFullyKnown ? Extent.checkedProduct(dims) : nil }
+
+    /// True when every extent is known but their product does not fit in an `Int`.
+    public var overflows: Bool { isFullyKnown && Extent.checkedProduct(dims) == nil }
 
     /// The element count of axes `start..<end`, or nil when unknown.
     public func count(from start: Int, to end: Int? = nil) -> Int? {
         guard isRankKnown else { return nil }
         let slice = dims[max(0, start)..<min(dims.count, end ?? dims.count)]
-        return slice.contains(TensorShape.unknown) ? nil : slice.reduce(1, *)
+        return slice.contains(TensorShape.unknown) ? nil : Extent.checkedProduct(Array(slice))
     }
 
     public subscript(axis: Int) -> Int {
@@ -78,6 +81,17 @@ enum Extent {
     }
 
     static func product(_ values: [Int]) -> Int {
-        values.contains(TensorShape.unknown) ? TensorShape.unknown : values.reduce(1, *)
+        values.contains(TensorShape.unknown) ? TensorShape.unknown : (checkedProduct(values) ?? TensorShape.unknown)
+    }
+
+    /// The product, or nil when it does not fit in an `Int` (hostile or corrupt inputs).
+    static func checkedProduct(_ values: [Int]) -> Int? {
+        var result = 1
+        for value in values {
+            let (next, overflow) = result.multipliedReportingOverflow(by: value)
+            if overflow { return nil }
+            result = next
+        }
+        return result
     }
 }
