@@ -38,5 +38,6 @@ let package = Package(
         .testTarget(name: "CaffeFormatTests", dependencies: ["CaffeFormat"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "NumPyTests", dependencies: ["NumPy"]),
+        .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
     ]
 )

@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+import SwiftJIT
+
+/// `swiftjit compile` and `swiftjit upgrade` as a user runs them: the real binary, its exit code,
+/// its table, its JSON, and its one-line errors.
+@Suite("the swiftjit command line", .serialized)
+struct CompileCommandTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let shared = root.deletingLastPathComponent().appendingPathComponent("shared")
+
+    /// The swiftjit binary built next to this test bundle.
+    static func binary() throws -> URL {
+        let bundle = Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }
+        let candidates = [bundle?.deletingLastPathComponent(), root.appendingPathComponent(".build/debug")].compactMap { $0 }
+        for folder in candidates {
+            let url = folder.appendingPathComponent("swiftjit")
+            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        }
+        throw Missing(what: "the swiftjit binary (build it with `swift build --build-tests`)")
+    }
+
+    struct Missing: Error, CustomStringConvertible {
+        var what: String
+        var description: String { "missing \(what)" }
+    }
+
+    static func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = try binary()
+        process.arguments = arguments
+        process.currentDirectoryURL = root
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+
+    @Test("compile prints one row per layer with tops, parameter shapes and FLOPs, then totals")
+    func table() throws {
+        let result = try Self.run(["compile", "Examples/lenet/lenet.prototxt"])
+        #expect(result.status == 0, "\(result.err)")
+        let lines = result.out.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("layer  type") == true)
+        #expect(lines.contains { $0.hasPrefix("conv1  Convolution   conv1 64×20×24×24  20×1×5×5, 20") })
+        #expect(lines.contains { $0.hasPrefix("ip1    InnerProduct  ip1 64×500         500×800, 500") })
+        #expect(lines.contains("9 layers, 431,080 parameters (1.6 MiB), 294.5 MFLOPs per forward pass"))
+    }
+
+    @Test("compile --json prints what scripts need, and --input changes shapes")
+    func json() throws {
+        let result = try Self.run(["compile", "Examples/lenet/lenet.prototxt", "--json", "--input", "data=2,1,28,28"])
+        #expect(result.status == 0, "\(result.err)")
+        let document = try JSONSerialization.jsonObject(with: Data(result.out.utf8)) as? [String: Any]
+        let layers = document?["layers"] as? [[String: Any]] ?? []
+        #expect(layers.count == 9)
+        let conv1 = layers.first { $0["name"] as? String == "conv1" }
+        #expect(conv1?["type"] as? String == "Convolution")
+        #expect((conv1?["tops"] as? [[String: Any]])?.first?["shape"] as? [Int] == [2, 20, 24, 24])
+        #expect(conv1?["params"] as? [[Int]] == [[20, 1, 5, 5], [20]])
+        #expect(conv1?["flops"] as? Int == 2 * 20 * 24 * 24 * 25 * 2)
+        let totals = document?["totals"] as? [String: Any]
+        #expect(totals?["params"] as? Int == 431_080)
+    }
+
+    @Test("compile --weights lists initialized layers; errors go to stderr with exit 1")
+    func weightsAndErrors() throws {
+        let net = Self.shared.appendingPathComponent("golden/nets/cifar10_quick")
+        let ok = try Self.run(["compile", net.appendingPathComponent("net.prototxt").path,
+                               "--weights", net.appendingPathComponent("weights.caffemodel").path])
+        #expect(ok.status == 0, "\(ok.err)")
+        #expect(ok.out.contains("initialized 5 layers (conv1, conv2, conv3, ip1, ip2)"))
+        #expect(ok.out.contains("not initialized (filled by their fillers): none"))
+
+        let missing = try Self.run(["compile", "nope.prototxt"])
+        #expect(missing.status == 1)
+        #expect(missing.err.hasPrefix("error: nope.prototxt: no such file"))
+
+        let python = try Self.run(["compile", Self.shared.appendingPathComponent("zoo/faster_rcnn/VGG16/faster_rcnn_end2end/test.prototxt").path])
+        #expect(python.status == 1)
+        #expect(python.err.contains("layer 'proposal': layer type 'Python' is not supported"))
+    }
+
+    @Test("what compile prints for each golden net equals Caffe's blob shapes")
+    func goldenNets() throws {
+        let nets = Self.shared.appendingPathComponent("golden/nets")
+        for name in ["cifar10_quick", "cms_rcnn_head", "conv3d_5d_pool", "label_smoothing", "label_smoothing_no_reshape", "lenet_deploy"] {
+            let folder = nets.appendingPathComponent(name)
+            let info = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("case.json"))) as? [String: Any]
+            let phase = (info?["phase"] as? String) == "TRAIN" ? "train" : "test"
+            let result = try Self.run(["compile", folder.appendingPathComponent("net.prototxt").path, "--phase", phase, "--json"])
+            #expect(result.status == 0, "\(name): \(result.err)")
+            let document = try JSONSerialization.jsonObject(with: Data(result.out.utf8)) as? [String: Any]
+            var printed: [String: [Int]] = [:]
+            for layer in document?["layers"] as? [[String: Any]] ?? [] {
+                for top in layer["tops"] as? [[String: Any]] ?? [] {
+                    printed[top["name"] as! String] = top["shape"] as? [Int]
+                }
+            }
+            let outputs = try NumPyFile.readArchive(path: folder.appendingPathComponent("outputs.npz").path)
+            #expect(!outputs.keys.isEmpty)
+            for key in outputs.keys {
+                #expect(printed[key] == outputs[key]!.shape, "\(name): '\(key)' printed \(printed[key] ?? []), Caffe \(outputs[key]!.shape)")
+            }
+        }
+    }
+
+    @Test("upgrade rewrites a V1 net and a legacy solver in today's format")
+    func upgrade() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-upgrade-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("caffenet.prototxt").path
+        let result = try Self.run(["upgrade", Self.shared.appendingPathComponent("zoo/bvlc_legacy_v1/bvlc_reference_caffenet/deploy.prototxt").path, output])
+        #expect(result.status == 0, "\(result.err)")
+        let text = try String(contentsOfFile: output, encoding: .utf8)
+        #expect(text.contains("layer {") && !text.contains("layers {"))
+        #expect(text.contains("type: \"Convolution\""))
+        let compiled = try Self.run(["compile", output])
+        #expect(compiled.status == 0)
+        #expect(compiled.out.contains("prob   Softmax       prob 10×1000"))
+
+        let solver = folder.appendingPathComponent("solver.prototxt").path
+        let upgraded = try Self.run(["upgrade", Self.shared.appendingPathComponent("zoo/bvlc_legacy_solver_enum/lenet_solver_adam.prototxt").path, solver])
+        #expect(upgraded.status == 0, "\(upgraded.err)")
+        let solverText = try String(contentsOfFile: solver, encoding: .utf8)
+        #expect(solverText.contains("type: \"Adam\"") && !solverText.contains("solver_type"))
+    }
+}
