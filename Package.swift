@@ -26,6 +26,8 @@ let package = Package(
         ),
         .target(name: "Graph", dependencies: ["CaffeFormat"]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CLLVM", path: "Sources/CLLVM"),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .target(name: "NumPy", dependencies: ["CZlib"]),
         .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy"]),
         .executableTarget(
