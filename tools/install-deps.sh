@@ -2,7 +2,7 @@
 # Installs the Debian packages SwiftJIT builds and tests against, skipping those already present.
 # Needs root (or sudo) on Debian 12. Safe to run repeatedly.
 set -euo pipefail
-packages=(llvm-dev libopenblas-dev liblmdb-dev zlib1g-dev graphviz python3-numpy)
+packages=(llvm-dev libopenblas-dev liblmdb-dev zlib1g-dev graphviz)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,3 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 command -v swift >/dev/null || { echo "error: the Swift 6 toolchain is not on PATH (see https://swift.org/install)"; exit 1; }
+# The tests compare with NumPy's own files; use the python3 on PATH (pip, not Debian, if it is a pyenv one).
+if ! python3 -c "import numpy" 2>/dev/null; then
+  echo "installing numpy for $(command -v python3)"
+  python3 -m pip install -q numpy
+fi

@@ -8,13 +8,9 @@ struct CompileCommand: ParsableCommand {
         commandName: "compile",
         abstract: "Read a net, infer every blob's shape, and print one row per layer.",
         discussion: """
-        Reads today's `layer {}` prototxt and the old V0/V1 `layers {}` formats (upgraded on load).
-        Each row shows the layer's tops with their shapes, its parameter shapes (weights, bias, ...)
-        and its forward FLOPs (a multiply-add counts 2). A `?` is an extent known only once data is
-        read (e.g. a Data layer's image size): give it with --input.
+        Reads today's `layer {}` prototxt and the old V0/V1 `layers {}` formats (upgraded on load). Each row shows the layer's tops with their shapes, its parameter shapes (weights, bias, ...) and its forward FLOPs (a multiply-add counts 2). A `?` is an extent known only once data is read (e.g. a Data layer's image size): give it with --input.
 
-        With --weights, checks the .caffemodel against the net the way Caffe copies weights (by layer
-        name, shape by shape) and lists the layers it initializes and those it leaves to their fillers.
+        With --weights, checks the .caffemodel against the net the way Caffe copies weights (by layer name, shape by shape) and lists the layers it initializes and those it leaves to their fillers.
         """
     )
 

@@ -8,9 +8,7 @@ struct UpgradeCommand: ParsableCommand {
         commandName: "upgrade",
         abstract: "Write a V0/V1 net, a legacy solver or a V1 .caffemodel in the current format.",
         discussion: """
-        The kind of file is recognised by its content: a binary .caffemodel is upgraded to a binary
-        V2 caffemodel; a prototxt net gets `layer {}` entries and an Input layer instead of
-        input/input_dim; a solver's `solver_type: ADAM` becomes `type: "Adam"`.
+        The kind of file is recognised by its content: a binary .caffemodel is upgraded to a binary V2 caffemodel; a prototxt net gets `layer {}` entries and an Input layer instead of input/input_dim; a solver's `solver_type: ADAM` becomes `type: "Adam"`.
         """
     )
 
