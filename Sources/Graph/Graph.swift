@@ -76,6 +76,8 @@ public struct Graph: Sendable {
     public var externalInputs: [ValueID] = []
     /// Whether the net asked for gradients everywhere (`force_backward`).
     public var forceBackward = false
+    /// What the builder decided on the user's behalf (e.g. stages it enabled), for reports.
+    public var notes: [String] = []
 
     public init(name: String, phase: Caffe_Phase) {
         self.name = name

@@ -19,17 +19,44 @@ public struct GraphBuilder: Sendable {
     public var inputShapes: [String: TensorShape]
     /// Whether to insert Caffe's automatic Split layers (needed for backward; inference can skip them).
     public var insertsSplits: Bool
+    /// When a layer is left out only because the net state lacks a stage (which a solver's
+    /// `test_state`/`train_state` would supply), enable that stage and say so in `Graph.notes`.
+    /// Caffe itself needs the stage spelled out; someone explaining a net alone wants it built.
+    public var enablesMissingStages: Bool
 
     public init(phase: Caffe_Phase = .test, level: Int32? = nil, stages: [String]? = nil,
-                inputShapes: [String: TensorShape] = [:], insertsSplits: Bool = true) {
+                inputShapes: [String: TensorShape] = [:], insertsSplits: Bool = true, enablesMissingStages: Bool = false) {
         self.phase = phase
         self.level = level
         self.stages = stages
         self.inputShapes = inputShapes
         self.insertsSplits = insertsSplits
+        self.enablesMissingStages = enablesMissingStages
+    }
+
+    /// Raised inside `buildOnce` when only a stage is missing and `enablesMissingStages` is on.
+    private struct StagesNeeded: Error {
+        var stages: [String]
+        var layer: String
     }
 
     public func build(_ definition: NetDefinition) throws -> Graph {
+        var builder = self
+        var notes: [String] = []
+        while true {
+            do {
+                var graph = try builder.buildOnce(definition)
+                graph.notes = notes
+                return graph
+            } catch let needed as StagesNeeded {
+                let current = builder.stages ?? definition.net.state.stage
+                builder.stages = current + needed.stages.filter { !current.contains($0) }
+                notes.append("built with stage\(needed.stages.count == 1 ? "" : "s") \(needed.stages.map { "'\($0)'" }.joined(separator: ", ")), which layer '\(needed.layer)' needs in phase \(phase.caffeName) (a solver's test_state/train_state sets it; choose with --stage)")
+            }
+        }
+    }
+
+    private func buildOnce(_ definition: NetDefinition) throws -> Graph {
         let net = definition.net
         let filter = NetFilter(net: net, phase: phase, level: level, stages: stages)
         var layers: [(Caffe_LayerParameter, SourcePosition?)] = []
@@ -171,10 +198,11 @@ public struct GraphBuilder: Sendable {
     }
 
     private func missingBottom(_ bottom: String, layer: Caffe_LayerParameter, available: [String],
-                               excluded: [Caffe_LayerParameter], filter: NetFilter) -> Diagnostic {
+                               excluded: [Caffe_LayerParameter], filter: NetFilter) -> Error {
         var hint = "a bottom must be the top of an earlier layer or a net input"
         let producers = excluded.filter { $0.top.contains(bottom) }
         if let (producer, stages) = producers.lazy.compactMap({ p in filter.stagesEnabling(p).map { (p, $0) } }).first {
+            if enablesMissingStages { return StagesNeeded(stages: stages, layer: producer.name) }
             let list = stages.joined(separator: " --stage ")
             hint = "'\(bottom)' is made by layer '\(producer.name)' only when stage\(stages.count == 1 ? "" : "s") \(stages.map { "'\($0)'" }.joined(separator: ", ")) \(stages.count == 1 ? "is" : "are") set: pass --stage \(list) (a solver's test_state/train_state sets stages)"
         } else if let producer = producers.first, let reason = filter.exclusionReason(producer) {

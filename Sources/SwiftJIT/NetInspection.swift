@@ -24,7 +24,8 @@ public struct NetInspection: Sendable {
     /// The net definition, its graph, and what the weights initialize.
     public func build() throws -> (definition: NetDefinition, graph: Graph, weights: WeightBindingReport?) {
         let definition = try CaffeFiles.loadNet(path: netPath)
-        let builder = GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: inputShapes)
+        let builder = GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: inputShapes,
+                                   enablesMissingStages: stages == nil)
         let graph = try builder.build(definition)
         guard let weightsPath else { return (definition, graph, nil) }
         let weights = try CaffeFiles.loadWeights(path: weightsPath)
@@ -34,6 +35,6 @@ public struct NetInspection: Sendable {
 
     public func summarize() throws -> NetSummary {
         let (definition, graph, report) = try build()
-        return NetSummary(graph: graph, weights: report.map { (weightsPath ?? "", $0) }, notes: definition.upgradeNotes)
+        return NetSummary(graph: graph, weights: report.map { (weightsPath ?? "", $0) }, notes: definition.upgradeNotes + graph.notes)
     }
 }

@@ -165,3 +165,31 @@ struct DiagnosticTests {
         #expect(throws: Diagnostic.self) { try WeightBinding.check(graph, weights: weights, file: "v1.caffemodel") }
     }
 }
+
+@Suite("net state")
+struct NetStateTests {
+    static let text = """
+    layer { name: "train_data" type: "DummyData" top: "data" include { phase: TRAIN } dummy_data_param { shape { dim: 4 dim: 3 } } }
+    layer { name: "val_data" type: "DummyData" top: "data" include { phase: TEST stage: "test-on-val" } dummy_data_param { shape { dim: 2 dim: 3 } } }
+    layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 2 } }
+    """
+
+    @Test("a layer missing only for lack of a stage names the stage to pass")
+    func stageHint() {
+        do {
+            _ = try GraphBuilder(phase: .test).build(try CaffeFiles.parseNet(text: Self.text, file: "net.prototxt"))
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)" == "net.prototxt:3:1: layer 'ip': bottom 'data' is not produced by any earlier layer\n  hint: 'data' is made by layer 'val_data' only when stage 'test-on-val' is set: pass --stage test-on-val (a solver's test_state/train_state sets stages)")
+        }
+    }
+
+    @Test("with enablesMissingStages the stage is enabled and noted")
+    func stageEnabled() throws {
+        let graph = try GraphBuilder(phase: .test, enablesMissingStages: true).build(try CaffeFiles.parseNet(text: Self.text))
+        #expect(graph.value(named: "ip")?.shape == TensorShape([2, 2]))
+        #expect(graph.notes == ["built with stage 'test-on-val', which layer 'val_data' needs in phase TEST (a solver's test_state/train_state sets it; choose with --stage)"])
+        let train = try GraphBuilder(phase: .train, stages: ["test-on-val"]).build(try CaffeFiles.parseNet(text: Self.text))
+        #expect(train.value(named: "ip")?.shape == TensorShape([4, 2]))
+    }
+}

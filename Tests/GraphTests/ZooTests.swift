@@ -50,20 +50,9 @@ struct ZooTests {
         #expect(unsupported > 0)
     }
 
-    /// Builds like `caffe` would with the stages a solver's train_state/test_state supplies: when a
-    /// layer is missing only for lack of a stage, the error names the stage, and we retry with it.
+    /// Builds with the stages a solver's train_state/test_state would supply.
     static func build(_ definition: NetDefinition, phase: Caffe_Phase) throws -> Graph {
-        var stages: [String] = []
-        while true {
-            do {
-                return try GraphBuilder(phase: phase, stages: stages).build(definition)
-            } catch let diagnostic as Diagnostic {
-                guard let hint = diagnostic.hint, let range = hint.range(of: "pass --stage ") else { throw diagnostic }
-                let wanted = hint[range.upperBound...].prefix { $0 != "(" }.components(separatedBy: "--stage").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-                guard !wanted.isEmpty, !Set(wanted).isSubset(of: Set(stages)) else { throw diagnostic }
-                stages += wanted
-            }
-        }
+        try GraphBuilder(phase: phase, enablesMissingStages: true).build(definition)
     }
 
     /// Deploy nets whose layers exist only in TEST (Caffe cannot build them for TRAIN either).
