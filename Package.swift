@@ -25,11 +25,13 @@ let package = Package(
             exclude: ["Proto"]
         ),
         .target(name: "Graph", dependencies: ["CaffeFormat"]),
+        .target(name: "Solvers"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CLLVM", path: "Sources/CLLVM"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .target(name: "NumPy", dependencies: ["CZlib"]),
-        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy"]),
+        .target(name: "Runtime", dependencies: ["COpenBLAS"], path: "Runtime"),
+        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers"]),
         .executableTarget(
             name: "swiftjit",
             dependencies: [
@@ -41,5 +43,6 @@ let package = Package(
         .testTarget(name: "GraphTests", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "NumPyTests", dependencies: ["NumPy"]),
         .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
+        .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
     ]
 )

@@ -2,3 +2,4 @@
 @_exported import CaffeFormat
 @_exported import Graph
 @_exported import NumPy
+@_exported import Solvers
