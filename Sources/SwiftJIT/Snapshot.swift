@@ -1,0 +1,73 @@
+import Foundation
+
+/// Caffe's snapshot files, written so Caffe reads them: the `.caffemodel` as `Net::ToProto` builds it
+/// (every layer of the built net in order — automatic splits included — with `phase` set, and its
+/// parameter blobs as `shape` + `data`) and the `.solverstate` as `SGDSolver::SnapshotSolverState`
+/// (`iter`, `learned_net`, `history`, `current_step`).
+///
+/// Both files are written atomically (temporary file, then rename), the caffemodel first, so a
+/// solverstate on disk always names a complete caffemodel.
+public enum Snapshot {
+    /// The `.caffemodel` message for `graph` with parameter values by layer name.
+    public static func netParameter(graph: Graph, parameters: [String: [NDArray]], diffs: [String: [NDArray]]? = nil) -> Caffe_NetParameter {
+        var net = Caffe_NetParameter()
+        net.name = graph.name
+        net.layer = graph.nodes.map { node in
+            var layer = node.layer
+            if !layer.hasPhase { layer.phase = graph.phase }
+            // LossLayer::LayerSetUp writes its default weight into the layer's own parameters.
+            if layer.lossWeight.isEmpty, node.kind.isLoss { layer.lossWeight = node.lossWeights }
+            layer.blobs = (parameters[node.name] ?? []).enumerated().map { index, array in
+                blob(array, diff: diffs?[node.name].flatMap { index < $0.count ? $0[index] : nil })
+            }
+            return layer
+        }
+        return net
+    }
+
+    /// The `.solverstate` message.
+    public static func solverState(iteration: Int, learnedNet: String, currentStep: Int, history: [NDArray]) -> Caffe_SolverState {
+        var state = Caffe_SolverState()
+        state.iter = Int32(iteration)
+        state.learnedNet = learnedNet
+        state.currentStep = Int32(currentStep)
+        state.history = history.map { blob($0, diff: nil) }
+        return state
+    }
+
+    /// `prefix_iter_N.caffemodel` and `prefix_iter_N.solverstate`, as Caffe names them.
+    public static func paths(prefix: String, iteration: Int) -> (model: String, state: String) {
+        ("\(prefix)_iter_\(iteration).caffemodel", "\(prefix)_iter_\(iteration).solverstate")
+    }
+
+    /// Writes both files (caffemodel first). `learned_net` holds the caffemodel's path as given, like Caffe.
+    @discardableResult
+    public static func write(prefix: String, iteration: Int, net: Caffe_NetParameter, currentStep: Int,
+                             history: [NDArray]) throws -> (model: String, state: String) {
+        let paths = paths(prefix: prefix, iteration: iteration)
+        try CaffeFiles.write(net, to: paths.model)
+        try CaffeFiles.write(solverState(iteration: iteration, learnedNet: paths.model, currentStep: currentStep, history: history), to: paths.state)
+        return paths
+    }
+
+    static func blob(_ array: NDArray, diff: NDArray?) -> Caffe_BlobProto {
+        var blob = Caffe_BlobProto()
+        blob.shape.dim = array.shape.map(Int64.init)
+        blob.data = array.data
+        if let diff { blob.diff = diff.data }
+        return blob
+    }
+
+    /// Parameter values of a caffemodel by layer name, shaped as stored (legacy 4-D dims kept).
+    public static func parameterArrays(_ net: Caffe_NetParameter) -> [String: [NDArray]] {
+        var result: [String: [NDArray]] = [:]
+        for layer in net.layer where !layer.blobs.isEmpty && result[layer.name] == nil {
+            result[layer.name] = layer.blobs.map { blob in
+                let data = blob.data.isEmpty ? blob.doubleData.map(Float.init) : blob.data
+                let shape = WeightBinding.declaredShape(blob).dims
+                return NDArray(shape: shape.reduce(1, *) == data.count ? shape : [data.count], data: data)
+            }
+        }
+        return result
+    }
+}
