@@ -42,6 +42,7 @@ let package = Package(
         .testTarget(name: "CaffeFormatTests", dependencies: ["CaffeFormat"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "NumPyTests", dependencies: ["NumPy"]),
+        .testTarget(name: "CodegenTests", dependencies: ["Runtime"]),
         .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
         .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
     ]

@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A fixed-size block of float32 values aligned to 64 bytes (one cache line, one AVX-512 vector).
+///
+/// The buffer owns its memory and frees it when the last reference goes away. Its contents start
+/// zeroed. JIT'd kernels and BLAS read and write it through `pointer`; the buffer never moves, so a
+/// pointer taken once stays valid for the buffer's lifetime. It is not synchronized: whoever owns it
+/// (an `Executable`, a `Tensor`) decides who writes when.
+///
+///     let buffer = try AlignedBuffer(count: 1024)
+///     buffer.pointer[0] = 1
+public final class AlignedBuffer: @unchecked Sendable {
+    /// The alignment of `pointer`, in bytes.
+    public static let alignment = 64
+    /// How many floats one alignment unit holds; offsets that are multiples of it stay aligned.
+    public static let alignmentInFloats = alignment / MemoryLayout<Float>.stride
+
+    /// The number of floats.
+    public let count: Int
+    /// The first float; valid (and non-null) even when `count` is 0.
+    public let pointer: UnsafeMutablePointer<Float>
+
+    /// Allocates `count` zeroed floats, 64-byte aligned.
+    public init(count: Int) throws {
+        guard count >= 0 else { throw RuntimeError("cannot allocate a buffer of \(count) floats") }
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        var raw: UnsafeMutableRawPointer?
+        guard posix_memalign(&raw, AlignedBuffer.alignment, bytes) == 0, let raw else {
+            throw RuntimeError("out of memory allocating \(bytes) bytes", hint: "use a smaller batch or input size")
+        }
+        memset(raw, 0, bytes)
+        self.count = count
+        self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    /// Allocates a buffer holding a copy of `values`.
+    public convenience init(copying values: [Float]) throws {
+        try self.init(count: values.count)
+        values.withUnsafeBufferPointer { source in
+            if let base = source.baseAddress { pointer.update(from: base, count: values.count) }
+        }
+    }
+
+    deinit { free(pointer) }
+
+    /// The contents as an array (a copy).
+    public var values: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+
+    /// Rounds an element count up to a multiple of the alignment, so the next block stays aligned.
+    public static func alignedCount(_ count: Int) -> Int {
+        (count + alignmentInFloats - 1) / alignmentInFloats * alignmentInFloats
+    }
+}
+
+/// A dense float32 tensor in C order over an `AlignedBuffer`: the runtime's unit of data exchange.
+///
+/// Invariant: `buffer.count == shape.reduce(1, *)` (1 for a 0-d tensor). Copies share the buffer
+/// (it is a reference); use `init(shape:values:)` to get a fresh one.
+///
+///     let x = try Tensor(shape: [1, 3], values: [1, 2, 3])
+public struct Tensor: @unchecked Sendable {
+    /// Extents, outermost first; `[]` for a scalar.
+    public var shape: [Int]
+    /// The elements, C order.
+    public let buffer: AlignedBuffer
+
+    /// A zero-filled tensor.
+    public init(shape: [Int]) throws {
+        guard let count = Tensor.elementCount(shape) else { throw RuntimeError("invalid tensor shape \(shape)") }
+        self.shape = shape
+        self.buffer = try AlignedBuffer(count: count)
+    }
+
+    /// A tensor holding a copy of `values`; their count must match `shape`.
+    public init(shape: [Int], values: [Float]) throws {
+        guard let count = Tensor.elementCount(shape), count == values.count else {
+            throw RuntimeError("shape \(shape) needs \(Tensor.elementCount(shape).map(String.init) ?? "a valid number of") values, got \(values.count)")
+        }
+        self.shape = shape
+        self.buffer = try AlignedBuffer(copying: values)
+    }
+
+    /// The number of elements.
+    public var count: Int { buffer.count }
+
+    /// The elements as an array (a copy).
+    public var values: [Float] { buffer.values }
+
+    /// The product of `shape` (1 for `[]`), or nil when an extent is negative or it overflows.
+    public static func elementCount(_ shape: [Int]) -> Int? {
+        var n = 1
+        for d in shape {
+            guard d >= 0 else { return nil }
+            let (p, overflow) = n.multipliedReportingOverflow(by: d)
+            if overflow { return nil }
+            n = p
+        }
+        return n
+    }
+}

@@ -1,0 +1,158 @@
+/// A compiled kernel's entry point: `void kernel(float **operands, int64 begin, int64 end)`.
+///
+/// Every JIT'd kernel has this one signature. `operands` lists the buffers the kernel reads and
+/// writes (in the order its lowering declared them); `begin..<end` is the slice of the kernel's task
+/// space to run, so the same code runs serially (`0..<taskCount`) or split across a `ThreadPool`.
+public typealias KernelFunction = @convention(c) (UnsafePointer<UnsafeMutablePointer<Float>?>?, Int64, Int64) -> Void
+
+/// A compiled kernel as the runtime sees it: a name for profiles and errors, and its entry point.
+///
+/// The code behind `function` belongs to whoever compiled it (the JIT); keep that owner alive as long
+/// as any `Executable` uses the kernel.
+public struct Kernel: @unchecked Sendable {
+    public var name: String
+    public var function: KernelFunction
+
+    public init(name: String, function: KernelFunction) {
+        self.name = name
+        self.function = function
+    }
+}
+
+/// Identifies a buffer declared in a `Program`.
+public typealias BufferID = Int
+
+/// A place a step reads or writes: a declared buffer, starting `offset` floats in.
+public struct Operand: Hashable, Sendable {
+    public var buffer: BufferID
+    public var offset: Int
+
+    public init(_ buffer: BufferID, offset: Int = 0) {
+        self.buffer = buffer
+        self.offset = offset
+    }
+}
+
+/// A buffer a `Program` uses: an activation (placed in the arena by the memory planner) or a constant
+/// (parameters, owned by the executable, never written).
+public struct BufferDeclaration: Sendable {
+    /// For profiles and errors: the blob name, `conv1/weights`, `conv1/im2col`.
+    public var name: String
+    public var count: Int
+    /// The values of a constant buffer; nil for activations.
+    public var constant: [Float]?
+
+    public init(name: String, count: Int, constant: [Float]? = nil) {
+        self.name = name
+        self.count = count
+        self.constant = constant
+    }
+}
+
+/// One JIT'd kernel call: run `kernel` over tasks `0..<taskCount`, split across the pool when `parallel`.
+public struct KernelStep: Sendable {
+    public var kernel: Kernel
+    public var operands: [Operand]
+    public var taskCount: Int
+    public var parallel: Bool
+
+    public init(kernel: Kernel, operands: [Operand], taskCount: Int, parallel: Bool) {
+        self.kernel = kernel
+        self.operands = operands
+        self.taskCount = taskCount
+        self.parallel = parallel
+    }
+}
+
+/// One or more row-major SGEMMs through the `BLAS` bridge: for `r` in `0..<repeats`,
+/// `C + r·strideC = alpha · op(A + r·strideA) · op(B + r·strideB) + beta · (C + r·strideC)`.
+/// Repeats express a grouped convolution's per-group products in one step.
+public struct GemmStep: Sendable {
+    public var transA = false, transB = false
+    public var m: Int, n: Int, k: Int
+    public var alpha: Float = 1, beta: Float = 0
+    public var a: Operand, b: Operand, c: Operand
+    public var lda: Int, ldb: Int, ldc: Int
+    public var repeats = 1
+    public var strideA = 0, strideB = 0, strideC = 0
+
+    public init(m: Int, n: Int, k: Int, a: Operand, lda: Int, b: Operand, ldb: Int, c: Operand, ldc: Int) {
+        self.m = m; self.n = n; self.k = k
+        self.a = a; self.b = b; self.c = c
+        self.lda = lda; self.ldb = ldb; self.ldc = ldc
+    }
+
+    /// Every operand with the elements it touches (for lifetimes and bounds checks).
+    var extents: [(Operand, Int, isWrite: Bool)] {
+        let rowsA = transA ? k : m, rowsB = transB ? n : k
+        let last = repeats - 1
+        return [(a, last * strideA + max(0, rowsA - 1) * lda + (transA ? m : k), false),
+                (b, last * strideB + max(0, rowsB - 1) * ldb + (transB ? k : n), false),
+                (c, last * strideC + max(0, m - 1) * ldc + n, true)]
+    }
+}
+
+/// One entry of an `Executable`'s schedule, labelled with the layer it implements (for `time`).
+public struct Step: Sendable {
+    /// What the step does.
+    public enum Action: Sendable {
+        case kernel(KernelStep)
+        case gemm(GemmStep)
+    }
+
+    public var label: String
+    public var action: Action
+
+    public init(label: String, _ action: Action) {
+        self.label = label
+        self.action = action
+    }
+
+    var operands: [Operand] {
+        switch action {
+        case .kernel(let k): return k.operands
+        case .gemm(let g): return [g.a, g.b, g.c]
+        }
+    }
+}
+
+/// A named, shaped view of a buffer that the caller feeds (`inputs`) or reads back (`outputs`).
+public struct BlobBinding: Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var buffer: BufferID
+
+    public init(name: String, shape: [Int], buffer: BufferID) {
+        self.name = name
+        self.shape = shape
+        self.buffer = buffer
+    }
+}
+
+/// Everything an `Executable` needs, before memory is planned: buffers, a flat schedule of steps in
+/// execution order, and the blobs callers feed and read.
+///
+/// Invariants (checked by `Executable.init`): every operand names a declared buffer; inputs and
+/// outputs name activation buffers large enough for their shapes. Steps that write a buffer in place
+/// simply name it as both source and destination; blobs that are views of one another (Reshape,
+/// Split) share a `BufferID`.
+public struct Program: Sendable {
+    public var buffers: [BufferDeclaration] = []
+    public var steps: [Step] = []
+    public var inputs: [BlobBinding] = []
+    public var outputs: [BlobBinding] = []
+
+    public init() {}
+
+    /// Declares an activation buffer of `count` floats.
+    public mutating func addBuffer(_ name: String, count: Int) -> BufferID {
+        buffers.append(BufferDeclaration(name: name, count: count))
+        return buffers.count - 1
+    }
+
+    /// Declares a constant buffer holding `values`.
+    public mutating func addConstant(_ name: String, values: [Float]) -> BufferID {
+        buffers.append(BufferDeclaration(name: name, count: values.count, constant: values))
+        return buffers.count - 1
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+
+/// A fixed set of worker threads that run one parallel-for at a time.
+///
+/// `parallelFor(taskCount:)` splits `0..<taskCount` into at most `threadCount` contiguous chunks; the
+/// calling thread runs chunk 0 and helps with the rest, workers take the others, and the call
+/// returns when every chunk is done. Chunks are split the same way every time, so a kernel whose
+/// tasks write disjoint outputs gives bit-identical results for a given thread count.
+/// A nested or concurrent call (from inside a body, or from a second thread while a loop runs)
+/// runs serially on its caller instead of deadlocking.
+///
+///     let pool = ThreadPool(threads: 2)
+///     pool.parallelFor(taskCount: planes) { range in kernel(args, range) }
+public final class ThreadPool: @unchecked Sendable {
+    /// Threads that run chunks, the caller included.
+    public let threadCount: Int
+    private let state: SharedState
+
+    /// Creates `threads - 1` workers (the caller is the last thread); default: one per core.
+    public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        threadCount = max(1, threads)
+        state = SharedState()
+        for index in 1..<threadCount {
+            let state = self.state
+            let thread = Thread { state.workerLoop() }
+            thread.name = "swiftjit-worker-\(index)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    deinit { state.shutDown() }
+
+    /// Runs `body` over `0..<taskCount` split into contiguous ranges, in parallel; returns when all are done.
+    public func parallelFor(taskCount: Int, _ body: (Range<Int>) -> Void) {
+        guard taskCount > 0 else { return }
+        let chunks = min(taskCount, threadCount)
+        guard chunks > 1, state.tryAcquire() else {
+            body(0..<taskCount)
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            state.run(chunks: chunks) { chunk in
+                body(ThreadPool.chunkRange(chunk, of: chunks, taskCount: taskCount))
+            }
+        }
+    }
+
+    /// The `chunk`-th of `chunks` near-equal contiguous ranges of `0..<taskCount`.
+    static func chunkRange(_ chunk: Int, of chunks: Int, taskCount: Int) -> Range<Int> {
+        let base = taskCount / chunks, extra = taskCount % chunks
+        let start = chunk * base + min(chunk, extra)
+        return start..<(start + base + (chunk < extra ? 1 : 0))
+    }
+
+    /// The state workers share with the pool; separate so that workers do not keep the pool alive.
+    private final class SharedState: @unchecked Sendable {
+        private let condition = NSCondition()
+        private var busy = false
+        private var generation = 0
+        private var job: ((Int) -> Void)?
+        private var chunkCount = 0
+        private var nextChunk = 0
+        private var finished = 0
+        private var stopping = false
+
+        func tryAcquire() -> Bool {
+            condition.lock()
+            defer { condition.unlock() }
+            if busy { return false }
+            busy = true
+            return true
+        }
+
+        func run(chunks: Int, _ job: @escaping (Int) -> Void) {
+            condition.lock()
+            self.job = job
+            chunkCount = chunks
+            nextChunk = 0
+            finished = 0
+            generation += 1
+            condition.broadcast()
+            condition.unlock()
+            drainChunks()
+            condition.lock()
+            while finished < chunkCount { condition.wait() }
+            self.job = nil
+            busy = false
+            condition.unlock()
+        }
+
+        /// Claims and runs chunks of the current job until none are left.
+        private func drainChunks() {
+            condition.lock()
+            while nextChunk < chunkCount, let job {
+                let chunk = nextChunk
+                nextChunk += 1
+                condition.unlock()
+                job(chunk)
+                condition.lock()
+                finished += 1
+                if finished == chunkCount { condition.broadcast() }
+            }
+            condition.unlock()
+        }
+
+        func workerLoop() {
+            var seen = 0
+            while true {
+                condition.lock()
+                while generation == seen && !stopping { condition.wait() }
+                if stopping { condition.unlock(); return }
+                seen = generation
+                condition.unlock()
+                drainChunks()
+            }
+        }
+
+        func shutDown() {
+            condition.lock()
+            stopping = true
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+}
