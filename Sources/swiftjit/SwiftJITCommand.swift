@@ -14,8 +14,9 @@ struct SwiftJITCommand: ParsableCommand {
           swiftjit compile deploy.prototxt --weights net.caffemodel --input data=1,3,224,224
           swiftjit compile train_val.prototxt --phase train --json
           swiftjit upgrade old_v1.prototxt new.prototxt
+          swiftjit init deploy.prototxt --seed 7 -o random.caffemodel
         """,
-        subcommands: [CompileCommand.self, UpgradeCommand.self]
+        subcommands: [CompileCommand.self, InitCommand.self, UpgradeCommand.self]
     )
 }
 

@@ -1,0 +1,43 @@
+import ArgumentParser
+import Foundation
+import SwiftJIT
+
+/// `swiftjit init`: a .caffemodel filled by the net's own fillers, for tests, benchmarks and
+/// training from scratch.
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Write a .caffemodel whose parameters come from the prototxt's fillers.",
+        discussion: """
+        Every parameter blob is filled as Caffe's layer would fill it at setup (weight_filler, bias_filler, Scale's 1, PReLU's 0.25, BatchNorm's zeros), from --seed. The same seed gives the same file; each blob draws from its own stream, so editing one layer leaves the others' values unchanged. Caffe's own random generator cannot be reproduced outside Caffe, so the values differ from Caffe's for the same seed; their distributions do not.
+        """
+    )
+
+    @Argument(help: "The net definition (.prototxt).")
+    var net: String
+
+    @Option(name: .shortAndLong, help: "Where to write the .caffemodel (written atomically).")
+    var output: String
+
+    @Option(name: .long, help: "The random seed.")
+    var seed: UInt64 = 1
+
+    @Option(name: .long, help: "The phase to build: test or train.")
+    var phase: PhaseOption = .test
+
+    @Option(name: .long, help: "Override an input's shape: NAME=d0,d1,... (repeatable).")
+    var input: [InputShape] = []
+
+    func run() throws {
+        do {
+            let graph = try NetInspection(netPath: net, phase: phase.caffePhase,
+                                          inputShapes: Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })).build().graph
+            let parameters = try ParameterInitializer.initialize(graph, seed: seed)
+            try CaffeFiles.write(Snapshot.netParameter(graph: graph, parameters: parameters), to: output)
+            let count = parameters.values.flatMap { $0 }.reduce(0) { $0 + $1.count }
+            print("wrote \(output): \(parameters.count) layers, \(NetSummary.grouped(count)) values (seed \(seed))")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
