@@ -31,6 +31,7 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .target(name: "NumPy", dependencies: ["CZlib"]),
         .target(name: "Runtime", dependencies: ["COpenBLAS"], path: "Runtime"),
+        .target(name: "Codegen", dependencies: ["CaffeFormat", "Graph", "NumPy", "CLLVM", "Runtime"]),
         .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers"]),
         .executableTarget(
             name: "swiftjit",
@@ -42,7 +43,7 @@ let package = Package(
         .testTarget(name: "CaffeFormatTests", dependencies: ["CaffeFormat"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "NumPyTests", dependencies: ["NumPy"]),
-        .testTarget(name: "CodegenTests", dependencies: ["Runtime"]),
+        .testTarget(name: "CodegenTests", dependencies: ["Codegen", "Runtime", "Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
         .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
     ]

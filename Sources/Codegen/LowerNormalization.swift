@@ -1,0 +1,182 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension Lowering {
+    /// How a per-channel affine kernel combines an element with its channel's two values.
+    enum AffineForm: String {
+        /// `x · scale + shift` (either may be absent): Scale, Bias, convolution and IP bias.
+        case scaleShift = "mul-add"
+        /// `(x − mean) / deviation`: BatchNorm with stored statistics, rounded as Caffe rounds it.
+        case normalize = "sub-div"
+    }
+
+    /// Emits `y[o][c][i] = f(x[o][c][i], first[c], second[c])` over an outer × channels × inner
+    /// layout, one task per (outer, channel) row. `first`/`second` are the scale and shift (or mean
+    /// and deviation); either may be nil for `.scaleShift`. `input` and `output` may be the same.
+    mutating func emitChannelAffine(_ node: Node, input: Operand, output: Operand, outer: Int, channels: Int, inner: Int,
+                                    scale: Operand? = nil, shift: Operand? = nil, form: AffineForm = .scaleShift) throws {
+        let operands = [input, output] + [scale, shift].compactMap { $0 }
+        let signature = "affine \(form.rawValue) c\(channels) i\(inner) scale=\(scale != nil) shift=\(shift != nil)"
+        try emitKernel(node, signature, operands: operands, tasks: outer * channels, work: outer * channels * inner) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            let first = scale.map { _ in b.operand(2) }
+            let second = shift.map { _ in b.operand(scale == nil ? 2 : 3) }
+            b.forEachTask { row in
+                let channel = channels == 1 ? b.index(0) : row % channels
+                let s = first.map { $0[channel] }, t = second.map { $0[channel] }
+                b.loop(0..<inner) { i in
+                    let at = row * inner + i
+                    var value = x[at]
+                    switch form {
+                    case .scaleShift:
+                        if let s { value = value * s }
+                        if let t { value = value + t }
+                    case .normalize:
+                        value = (value - s!) / t!
+                    }
+                    y[at] = value
+                }
+            }
+        }
+    }
+
+    /// The outer × channels × inner split of `shape` for a parameter covering axes
+    /// `axis..<axis + axes` (`axes == -1`: to the end), as Caffe's Scale and Bias layers use it.
+    func channelSplit(_ node: Node, shape: [Int], axis rawAxis: Int, axes: Int) throws -> (outer: Int, channels: Int, inner: Int) {
+        guard let axis = TensorShape(shape).canonicalAxis(rawAxis) else { throw unsupported(node, "axis \(rawAxis) is out of range for \(shape)") }
+        let end = axes < 0 ? shape.count : axis + axes
+        guard end <= shape.count else { throw unsupported(node, "axes \(axis)..<\(end) extend past the input's \(shape.count) axes") }
+        return (shape[..<axis].reduce(1, *), shape[axis..<end].reduce(1, *), shape[end...].reduce(1, *))
+    }
+
+    /// BatchNorm in inference form: `(x − mean) / sqrt(var + eps)` per channel, with mean and
+    /// variance read from the stored sums divided by the stored scale factor (0 when that factor is 0),
+    /// precomputed at compile time exactly as Caffe computes them in float.
+    mutating func lowerBatchNorm(_ node: Node) throws {
+        let p = node.layer.batchNormParam
+        let useGlobalStats = p.hasUseGlobalStats ? p.useGlobalStats : graph.phase == .test
+        guard useGlobalStats else {
+            throw unsupported(node, "batch statistics (use_global_stats: false or TRAIN phase) are not lowered yet",
+                              hint: "for inference, use the TEST phase (stored statistics)")
+        }
+        let blobs = try parameterBlobs(node)
+        let input = node.inputs[0]
+        let dims = shape(input)
+        let channels = dims.count > 1 ? dims[1] : 1
+        let factor: Float = blobs[2][0] == 0 ? 0 : 1 / blobs[2][0]
+        let eps = p.eps
+        let mean = blobs[0].map { $0 * factor }
+        let deviation = blobs[1].map { ($0 * factor + eps).squareRoot() }
+        let output = elementwiseOutput(node)
+        try emitChannelAffine(node, input: Operand(buffer(input)), output: Operand(output),
+                              outer: dims.first ?? 1, channels: channels, inner: count(input) / max(1, (dims.first ?? 1) * channels),
+                              scale: Operand(constant(node, "mean", mean)), shift: Operand(constant(node, "deviation", deviation)),
+                              form: .normalize)
+    }
+
+    /// Scale: `y = x · scale (+ bias)`, the scale a parameter (one bottom) or the second bottom,
+    /// broadcast over the axes after `axis + num_axes`.
+    mutating func lowerScale(_ node: Node) throws {
+        let p = node.layer.scaleParam
+        let input = node.inputs[0]
+        let blobs = try parameterBlobs(node)
+        var scale: Operand
+        var axes = Int(p.numAxes)
+        if node.inputs.count > 1 {
+            scale = Operand(buffer(node.inputs[1]))
+            axes = shape(node.inputs[1]).count
+        } else {
+            scale = Operand(constant(node, "scale", blobs[0]))
+        }
+        let bias = p.biasTerm ? Operand(constant(node, "bias", blobs[node.inputs.count > 1 ? 0 : 1])) : nil
+        let split = try channelSplit(node, shape: shape(input), axis: Int(p.axis), axes: axes)
+        let output = elementwiseOutput(node)
+        try emitChannelAffine(node, input: Operand(buffer(input)), output: Operand(output),
+                              outer: split.outer, channels: split.channels, inner: split.inner, scale: scale, shift: bias)
+    }
+
+    /// Bias: `y = x + bias`, the bias a parameter (one bottom) or the second bottom.
+    mutating func lowerBias(_ node: Node) throws {
+        let p = node.layer.biasParam
+        let input = node.inputs[0]
+        var bias: Operand
+        var axes = Int(p.numAxes)
+        if node.inputs.count > 1 {
+            bias = Operand(buffer(node.inputs[1]))
+            axes = shape(node.inputs[1]).count
+        } else {
+            bias = Operand(constant(node, "bias", try parameterBlobs(node)[0]))
+        }
+        let split = try channelSplit(node, shape: shape(input), axis: Int(p.axis), axes: axes)
+        let output = elementwiseOutput(node)
+        try emitChannelAffine(node, input: Operand(buffer(input)), output: Operand(output),
+                              outer: split.outer, channels: split.channels, inner: split.inner, shift: bias)
+    }
+
+    /// LRN. ACROSS_CHANNELS: `y = x · (k + α/n · Σ x²)^−β`, the sum over the `n` channels centred on
+    /// this one (clipped to the image's channels). WITHIN_CHANNEL: `y = x · (1 + α · avg x²)^−β`,
+    /// the average over an n×n window padded by (n−1)/2 and divided by the padded window's size —
+    /// Caffe builds it from Power and AVE Pooling layers and hard-codes the 1 (ignoring `k`).
+    /// One task per (image, channel) plane; the output is a separate buffer (never in place).
+    mutating func lowerLRN(_ node: Node) throws {
+        let p = node.layer.lrnParam
+        let input = node.inputs[0], dims = shape(input)
+        guard dims.count == 4 else { throw unsupported(node, "LRN needs an N×C×H×W input, got \(dims)") }
+        let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
+        let size = Int(p.localSize), pre = (size - 1) / 2
+        guard size % 2 == 1 else {
+            throw Diagnostic("LRN only supports an odd local_size, got \(size)", at: node.location, layer: node.name, hint: "Caffe rejects this too")
+        }
+        let (alpha, beta, k) = (p.alpha, p.beta, p.k)
+        let x = Operand(buffer(input)), y = Operand(buffer(node.outputs[0]))
+        let plane = h * w
+        switch p.normRegion {
+        case .acrossChannels:
+            let signature = "lrn.across c\(c) hw\(plane) n\(size) a\(alpha.bitPattern) b\(beta.bitPattern) k\(k.bitPattern)"
+            try emitKernel(node, signature, operands: [x, y], tasks: n * c, work: n * c * plane * size) { b in
+                let (x, y) = (b.operand(0), b.operand(1))
+                let alphaOverSize = alpha / Float(size)
+                b.forEachTask { task in
+                    let channel = task % c, image = task / c
+                    let base = task * plane
+                    b.loop(0..<plane) { i in y[base + i] = b.constant(k) }
+                    let first = b.max(channel - pre, b.index(0)), last = b.min(channel - pre + size, b.index(c))
+                    b.loop(from: first, to: last) { other in
+                        let source = (image * c + other) * plane
+                        b.loop(0..<plane) { i in
+                            let v = x[source + i]
+                            y[base + i] = y[base + i] + alphaOverSize * (v * v)
+                        }
+                    }
+                    b.loop(0..<plane) { i in y[base + i] = b.pow(y[base + i], b.constant(-beta)) * x[base + i] }
+                }
+            }
+        case .withinChannel:
+            let signature = "lrn.within h\(h)w\(w) n\(size) a\(alpha.bitPattern) b\(beta.bitPattern)"
+            try emitKernel(node, signature, operands: [x, y], tasks: n * c, work: n * c * plane * size * size) { b in
+                let (x, y) = (b.operand(0), b.operand(1))
+                b.forEachTask { task in
+                    let base = task * plane
+                    b.loop(0..<h) { oy in
+                        b.loop(0..<w) { ox in
+                            let y0 = oy - pre, x0 = ox - pre
+                            let y1 = b.min(y0 + size, b.index(h + pre)), x1 = b.min(x0 + size, b.index(w + pre))
+                            let windowSize = b.float((y1 - y0) * (x1 - x0))
+                            let sum = b.variable(b.constant(0))
+                            b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
+                                b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
+                                    let v = x[base + iy * w + ix]
+                                    sum.value = sum.value + v * v
+                                }
+                            }
+                            let at = base + oy * w + ox
+                            let scale = b.pow(alpha * (sum.value / windowSize) + 1, b.constant(-beta))
+                            y[at] = x[at] * scale
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension Lowering {
+    /// Pooling over N×C×H×W with Caffe's exact semantics (`PoolingLayer::Forward_cpu`):
+    ///
+    /// - output extents round up and drop a last window starting in the padding (`PoolingGeometry`);
+    /// - MAX scans each window clipped to the image, row by row, keeping the first strict maximum
+    ///   (starting from −FLT_MAX); the optional second top gets the flat index `h·W + w` of that
+    ///   maximum as a float (−1 if nothing beat −FLT_MAX);
+    /// - AVE sums the window clipped to the image but divides by the window clipped to
+    ///   `[−pad, H + pad)`, so border averages count padding as zeros.
+    ///
+    /// One task per (image, channel) plane; window bounds are computed from constants in the loop.
+    mutating func lowerPooling(_ node: Node) throws {
+        let p = node.layer.poolingParam
+        let input = node.inputs[0], dims = shape(input)
+        guard dims.count == 4 else { throw unsupported(node, "only 2-D pooling over N×C×H×W blobs is lowered so far, got \(dims)") }
+        let g = try PoolingGeometry(p, input: graph.values[input].shape)
+        let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
+        let outDims = shape(node.outputs[0])
+        let (oh, ow) = (outDims[2], outDims[3])
+        let (kh, kw) = (g.kernel[0], g.kernel[1]), (sh, sw) = (g.stride[0], g.stride[1]), (ph, pw) = (g.pad[0], g.pad[1])
+        var operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0]))]
+        let geometry = "h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) o\(oh)x\(ow)"
+        let work = n * c * oh * ow * kh * kw
+        switch p.pool {
+        case .max:
+            let withMask = node.outputs.count > 1
+            if withMask { operands.append(Operand(buffer(node.outputs[1]))) }
+            try emitKernel(node, "pool.max \(geometry) mask=\(withMask)", operands: operands, tasks: n * c, work: work) { b in
+                let (x, y) = (b.operand(0), b.operand(1))
+                let mask = withMask ? b.operand(2) : nil
+                b.forEachTask { plane in
+                    let source = plane * (h * w), target = plane * (oh * ow)
+                    b.loop(0..<oh) { oy in
+                        b.loop(0..<ow) { ox in
+                            let y0 = oy * sh - ph, x0 = ox * sw - pw
+                            let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
+                            let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
+                            let bestIndex = b.variable(b.constant(-1))
+                            b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
+                                b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
+                                    let index = iy * w + ix
+                                    let v = x[source + index]
+                                    let better = v > best.value
+                                    best.value = b.select(better, v, best.value)
+                                    if mask != nil { bestIndex.value = b.select(better, b.float(index), bestIndex.value) }
+                                }
+                            }
+                            let at = target + oy * ow + ox
+                            y[at] = best.value
+                            if let mask { mask[at] = bestIndex.value }
+                        }
+                    }
+                }
+            }
+        case .ave:
+            try emitKernel(node, "pool.ave \(geometry)", operands: operands, tasks: n * c, work: work) { b in
+                let (x, y) = (b.operand(0), b.operand(1))
+                b.forEachTask { plane in
+                    let source = plane * (h * w), target = plane * (oh * ow)
+                    b.loop(0..<oh) { oy in
+                        b.loop(0..<ow) { ox in
+                            let y0 = oy * sh - ph, x0 = ox * sw - pw
+                            let y1 = b.min(y0 + kh, b.index(h + ph)), x1 = b.min(x0 + kw, b.index(w + pw))
+                            let windowSize = b.float((y1 - y0) * (x1 - x0))
+                            let sum = b.variable(b.constant(0))
+                            b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
+                                b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
+                                    sum.value = sum.value + x[source + iy * w + ix]
+                                }
+                            }
+                            y[target + oy * ow + ox] = sum.value / windowSize
+                        }
+                    }
+                }
+            }
+        case .stochastic:
+            throw unsupported(node, "STOCHASTIC pooling has no CPU forward in Caffe either", hint: "use MAX or AVE")
+        }
+    }
+}

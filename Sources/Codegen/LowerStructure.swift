@@ -1,0 +1,73 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension Lowering {
+    /// Input: its tops become the executable's inputs, fed by the caller on every run.
+    mutating func lowerInput(_ node: Node) {
+        for output in node.outputs {
+            program.inputs.append(BlobBinding(name: graph.values[output].name, shape: shape(output), buffer: buffer(output)))
+        }
+    }
+
+    /// Reshape and Flatten change only the shape: the top is a view of the bottom's buffer.
+    /// Split's tops are views too (Caffe's `SplitLayer` shares data the same way).
+    mutating func lowerView(_ node: Node) {
+        let source = buffer(node.inputs[0])
+        for output in node.outputs { bind(output, to: source) }
+    }
+
+    /// Concat: each bottom is copied as a block of rows into its slice of the concatenation axis.
+    /// One task per outer index (the product of the axes before `axis`).
+    mutating func lowerConcat(_ node: Node) throws {
+        let output = node.outputs[0], dims = shape(output)
+        let p = node.layer.concatParam
+        let rawAxis = p.hasConcatDim ? Int(p.concatDim) : Int(p.axis)
+        guard let axis = graph.values[output].shape.canonicalAxis(rawAxis) else { throw unsupported(node, "axis \(rawAxis) is out of range") }
+        let outer = dims[..<axis].reduce(1, *)
+        let rowOut = dims[axis...].reduce(1, *)
+        let target = buffer(output)
+        var offset = 0
+        for input in node.inputs {
+            let rowIn = shape(input)[axis...].reduce(1, *)
+            try emitKernel(node, "copy.rows in\(rowIn) out\(rowOut)", operands: [Operand(buffer(input)), Operand(target, offset: offset)],
+                           tasks: outer, work: outer * rowIn) { b in
+                let (x, y) = (b.operand(0), b.operand(1))
+                b.forEachTask { row in
+                    b.loop(0..<rowIn) { i in y[row * rowOut + i] = x[row * rowIn + i] }
+                }
+            }
+            offset += rowIn
+        }
+    }
+
+    /// Softmax along `axis`: per (outer, inner) position, subtract the maximum over the axis,
+    /// exponentiate, and divide by the sum — Caffe's order of operations. One task per position;
+    /// safe in place (each position reads its inputs before writing them).
+    mutating func lowerSoftmax(_ node: Node) throws {
+        let input = node.inputs[0], dims = shape(input)
+        guard let axis = graph.values[input].shape.canonicalAxis(Int(node.layer.softmaxParam.axis)) else {
+            throw unsupported(node, "axis \(node.layer.softmaxParam.axis) is out of range for \(dims)")
+        }
+        let outer = dims[..<axis].reduce(1, *), channels = dims.isEmpty ? 1 : dims[axis], inner = dims[(axis + 1)...].reduce(1, *)
+        let source = buffer(input)
+        let output = elementwiseOutput(node)
+        try emitKernel(node, "softmax c\(channels) i\(inner)", operands: [Operand(source), Operand(output)],
+                       tasks: outer * inner, work: outer * inner * channels * 4) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { position in
+                let base = inner == 1 ? position * channels : (position / inner) * (channels * inner) + position % inner
+                let maximum = b.variable(x[base])
+                b.loop(0..<channels) { j in maximum.value = b.max(maximum.value, x[base + j * inner]) }
+                let sum = b.variable(b.constant(0))
+                b.loop(0..<channels) { j in
+                    let e = b.exp(x[base + j * inner] - maximum.value)
+                    y[base + j * inner] = e
+                    sum.value = sum.value + e
+                }
+                let total = sum.value
+                b.loop(0..<channels) { j in y[base + j * inner] = y[base + j * inner] / total }
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import CaffeFormat
+import Foundation
+import Graph
+import NumPy
+import Runtime
+
+/// Which blobs a compiled net keeps readable after a run. Kept blobs hold their final value (the
+/// last in-place version) and are never overwritten by memory reuse; the others share the arena.
+public enum BlobSelection: Sendable {
+    /// Every blob of the net (what Caffe's `net.blobs` shows), inputs included.
+    case all
+    /// The net's outputs: blobs no layer reads.
+    case outputs
+    /// These blobs, by name.
+    case named([String])
+}
+
+/// Compiles a shape-inferred `Graph` into a `CompiledNet`: lowers every layer into JIT'd,
+/// shape-specialized kernels and OpenBLAS GEMMs, plans one arena, and binds the weights.
+///
+/// The compiler owns the kernel cache (and through it the JIT), the thread pool and the BLAS
+/// bridge, and passes them to everything it builds; compiling a second net, or the same net for a
+/// new input shape, reuses every kernel whose signature is unchanged.
+///
+///     let compiler = try NetCompiler()
+///     let net = try compiler.compile(graph: graph, parameters: try CaffeParameters.arrays(from: weights))
+///     let outputs = try net.run(inputs: ["data": image])
+public final class NetCompiler: @unchecked Sendable {
+    public let cache: KernelCache
+    public let pool: ThreadPool
+    public let blas: BLAS
+    /// Elements a kernel must touch before it is split across threads.
+    public var parallelThreshold = 1 << 15
+
+    /// A compiler for this machine: one pool thread and one BLAS thread per core by default (BLAS
+    /// and kernels never run at the same time, so they do not compete).
+    public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
+        self.cache = try cache ?? KernelCache()
+        pool = ThreadPool(threads: threads)
+        blas = BLAS(threads: threads)
+    }
+
+    /// Compiles `graph` for its inferred shapes. `parameters` maps layer names to their blobs in
+    /// Caffe's order (weights, bias, …), e.g. from `CaffeParameters.arrays(from:)`. Throws a
+    /// `Diagnostic` naming the layer for a layer type that cannot run yet, missing or misshapen
+    /// weights, or a blob whose shape is not fully known.
+    public func compile(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection = .all) throws -> CompiledNet {
+        let start = Date()
+        let compiledBefore = cache.compileCount
+        if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
+            let producer = unknown.producer.map { graph.nodes[$0] }
+            throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
+                             layer: producer?.name, hint: "give the net's inputs concrete shapes (Input layers or --input NAME=dims)")
+        }
+        let kept = keptValues(graph, selection)
+        var lowering = Lowering(graph: graph, parameters: parameters, cache: cache, kept: Set(kept), parallelThreshold: parallelThreshold)
+        for value in graph.externalInputs {
+            lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
+                                                       buffer: lowering.buffer(value)))
+        }
+        for node in graph.nodes {
+            do {
+                try lower(node, &lowering)
+            } catch let diagnostic as Diagnostic {
+                var located = diagnostic.inLayer(node.name)
+                if located.location == nil { located.location = node.location }
+                throw located
+            }
+        }
+        for value in kept {
+            lowering.program.outputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
+                                                        buffer: lowering.buffer(value)))
+        }
+        let executable = try Executable(lowering.program, pool: pool, blas: blas)
+        return CompiledNet(executable: executable, cache: cache, compiledKernels: cache.compileCount - compiledBefore,
+                           compileSeconds: Date().timeIntervalSince(start))
+    }
+
+    private func lower(_ node: Node, _ lowering: inout Lowering) throws {
+        switch node.kind {
+        case .input: lowering.lowerInput(node)
+        case .convolution: try lowering.lowerConvolution(node)
+        case .innerProduct: try lowering.lowerInnerProduct(node)
+        case .pooling: try lowering.lowerPooling(node)
+        case .lrn: try lowering.lowerLRN(node)
+        case .batchNorm: try lowering.lowerBatchNorm(node)
+        case .scale: try lowering.lowerScale(node)
+        case .bias: try lowering.lowerBias(node)
+        case .softmax: try lowering.lowerSoftmax(node)
+        case .concat: try lowering.lowerConcat(node)
+        case .eltwise: try lowering.lowerEltwise(node)
+        case .reshape, .flatten, .split: lowering.lowerView(node)
+        case .silence: break
+        default:
+            if let function = try lowering.unaryFunction(node) {
+                try lowering.lowerUnary(node, function)
+            } else {
+                throw lowering.unsupported(node, "no lowering for this layer type yet",
+                                           hint: node.kind.isDataSource ? "replace the data layer by an Input layer and feed its blobs" : nil)
+            }
+        }
+    }
+
+    /// The final version of each selected blob name, in net order.
+    private func keptValues(_ graph: Graph, _ selection: BlobSelection) -> [ValueID] {
+        switch selection {
+        case .outputs:
+            return graph.outputs
+        case .all, .named:
+            var latest: [String: ValueID] = [:]
+            var order: [String] = []
+            for value in graph.values {
+                if latest[value.name] == nil { order.append(value.name) }
+                latest[value.name] = value.id
+            }
+            if case .named(let names) = selection { order = order.filter(names.contains) }
+            return order.map { latest[$0]! }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+import Codegen
+import Testing
+
+/// Every lowered op against Caffe's forward output, one line per golden case.
+@Suite("Caffe golden layers")
+struct GoldenLayerTests {
+    static let cases = [
+        "conv_k3_basic", "conv_k3_p1_s2", "conv_k1_p1", "conv_kh3_kw5_asym", "conv_dilation2", "conv_group2",
+        "conv_depthwise", "conv_depthwise_mult2", "conv_nobias", "conv_two_bottoms",
+        "pool_max_k3s2", "pool_max_k3s2p1", "pool_max_k2s2_odd", "pool_max_k2s2p1_clip", "pool_max_global",
+        "pool_max_mask", "pool_max_rect", "pool_ave_k3s2", "pool_ave_k3s2p1", "pool_ave_k2s2_odd",
+        "pool_ave_k2s2p1_clip", "pool_ave_global",
+        "ip_axis1", "ip_axis2", "ip_nobias", "ip_transpose", "ip_shared_params",
+        "relu", "relu_inplace", "relu_slope0p1", "sigmoid", "tanh", "softmax_axis1", "softmax_axis2",
+        "lrn_across", "lrn_within", "concat_axis1", "concat_axis2",
+        "eltwise_sum3", "eltwise_sum_coeff", "eltwise_prod", "eltwise_prod_unstable", "eltwise_max",
+        "bn_test_global", "bn_test_2d", "bn_test_eps_factor0p5", "bn_test_factor0", "bn_test_inplace",
+        "scale_axis1_bias", "scale_axis1_numaxes2", "scale_numaxes0", "scale_2bottom_axis1", "scale_2bottom_axis0_bias",
+        "bias_1bottom", "bias_2bottom", "dropout_test", "flatten",
+        "reshape_0_m1", "reshape_0_2_m1_5", "reshape_insert_axis", "reshape_axis1_numaxes1_5d", "reshape_5d_pool_5d",
+        "split_explicit", "split_implicit", "input_only",
+        "absval", "power_p0p5", "power_p1_linear", "power_p2", "exp", "log", "bnll", "elu", "clip", "swish", "threshold",
+    ]
+
+    @Test("forward matches Caffe within 1e-5 of the blob's largest value", arguments: cases)
+    func forward(_ name: String) throws {
+        try GoldenCase("layers", name).check(with: sharedCompiler, rtol: 1e-5)
+    }
+}
+
+/// Whole nets against Caffe's forward outputs for every blob.
+@Suite("Caffe golden nets")
+struct GoldenNetTests {
+    @Test("whole-net forward matches Caffe on every blob within 1e-4 of its largest value", arguments: ["lenet_deploy", "cifar10_quick"])
+    func forward(_ name: String) throws {
+        try GoldenCase("nets", name).check(with: sharedCompiler, rtol: 1e-4)
+    }
+}
