@@ -21,6 +21,10 @@ public final class KernelJIT: @unchecked Sendable {
     public let triple: String
     let dataLayout: String
 
+    /// Called with each kernel's name and optimized IR before it is compiled (for inspection and
+    /// tests, e.g. to check that a loop vectorized); nil by default.
+    public var inspectOptimizedIR: (@Sendable (_ kernel: String, _ ir: String) -> Void)?
+
     private let jit: LLVMOrcLLJITRef
     private let threadSafeContext: LLVMOrcThreadSafeContextRef
     private let targetMachine: LLVMTargetMachineRef
@@ -123,6 +127,7 @@ public final class KernelJIT: @unchecked Sendable {
             LLVMDisposeModule(module)
             throw error
         }
+        inspectOptimizedIR?(name, KernelJIT.text(of: module))
         let threadSafeModule = LLVMOrcCreateNewThreadSafeModule(module, threadSafeContext)
         if let error = LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit), threadSafeModule) {
             LLVMOrcDisposeThreadSafeModule(threadSafeModule)
