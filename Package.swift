@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "NumPy", dependencies: ["CZlib"]),
         .target(name: "Runtime", dependencies: ["COpenBLAS"], path: "Runtime"),
         .target(name: "Codegen", dependencies: ["CaffeFormat", "Graph", "NumPy", "CLLVM", "Runtime"]),
-        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers"]),
+        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime"]),
         .executableTarget(
             name: "swiftjit",
             dependencies: [

@@ -16,7 +16,7 @@ struct SwiftJITCommand: ParsableCommand {
           swiftjit upgrade old_v1.prototxt new.prototxt
           swiftjit init deploy.prototxt --seed 7 -o random.caffemodel
         """,
-        subcommands: [CompileCommand.self, InitCommand.self, UpgradeCommand.self]
+        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, InitCommand.self, UpgradeCommand.self]
     )
 }
 
