@@ -8,7 +8,8 @@ extension Lowering {
     /// the column matrix), multiply each group's weights by its columns with `sgemm`, then add the
     /// bias per output channel in one epilogue kernel over the whole output.
     ///
-    /// Shapes: input N×C×H×W, weights O×(C/G)×KH×KW, output N×O×OH×OW; for group g,
+    /// Shapes (2-D; N-D is the same with more spatial axes): input N×C×H×W, weights
+    /// O×(C/G)×KH×KW, output N×O×OH×OW; for group g,
     /// `out[g] (O/G × OH·OW) = W[g] (O/G × K) · columns[g] (K × OH·OW)` with `K = C/G·KH·KW`.
     /// A layer with several bottoms applies the same weights to each (Caffe's shared-weight form).
     mutating func lowerConvolution(_ node: Node) throws {
@@ -16,8 +17,8 @@ extension Lowering {
         let blobs = try parameterBlobs(node)
         guard let first = node.inputs.first else { return }
         let geometry = try ConvolutionGeometry(p, rank: shape(first).count)
-        guard geometry.channelAxis == 1, shape(first).count == 4 else {
-            throw unsupported(node, "only 2-D convolution over N×C×H×W blobs is lowered so far (this one has \(shape(first).count - 2) spatial axes)")
+        guard geometry.channelAxis == 1 else {
+            throw unsupported(node, "only convolution with the channel axis 1 (N×C×spatial blobs) is lowered so far")
         }
         let weights = constant(node, "weights", blobs[0])
         let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
@@ -28,25 +29,25 @@ extension Lowering {
 
     private mutating func lowerConvolution(_ node: Node, _ g: ConvolutionGeometry, input: ValueID, output: ValueID,
                                            weights: BufferID, bias: BufferID?) throws {
-        let (n, c, h, w) = (shape(input)[0], shape(input)[1], shape(input)[2], shape(input)[3])
-        let (o, oh, ow) = (shape(output)[1], shape(output)[2], shape(output)[3])
+        let (n, c) = (shape(input)[0], shape(input)[1])
+        let o = shape(output)[1]
+        let image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
         let groups = g.group
-        let (kh, kw) = (g.kernel[0], g.kernel[1])
-        let k = c / groups * kh * kw, spatial = oh * ow
+        let k = c / groups * g.kernel.reduce(1, *), spatial = result.reduce(1, *), imageCount = c * image.reduce(1, *)
         let x = buffer(input), y = buffer(output)
         let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
-        let columns = isPointwise ? nil : scratch(node, "columns", count: c * kh * kw * spatial)
-        for image in 0..<n {
+        let columns = isPointwise ? nil : scratch(node, "columns", count: c * g.kernel.reduce(1, *) * spatial)
+        for item in 0..<n {
             let source: Operand
             if let columns {
-                try emitIm2col(node, g, channels: c, height: h, width: w, outHeight: oh, outWidth: ow,
-                               input: Operand(x, offset: image * c * h * w), columns: Operand(columns))
+                try emitIm2col(node, g, channels: c, image: image, result: result,
+                               input: Operand(x, offset: item * imageCount), columns: Operand(columns))
                 source = Operand(columns)
             } else {
-                source = Operand(x, offset: image * c * h * w)
+                source = Operand(x, offset: item * imageCount)
             }
             var gemm = GemmStep(m: o / groups, n: spatial, k: k, a: Operand(weights), lda: k,
-                                b: source, ldb: spatial, c: Operand(y, offset: image * o * spatial), ldc: spatial)
+                                b: source, ldb: spatial, c: Operand(y, offset: item * o * spatial), ldc: spatial)
             gemm.repeats = groups
             gemm.strideA = o / groups * k
             gemm.strideB = k * spatial
@@ -59,37 +60,63 @@ extension Lowering {
         }
     }
 
-    /// Unfolds one C×H×W image into a (C·KH·KW) × (OH·OW) column matrix, zero where a window
-    /// reaches into the padding. One task per input channel. For each kernel column `kx` the range
-    /// of output columns that land inside the image is a compile-time constant, so the generated
-    /// rows are a zero run, a strided copy and a zero run, with no per-element bounds checks.
-    private mutating func emitIm2col(_ node: Node, _ g: ConvolutionGeometry, channels c: Int, height h: Int, width w: Int,
-                                     outHeight oh: Int, outWidth ow: Int, input: Operand, columns: Operand) throws {
-        let (kh, kw) = (g.kernel[0], g.kernel[1])
-        let (sh, sw) = (g.stride[0], g.stride[1]), (ph, pw) = (g.pad[0], g.pad[1]), (dh, dw) = (g.dilation[0], g.dilation[1])
-        let signature = "im2col c\(c) h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) d\(dh)x\(dw) o\(oh)x\(ow)"
-        try emitKernel(node, signature, operands: [input, columns], tasks: c, work: c * kh * kw * oh * ow) { b in
+    /// Unfolds one C×(spatial) image into a (C·∏kernel) × (∏output) column matrix, zero where a
+    /// window reaches into the padding, for any number of spatial axes. One task per input channel.
+    /// Along the last axis the range of output positions that land inside the image depends only on
+    /// the kernel offset, so it is a compile-time constant: each generated row is a zero run, a
+    /// strided copy and a zero run, with no per-element bounds checks. Outer axes contribute one
+    /// "row inside the image" predicate per output row.
+    private mutating func emitIm2col(_ node: Node, _ g: ConvolutionGeometry, channels c: Int, image: [Int], result: [Int],
+                                     input: Operand, columns: Operand) throws {
+        func list(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
+        let signature = "im2col c\(c) in\(list(image)) k\(list(g.kernel)) s\(list(g.stride)) p\(list(g.pad)) d\(list(g.dilation)) o\(list(result))"
+        let last = image.count - 1
+        let (w, ow, kw) = (image[last], result[last], g.kernel[last])
+        let (sw, pw, dw) = (g.stride[last], g.pad[last], g.dilation[last])
+        let imageCount = image.reduce(1, *), resultCount = result.reduce(1, *), kernelCount = g.kernel.reduce(1, *)
+        try emitKernel(node, signature, operands: [input, columns], tasks: c, work: c * kernelCount * resultCount) { b in
             let (x, col) = (b.operand(0), b.operand(1))
             b.forEachTask { channel in
-                b.loop(0..<kh) { ky in
-                    for kx in 0..<kw {
+                /// Walks the output positions of axes `axis...` for one kernel offset.
+                func overOutput(_ axis: Int, offsets: [Index], kx: Int, columnRow: Index, outFlat: Index, inFlat: Index, inside: Predicate?) {
+                    if axis == last {
                         // Output columns whose input column ox·sw − pw + kx·dw lies in 0..<w.
                         let shift = kx * dw - pw
                         let lower = Swift.min(ow, Swift.max(0, ceilDiv(-shift, sw)))
                         let upper = Swift.max(lower, Swift.min(ow, ceilDiv(w - shift, sw)))
-                        b.loop(0..<oh) { oy in
-                            let iy = oy * sh + ky * dh - ph
-                            let inside = iy >= 0 && iy < h
-                            let row = channel * (h * w) + b.max(b.index(0), b.min(iy, b.index(h - 1))) * w
-                            let out = ((channel * kh + ky) * kw + kx) * (oh * ow) + oy * ow
-                            b.loop(0..<lower) { ox in col[out + ox] = b.constant(0) }
-                            b.loop(lower..<upper) { ox in
-                                col[out + ox] = b.select(inside, x[row + ox * sw + shift], b.constant(0))
-                            }
-                            b.loop(upper..<ow) { ox in col[out + ox] = b.constant(0) }
+                        let out = columnRow * resultCount + outFlat * ow
+                        let row = channel * imageCount + inFlat * w
+                        b.loop(0..<lower) { ox in col[out + ox] = b.constant(0) }
+                        b.loop(lower..<upper) { ox in
+                            let value = x[row + ox * sw + shift]
+                            col[out + ox] = inside.map { b.select($0, value, b.constant(0)) } ?? value
                         }
+                        b.loop(upper..<ow) { ox in col[out + ox] = b.constant(0) }
+                        return
+                    }
+                    b.loop(0..<result[axis]) { position in
+                        let at = position * g.stride[axis] + offsets[axis] * g.dilation[axis] - g.pad[axis]
+                        let valid = at >= 0 && at < image[axis]
+                        let clamped = b.max(b.index(0), b.min(at, b.index(image[axis] - 1)))
+                        overOutput(axis + 1, offsets: offsets, kx: kx, columnRow: columnRow,
+                                   outFlat: outFlat * result[axis] + position, inFlat: inFlat * image[axis] + clamped,
+                                   inside: inside.map { $0 && valid } ?? valid)
                     }
                 }
+                /// Walks the kernel offsets of axes `axis...`; the last axis is unrolled in Swift.
+                func overKernel(_ axis: Int, offsets: [Index], kernelFlat: Index) {
+                    if axis == last {
+                        for kx in 0..<kw {
+                            overOutput(0, offsets: offsets, kx: kx, columnRow: channel * kernelCount + kernelFlat * kw + kx,
+                                       outFlat: b.index(0), inFlat: b.index(0), inside: nil)
+                        }
+                        return
+                    }
+                    b.loop(0..<g.kernel[axis]) { offset in
+                        overKernel(axis + 1, offsets: offsets + [offset], kernelFlat: kernelFlat * g.kernel[axis] + offset)
+                    }
+                }
+                overKernel(0, offsets: [], kernelFlat: b.index(0))
             }
         }
     }

@@ -17,7 +17,7 @@ struct GoldenLayerTests {
         "bn_test_global", "bn_test_2d", "bn_test_eps_factor0p5", "bn_test_factor0", "bn_test_inplace",
         "scale_axis1_bias", "scale_axis1_numaxes2", "scale_numaxes0", "scale_2bottom_axis1", "scale_2bottom_axis0_bias",
         "bias_1bottom", "bias_2bottom", "dropout_test", "flatten",
-        "reshape_0_m1", "reshape_0_2_m1_5", "reshape_insert_axis", "reshape_axis1_numaxes1_5d", "reshape_5d_pool_5d",
+        "reshape_0_m1", "reshape_0_2_m1_5", "reshape_insert_axis", "reshape_axis1_numaxes1_5d", "reshape_5d_pool_5d", "conv3d_5d",
         "split_explicit", "split_implicit", "input_only",
         "absval", "power_p0p5", "power_p1_linear", "power_p2", "exp", "log", "bnll", "elu", "clip", "swish", "threshold",
     ]
@@ -31,7 +31,7 @@ struct GoldenLayerTests {
 /// Whole nets against Caffe's forward outputs for every blob.
 @Suite("Caffe golden nets")
 struct GoldenNetTests {
-    @Test("whole-net forward matches Caffe on every blob within 1e-4 of its largest value", arguments: ["lenet_deploy", "cifar10_quick"])
+    @Test("whole-net forward matches Caffe on every blob within 1e-4 of its largest value", arguments: ["lenet_deploy", "cifar10_quick", "conv3d_5d_pool"])
     func forward(_ name: String) throws {
         try GoldenCase("nets", name).check(with: sharedCompiler, rtol: 1e-4)
     }
