@@ -37,7 +37,12 @@ let package = Package(
         .target(name: "NumPy", dependencies: ["CZlib"]),
         .target(name: "Runtime", dependencies: ["COpenBLAS"], path: "Runtime"),
         .target(name: "Codegen", dependencies: ["CaffeFormat", "Graph", "NumPy", "CLLVM", "Runtime"]),
-        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime"]),
+        .target(
+            name: "Export",
+            dependencies: ["CaffeFormat", "Graph", "NumPy", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Proto"]
+        ),
+        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime", "Export"]),
         .executableTarget(
             name: "swiftjit",
             dependencies: [
@@ -51,6 +56,7 @@ let package = Package(
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "CaffeFormat", "NumPy", "CPNG", "CTurboJPEG"]),
         .testTarget(name: "CodegenTests", dependencies: ["Codegen", "Runtime", "Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
+        .testTarget(name: "ExportTests", dependencies: ["Export", "SwiftJIT"]),
         .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
     ]
 )

@@ -20,3 +20,8 @@ if ! python3 -c "import numpy" 2>/dev/null; then
   echo "installing numpy for $(command -v python3)"
   python3 -m pip install -q numpy
 fi
+# The export tests check ONNX files with onnx's checker and run them in ONNX Runtime (PyPI wheels).
+if ! python3 -c "import onnx, onnxruntime" 2>/dev/null; then
+  echo "installing onnx and onnxruntime for $(command -v python3)"
+  python3 -m pip install -q onnx onnxruntime numpy
+fi

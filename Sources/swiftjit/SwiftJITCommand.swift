@@ -14,9 +14,10 @@ struct SwiftJITCommand: ParsableCommand {
           swiftjit compile deploy.prototxt --weights net.caffemodel --input data=1,3,224,224
           swiftjit compile train_val.prototxt --phase train --json
           swiftjit upgrade old_v1.prototxt new.prototxt
+          swiftjit export deploy.prototxt --weights net.caffemodel --layout hwio --output params.npz --onnx net.onnx
           swiftjit init deploy.prototxt --seed 7 -o random.caffemodel
         """,
-        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, InitCommand.self, UpgradeCommand.self]
+        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self]
     )
 }
 
