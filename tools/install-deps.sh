@@ -16,9 +16,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v swift >/dev/null || { echo "error: the Swift 6 toolchain is not on PATH (see https://swift.org/install)"; exit 1; }
 # The tests compare with NumPy's own files; use the python3 on PATH (pip, not Debian, if it is a pyenv one).
-if ! python3 -c "import numpy" 2>/dev/null; then
-  echo "installing numpy for $(command -v python3)"
-  python3 -m pip install -q numpy
+if ! python3 -c "import numpy, pytest, cv2" 2>/dev/null; then
+  echo "installing numpy, pytest and OpenCV (headless) for $(command -v python3)"
+  python3 -m pip install -q numpy pytest "opencv-python-headless<5"
 fi
 # The export tests check ONNX files with onnx's checker and run them in ONNX Runtime (PyPI wheels).
 if ! python3 -c "import onnx, onnxruntime" 2>/dev/null; then

@@ -6,3 +6,6 @@ tools/install-deps.sh
 [ -d ../shared/golden ] || { echo "error: ../shared/golden is missing: clone the repo next to shared/ (see README)"; exit 1; }
 swift build --build-tests
 swift test --skip-build
+# Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it.
+swift build -c release --product swiftjit
+python3 -m pytest -q Tests/peers

@@ -130,11 +130,21 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 }
 
 /// Fills every parameter of a graph as Caffe's layers do at setup: each layer type's fillers and
-/// defaults (Scale 1, PReLU 0.25, BatchNorm statistics 0), from one seed.
+/// defaults (Scale 1, PReLU 0.25), from one seed.
 public enum ParameterInitializer {
+    /// What an untrained BatchNorm layer holds.
+    public enum BatchNormStatistics: String, Sendable, CaseIterable {
+        /// Caffe's setup values: mean, variance and scale factor all 0 — so the layer divides by
+        /// sqrt(eps), and a deep net of them overflows. Right for training from scratch.
+        case caffe
+        /// Mean 0, variance 1, factor 1: the identity up to eps, so random-weight nets stay finite
+        /// (what benchmarks and runtime-vs-runtime comparisons want).
+        case unit
+    }
+
     /// Parameter values by layer name, in each layer's blob order. Layers sharing a parameter by
     /// name get the owner's values.
-    public static func initialize(_ graph: Graph, seed: UInt64) throws -> [String: [NDArray]] {
+    public static func initialize(_ graph: Graph, seed: UInt64, batchNorm: BatchNormStatistics = .caffe) throws -> [String: [NDArray]] {
         var result: [String: [NDArray]] = [:]
         var shared: [String: NDArray] = [:]
         for node in graph.nodes where !node.parameters.isEmpty {
@@ -156,7 +166,10 @@ public enum ParameterInitializer {
                     throw diagnostic.inLayer(node.name)
                 }
                 precondition(values.count == count)
-                let array = NDArray(shape: parameter.shape.dims, data: values)
+                var array = NDArray(shape: parameter.shape.dims, data: values)
+                if node.kind == .batchNorm, batchNorm == .unit, index > 0 {
+                    array = NDArray(shape: parameter.shape.dims, repeating: 1)  // variance 1, scale factor 1
+                }
                 if let name = parameter.shareName { shared[name] = array }
                 blobs.append(array)
             }

@@ -32,7 +32,8 @@ public final class Net: @unchecked Sendable {
     private var graphs: [[String: [Int]]: Graph] = [:]
 
     /// Loads `prototxt` and `weights` (a .caffemodel; without one, parameters come from the fillers
-    /// with `seed`). `inputShapes` overrides the prototxt's input shapes.
+    /// with `seed`, BatchNorm statistics set to mean 0 / variance 1 so outputs stay finite).
+    /// `inputShapes` overrides the prototxt's input shapes.
     public init(prototxt: String, weights: String? = nil, phase: Caffe_Phase = .test,
                 inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, compiler: NetCompiler? = nil) throws {
         definition = try CaffeFiles.loadNet(path: prototxt)
@@ -43,7 +44,7 @@ public final class Net: @unchecked Sendable {
             let report = try WeightBinding.check(graph, weights: model, file: weights)
             var values = try CaffeParameters.arrays(from: model)
             if !report.notInitialized.isEmpty {
-                let filled = try ParameterInitializer.initialize(graph, seed: seed)
+                let filled = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
                 for name in report.notInitialized { values[name] = filled[name] }
             }
             // Legacy 4-D dims (1 1 64 392) take the net's parameter shapes.
@@ -53,7 +54,7 @@ public final class Net: @unchecked Sendable {
             }
             params = values
         } else {
-            params = try ParameterInitializer.initialize(graph, seed: seed)
+            params = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
         }
         self.compiler = try compiler ?? NetCompiler()
         graphs[inputShapes.isEmpty ? [:] : inputShapes] = graph

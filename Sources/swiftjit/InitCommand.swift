@@ -28,11 +28,14 @@ struct InitCommand: ParsableCommand {
     @Option(name: .long, help: "Override an input's shape: NAME=d0,d1,... (repeatable).")
     var input: [InputShape] = []
 
+    @Option(name: .long, help: "BatchNorm statistics: caffe (all 0, as Caffe's setup; divides by sqrt(eps)) or unit (mean 0, variance 1).")
+    var batchnorm: ParameterInitializer.BatchNormStatistics = .caffe
+
     func run() throws {
         do {
             let graph = try NetInspection(netPath: net, phase: phase.caffePhase,
                                           inputShapes: Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })).build().graph
-            let parameters = try ParameterInitializer.initialize(graph, seed: seed)
+            let parameters = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: batchnorm)
             try CaffeFiles.write(Snapshot.netParameter(graph: graph, parameters: parameters), to: output)
             let count = parameters.values.flatMap { $0 }.reduce(0) { $0 + $1.count }
             print("wrote \(output): \(parameters.count) layers, \(NetSummary.grouped(count)) values (seed \(seed))")
@@ -41,3 +44,5 @@ struct InitCommand: ParsableCommand {
         }
     }
 }
+
+extension ParameterInitializer.BatchNormStatistics: ExpressibleByArgument {}
