@@ -42,7 +42,7 @@ let package = Package(
             dependencies: ["CaffeFormat", "Graph", "NumPy", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             exclude: ["Proto"]
         ),
-        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime", "Export"]),
+        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime", "Export", "DataPipeline"]),
         .executableTarget(
             name: "swiftjit",
             dependencies: [

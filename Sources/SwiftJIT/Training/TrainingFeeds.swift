@@ -1,0 +1,102 @@
+import DataPipeline
+import Foundation
+
+/// Produces, each iteration, the values of every data-source top of a net: `Data` layers from their
+/// LMDB (prefetched), `DummyData` from its fillers (refilled every pass unless all are constant, as
+/// Caffe), and `Input`/`MemoryData` tops from a caller-supplied provider (the library API).
+public final class TrainingFeeds {
+    /// Supplies `Input`/`MemoryData` tops for one pass, by blob name.
+    public typealias Provider = (_ pass: Int) throws -> [String: NDArray]
+
+    private var dataFeeds: [(feed: DataLayerFeed, data: String, label: String?, labelShape: [Int])] = []
+    private var dummies: [(name: String, shape: [Int], filler: Filler, constant: NDArray?)] = []
+    private var generator: SeededGenerator
+    private let provider: Provider?
+    private let providedNames: [String]
+    private var pass = 0
+
+    /// Feeds for the data-source layers of `graph`; relative LMDB paths resolve against `baseDirectory`.
+    public init(graph: Graph, seed: UInt64, baseDirectory: String?, provider: Provider? = nil) throws {
+        generator = SeededGenerator(seed: seed, stream: "dummy-data")
+        self.provider = provider
+        var provided: [String] = []
+        for node in graph.nodes where node.kind.isDataSource {
+            let tops = node.outputs.map { graph.values[$0] }
+            switch node.kind {
+            case .data:
+                let feed = try DataLayerFeed(layer: node.layer, phase: graph.phase, seed: UInt32(truncatingIfNeeded: seed),
+                                             baseDirectory: baseDirectory)
+                dataFeeds.append((feed, tops[0].name, tops.count > 1 ? tops[1].name : nil, tops.count > 1 ? tops[1].shape.dims : []))
+            case .dummyData:
+                let fillers = node.layer.dummyDataParam.dataFiller
+                for (index, top) in tops.enumerated() {
+                    let parameter = fillers.isEmpty ? Filler.constant(0).parameter : fillers[fillers.count == 1 ? 0 : index]
+                    let filler = Filler(parameter)
+                    var constant: NDArray?
+                    if parameter.type == "constant" {
+                        constant = NDArray(shape: top.shape.dims, data: try filler.fill(shape: top.shape.dims, generator: &generator))
+                    }
+                    dummies.append((top.name, top.shape.dims, filler, constant))
+                }
+            case .input, .memoryData:
+                guard provider != nil else {
+                    throw Diagnostic("\(node.kind.rawValue) layer tops (\(tops.map(\.name).joined(separator: ", "))) need values while training, and nothing provides them",
+                                     layer: node.name, hint: "train from an LMDB with a Data layer, or feed these tops through the library's TrainingFeeds provider")
+                }
+                provided += tops.map(\.name)
+            default:
+                throw Diagnostic("\(node.kind.rawValue) layers cannot feed training yet", layer: node.name,
+                                 hint: "convert the dataset to an LMDB of Caffe Datums and use a Data layer")
+            }
+        }
+        providedNames = provided
+    }
+
+    /// The shapes of the Data layers' tops in `definition` for a net state, read from each LMDB's
+    /// first record as Caffe's `DataLayerSetUp` does (a missing LMDB is reported here, in one line).
+    public static func dataShapes(_ definition: NetDefinition, phase: Caffe_Phase, level: Int32, stages: [String],
+                                  baseDirectory: String?) throws -> [String: TensorShape] {
+        let filter = NetFilter(net: definition.net, phase: phase, level: level, stages: stages)
+        var shapes: [String: TensorShape] = [:]
+        for layer in definition.net.layer where layer.type == "Data" && filter.includes(layer) {
+            let feed = try DataLayerFeed(layer: layer, phase: phase, baseDirectory: baseDirectory, prefetch: 0)
+            defer { feed.close() }
+            if let data = layer.top.first { shapes[data] = TensorShape(feed.batchShape) }
+            if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape([feed.batchShape[0]]) }
+        }
+        return shapes
+    }
+
+    /// The values of every data-source top for the next pass.
+    public func next() throws -> [String: NDArray] {
+        defer { pass += 1 }
+        var feeds: [String: NDArray] = [:]
+        for entry in dataFeeds {
+            let batch = try entry.feed.next()
+            feeds[entry.data] = NDArray(shape: batch.shape, data: batch.data)
+            if let label = entry.label {
+                feeds[label] = NDArray(shape: entry.labelShape.reduce(1, *) == batch.labels.count ? entry.labelShape : [batch.labels.count], data: batch.labels)
+            }
+        }
+        for dummy in dummies {
+            feeds[dummy.name] = try dummy.constant ?? NDArray(shape: dummy.shape, data: dummy.filler.fill(shape: dummy.shape, generator: &generator))
+        }
+        if let provider {
+            let given = try provider(pass)
+            for name in providedNames {
+                guard let value = given[name] else {
+                    throw Diagnostic("the training feed provider gave no value for '\(name)' (pass \(pass))")
+                }
+                feeds[name] = value
+            }
+        }
+        return feeds
+    }
+
+    /// Stops prefetch threads.
+    public func close() {
+        for entry in dataFeeds { entry.feed.close() }
+    }
+
+    deinit { close() }
+}
