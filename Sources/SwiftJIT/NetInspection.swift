@@ -1,3 +1,5 @@
+import DataPipeline
+import Foundation
 /// Loads a net (and optionally weights) and builds its graph for one phase: the work behind
 /// `swiftjit compile`, usable from code.
 ///
@@ -24,13 +26,42 @@ public struct NetInspection: Sendable {
     /// The net definition, its graph, and what the weights initialize.
     public func build() throws -> (definition: NetDefinition, graph: Graph, weights: WeightBindingReport?) {
         let definition = try CaffeFiles.loadNet(path: netPath)
-        let builder = GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: inputShapes,
+        let (dataShapes, dataNotes) = lmdbShapes(definition)
+        let builder = GraphBuilder(phase: phase, level: level, stages: stages,
+                                   inputShapes: dataShapes.merging(inputShapes) { $1 },
                                    enablesMissingStages: stages == nil)
-        let graph = try builder.build(definition)
+        var graph = try builder.build(definition)
+        graph.notes += dataNotes
         guard let weightsPath else { return (definition, graph, nil) }
         let weights = try CaffeFiles.loadWeights(path: weightsPath)
         let report = try WeightBinding.check(graph, weights: weights, file: weightsPath)
         return (definition, graph, report)
+    }
+
+    /// Data layers' top shapes from the first record of their LMDBs, when those can be opened
+    /// (relative sources resolve against the working directory, as in Caffe, then the net's folder);
+    /// otherwise a note says why the extents stay `?`.
+    private func lmdbShapes(_ definition: NetDefinition) -> ([String: TensorShape], [String]) {
+        var shapes: [String: TensorShape] = [:]
+        var notes: [String] = []
+        let netFolder = URL(fileURLWithPath: netPath).deletingLastPathComponent().path
+        for layer in definition.net.layer where layer.type == "Data" && NetFilter(net: definition.net, phase: phase).includes(layer) {
+            guard !layer.top.contains(where: { inputShapes[$0] != nil }) else { continue }
+            let candidates = [FileManager.default.currentDirectoryPath, netFolder]
+            guard let base = candidates.first(where: { FileManager.default.fileExists(atPath: URL(fileURLWithPath: $0).appendingPathComponent(layer.dataParam.source).path) || layer.dataParam.source.hasPrefix("/") }) else {
+                notes.append("Data layer '\(layer.name)': its LMDB '\(layer.dataParam.source)' is not on this machine, so its image size is '?' (give it with --input \(layer.top.first ?? "data")=N,C,H,W)")
+                continue
+            }
+            do {
+                let feed = try DataLayerFeed(layer: layer, phase: phase, baseDirectory: base, prefetch: 0)
+                defer { feed.close() }
+                if let top = layer.top.first { shapes[top] = TensorShape(feed.batchShape) }
+                if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape([feed.batchShape[0]]) }
+            } catch {
+                notes.append("Data layer '\(layer.name)': \((error as? Diagnostic)?.message ?? "\(error)")")
+            }
+        }
+        return (shapes, notes)
     }
 
     public func summarize() throws -> NetSummary {
