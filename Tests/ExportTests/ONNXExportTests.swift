@@ -1,4 +1,5 @@
 import Foundation
+import NumPy
 import Testing
 import SwiftJIT
 
@@ -100,19 +101,33 @@ struct ONNXExportTests {
         ("MobileNet v1", "mobilenet/mobilenet_deploy.prototxt", [2, 1000, 1, 1]),
     ]
 
-    @Test("zoo deploy nets with seeded random weights pass onnx.checker and run in ONNX Runtime at batch 2",
+    @Test("zoo deploy nets with seeded random weights: onnx.checker passes and ONNX Runtime matches swiftjit run on every blob at batch 2",
           arguments: zooNets)
     func zoo(name: String, path: String, outputShape: [Int]) throws {
         let net = try ExportFixtures.require(ExportFixtures.zoo.appendingPathComponent(path))
         try ExportFixtures.withTempDir { dir in
             let weights = dir.appendingPathComponent("random.caffemodel")
             try CaffeFiles.write(try ExportFixtures.randomWeights(for: net, seed: 5), to: weights.path)
-            let (report, model) = try Self.exportAndRun(net: net, weights: weights, inputs: "-", expected: "-", batch: 2)
+            // Batch 2 where the prototxt says 10: the ONNX batch axis is symbolic.
+            var generator = SplitMix64(seed: 11)
+            let side = path.contains("caffenet") || path.contains("squeezenet") ? 227 : 224
+            let data = NDArray(shape: [2, 3, side, side], data: (0..<(2 * 3 * side * side)).map { _ in Float.random(in: -1..<1, using: &generator) })
+            let inputs = dir.appendingPathComponent("inputs.npz"), blobs = dir.appendingPathComponent("blobs.npz")
+            try NumPyFile.write(archive: [("data", data)], to: inputs.path)
+            let run = try ExportFixtures.swiftjit(["run", net.path, "--weights", weights.path, "--input", inputs.path,
+                                                   "--output", blobs.path, "--blobs", "all"])
+            #expect(run.status == 0, "swiftjit run failed: \(run.err)")
+            let (report, model) = try Self.exportAndRun(net: net, weights: weights, inputs: inputs.path, expected: blobs.path)
             let outputs = report["outputs"] as? [String: [Int]] ?? [:]
-            #expect(outputs == ["prob": outputShape], "\(name): \(report)")
+            #expect(outputs == ["prob": outputShape], "\(name): \(report["outputs"] ?? "")")
             #expect(report["finite"] as? Bool == true, "\(name) produced non-finite values")
             #expect(model.batchIsDynamic, "\(name): \(model.notes)")
             #expect(model.proto.graph.input.map(\.name) == ["data"])
+            let compared = Self.blobs(report)
+            #expect(compared.count > 10, "\(name): only \(compared.count) blobs compared; missing \(report["missing"] ?? "")")
+            for blob in compared { #expect(blob.rel <= 1e-4, "\(name) blob \(blob.name): ONNX Runtime and swiftjit run differ by \(blob.rel) of its max") }
+            let worst = compared.max { $0.rel < $1.rel }
+            print("\(name): \(compared.count) blobs, ONNX Runtime vs swiftjit run max relative difference \(String(format: "%.1e", worst?.rel ?? 0)) (\(worst?.name ?? "-"))")
         }
     }
 }

@@ -40,12 +40,13 @@ enum PythonScripts {
         print(json.dumps(report))
         """
 
-    /// `hwio.npz oihw.npz key x.npy onnx_model`: the migration case. Convolves x (N×C×H×W) with
+    /// `hwio.npz oihw.npz key x.npy onnx_model run.npz`: the migration case. Convolves x (N×C×H×W) with
     /// the exported OIHW weights in NCHW, and with the exported HWIO weights in NHWC (the way
-    /// TensorFlow does), both in float64 NumPy with pad 2; also runs the exported ONNX model.
+    /// TensorFlow does), both in float64 NumPy with pad 2; also runs the exported ONNX model and
+    /// reads `swiftjit run`'s NCHW output of the same convolution.
     static let migration = """
         import json
-        hwio_path, oihw_path, key, x_path, model_path = sys.argv[1:6]
+        hwio_path, oihw_path, key, x_path, model_path, run_path = sys.argv[1:7]
         W_hwio = np.load(hwio_path)[key].astype(np.float64)
         W_oihw = np.load(oihw_path)[key].astype(np.float64)
         bias_key = key.rsplit('/', 1)[0] + '/1'
@@ -72,10 +73,13 @@ enum PythonScripts {
         ported = nhwc(x.transpose(0, 2, 3, 1), W_hwio).transpose(0, 3, 1, 2)
         session = ort.InferenceSession(model_path, providers=['CPUExecutionProvider'])
         runtime = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+        ours = np.load(run_path)[key.rsplit('/', 1)[0]]
         scale = float(np.abs(reference).max())
         print(json.dumps({"hwio_shape": list(W_hwio.shape), "output_shape": list(reference.shape),
                           "nhwc_vs_nchw": float(np.abs(ported - reference).max()) / scale,
-                          "onnx_vs_nchw": float(np.abs(runtime - reference).max()) / scale}))
+                          "onnx_vs_nchw": float(np.abs(runtime - reference).max()) / scale,
+                          "swiftjit_vs_nchw": float(np.abs(ours - reference).max()) / scale,
+                          "nhwc_vs_swiftjit": float(np.abs(ported - ours).max()) / scale}))
         """
 
     /// `model.onnx configs.json`: Caffe's pooling (pooling_layer.cpp, ported line by line to
