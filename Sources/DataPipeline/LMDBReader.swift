@@ -56,8 +56,9 @@ public final class LMDBReader {
     private var environment: OpaquePointer?
     private var transaction: OpaquePointer?
     private var cursor: OpaquePointer?
-    private let mapAddress: UnsafeMutableRawPointer?
-    private let mappedLength: Int
+    private let fileSize: Int
+    /// The memory map, found on first read from a record's address (LMDB does not publish it).
+    private var mapping: (base: UnsafeMutableRawPointer, length: Int)?
     private var bytesSinceRelease = 0
     private var lastKey: Data?
 
@@ -79,7 +80,7 @@ public final class LMDBReader {
             throw Diagnostic("not an LMDB: the folder has no data.mdb", file: path,
                              hint: "a LevelDB folder holds *.ldb files; convert it to LMDB, or point source at the LMDB folder")
         }
-        let fileSize = Int(dataStatus.st_size)
+        fileSize = Int(dataStatus.st_size)
 
         var env: OpaquePointer?
         try LMDBReader.check(mdb_env_create(&env), path: path, doing: "creating an LMDB environment")
@@ -104,8 +105,6 @@ public final class LMDBReader {
             throw Diagnostic("not an LMDB: data.mdb is truncated (\(fileSize) bytes, its pages need \(pagesNeeded))",
                              file: path, hint: "the copy or download was interrupted; copy the database again")
         }
-        mapAddress = info.me_mapaddr
-        mappedLength = min(Int(info.me_mapsize), fileSize)
 
         var txn: OpaquePointer?
         var dbi = MDB_dbi()
@@ -131,6 +130,10 @@ public final class LMDBReader {
             throw Diagnostic("the LMDB holds no records", file: path, hint: "was it written completely?")
         }
         try position(MDB_FIRST)
+        var key = MDB_val()
+        var value = MDB_val()
+        try cursorGet(&key, &value, MDB_GET_CURRENT)
+        if let address = value.mv_data ?? key.mv_data { mapping = LMDBReader.mapping(containing: address, limit: fileSize) }
     }
 
     deinit { close() }
@@ -176,14 +179,34 @@ public final class LMDBReader {
         try position(MDB_FIRST)
     }
 
+    /// How many bytes of the memory map `releaseMappedPages()` covers; nil when the map was not found.
+    var releasableBytes: Int? { mapping?.length }
+
     /// Drops this process's mapping of pages already read; they are re-read from the page cache
     /// if needed again. Safe at any time: the reader holds no pointers into the map between calls.
     public func releaseMappedPages() {
         bytesSinceRelease = 0
         #if canImport(Glibc)
-        guard let mapAddress, mappedLength > 0 else { return }
-        _ = madvise(mapAddress, mappedLength, MADV_DONTNEED)
+        guard let mapping else { return }
+        _ = madvise(mapping.base, mapping.length, MADV_DONTNEED)
         #endif
+    }
+
+    /// The mapping of this process that holds `address`, from /proc/self/maps, capped at `limit`
+    /// bytes (LMDB maps its whole map size, often far more than the file). Nil where /proc is absent.
+    static func mapping(containing address: UnsafeMutableRawPointer, limit: Int) -> (base: UnsafeMutableRawPointer, length: Int)? {
+        // FileHandle, not String(contentsOfFile:), which stops after the first 4 KB of a /proc file.
+        guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps") else { return nil }
+        defer { try? handle.close() }
+        let maps = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        let target = UInt(bitPattern: address)
+        for line in maps.split(separator: "\n") {
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16),
+                  start <= target, target < end, let base = UnsafeMutableRawPointer(bitPattern: start) else { continue }
+            return (base, min(Int(end - start), limit))
+        }
+        return nil
     }
 
     // MARK: Internals

@@ -1,5 +1,5 @@
 import CaffeFormat
-import DataPipeline
+@testable import DataPipeline
 import Foundation
 import Testing
 
@@ -62,6 +62,22 @@ struct LMDBRoundTripTests {
         try Fixtures.writeLMDB(scratch.file("db"), datums: [Fixtures.rawDatum(channels: 1, height: 1, width: 2, bytes: [7, 9], label: 0)])
         let reader = try LMDBReader(path: scratch.file("db/data.mdb"))
         #expect(try DatumImage(record: try reader.read()).floatCHW() == [7, 9])
+    }
+
+    @Test("the reader finds its memory map, so streamed pages can be released (flat RSS on large databases)")
+    func mappingFound() throws {
+        let scratch = try ScratchFolder("mapping")
+        defer { scratch.remove() }
+        let datums = (0..<64).map { Fixtures.rawDatum(channels: 1, height: 64, width: 64, bytes: [UInt8](repeating: UInt8($0), count: 4096), label: 0) }
+        try Fixtures.writeLMDB(scratch.file("db"), datums: datums)
+        let reader = try LMDBReader(path: scratch.file("db"))
+        let fileSize = try #require(try FileManager.default.attributesOfItem(atPath: scratch.file("db/data.mdb"))[.size] as? Int)
+        #expect(reader.releasableBytes == fileSize)
+        reader.releaseInterval = 10_000
+        for index in 0..<(3 * 64) {
+            let image = try DatumImage(record: try reader.read())
+            #expect(image.floatCHW()[0] == Float(index % 64), "pages re-read after release hold the same bytes")
+        }
     }
 
     @Test("PNG: grey stays 1 channel natively and replicates under force_color; RGBA keeps alpha only natively")
