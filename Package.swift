@@ -34,6 +34,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         // Data layers: LMDB + Datum + Caffe's transformer. Separate from Runtime, which knows no protobuf.
         .target(name: "DataPipeline", dependencies: ["CaffeFormat", "CLMDB", "CTurboJPEG", "CPNG"]),
+        .executableTarget(name: "LMDBStreamBenchmark", dependencies: ["DataPipeline", "CaffeFormat"],
+                          path: "Benchmarks/lmdb-stream"),
         .target(name: "NumPy", dependencies: ["CZlib"]),
         .target(name: "Runtime", dependencies: ["COpenBLAS"], path: "Runtime"),
         .target(name: "Codegen", dependencies: ["CaffeFormat", "Graph", "NumPy", "CLLVM", "Runtime"]),
