@@ -32,7 +32,8 @@ extension ONNXLowering {
     /// Sizes: Caffe rounds the window count up and drops a last window that would start in the
     /// right padding. Instead of `ceil_mode` (whose last-window rule differs between ONNX versions
     /// and runtimes), the exporter computes Caffe's output size `out` and sets the end pad to
-    /// `(out-1)·stride + kernel - H - pad`, so floor rounding yields exactly `out` windows.
+    /// `(out-1)·stride + kernel - H - pad` (or 0 when a stride larger than the kernel skips the last
+    /// values), so floor rounding yields exactly `out` windows.
     ///
     /// Average divisor: Caffe divides by the window clipped to `[-pad, H+pad)`; ONNX's
     /// `count_include_pad=1` clips to `[-pad_begin, H+pad_end)` and `count_include_pad=0` to `[0, H)`.
@@ -55,8 +56,17 @@ extension ONNXLowering {
         let spatial = inShape.count - 2
         var endPads: [Int] = []
         for i in 0..<spatial {
-            let end = (outShape[i + 2] - 1) * g.stride[i] + g.kernel[i] - inShape[i + 2] - g.pad[i]
-            guard end >= 0 else { throw unsupported(node, "its last window ends \(-end) before the input's end along axis \(i + 2), which ONNX pads cannot express") }
+            // Negative when the stride skips the input's last values (stride > kernel): no end pad needed.
+            let end = max((outShape[i + 2] - 1) * g.stride[i] + g.kernel[i] - inShape[i + 2] - g.pad[i], 0)
+            guard (inShape[i + 2] + g.pad[i] + end - g.kernel[i]) / g.stride[i] + 1 == outShape[i + 2] else {
+                throw unsupported(node, "no ONNX padding yields Caffe's \(outShape[i + 2]) windows along axis \(i + 2)")
+            }
+            // With pad 0 Caffe keeps a last window that starts past the input (stride > kernel):
+            // it pools nothing (MAX gives -FLT_MAX, AVE 0/0). No ONNX pooling reproduces that.
+            guard end < g.kernel[i] else {
+                throw unsupported(node, "Caffe's ceil rounding gives it a last window lying wholly outside the input along axis \(i + 2) (input \(inShape[i + 2]), kernel \(g.kernel[i]), stride \(g.stride[i]), pad \(g.pad[i])), where Caffe outputs -FLT_MAX (MAX) or NaN (AVE)",
+                                  hint: "use round_mode: FLOOR, a stride no larger than the kernel, or an input size the windows cover; nothing was written")
+            }
             endPads.append(end)
         }
         let window = [Attribute.ints("kernel_shape", g.kernel), Attribute.ints("strides", g.stride)]
