@@ -15,9 +15,10 @@ struct SwiftJITCommand: ParsableCommand {
           swiftjit compile train_val.prototxt --phase train --json
           swiftjit upgrade old_v1.prototxt new.prototxt
           swiftjit export deploy.prototxt --weights net.caffemodel --layout hwio --output params.npz --onnx net.onnx
+          swiftjit draw deploy.prototxt --output net.svg
           swiftjit init deploy.prototxt --seed 7 -o random.caffemodel
         """,
-        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self]
+        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self]
     )
 }
 

@@ -1,0 +1,187 @@
+import CaffeFormat
+import Foundation
+import Graph
+
+/// A picture of a net as Graphviz DOT: one box per layer with its type, main attributes and top
+/// shapes; edges labelled with the blob names they carry. The work behind `swiftjit draw`.
+///
+/// Layers that rewrite their bottom in place (ReLU, BatchNorm, Scale, Dropout…) are folded into the
+/// box of the layer that produced that bottom, as extra `+ Type name` lines, so a ResNet block reads
+/// as conv → conv → conv rather than a ladder of activations. Caffe's automatic Split layers are not
+/// drawn (the graph is built without them); a Split the prototxt declares is.
+///
+///     let drawing = NetDrawing(graph: try GraphBuilder(insertsSplits: false).build(definition))
+///     try GraphvizRenderer.write(drawing.dot(), to: "net.svg")
+public struct NetDrawing: Sendable {
+    /// One drawn box: a layer and the in-place layers folded into it.
+    public struct Box: Sendable {
+        public var node: NodeID
+        public var folded: [NodeID] = []
+    }
+
+    public let graph: Graph
+    /// Graphviz `rankdir`: `TB` (top to bottom, default) or `LR`.
+    public var rankDirection: String
+    public private(set) var boxes: [Box] = []
+    /// The box that shows each node (a folded node maps to its host's box).
+    private var boxOfNode: [NodeID: Int] = [:]
+
+    public init(graph: Graph, rankDirection: String = "TB") {
+        self.graph = graph
+        self.rankDirection = rankDirection
+        for node in graph.nodes where !node.isSynthetic {
+            if let host = foldHost(node) {
+                boxes[host].folded.append(node.id)
+                boxOfNode[node.id] = host
+            } else {
+                boxOfNode[node.id] = boxes.count
+                boxes.append(Box(node: node.id))
+            }
+        }
+    }
+
+    /// The box an in-place, single-bottom layer folds into: its bottom's producer's.
+    private func foldHost(_ node: Node) -> Int? {
+        guard node.inputs.count == 1, node.outputs.count == 1, graph.values[node.outputs[0]].isInPlace,
+              let producer = graph.values[node.inputs[0]].producer else { return nil }
+        return boxOfNode[producer]
+    }
+
+    /// The DOT text.
+    public func dot() -> String {
+        var lines = ["digraph \(Self.quote(graph.name.isEmpty ? "net" : graph.name)) {",
+                     "  rankdir=\(rankDirection);",
+                     "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10];",
+                     "  edge [fontname=\"Helvetica\", fontsize=8, color=\"#555555\"];"]
+        for id in graph.externalInputs {
+            let value = graph.values[id]
+            lines.append("  v\(id) [shape=ellipse, fillcolor=\"#eeeeee\", label=\(Self.quote("\(value.name)\n\(value.shape)"))];")
+        }
+        for (index, box) in boxes.enumerated() {
+            lines.append("  b\(index) [fillcolor=\"\(Self.color(graph.nodes[box.node].kind))\", label=\(Self.quote(label(box)))];")
+        }
+        for (index, box) in boxes.enumerated() {
+            for input in graph.nodes[box.node].inputs {
+                let value = graph.values[input]
+                let source = value.producer.flatMap { boxOfNode[$0] }.map { "b\($0)" } ?? "v\(input)"
+                lines.append("  \(source) -> b\(index) [label=\(Self.quote(" \(value.name) "))];")
+            }
+        }
+        lines.append("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// `conv1 (Convolution)`, its attributes, its tops with shapes, then `+ ReLU relu1` lines.
+    func label(_ box: Box) -> String {
+        let node = graph.nodes[box.node]
+        var lines = ["\(node.name) (\(node.kind.rawValue))"]
+        if let attributes = Self.attributes(node, input: node.inputs.first.map { graph.values[$0].shape }) { lines.append(attributes) }
+        for output in node.outputs {
+            let value = graph.values[output]
+            lines.append(node.outputs.count == 1 && value.name == node.name ? "\(value.shape)" : "\(value.name): \(value.shape)")
+        }
+        for id in box.folded {
+            let folded = graph.nodes[id]
+            lines.append("+ \(folded.kind.rawValue) \(folded.name)")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func attributes(_ node: Node, input: TensorShape?) -> String? {
+        switch node.kind {
+        case .convolution, .deconvolution:
+            guard let input, let g = try? ConvolutionGeometry(node.layer.convolutionParam, rank: input.rank) else { return nil }
+            return "\(g.numOutput) out, \(g.summary)"
+        case .pooling:
+            let p = node.layer.poolingParam
+            let method = p.pool == .max ? "MAX" : p.pool == .ave ? "AVE" : "STOCHASTIC"
+            guard let input, let g = try? PoolingGeometry(p, input: input) else { return method }
+            if g.isGlobal { return "\(method) global" }
+            return "\(method) \(g.kernel.map(String.init).joined(separator: "×"))" + (g.stride.contains { $0 != 1 } ? " stride \(g.stride.map(String.init).joined(separator: "×"))" : "")
+                + (g.pad.contains { $0 != 0 } ? " pad \(g.pad.map(String.init).joined(separator: "×"))" : "")
+        case .innerProduct: return "\(node.layer.innerProductParam.numOutput) out"
+        case .eltwise:
+            switch node.layer.eltwiseParam.operation {
+            case .sum: return "SUM"
+            case .prod: return "PROD"
+            case .max: return "MAX"
+            }
+        default: return nil
+        }
+    }
+
+    static func color(_ kind: OpKind) -> String {
+        switch kind {
+        case .convolution, .deconvolution: return "#cfe2f3"
+        case .pooling, .roiPooling, .spp: return "#d9ead3"
+        case .innerProduct: return "#fce5cd"
+        case .concat, .eltwise, .split, .slice, .reshape, .flatten: return "#fff2cc"
+        case .batchNorm, .scale, .lrn, .mvn, .normalize, .l2Norm: return "#ead1dc"
+        default: return kind.isDataSource ? "#eeeeee" : kind.isLoss ? "#f4cccc" : "#ffffff"
+        }
+    }
+
+    /// A DOT double-quoted string (newlines become `\n` line breaks).
+    static func quote(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+}
+
+/// Writes DOT text as `.dot`, or renders it with Graphviz's `dot` (`.svg`, `.png`, `.pdf`).
+public enum GraphvizRenderer {
+    /// Output formats by file extension; `dot`/`gv` are written as text.
+    public static let formats = ["dot", "gv", "svg", "png", "pdf"]
+
+    /// Writes `dot` to `path` in the format its extension names, atomically.
+    public static func write(_ dot: String, to path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        let format = URL(fileURLWithPath: path).pathExtension.lowercased()
+        guard formats.contains(format) else {
+            throw Diagnostic("cannot tell the picture format from '.\(format)'", file: path,
+                             hint: "name the output .dot (Graphviz text), .svg, .png or .pdf")
+        }
+        var files = StagedFiles()
+        files.add(format == "dot" || format == "gv" ? Data(dot.utf8) : try render(dot, format: format, environment: environment), at: path)
+        try files.commit()
+    }
+
+    /// Runs `dot -T<format>` on the text and returns its output.
+    public static func render(_ dot: String, format: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Data {
+        guard let executable = findDot(environment: environment) else {
+            throw Diagnostic("Graphviz's 'dot' program is not on PATH, so the net cannot be rendered as \(format.uppercased())",
+                             hint: "install Graphviz (Debian: apt-get install graphviz, or run tools/install-deps.sh), or write --output net.dot and render it elsewhere")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["-T\(format)"]
+        let input = Pipe(), output = Pipe(), errors = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = errors
+        do { try process.run() } catch { throw Diagnostic("cannot start \(executable): \(error)") }
+        // Feed stdin on another thread so a large picture cannot deadlock on full pipes.
+        let writer = Thread {
+            input.fileHandleForWriting.write(Data(dot.utf8))
+            try? input.fileHandleForWriting.close()
+        }
+        writer.start()
+        nonisolated(unsafe) var message = Data()
+        let reader = Thread { message = errors.fileHandleForReading.readDataToEndOfFile() }
+        reader.start()
+        let rendered = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while !writer.isFinished || !reader.isFinished { usleep(1000) }
+        guard process.terminationStatus == 0 else {
+            throw Diagnostic("Graphviz's dot failed (exit \(process.terminationStatus)): \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return rendered
+    }
+
+    static func findDot(environment: [String: String]) -> String? {
+        for folder in (environment["PATH"] ?? "").split(separator: ":") {
+            let candidate = "\(folder)/dot"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}
