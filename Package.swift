@@ -26,6 +26,7 @@ let package = Package(
         ),
         .target(name: "Graph", dependencies: ["CaffeFormat"]),
         .target(name: "Solvers"),
+        .target(name: "Passes", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CLLVM", path: "Sources/CLLVM"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
@@ -44,7 +45,7 @@ let package = Package(
             dependencies: ["CaffeFormat", "Graph", "NumPy", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             exclude: ["Proto"]
         ),
-        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime", "Export", "DataPipeline"]),
+        .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime", "Export", "DataPipeline", "Passes"]),
         .executableTarget(
             name: "swiftjit",
             dependencies: [
@@ -60,5 +61,6 @@ let package = Package(
         .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
         .testTarget(name: "ExportTests", dependencies: ["Export", "SwiftJIT"]),
         .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "Graph", "CaffeFormat", "NumPy"]),
     ]
 )

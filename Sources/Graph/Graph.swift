@@ -34,6 +34,14 @@ public struct ParameterInfo: Sendable, Equatable {
     public var shareName: String?
     /// What the blob is, for people: `weights`, `bias`, `mean`, `variance`, `scale factor`.
     public var role: String
+
+    public init(shape: TensorShape, role: String, lrMult: Float = 1, decayMult: Float = 1, shareName: String? = nil) {
+        self.shape = shape
+        self.role = role
+        self.lrMult = lrMult
+        self.decayMult = decayMult
+        self.shareName = shareName
+    }
 }
 
 /// One layer of the net as a graph node.
@@ -57,6 +65,15 @@ public struct Node: Sendable {
     public var location: SourcePosition?
     /// True for layers the builder inserted (Caffe's automatic `Split` layers).
     public var isSynthetic = false
+
+    public init(id: NodeID, name: String, kind: OpKind, layer: Caffe_LayerParameter, inputs: [ValueID], outputs: [ValueID]) {
+        self.id = id
+        self.name = name
+        self.kind = kind
+        self.layer = layer
+        self.inputs = inputs
+        self.outputs = outputs
+    }
 }
 
 /// A Caffe net for one phase as a typed, shape-annotated dataflow graph.
@@ -116,8 +133,9 @@ public struct Graph: Sendable {
 
     // MARK: Building
 
+    /// Appends a value (used by the builder and by passes that rebuild graphs).
     @discardableResult
-    mutating func addValue(name: String, shape: TensorShape, producer: NodeID?, inPlace: Bool = false) -> ValueID {
+    public mutating func addValue(name: String, shape: TensorShape, producer: NodeID?, inPlace: Bool = false) -> ValueID {
         let id = values.count
         values.append(Value(id: id, name: name, shape: shape, producer: producer, isInPlace: inPlace))
         return id

@@ -1,5 +1,6 @@
 import Foundation
 @_exported import Codegen
+@_exported import Passes
 import Runtime
 
 /// A Caffe net ready to run — the library's front door, in the spirit of pycaffe's `caffe.Net`.
@@ -22,6 +23,9 @@ public final class Net: @unchecked Sendable {
     /// The graph for the prototxt's own input shapes.
     public let graph: Graph
     public let compiler: NetCompiler
+    /// Whether forward passes that return only the outputs run the inference passes (BatchNorm
+    /// folding, identity removal). Blob dumps (`.all`, `.named`) always run the net as written.
+    public var optimizes = true
 
     private struct ContextKey: Hashable {
         var shapes: [String: [Int]]
@@ -107,7 +111,14 @@ public final class Net: @unchecked Sendable {
         if case .named(let names) = blobs, let missing = names.first(where: { graph.value(named: $0) == nil }) {
             throw Diagnostic("the net has no blob '\(missing)'" + Diagnostic.didYouMean(missing, among: Array(Set(graph.values.map(\.name)))))
         }
-        let context = try compiler.compile(graph: graph, parameters: params, keeping: blobs)
+        let context: CompiledNet
+        if case .outputs = blobs, optimizes {
+            // Only the outputs are wanted, so intermediate blobs may be fused away.
+            let optimized = try InferencePasses.run(graph, parameters: params)
+            context = try compiler.compile(graph: optimized.graph, parameters: optimized.parameters, keeping: .outputs)
+        } else {
+            context = try compiler.compile(graph: graph, parameters: params, keeping: blobs)
+        }
         lock.lock()
         graphs[shapes] = graph
         lock.unlock()

@@ -1,0 +1,41 @@
+import Foundation
+import Testing
+import SwiftJIT
+
+/// The inference passes change how a net computes, never what: outputs with BatchNorm/Scale folded
+/// and identities removed equal the unoptimized net's.
+@Suite("inference passes keep outputs")
+struct PassesNumericsTests {
+    static let zoo = CompileCommandTests.shared.appendingPathComponent("zoo")
+
+    func compare(_ path: String, input: [Int], removed expected: Int) throws {
+        let net = try Net(prototxt: Self.zoo.appendingPathComponent(path).path, inputShapes: ["data": input], seed: 3)
+        var generator = SeededGenerator(seed: 11, stream: "x")
+        let x = NDArray(shape: input, data: (0..<input.reduce(1, *)).map { _ in generator.uniform(-1, 1) })
+        let optimized = try InferencePasses.run(net.graph, parameters: net.params)
+        #expect(net.graph.nodes.count - optimized.graph.nodes.count == expected, "\(optimized.report)")
+        let fused = try net.forward(["data": x])
+        let reference = try net.forward(["data": x], blobs: .named(net.outputs))
+        for name in net.outputs {
+            let a = fused[name]!.data, b = reference[name]!.data
+            let scale = max(b.map(abs).max()!, 1e-6)
+            let error = zip(a, b).map { abs($0 - $1) }.max()! / scale
+            #expect(error < 1e-4, "\(path): '\(name)' differs by \(error) of its max")
+        }
+    }
+
+    @Test("MobileNet: 27 BatchNorm+Scale pairs fold into their (depthwise) convolutions")
+    func mobilenet() throws {
+        try compare("mobilenet/mobilenet_deploy.prototxt", input: [1, 3, 224, 224], removed: 54)
+    }
+
+    @Test("ResNet-50: 53 BatchNorm+Scale pairs fold into convolutions")
+    func resnet50() throws {
+        try compare("resnet/ResNet-50-deploy.prototxt", input: [1, 3, 224, 224], removed: 106)
+    }
+
+    @Test("CaffeNet: Dropout is removed at inference")
+    func caffenet() throws {
+        try compare("bvlc_reference_caffenet/deploy.prototxt", input: [1, 3, 227, 227], removed: 2)
+    }
+}
