@@ -35,6 +35,11 @@ extension Lowering {
         let groups = g.group
         let k = c / groups * g.kernel.reduce(1, *), spatial = result.reduce(1, *), imageCount = c * image.reduce(1, *)
         let x = buffer(input), y = buffer(output)
+        if groups == c, groups > 1, image.count == 2 {
+            try emitDepthwise(node, g, batch: n, channels: c, outputs: o, image: image, result: result,
+                              input: Operand(x), output: Operand(y), weights: Operand(weights), bias: bias.map { Operand($0) })
+            return
+        }
         let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
         let columns = isPointwise ? nil : scratch(node, "columns", count: c * g.kernel.reduce(1, *) * spatial)
         for item in 0..<n {
@@ -117,6 +122,50 @@ extension Lowering {
                     }
                 }
                 overKernel(0, offsets: [], kernelFlat: b.index(0))
+            }
+        }
+    }
+
+    /// Depthwise convolution (one input channel per group, `O/C` outputs per channel) as a direct
+    /// kernel: each output plane sums its KH×KW taps (unrolled, constant offsets) over the clipped
+    /// window, then adds the bias. One task per (image, output channel) plane. A GEMM per group
+    /// would have one row, so the im2col traffic would dominate; here the input is read in place.
+    private mutating func emitDepthwise(_ node: Node, _ g: ConvolutionGeometry, batch n: Int, channels c: Int, outputs o: Int,
+                                        image: [Int], result: [Int], input: Operand, output: Operand,
+                                        weights: Operand, bias: Operand?) throws {
+        let (h, w) = (image[0], image[1]), (oh, ow) = (result[0], result[1])
+        let (kh, kw) = (g.kernel[0], g.kernel[1]), (sh, sw) = (g.stride[0], g.stride[1])
+        let (ph, pw) = (g.pad[0], g.pad[1]), (dh, dw) = (g.dilation[0], g.dilation[1])
+        let multiplier = o / c
+        let signature = "conv.depthwise c\(c) m\(multiplier) h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) d\(dh)x\(dw) o\(oh)x\(ow) bias=\(bias != nil)"
+        let operands = [input, output, weights] + (bias.map { [$0] } ?? [])
+        try emitKernel(node, signature, operands: operands, tasks: n * o, work: n * o * oh * ow * kh * kw) { b in
+            let (x, y, weight) = (b.operand(0), b.operand(1), b.operand(2))
+            let biasValues = bias.map { _ in b.operand(3) }
+            b.forEachTask { plane in
+                let channel = plane % o, item = plane / o
+                let source = (item * c + channel / multiplier) * (h * w), target = plane * (oh * ow)
+                let taps = (0..<(kh * kw)).map { weight[channel * (kh * kw) + $0] }
+                b.loop(0..<oh) { oy in
+                    b.loop(0..<ow) { ox in
+                        var sum: Scalar?
+                        for ky in 0..<kh {
+                            let iy = oy * sh + (ky * dh - ph)
+                            let rowInside = iy >= 0 && iy < h
+                            let row = b.max(b.index(0), b.min(iy, b.index(h - 1))) * w
+                            for kx in 0..<kw {
+                                let ix = ox * sw + (kx * dw - pw)
+                                let inside = rowInside && (ix >= 0 && ix < w)
+                                let column = b.max(b.index(0), b.min(ix, b.index(w - 1)))
+                                let term = b.select(inside, x[source + row + column], b.constant(0)) * taps[ky * kw + kx]
+                                sum = sum.map { $0 + term } ?? term
+                            }
+                        }
+                        var value = sum!
+                        if let biasValues { value = value + biasValues[channel] }
+                        y[target + oy * ow + ox] = value
+                    }
+                }
             }
         }
     }
