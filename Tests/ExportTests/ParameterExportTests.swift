@@ -154,7 +154,7 @@ struct ParameterExportTests {
             #expect(result.status == 1)
             #expect(result.err == """
                 error: \(net.path):4:1: layer 'best': ONNX export does not support layer type 'ArgMax'
-                  hint: no ONNX operator computes what Caffe's ArgMax computes; nothing was written
+                  hint: swiftjit has no ONNX lowering that reproduces Caffe's ArgMax; nothing was written
 
                 """)
             let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()

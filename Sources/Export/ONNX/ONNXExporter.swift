@@ -223,7 +223,7 @@ struct ONNXLowering {
         if let reason { message = "cannot export this \(type) layer to ONNX: \(reason)" }
         let defaultHint = node.kind.isLoss || node.kind == .accuracy
             ? "export a deploy prototxt (without losses and accuracy); nothing was written"
-            : "no ONNX operator computes what Caffe's \(type) computes; nothing was written"
+            : "swiftjit has no ONNX lowering that reproduces Caffe's \(type); nothing was written"
         return Diagnostic(message, layer: node.name, hint: hint ?? defaultHint)
     }
 
