@@ -48,7 +48,12 @@ public final class Executable: @unchecked Sendable {
         var constants: [AlignedBuffer] = []
         var bases: [UnsafeMutablePointer<Float>] = []
         for (index, declaration) in program.buffers.enumerated() {
-            if let values = declaration.constant {
+            if declaration.isPersistent {
+                let buffer = try AlignedBuffer(count: declaration.count)
+                if let values = declaration.constant { buffer.pointer.update(from: values, count: min(values.count, declaration.count)) }
+                constants.append(buffer)
+                bases.append(buffer.pointer)
+            } else if let values = declaration.constant {
                 let buffer = try AlignedBuffer(copying: values)
                 constants.append(buffer)
                 bases.append(buffer.pointer)
@@ -133,6 +138,23 @@ public final class Executable: @unchecked Sendable {
         }
     }
 
+    /// Where buffer `id` lives: its arena slot, or its own memory for constant and persistent buffers.
+    /// Valid for the executable's lifetime. Arena slots are shared by buffers whose lifetimes do not
+    /// overlap, so read or write an activation only when no run is in progress and only when the
+    /// program keeps it live there (an input, an output, or a buffer the caller manages itself).
+    public func pointer(to id: BufferID) -> UnsafeMutablePointer<Float> {
+        bases[id]
+    }
+
+    /// Runs steps `range` of the schedule in order, with no input copying or output reading: the
+    /// caller has written the inputs through `pointer(to:)` and reads results the same way. Lets a
+    /// training net run its forward steps alone, or forward and backward.
+    public func execute(steps range: Range<Int>) {
+        lock.lock()
+        defer { lock.unlock() }
+        for index in range.clamped(to: resolved.indices) { execute(index) }
+    }
+
     /// Seconds each step took in one run over the current arena contents (inputs as last fed), for
     /// `swiftjit time`-style reports; labels are in `steps`.
     public func profileSteps() -> [Double] {
@@ -162,7 +184,7 @@ public final class Executable: @unchecked Sendable {
             case .gemm(let g):
                 for (operand, extent, isWrite) in g.extents {
                     try check(operand, extent: extent, in: step.label)
-                    if isWrite, buffers[operand.buffer].constant != nil {
+                    if isWrite, buffers[operand.buffer].constant != nil, !buffers[operand.buffer].isPersistent {
                         throw RuntimeError("step '\(step.label)' writes the constant buffer '\(buffers[operand.buffer].name)'")
                     }
                 }

@@ -9,7 +9,7 @@
 ///     let plan = MemoryPlan(program)
 ///     print(plan.arenaCount, plan.naiveCount)   // floats with reuse vs one buffer per blob
 public struct MemoryPlan: Sendable {
-    /// Arena offset (in floats) of each buffer; nil for constants and unused buffers.
+    /// Arena offset (in floats) of each buffer; nil for constants, persistent and unused buffers.
     public var offsets: [Int?]
     /// The arena size in floats.
     public var arenaCount: Int
@@ -34,7 +34,7 @@ public struct MemoryPlan: Sendable {
         var offsets = [Int?](repeating: nil, count: count)
         var arena = 0, naive = 0
         let order = (0..<count)
-            .filter { program.buffers[$0].constant == nil && last[$0] >= 0 }
+            .filter { program.buffers[$0].isActivation && last[$0] >= 0 }
             .sorted { (program.buffers[$0].count, -$0) > (program.buffers[$1].count, -$1) }
         for buffer in order {
             let size = AlignedBuffer.alignedCount(max(program.buffers[buffer].count, 1))

@@ -33,20 +33,29 @@ public struct Operand: Hashable, Sendable {
     }
 }
 
-/// A buffer a `Program` uses: an activation (placed in the arena by the memory planner) or a constant
-/// (parameters, owned by the executable, never written).
+/// A buffer a `Program` uses: an activation (placed in the arena by the memory planner), a constant
+/// (parameters, owned by the executable, never written), or a persistent buffer.
+///
+/// Persistent buffers (training parameters, their gradients, running statistics) live outside the
+/// arena for the executable's whole life, start with `constant`'s values (zeros when nil), may be
+/// written by steps, and are read and written between runs through `Executable.pointer(to:)`.
 public struct BufferDeclaration: Sendable {
     /// For profiles and errors: the blob name, `conv1/weights`, `conv1/im2col`.
     public var name: String
     public var count: Int
-    /// The values of a constant buffer; nil for activations.
+    /// The values of a constant buffer (or the initial values of a persistent one); nil for activations.
     public var constant: [Float]?
+    /// True for a writable buffer kept outside the arena (see above).
+    public var isPersistent = false
 
     public init(name: String, count: Int, constant: [Float]? = nil) {
         self.name = name
         self.count = count
         self.constant = constant
     }
+
+    /// True when the buffer lives in the arena (neither constant nor persistent).
+    public var isActivation: Bool { constant == nil && !isPersistent }
 }
 
 /// One JIT'd kernel call: run `kernel` over tasks `0..<taskCount`, split across the pool when `parallel`.
@@ -153,6 +162,15 @@ public struct Program: Sendable {
     /// Declares a constant buffer holding `values`.
     public mutating func addConstant(_ name: String, values: [Float]) -> BufferID {
         buffers.append(BufferDeclaration(name: name, count: values.count, constant: values))
+        return buffers.count - 1
+    }
+
+    /// Declares a persistent, writable buffer of `count` floats outside the arena, starting with
+    /// `values` (zeros when nil).
+    public mutating func addPersistent(_ name: String, count: Int, values: [Float]? = nil) -> BufferID {
+        var declaration = BufferDeclaration(name: name, count: count, constant: values)
+        declaration.isPersistent = true
+        buffers.append(declaration)
         return buffers.count - 1
     }
 }
