@@ -39,7 +39,7 @@ let package = Package(
                           path: "Benchmarks/lmdb-stream"),
         .target(name: "NumPy", dependencies: ["CZlib"]),
         .target(name: "Runtime", dependencies: ["COpenBLAS"], path: "Runtime"),
-        .target(name: "Codegen", dependencies: ["CaffeFormat", "Graph", "NumPy", "CLLVM", "Runtime"]),
+        .target(name: "Codegen", dependencies: ["CaffeFormat", "Graph", "NumPy", "CLLVM", "Runtime", "Solvers"]),
         .target(
             name: "Export",
             dependencies: ["CaffeFormat", "Graph", "NumPy", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
@@ -61,6 +61,7 @@ let package = Package(
         .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
         .testTarget(name: "ExportTests", dependencies: ["Export", "SwiftJIT"]),
         .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Codegen", "Runtime", "Graph", "CaffeFormat", "NumPy", "Solvers"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "Graph", "CaffeFormat", "NumPy"]),
     ]
 )

@@ -17,9 +17,11 @@ final class KernelBuilder {
     let name: String
     let module: LLVMModuleRef
     let function: LLVMValueRef
-    fileprivate let llvm: LLVMBuilderRef
-    fileprivate let context: LLVMContextRef
-    fileprivate let f32, i64, i1, floatPointer: LLVMTypeRef
+    // Internal (not fileprivate) so builder extensions in other files, such as the training
+    // kernels' integer and branch helpers, can emit instructions.
+    let llvm: LLVMBuilderRef
+    let context: LLVMContextRef
+    let f32, i64, i1, floatPointer: LLVMTypeRef
     private let entry: LLVMBasicBlockRef
     private let entryBranch: LLVMValueRef
     private var operandValues: [Buffer] = []

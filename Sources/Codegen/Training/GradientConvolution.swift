@@ -1,0 +1,294 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+/// The im2col layout of one image: `channels` planes of extents `image`, unfolded into a
+/// (channels·∏kernel) × ∏result column matrix, any number of spatial axes.
+struct ColumnLayout {
+    var channels: Int
+    var image: [Int]
+    var result: [Int]
+    var kernel: [Int], stride: [Int], pad: [Int], dilation: [Int]
+
+    init(channels: Int, image: [Int], result: [Int], _ g: ConvolutionGeometry) {
+        self.channels = channels
+        self.image = image
+        self.result = result
+        kernel = g.kernel; stride = g.stride; pad = g.pad; dilation = g.dilation
+    }
+
+    var imageCount: Int { channels * image.reduce(1, *) }
+    var kernelCount: Int { kernel.reduce(1, *) }
+    var resultCount: Int { result.reduce(1, *) }
+    var columnCount: Int { channels * kernelCount * resultCount }
+    /// Caffe's `is_1x1_`: the column matrix is the image itself.
+    var isPointwise: Bool { kernel.allSatisfy { $0 == 1 } && stride.allSatisfy { $0 == 1 } && pad.allSatisfy { $0 == 0 } }
+
+    var signature: String {
+        func list(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
+        return "c\(channels) in\(list(image)) k\(list(kernel)) s\(list(stride)) p\(list(pad)) d\(list(dilation)) o\(list(result))"
+    }
+
+    /// Visits every row segment of one channel's columns: for each kernel offset and each output
+    /// position of the outer axes, `row(column, image, lower, upper, inside)` means column entries
+    /// `column + o` correspond to image elements `image + o·stride` for `o` in `lower..<upper`
+    /// (the last axis's positions that land inside the image, a compile-time range), and to padding
+    /// elsewhere; `inside` is false when an outer axis falls in the padding (then `image` is clamped).
+    func walk(_ b: KernelBuilder, channel: Index, _ row: (Index, Index, Int, Int, Predicate?) -> Void) {
+        let last = image.count - 1
+        let (w, ow, kw) = (image[last], result[last], kernel[last])
+        let (sw, pw, dw) = (stride[last], pad[last], dilation[last])
+        let imagePlane = image.reduce(1, *), kernels = kernelCount, results = resultCount
+        func overOutput(_ axis: Int, offsets: [Index], kx: Int, columnRow: Index, outFlat: Index, inFlat: Index, inside: Predicate?) {
+            if axis == last {
+                let shift = kx * dw - pw
+                let lower = Swift.min(ow, Swift.max(0, ceilDiv(-shift, sw)))
+                let upper = Swift.max(lower, Swift.min(ow, ceilDiv(w - shift, sw)))
+                row(columnRow * results + outFlat * ow, channel * imagePlane + inFlat * w + shift, lower, upper, inside)
+                return
+            }
+            b.loop(0..<result[axis]) { position in
+                let at = position * stride[axis] + offsets[axis] * dilation[axis] - pad[axis]
+                let valid = at >= 0 && at < image[axis]
+                let clamped = b.max(b.index(0), b.min(at, b.index(image[axis] - 1)))
+                overOutput(axis + 1, offsets: offsets, kx: kx, columnRow: columnRow, outFlat: outFlat * result[axis] + position,
+                           inFlat: inFlat * image[axis] + clamped, inside: inside.map { $0 && valid } ?? valid)
+            }
+        }
+        func overKernel(_ axis: Int, offsets: [Index], kernelFlat: Index) {
+            if axis == last {
+                for kx in 0..<kw {
+                    overOutput(0, offsets: offsets, kx: kx, columnRow: channel * kernels + kernelFlat * kw + kx,
+                               outFlat: b.index(0), inFlat: b.index(0), inside: nil)
+                }
+                return
+            }
+            b.loop(0..<kernel[axis]) { offset in
+                overKernel(axis + 1, offsets: offsets + [offset], kernelFlat: kernelFlat * kernel[axis] + offset)
+            }
+        }
+        overKernel(0, offsets: [], kernelFlat: b.index(0))
+    }
+}
+
+extension TrainingLowering {
+    /// im2col: unfolds one image into its column matrix, zero in the padding. One task per channel.
+    mutating func emitIm2col(_ node: Node, _ layout: ColumnLayout, image: Operand, columns: Operand) throws {
+        let sw = layout.stride.last!, ow = layout.result.last!
+        try base.emitKernel(node, "train.im2col \(layout.signature)", operands: [image, columns], tasks: layout.channels,
+                            work: layout.columnCount) { b in
+            let (x, col) = (b.operand(0), b.operand(1))
+            b.forEachTask { channel in
+                layout.walk(b, channel: channel) { column, start, lower, upper, inside in
+                    b.loop(0..<lower) { o in col[column + o] = b.constant(0) }
+                    b.loop(lower..<upper) { o in
+                        let value = x[start + o * sw]
+                        col[column + o] = inside.map { b.select($0, value, b.constant(0)) } ?? value
+                    }
+                    b.loop(upper..<ow) { o in col[column + o] = b.constant(0) }
+                }
+            }
+        }
+    }
+
+    /// col2im: folds a column matrix back into an image, summing overlapping windows (the image is
+    /// overwritten, as Caffe zeroes it first). One task per channel, so tasks never collide.
+    mutating func emitCol2im(_ node: Node, _ layout: ColumnLayout, columns: Operand, image: Operand) throws {
+        let sw = layout.stride.last!, plane = layout.image.reduce(1, *)
+        try base.emitKernel(node, "train.col2im \(layout.signature)", operands: [columns, image], tasks: layout.channels,
+                            work: layout.columnCount) { b in
+            let (col, x) = (b.operand(0), b.operand(1))
+            b.forEachTask { channel in
+                b.loop(0..<plane) { i in x[channel * plane + i] = b.constant(0) }
+                layout.walk(b, channel: channel) { column, start, lower, upper, inside in
+                    b.loop(lower..<upper) { o in
+                        let value = col[column + o]
+                        let at = start + o * sw
+                        x[at] = x[at] + (inside.map { b.select($0, value, b.constant(0)) } ?? value)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `bias[c] += Σ_n Σ_s dy[n][c][s]`, per image then added, as Caffe's per-image `gemv` does.
+    mutating func emitBiasGradient(_ node: Node, topDiff: Operand, biasDiff: Operand, outer: Int, channels: Int, inner: Int) throws {
+        try base.emitKernel(node, "bias.grad o\(outer) c\(channels) i\(inner)", operands: [topDiff, biasDiff], tasks: channels,
+                            work: outer * channels * inner) { b in
+            let (dy, db) = (b.operand(0), b.operand(1))
+            b.forEachTask { c in
+                let total = b.variable(db[c])
+                b.loop(0..<outer) { n in
+                    let sum = b.variable(b.constant(0))
+                    b.loop(0..<inner) { s in sum.value = sum.value + dy[(n * channels + c) * inner + s] }
+                    total.value = sum.value + total.value
+                }
+                db[c] = total.value
+            }
+        }
+    }
+
+    // MARK: Convolution
+
+    /// Convolution backward, per bottom/top pair and per image as Caffe's `Backward_cpu`: the bias
+    /// gradient, then `dW[g] += dy[g] · colᵀ` over im2col of the input (GEMM, accumulating), and
+    /// `col[g] = W[g]ᵀ · dy[g]` folded back by col2im into the input diff.
+    mutating func lowerConvolutionBackward(_ node: Node) throws {
+        let p = node.layer.convolutionParam
+        guard let first = node.inputs.first else { return }
+        let g = try ConvolutionGeometry(p, rank: shape(first).count)
+        guard g.channelAxis == 1 else { throw unsupported(node, "only convolution with the channel axis 1 has a backward so far") }
+        let weights = parameter(node, 0)
+        let wantsWeights = propagatesToParameter(node, 0), wantsBias = g.biasTerm && propagatesToParameter(node, 1)
+        for (i, (input, output)) in zip(node.inputs, node.outputs).enumerated() {
+            let dy = try topDiff(node, output)
+            let (n, c, o) = (shape(input)[0], shape(input)[1], shape(output)[1])
+            let layout = ColumnLayout(channels: c, image: Array(shape(input)[2...]), result: Array(shape(output)[2...]), g)
+            let spatial = layout.resultCount, kernelDim = c / g.group * layout.kernelCount
+            if wantsBias {
+                try emitBiasGradient(node, topDiff: dy, biasDiff: parameter(node, 1).diff, outer: n, channels: o, inner: spatial)
+            }
+            let wantsInput = analysis.writesBottomDiff(node, i)
+            guard wantsWeights || wantsInput else { continue }
+            let x = data(input)
+            let dx = wantsInput ? bottomDiff(node, i) : nil
+            let columns = layout.isPointwise ? nil : Operand(base.scratch(node, "columns", count: layout.columnCount))
+            let perGroup = o / g.group
+            for item in 0..<n {
+                let image = Operand(x.buffer, offset: item * layout.imageCount)
+                let gradient = Operand(dy.buffer, offset: dy.offset + item * o * spatial)
+                if wantsWeights {
+                    if let columns { try emitIm2col(node, layout, image: image, columns: columns) }
+                    var gemm = GemmStep(m: perGroup, n: kernelDim, k: spatial, a: gradient, lda: spatial,
+                                        b: columns ?? image, ldb: spatial, c: weights.diff, ldc: kernelDim)
+                    gemm.transB = true
+                    gemm.beta = 1
+                    gemm.repeats = g.group
+                    gemm.strideA = perGroup * spatial; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * kernelDim
+                    base.emitGemm(node, gemm)
+                }
+                if let dx {
+                    let imageDiff = Operand(dx.buffer, offset: dx.offset + item * layout.imageCount)
+                    var gemm = GemmStep(m: kernelDim, n: spatial, k: perGroup, a: weights.data, lda: kernelDim,
+                                        b: gradient, ldb: spatial, c: columns ?? imageDiff, ldc: spatial)
+                    gemm.transA = true
+                    gemm.repeats = g.group
+                    gemm.strideA = perGroup * kernelDim; gemm.strideB = perGroup * spatial; gemm.strideC = kernelDim * spatial
+                    base.emitGemm(node, gemm)
+                    if let columns { try emitCol2im(node, layout, columns: columns, image: imageDiff) }
+                }
+            }
+        }
+    }
+
+    // MARK: Deconvolution
+
+    /// Deconvolution forward (Caffe's transposed convolution): per image, `col[g] = W[g]ᵀ · x[g]`
+    /// then col2im into the top, plus the bias. Weights are C_in × (O/G) × kernel.
+    mutating func lowerDeconvolutionForward(_ node: Node) throws {
+        let p = node.layer.convolutionParam
+        guard let first = node.inputs.first else { return }
+        let g = try ConvolutionGeometry(p, rank: shape(first).count)
+        guard g.channelAxis == 1 else { throw unsupported(node, "only deconvolution with the channel axis 1 is lowered so far") }
+        let weights = parameter(node, 0)
+        for (input, output) in zip(node.inputs, node.outputs) {
+            let (n, c, o) = (shape(input)[0], shape(input)[1], shape(output)[1])
+            let layout = ColumnLayout(channels: o, image: Array(shape(output)[2...]), result: Array(shape(input)[2...]), g)
+            let spatial = layout.resultCount, kernelDim = o / g.group * layout.kernelCount, perGroup = c / g.group
+            let x = data(input), y = data(output)
+            let columns = layout.isPointwise ? nil : Operand(base.scratch(node, "columns", count: layout.columnCount))
+            for item in 0..<n {
+                let target = Operand(y.buffer, offset: item * layout.imageCount)
+                var gemm = GemmStep(m: kernelDim, n: spatial, k: perGroup, a: weights.data, lda: kernelDim,
+                                    b: Operand(x.buffer, offset: item * c * spatial), ldb: spatial, c: columns ?? target, ldc: spatial)
+                gemm.transA = true
+                gemm.repeats = g.group
+                gemm.strideA = perGroup * kernelDim; gemm.strideB = perGroup * spatial; gemm.strideC = kernelDim * spatial
+                base.emitGemm(node, gemm)
+                if let columns { try emitCol2im(node, layout, columns: columns, image: target) }
+            }
+            if g.biasTerm {
+                try base.emitChannelAffine(node, input: y, output: y, outer: n, channels: o, inner: layout.image.reduce(1, *),
+                                           shift: parameter(node, 1).data)
+            }
+        }
+    }
+
+    /// Deconvolution backward: the bias gradient over the top diff; im2col of the top diff; then
+    /// `dW[g] += x[g] · colᵀ` and `dx[g] = W[g] · col[g]`.
+    mutating func lowerDeconvolutionBackward(_ node: Node) throws {
+        let p = node.layer.convolutionParam
+        guard let first = node.inputs.first else { return }
+        let g = try ConvolutionGeometry(p, rank: shape(first).count)
+        let weights = parameter(node, 0)
+        let wantsWeights = propagatesToParameter(node, 0), wantsBias = g.biasTerm && propagatesToParameter(node, 1)
+        for (i, (input, output)) in zip(node.inputs, node.outputs).enumerated() {
+            let dy = try topDiff(node, output)
+            let (n, c, o) = (shape(input)[0], shape(input)[1], shape(output)[1])
+            let layout = ColumnLayout(channels: o, image: Array(shape(output)[2...]), result: Array(shape(input)[2...]), g)
+            let spatial = layout.resultCount, kernelDim = o / g.group * layout.kernelCount, perGroup = c / g.group
+            if wantsBias {
+                try emitBiasGradient(node, topDiff: dy, biasDiff: parameter(node, 1).diff, outer: n, channels: o, inner: layout.image.reduce(1, *))
+            }
+            let wantsInput = analysis.writesBottomDiff(node, i)
+            guard wantsWeights || wantsInput else { continue }
+            let x = data(input)
+            let dx = wantsInput ? bottomDiff(node, i) : nil
+            let columns = layout.isPointwise ? nil : Operand(base.scratch(node, "columns", count: layout.columnCount))
+            for item in 0..<n {
+                let gradient = Operand(dy.buffer, offset: dy.offset + item * layout.imageCount)
+                if let columns { try emitIm2col(node, layout, image: gradient, columns: columns) }
+                let source = columns ?? gradient
+                if wantsWeights {
+                    var gemm = GemmStep(m: perGroup, n: kernelDim, k: spatial, a: Operand(x.buffer, offset: item * c * spatial), lda: spatial,
+                                        b: source, ldb: spatial, c: weights.diff, ldc: kernelDim)
+                    gemm.transB = true
+                    gemm.beta = 1
+                    gemm.repeats = g.group
+                    gemm.strideA = perGroup * spatial; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * kernelDim
+                    base.emitGemm(node, gemm)
+                }
+                if let dx {
+                    var gemm = GemmStep(m: perGroup, n: spatial, k: kernelDim, a: weights.data, lda: kernelDim,
+                                        b: source, ldb: spatial, c: Operand(dx.buffer, offset: dx.offset + item * c * spatial), ldc: spatial)
+                    gemm.repeats = g.group
+                    gemm.strideA = perGroup * kernelDim; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * spatial
+                    base.emitGemm(node, gemm)
+                }
+            }
+        }
+    }
+
+    // MARK: InnerProduct
+
+    /// InnerProduct backward: `dW += dyᵀ · x` (or `xᵀ · dy` for `transpose`), `db += Σ_m dy`,
+    /// `dx = dy · W` (or `dy · Wᵀ`).
+    mutating func lowerInnerProductBackward(_ node: Node) throws {
+        let p = node.layer.innerProductParam
+        let input = node.inputs[0], output = node.outputs[0]
+        guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else { throw unsupported(node, "axis \(p.axis) is out of range") }
+        let m = shape(input)[..<axis].reduce(1, *), k = shape(input)[axis...].reduce(1, *), n = Int(p.numOutput)
+        let dy = try topDiff(node, output)
+        let x = data(input), weights = parameter(node, 0)
+        if propagatesToParameter(node, 0) {
+            var gemm: GemmStep
+            if p.transpose {
+                gemm = GemmStep(m: k, n: n, k: m, a: x, lda: k, b: dy, ldb: n, c: weights.diff, ldc: n)
+            } else {
+                gemm = GemmStep(m: n, n: k, k: m, a: dy, lda: n, b: x, ldb: k, c: weights.diff, ldc: k)
+            }
+            gemm.transA = true
+            gemm.beta = 1
+            base.emitGemm(node, gemm)
+        }
+        if p.biasTerm, propagatesToParameter(node, 1) {
+            try emitBiasGradient(node, topDiff: dy, biasDiff: parameter(node, 1).diff, outer: m, channels: n, inner: 1)
+        }
+        if analysis.writesBottomDiff(node, 0) {
+            let dx = bottomDiff(node, 0)
+            var gemm = GemmStep(m: m, n: k, k: n, a: dy, lda: n, b: weights.data, ldb: p.transpose ? n : k, c: dx, ldc: k)
+            gemm.transB = p.transpose
+            base.emitGemm(node, gemm)
+        }
+    }
+}

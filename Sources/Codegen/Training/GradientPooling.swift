@@ -1,0 +1,84 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension TrainingLowering {
+    /// Pooling backward over N×C×H×W, Caffe's `PoolingLayer::Backward_cpu`: the input diff is
+    /// zeroed, then
+    /// - MAX adds each top diff to the first strict maximum of its window, found again by the
+    ///   forward's scan (clipped window, row by row, from −FLT_MAX) instead of a stored mask;
+    /// - AVE adds `dy / pool_size` over the window clipped to the image, `pool_size` being the
+    ///   window clipped to `[−pad, H + pad)`.
+    /// One task per (image, channel) plane.
+    mutating func lowerPoolingBackward(_ node: Node) throws {
+        guard analysis.writesBottomDiff(node, 0) else { return }
+        let p = node.layer.poolingParam
+        let input = node.inputs[0], dims = shape(input)
+        guard dims.count == 4 else { throw unsupported(node, "only 2-D pooling over N×C×H×W blobs has a backward so far, got \(dims)") }
+        let g = try PoolingGeometry(p, input: graph.values[input].shape)
+        let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
+        let outDims = shape(node.outputs[0])
+        let (oh, ow) = (outDims[2], outDims[3])
+        let (kh, kw) = (g.kernel[0], g.kernel[1]), (sh, sw) = (g.stride[0], g.stride[1]), (ph, pw) = (g.pad[0], g.pad[1])
+        let dy = try topDiff(node, node.outputs[0])
+        let x = data(input)
+        let dx = bottomDiff(node, 0)
+        let geometry = "h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) o\(oh)x\(ow)"
+        let work = n * c * oh * ow * kh * kw
+        switch p.pool {
+        case .max:
+            try base.emitKernel(node, "pool.max.grad \(geometry)", operands: [x, dy, dx], tasks: n * c, work: work) { b in
+                let (x, topDiff, result) = (b.operand(0), b.operand(1), b.operand(2))
+                b.forEachTask { plane in
+                    let source = plane * (h * w), target = plane * (oh * ow)
+                    b.loop(0..<(h * w)) { i in result[source + i] = b.constant(0) }
+                    b.loop(0..<oh) { oy in
+                        b.loop(0..<ow) { ox in
+                            let y0 = oy * sh - ph, x0 = ox * sw - pw
+                            let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
+                            let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
+                            let bestIndex = b.variable(b.constant(-1))
+                            b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
+                                b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
+                                    let index = iy * w + ix
+                                    let v = x[source + index]
+                                    let better = v > best.value
+                                    best.value = b.select(better, v, best.value)
+                                    bestIndex.value = b.select(better, b.float(index), bestIndex.value)
+                                }
+                            }
+                            let winner = b.int(bestIndex.value)
+                            b.when(winner >= 0) {
+                                let at = source + winner
+                                result[at] = result[at] + topDiff[target + oy * ow + ox]
+                            }
+                        }
+                    }
+                }
+            }
+        case .ave:
+            try base.emitKernel(node, "pool.ave.grad \(geometry)", operands: [dy, dx], tasks: n * c, work: work) { b in
+                let (topDiff, result) = (b.operand(0), b.operand(1))
+                b.forEachTask { plane in
+                    let source = plane * (h * w), target = plane * (oh * ow)
+                    b.loop(0..<(h * w)) { i in result[source + i] = b.constant(0) }
+                    b.loop(0..<oh) { oy in
+                        b.loop(0..<ow) { ox in
+                            let y0 = oy * sh - ph, x0 = ox * sw - pw
+                            let y1 = b.min(y0 + kh, b.index(h + ph)), x1 = b.min(x0 + kw, b.index(w + pw))
+                            let share = topDiff[target + oy * ow + ox] / b.float((y1 - y0) * (x1 - x0))
+                            b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
+                                b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
+                                    let at = source + iy * w + ix
+                                    result[at] = result[at] + share
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        case .stochastic:
+            throw unsupported(node, "STOCHASTIC pooling has no CPU implementation in Caffe either", hint: "use MAX or AVE")
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import CaffeFormat
+import Foundation
+import Graph
+import NumPy
+import Runtime
+
+/// Compiles a TRAIN- or TEST-phase `Graph` built with Caffe's Split layers
+/// (`GraphBuilder(phase:, insertsSplits: true)`) into a `TrainingNet`: forward steps (TRAIN
+/// semantics when the graph's phase is TRAIN: batch statistics, dropout masks), then backward
+/// steps for exactly the layers, bottoms and parameters Caffe's `Net::Init` marks as needing
+/// backward (`BackwardAnalysis`), all over one planned arena plus persistent parameter buffers.
+///
+/// Backward kernels are JIT'd like forward ones (one per op and shape, cached); convolution and
+/// InnerProduct gradients are OpenBLAS GEMMs around a JIT'd im2col/col2im. Every value gets its
+/// own diff buffer, planned by lifetime like activations; forward values backward reads stay
+/// live until then, the rest are reused.
+///
+///     let compiler = try TrainingCompiler()
+///     let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(definition)
+///     let net = try compiler.compile(graph: graph, parameters: initialValues)
+///     let (loss, _) = try net.run(["data": images, "label": labels], backward: true)
+public final class TrainingCompiler: @unchecked Sendable {
+    public let cache: KernelCache
+    public let pool: ThreadPool
+    public let blas: BLAS
+    /// Elements a kernel must touch before it is split across threads.
+    public var parallelThreshold = 1 << 15
+
+    /// A compiler with its own kernel cache, thread pool and BLAS bridge.
+    public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
+        self.cache = try cache ?? KernelCache()
+        pool = ThreadPool(threads: threads)
+        blas = BLAS(threads: threads)
+    }
+
+    /// A compiler sharing an inference compiler's kernel cache, pool and BLAS bridge.
+    public init(sharing compiler: NetCompiler) {
+        cache = compiler.cache
+        pool = compiler.pool
+        blas = compiler.blas
+        parallelThreshold = compiler.parallelThreshold
+    }
+
+    /// Compiles `graph` for training. `parameters` holds every parameter blob by layer name in
+    /// Caffe's order (shared blobs may be given by any layer sharing them). `keepingAllBlobs`
+    /// keeps every blob's value and diff readable after a run (`blob`, `blobDiff`; for tests and
+    /// debugging), at the cost of memory reuse. `seed` seeds dropout masks. Throws a `Diagnostic`
+    /// naming the layer for a layer type that cannot be trained yet, missing or misshapen
+    /// parameters, a blob shape not fully known, or a graph without Split layers.
+    public func compile(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool = false,
+                        seed: UInt64 = 1701) throws -> TrainingNet {
+        if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
+            let producer = unknown.producer.map { graph.nodes[$0] }
+            throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
+                             layer: producer?.name, hint: "give the net's data layers concrete shapes")
+        }
+        var lowering = try TrainingLowering(graph: graph, parameters: parameters, cache: cache, parallelThreshold: parallelThreshold)
+        lowering.keepsAllDiffs = keepingAllBlobs
+        for node in graph.nodes {
+            try located(node) { try lowering.lowerForward(node) }
+        }
+        let forwardCount = lowering.base.program.steps.count
+        try lowering.declareSeeds()
+        for node in graph.nodes.reversed() {
+            try located(node) { try lowering.lowerBackward(node) }
+        }
+
+        // Readable blobs: the latest version of each name (all, or the net outputs and feeds).
+        var latest: [String: ValueID] = [:], order: [String] = []
+        for value in graph.values {
+            if latest[value.name] == nil { order.append(value.name) }
+            latest[value.name] = value.id
+        }
+        let outputs = graph.outputs
+        let readable = keepingAllBlobs ? order.map { latest[$0]! } : outputs
+        var values: [String: TrainingNet.Blob] = [:]
+        for id in readable + lowering.feeds {
+            let value = graph.values[id]
+            let buffer = lowering.base.buffer(id)
+            values[value.name] = TrainingNet.Blob(buffer: buffer, shape: value.shape.dims)
+            lowering.base.program.outputs.append(BlobBinding(name: value.name, shape: value.shape.dims, buffer: buffer))
+        }
+        // Diffs: Caffe's blob diff after backward is the one written last, the earliest version's.
+        var diffs: [String: TrainingNet.Blob] = [:]
+        for value in graph.values where diffs[value.name] == nil {
+            guard let buffer = lowering.diffOf[value.id] else { continue }
+            let isSeed = lowering.seeds[value.id] != nil
+            guard keepingAllBlobs || isSeed else { continue }
+            diffs[value.name] = TrainingNet.Blob(buffer: buffer, shape: value.shape.dims)
+            if lowering.base.program.buffers[buffer].isActivation {
+                lowering.base.program.outputs.append(BlobBinding(name: value.name + " diff", shape: [max(1, value.shape.count ?? 1)], buffer: buffer))
+            }
+        }
+        var seeds: [String: TrainingNet.Blob] = [:]
+        for (id, buffer) in lowering.seeds { seeds[graph.values[id].name] = TrainingNet.Blob(buffer: buffer, shape: graph.values[id].shape.dims) }
+        var feeds: [String: TrainingNet.Feed] = [:]
+        for id in lowering.feeds {
+            let value = graph.values[id]
+            feeds[value.name] = TrainingNet.Feed(blob: TrainingNet.Blob(buffer: lowering.base.buffer(id), shape: value.shape.dims),
+                                                 defaultValues: lowering.feedDefaults[id])
+        }
+        var losses: [(TrainingNet.Blob, Float)] = []
+        for node in graph.nodes {
+            for (k, output) in node.outputs.enumerated() where k < node.lossWeights.count && node.lossWeights[k] != 0 {
+                guard let blob = values[graph.values[output].name] else { continue }
+                losses.append((blob, node.lossWeights[k]))
+            }
+        }
+        let checks = graph.nodes.map { node in
+            (node.name, node.outputs.map { (graph.values[$0].name, lowering.base.buffer($0), graph.values[$0].shape.count ?? 0) })
+        }
+
+        let executable = try Executable(lowering.base.program, pool: pool, blas: blas)
+        return TrainingNet(graph: graph, executable: executable, cache: cache, slots: lowering.slots, slotOf: lowering.slotOf,
+                           feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs, seeds: seeds,
+                           losses: losses, forwardStepCount: forwardCount, nodeSteps: lowering.forwardSteps, checks: checks,
+                           randomKey: lowering.randomKey, seed: seed, backwardProblems: lowering.backwardProblems,
+                           statisticSlots: lowering.slotsWrittenByForward)
+    }
+
+    /// Runs `body`, attributing a diagnostic without a layer to `node`.
+    private func located(_ node: Node, _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let diagnostic as Diagnostic {
+            var located = diagnostic.inLayer(node.name)
+            if located.location == nil { located.location = node.location }
+            throw located
+        }
+    }
+}

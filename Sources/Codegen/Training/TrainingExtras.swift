@@ -1,0 +1,47 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension TrainingLowering {
+    /// Forward lowerings of the layers only training lowers (structure, losses, and layers the
+    /// inference lowering lacks); false when `node` is not one of them.
+    mutating func lowerExtraForward(_ node: Node) throws -> Bool {
+        switch node.kind {
+        case .deconvolution: try lowerDeconvolutionForward(node)
+        case .slice: try lowerSliceForward(node)
+        case .crop: try lowerCropForward(node)
+        case .tile: try lowerTileForward(node)
+        case .sigmoidCrossEntropyLoss: try lowerSigmoidCrossEntropyForward(node)
+        case .euclideanLoss: try lowerEuclideanForward(node)
+        case .hingeLoss: try lowerHingeForward(node)
+        case .multinomialLogisticLoss: try lowerMultinomialLogisticForward(node)
+        case .infogainLoss: try lowerInfogainForward(node)
+        case .contrastiveLoss: try lowerContrastiveForward(node)
+        default: return false
+        }
+        return true
+    }
+
+    /// Backward lowerings of every layer that is not element-wise; false when `node` is none of them.
+    mutating func lowerExtraBackward(_ node: Node) throws -> Bool {
+        switch node.kind {
+        case .softmax: try lowerSoftmaxBackward(node)
+        case .concat: try lowerConcatBackward(node)
+        case .slice: try lowerSliceBackward(node)
+        case .crop: try lowerCropBackward(node)
+        case .tile: try lowerTileBackward(node)
+        case .lrn: try lowerLRNBackward(node)
+        case .batchNorm: try lowerBatchNormBackward(node)
+        case .scale: try lowerScaleBackward(node)
+        case .bias: try lowerBiasBackward(node)
+        case .sigmoidCrossEntropyLoss: try lowerSigmoidCrossEntropyBackward(node)
+        case .euclideanLoss: try lowerEuclideanBackward(node)
+        case .hingeLoss: try lowerHingeBackward(node)
+        case .multinomialLogisticLoss: try lowerMultinomialLogisticBackward(node)
+        case .infogainLoss: try lowerInfogainBackward(node)
+        case .contrastiveLoss: try lowerContrastiveBackward(node)
+        default: return false
+        }
+        return true
+    }
+}
