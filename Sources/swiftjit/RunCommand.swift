@@ -11,6 +11,8 @@ struct RunCommand: ParsableCommand {
         Inputs are NumPy files: `--input data=x.npy` feeds one blob (repeat for several, e.g. `--input rois=r.npy`), `--input inputs.npz` feeds every array of the archive by its key. The net is compiled for the inputs' shapes, whatever the prototxt says. Without --weights the parameters come from the prototxt's fillers with --seed.
 
         The output .npz keys are the exact Caffe blob names (`inception_3a/1x1` included). `--blobs all` writes every blob (each keeps its own buffer, as in Caffe); `--blobs a,b` writes those; the default writes the net's outputs.
+
+        `--compare other.npz` compares every written blob with the array of the same name in another framework's dump (reshaped when the element counts agree), in net order, and reports the max absolute and relative difference of each and the first blob whose relative difference exceeds --rtol — where a port of the net starts to go wrong. The exit status is 1 when some blob diverges.
         """
     )
 
@@ -35,6 +37,12 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Seed for fillers when no --weights is given.")
     var seed: UInt64 = 1
 
+    @Option(name: .long, help: "Compare the written blobs with this .npz (same blob names).")
+    var compare: String?
+
+    @Option(name: .long, help: "With --compare: the relative difference (of the blob's largest magnitude) that counts as diverging.")
+    var rtol: Float = 1e-4
+
     func run() throws {
         do {
             let inputs = try InputFiles.load(input)
@@ -52,9 +60,67 @@ struct RunCommand: ParsableCommand {
                 print("\(name)  \(array.shape.isEmpty ? "scalar" : array.shape.map(String.init).joined(separator: "×"))  \(summary)")
             }
             print("wrote \(entries.count) blob\(entries.count == 1 ? "" : "s") to \(output)")
+            if let compare {
+                let report = try BlobComparison(ours: entries, theirs: try InputFiles.readArchive(compare), rtol: rtol)
+                print(report.text(otherName: compare))
+                if report.firstDivergence != nil { throw ExitCode(1) }
+            }
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
             throw fail(error)
         }
+    }
+}
+
+/// Blob-by-blob differences between our dump and another framework's, in net order.
+struct BlobComparison {
+    struct Row {
+        var name: String
+        var maxAbsolute: Float
+        var maxRelative: Float
+        var note: String?
+    }
+
+    var rows: [Row] = []
+    var firstDivergence: String?
+    var rtol: Float
+
+    init(ours: [(String, NDArray)], theirs: NPZArchive, rtol: Float) throws {
+        self.rtol = rtol
+        for (name, mine) in ours {
+            guard let other = theirs[name] else {
+                rows.append(Row(name: name, maxAbsolute: .nan, maxRelative: .nan, note: "not in the other file"))
+                continue
+            }
+            guard other.count == mine.count else {
+                rows.append(Row(name: name, maxAbsolute: .nan, maxRelative: .infinity,
+                                note: "shape \(other.shape) vs ours \(mine.shape)"))
+                if firstDivergence == nil { firstDivergence = name }
+                continue
+            }
+            let scale = max(other.data.map(abs).max() ?? 0, Float.leastNormalMagnitude)
+            let absolute = zip(mine.data, other.data).map { abs($0 - $1) }.max() ?? 0
+            let relative = absolute / scale
+            rows.append(Row(name: name, maxAbsolute: absolute, maxRelative: relative, note: nil))
+            if firstDivergence == nil, !(relative <= rtol) { firstDivergence = name }
+        }
+    }
+
+    func text(otherName: String) -> String {
+        let width = max(4, rows.map(\.name.count).max() ?? 4)
+        var lines = ["blob".padding(toLength: width, withPad: " ", startingAt: 0) + "  max |Δ|       max |Δ|/max|other|"]
+        for row in rows {
+            let flag = row.name == firstDivergence ? "  <- first divergence" : ""
+            let values = row.note ?? String(format: "%-12.4g  %.3g", row.maxAbsolute, row.maxRelative)
+            lines.append(row.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + values + flag)
+        }
+        if let first = firstDivergence {
+            lines.append("first blob diverging from \(otherName) beyond rtol \(rtol): '\(first)' — check the layer that makes it")
+        } else {
+            lines.append("all \(rows.count) blobs agree with \(otherName) within rtol \(rtol)")
+        }
+        return lines.joined(separator: "\n")
     }
 }
 
