@@ -18,7 +18,7 @@ struct SwiftJITCommand: ParsableCommand {
           swiftjit draw deploy.prototxt --output net.svg
           swiftjit init deploy.prototxt --seed 7 -o random.caffemodel
         """,
-        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self]
+        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, TrainCommand.self, TestCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self]
     )
 }
 
