@@ -27,8 +27,12 @@ struct TimeCommand: ParsableCommand {
     @Option(name: .long, help: "Seed for inputs and fillers.")
     var seed: UInt64 = 1
 
+    @Flag(name: .long, help: "Also time backward: builds the TRAIN phase with gradients, like `caffe time`.")
+    var backward = false
+
     func run() throws {
         do {
+            if backward { return try timeBackward() }
             let shapes = Dictionary(input.map { ($0.name, $0.shape.dims) }, uniquingKeysWith: { $1 })
             let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed)
             var generator = SeededGenerator(seed: seed, stream: "inputs")
@@ -60,5 +64,64 @@ struct TimeCommand: ParsableCommand {
         } catch {
             throw fail(error)
         }
+    }
+
+    /// Forward and backward per layer on the TRAIN-phase net, fed random data (Data layers take their
+    /// shapes from their LMDBs, or from --input).
+    private func timeBackward() throws {
+        let definition = try CaffeFiles.loadNet(path: net)
+        var shapes = (try? TrainingFeeds.dataShapes(definition, phase: .train, level: 0, stages: [], baseDirectory: nil)) ?? [:]
+        for given in input { shapes[given.name] = given.shape }
+        let graph = try GraphBuilder(phase: .train, inputShapes: shapes, insertsSplits: true).build(definition)
+        var parameters = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
+        if let weights {
+            let model = try CaffeFiles.loadWeights(path: weights)
+            let report = try WeightBinding.check(graph, weights: model, file: weights)
+            let loaded = try CaffeParameters.arrays(from: model)
+            for name in report.initialized {
+                if let node = graph.node(named: name), let blobs = loaded[name] {
+                    parameters[name] = zip(blobs, node.parameters).map { NDArray(shape: $1.shape.dims, data: $0.data) }
+                }
+            }
+        }
+        let compiled = try TrainingCompiler().compile(graph: graph, parameters: parameters, seed: seed)
+        var generator = SeededGenerator(seed: seed, stream: "inputs")
+        var feeds: [String: NDArray] = [:]
+        for node in graph.nodes where node.kind.isDataSource {
+            for output in node.outputs {
+                let value = graph.values[output]
+                let isLabel = node.outputs.firstIndex(of: output) == 1 && node.kind != .input && node.kind != .dummyData
+                feeds[value.name] = NDArray(shape: value.shape.dims, data: (0..<(value.shape.count ?? 0)).map { _ in
+                    isLabel ? Float(Int(generator.uniform(0, 2))) : generator.gaussian(mean: 0, std: 1)
+                })
+            }
+        }
+        _ = try compiled.run(feeds, backward: true)
+        var forward: [String: Double] = [:], backwardTimes: [String: Double] = [:]
+        var order: [String] = []
+        let passes = max(1, iterations)
+        for _ in 0..<passes {
+            let profile = compiled.profileSteps()
+            for (layer, seconds) in profile.forward {
+                if forward[layer] == nil, !order.contains(layer) { order.append(layer) }
+                forward[layer, default: 0] += seconds
+            }
+            for (layer, seconds) in profile.backward {
+                if !order.contains(layer) { order.append(layer) }
+                backwardTimes[layer, default: 0] += seconds
+            }
+        }
+        let width = order.map(\.count).max() ?? 10
+        for layer in order {
+            let f = (forward[layer] ?? 0) / Double(passes) * 1000, b = (backwardTimes[layer] ?? 0) / Double(passes) * 1000
+            print(layer.padding(toLength: width, withPad: " ", startingAt: 0) + String(format: "  forward: %9.4f ms.  backward: %9.4f ms.", f, b))
+        }
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<passes { _ = try compiled.run(feeds, backward: true) }
+        let total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(passes)
+        let f = forward.values.reduce(0, +) / Double(passes) * 1000, b = backwardTimes.values.reduce(0, +) / Double(passes) * 1000
+        print(String(format: "Average Forward pass: %.4f ms.", f))
+        print(String(format: "Average Backward pass: %.4f ms.", b))
+        print(String(format: "Average Forward-Backward: %.4f ms.", total))
     }
 }
