@@ -165,6 +165,9 @@ public final class TrainingNet: @unchecked Sendable {
         }
     }
 
+    /// `layer/index` of each learnable parameter's owner, parallel to `learnableParameters`.
+    public var learnableParameterNames: [String] { slots.map(\.name) }
+
     public func zeroParameterDiffs() {
         lock.lock()
         defer { lock.unlock() }
