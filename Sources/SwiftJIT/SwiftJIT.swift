@@ -3,3 +3,4 @@
 @_exported import Graph
 @_exported import NumPy
 @_exported import Solvers
+@_exported import DataPipeline
