@@ -19,9 +19,12 @@ public final class CompiledNet: @unchecked Sendable {
     public let compileSeconds: Double
     /// Keeps the JIT (and so the kernels' code) alive.
     private let cache: KernelCache
+    /// Run-time conditions on inputs that Caffe CHECK-fails on (ROI batch indices).
+    private let inputChecks: [InputCheck]
 
-    init(executable: Executable, cache: KernelCache, compiledKernels: Int, compileSeconds: Double) {
+    init(executable: Executable, cache: KernelCache, compiledKernels: Int, compileSeconds: Double, inputChecks: [InputCheck] = []) {
         self.executable = executable
+        self.inputChecks = inputChecks
         self.cache = cache
         self.compiledKernels = compiledKernels
         self.compileSeconds = compileSeconds
@@ -37,6 +40,9 @@ public final class CompiledNet: @unchecked Sendable {
     /// Runs the net forward once. Every input must be given with exactly its compiled shape; an
     /// error names the blob and both shapes.
     public func run(inputs: [String: NDArray], blobs: [String]? = nil) throws -> [String: NDArray] {
+        for check in inputChecks {
+            if let array = inputs[check.input] { try check.validate(array.data) }
+        }
         var tensors: [String: Tensor] = [:]
         for (name, array) in inputs {
             if let expected = executable.inputs.first(where: { $0.name == name }), expected.shape != array.shape {

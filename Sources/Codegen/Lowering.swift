@@ -18,6 +18,8 @@ struct Lowering {
     /// Elements below which a kernel runs on the calling thread (splitting costs a wake-up).
     let parallelThreshold: Int
     var program = Program()
+    /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
+    var inputChecks: [InputCheck] = []
     private(set) var bufferOf: [ValueID: BufferID] = [:]
     private var valuesOf: [BufferID: [ValueID]] = [:]
     /// The last node that reads each value (`Int.max` for values callers keep).

@@ -73,7 +73,7 @@ public final class NetCompiler: @unchecked Sendable {
         }
         let executable = try Executable(lowering.program, pool: pool, blas: blas)
         return CompiledNet(executable: executable, cache: cache, compiledKernels: cache.compileCount - compiledBefore,
-                           compileSeconds: Date().timeIntervalSince(start))
+                           compileSeconds: Date().timeIntervalSince(start), inputChecks: lowering.inputChecks)
     }
 
     private func lower(_ node: Node, _ lowering: inout Lowering) throws {
@@ -82,6 +82,7 @@ public final class NetCompiler: @unchecked Sendable {
         case .convolution: try lowering.lowerConvolution(node)
         case .innerProduct: try lowering.lowerInnerProduct(node)
         case .pooling: try lowering.lowerPooling(node)
+        case .roiPooling: try lowering.lowerROIPooling(node)
         case .lrn: try lowering.lowerLRN(node)
         case .batchNorm: try lowering.lowerBatchNorm(node)
         case .scale: try lowering.lowerScale(node)

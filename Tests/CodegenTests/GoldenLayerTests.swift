@@ -1,4 +1,5 @@
 import Codegen
+import Runtime
 import Testing
 
 /// Every lowered op against Caffe's forward output, one line per golden case.
@@ -9,7 +10,7 @@ struct GoldenLayerTests {
         "conv_depthwise", "conv_depthwise_mult2", "conv_nobias", "conv_two_bottoms",
         "pool_max_k3s2", "pool_max_k3s2p1", "pool_max_k2s2_odd", "pool_max_k2s2p1_clip", "pool_max_global",
         "pool_max_mask", "pool_max_rect", "pool_ave_k3s2", "pool_ave_k3s2p1", "pool_ave_k2s2_odd",
-        "pool_ave_k2s2p1_clip", "pool_ave_global",
+        "pool_ave_k2s2p1_clip", "pool_ave_global", "roi_pool_scale0p25",
         "ip_axis1", "ip_axis2", "ip_nobias", "ip_transpose", "ip_shared_params",
         "relu", "relu_inplace", "relu_slope0p1", "sigmoid", "tanh", "softmax_axis1", "softmax_axis2",
         "lrn_across", "lrn_within", "concat_axis1", "concat_axis2",
@@ -31,8 +32,28 @@ struct GoldenLayerTests {
 /// Whole nets against Caffe's forward outputs for every blob.
 @Suite("Caffe golden nets")
 struct GoldenNetTests {
-    @Test("whole-net forward matches Caffe on every blob within 1e-4 of its largest value", arguments: ["lenet_deploy", "cifar10_quick", "conv3d_5d_pool"])
+    @Test("whole-net forward matches Caffe on every blob within 1e-4 of its largest value", arguments: ["lenet_deploy", "cifar10_quick", "conv3d_5d_pool", "cms_rcnn_head"])
     func forward(_ name: String) throws {
         try GoldenCase("nets", name).check(with: sharedCompiler, rtol: 1e-4)
+    }
+}
+
+/// Run-time checks Caffe makes with CHECK (an abort) and a kernel cannot: they must throw instead.
+@Suite("Caffe run-time checks")
+struct RuntimeCheckTests {
+    @Test("a ROI whose batch index is outside the features' batch throws, naming the layer")
+    func roiBatchIndexOutOfRange() throws {
+        let golden = try GoldenCase("layers", "roi_pool_scale0p25")
+        let net = try sharedCompiler.compile(graph: golden.graph(), parameters: [:])
+        var inputs = try golden.inputs()
+        var rois = inputs["rois"]!
+        rois.data[5 * 3] = 2  // the features hold 2 images: index 2 is out of range
+        inputs["rois"] = rois
+        let error = #expect(throws: RuntimeError.self) { try net.run(inputs: inputs) }
+        #expect(error?.message.contains("roi_pool") == true)
+        #expect(error?.message.contains("ROI 3") == true)
+        rois.data[5 * 3] = 1
+        inputs["rois"] = rois
+        _ = try net.run(inputs: inputs)
     }
 }
