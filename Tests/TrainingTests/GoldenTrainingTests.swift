@@ -47,6 +47,9 @@ struct GoldenTrainingLayerTests {
     /// The other losses and layers with golden cases.
     static let otherLayers = [
         "hinge_l1", "hinge_l2", "infogain_3bottom", "multinomial_logistic", "contrastive", "contrastive_legacy", "tile_axis1",
+        "prelu_channel", "prelu_shared", "mvn_default", "mvn_across_channels", "embed", "reduction_asum_axis1",
+        "reduction_mean_axis_m1", "reduction_sum_all", "parameter", "batch_reindex", "im2col", "spp_max", "spp_ave",
+        "roi_pool_scale0p25", "argmax_default", "argmax_axis1_top2", "argmax_axis1_outmax",
     ]
 
     /// The conv bias gradient below an in-place TRAIN BatchNorm is zero up to rounding: Caffe's
@@ -66,7 +69,7 @@ struct GoldenTrainingLayerTests {
 /// Whole nets against Caffe: every blob forward, input and parameter gradients backward.
 @Suite("Caffe golden nets, forward and backward")
 struct GoldenTrainingNetTests {
-    @Test("whole-net forward and backward match Caffe within 1e-4 of each blob's largest value", arguments: ["lenet_deploy", "label_smoothing", "label_smoothing_no_reshape", "cifar10_quick"])
+    @Test("whole-net forward and backward match Caffe within 1e-4 of each blob's largest value", arguments: ["lenet_deploy", "label_smoothing", "label_smoothing_no_reshape", "cifar10_quick", "conv3d_5d_pool", "cms_rcnn_head"])
     func net(_ name: String) throws {
         try GoldenTrainingCase("nets", name).check(with: sharedTrainingCompiler, rtol: 1e-4)
     }

@@ -118,7 +118,10 @@ struct GradientCheck {
 @Suite("Finite-difference gradient checks")
 struct GradientCheckTests {
     static let cases: [String] = {
-        let excluded: Set<String> = ["accuracy_top1", "accuracy_top3_ignore", "dummydata_constant", "input_only", "threshold"]
+        // Forward-only layers, and ROIPooling, whose Caffe backward drops the gradient of a
+        // malformed ROI's pooled element (golden README), so differences disagree there by design.
+        let excluded: Set<String> = ["accuracy_top1", "accuracy_top3_ignore", "dummydata_constant", "input_only", "threshold",
+                                     "argmax_default", "argmax_axis1_top2", "argmax_axis1_outmax", "roi_pool_scale0p25"]
         return (GoldenTrainingLayerTests.lenetLayers + GoldenTrainingLayerTests.trainingLayers + ["bn_train_inplace"]
                 + GoldenTrainingLayerTests.otherLayers).filter { !excluded.contains($0) }
     }()
@@ -131,7 +134,7 @@ struct GradientCheckTests {
         #expect(check.agrees(eps: 1e-3), "\(name): analytic \(check.analytic), numeric \(check.numeric)")
     }
 
-    @Test("whole nets pass the gradient check", arguments: ["lenet_deploy", "label_smoothing", "cifar10_quick"])
+    @Test("whole nets pass the gradient check", arguments: ["lenet_deploy", "label_smoothing", "cifar10_quick", "conv3d_5d_pool"])
     func net(_ name: String) throws {
         let check = try GradientCheck.run(try GoldenTrainingCase("nets", name), compiler: sharedTrainingCompiler)
         print("gradient check nets/\(name): analytic \(check.analytic) numeric \(check.numeric) |f| \(check.magnitude)")

@@ -17,6 +17,16 @@ extension TrainingLowering {
         case .multinomialLogisticLoss: try lowerMultinomialLogisticForward(node)
         case .infogainLoss: try lowerInfogainForward(node)
         case .contrastiveLoss: try lowerContrastiveForward(node)
+        case .prelu: try lowerPReLUForward(node)
+        case .mvn: try lowerMVNForward(node)
+        case .embed: try lowerEmbedForward(node)
+        case .reduction: try lowerReductionForward(node)
+        case .parameter: try lowerParameterForward(node)
+        case .batchReindex: try lowerBatchReindexForward(node)
+        case .argMax: try lowerArgMax(node)
+        case .im2col: try lowerIm2colForward(node)
+        case .spp: try lowerSPPForward(node)
+        case .roiPooling: try lowerROIPoolingForward(node)
         default: return false
         }
         return true
@@ -40,6 +50,15 @@ extension TrainingLowering {
         case .multinomialLogisticLoss: try lowerMultinomialLogisticBackward(node)
         case .infogainLoss: try lowerInfogainBackward(node)
         case .contrastiveLoss: try lowerContrastiveBackward(node)
+        case .prelu: try lowerPReLUBackward(node)
+        case .mvn: try lowerMVNBackward(node)
+        case .embed: try lowerEmbedBackward(node)
+        case .reduction: try lowerReductionBackward(node)
+        case .parameter: try lowerParameterBackward(node)
+        case .batchReindex: try lowerBatchReindexBackward(node)
+        case .im2col: try lowerIm2colBackward(node)
+        case .spp: try lowerSPPBackward(node)
+        case .roiPooling: try lowerROIPoolingBackward(node)
         default: return false
         }
         return true

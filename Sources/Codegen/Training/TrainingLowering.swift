@@ -135,7 +135,7 @@ struct TrainingLowering {
     static func runsInPlace(_ node: Node) -> Bool {
         switch node.kind {
         case .relu: return node.layer.reluParam.negativeSlope >= 0
-        case .sigmoid, .tanh, .dropout, .batchNorm, .elu, .exp: return true
+        case .sigmoid, .tanh, .dropout, .batchNorm, .elu, .exp, .mvn: return true
         default: return false
         }
     }
