@@ -80,6 +80,7 @@ public final class NetCompiler: @unchecked Sendable {
         switch node.kind {
         case .input: lowering.lowerInput(node)
         case .convolution: try lowering.lowerConvolution(node)
+        case .deconvolution: try lowering.lowerDeconvolution(node)
         case .innerProduct: try lowering.lowerInnerProduct(node)
         case .pooling: try lowering.lowerPooling(node)
         case .roiPooling: try lowering.lowerROIPooling(node)

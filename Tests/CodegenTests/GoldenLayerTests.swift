@@ -7,7 +7,7 @@ import Testing
 struct GoldenLayerTests {
     static let cases = [
         "conv_k3_basic", "conv_k3_p1_s2", "conv_k1_p1", "conv_kh3_kw5_asym", "conv_dilation2", "conv_group2",
-        "conv_depthwise", "conv_depthwise_mult2", "conv_nobias", "conv_two_bottoms",
+        "conv_depthwise", "conv_depthwise_mult2", "conv_nobias", "conv_two_bottoms", "deconv_k2_s2_nobias", "deconv_s2_p1",
         "pool_max_k3s2", "pool_max_k3s2p1", "pool_max_k2s2_odd", "pool_max_k2s2p1_clip", "pool_max_global",
         "pool_max_mask", "pool_max_rect", "pool_ave_k3s2", "pool_ave_k3s2p1", "pool_ave_k2s2_odd",
         "pool_ave_k2s2p1_clip", "pool_ave_global", "roi_pool_scale0p25",
