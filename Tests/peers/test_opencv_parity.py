@@ -43,9 +43,7 @@ NETS = {
     "cifar10/cifar10_quick.prototxt": {"data": (2, 3, 32, 32)},
     "coco_caption_lstm/lrcn_word_to_preds.deploy.prototxt": None,
     "coco_caption_lstm/lstm_lm.deploy.prototxt": None,
-    # ROIPooling has no JIT lowering yet: expected to fail with the unsupported-layer error until it
-    # does; then its shapes are {"data": (1, 3, 224, 224), "rois": (4, 5)}.
-    "faster_rcnn/VGG16/fast_rcnn/test.prototxt": None,
+    "faster_rcnn/VGG16/fast_rcnn/test.prototxt": {"data": (1, 3, 224, 224), "rois": (4, 5)},
     "lrcn_activity_recognition/deploy_lstm.prototxt": None,
     "mnist/lenet.prototxt": {"data": (2, 1, 28, 28)},
     "mobilenet/mobilenet_deploy.prototxt": {"data": (1, 3, 224, 224)},
