@@ -71,7 +71,7 @@ extension Lowering {
     /// the kernel offset, so it is a compile-time constant: each generated row is a zero run, a
     /// strided copy and a zero run, with no per-element bounds checks. Outer axes contribute one
     /// "row inside the image" predicate per output row.
-    private mutating func emitIm2col(_ node: Node, _ g: ConvolutionGeometry, channels c: Int, image: [Int], result: [Int],
+    mutating func emitIm2col(_ node: Node, _ g: ConvolutionGeometry, channels c: Int, image: [Int], result: [Int],
                                      input: Operand, columns: Operand) throws {
         func list(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
         let signature = "im2col c\(c) in\(list(image)) k\(list(g.kernel)) s\(list(g.stride)) p\(list(g.pad)) d\(list(g.dilation)) o\(list(result))"

@@ -93,6 +93,17 @@ public final class NetCompiler: @unchecked Sendable {
         case .eltwise: try lowering.lowerEltwise(node)
         case .reshape, .flatten, .split: lowering.lowerView(node)
         case .silence: break
+        case .crop: try lowering.lowerCrop(node)
+        case .slice: try lowering.lowerSlice(node)
+        case .tile: try lowering.lowerTile(node)
+        case .batchReindex: try lowering.lowerBatchReindex(node)
+        case .embed: try lowering.lowerEmbed(node)
+        case .dummyData: try lowering.lowerDummyData(node)
+        case .im2col: try lowering.lowerIm2colLayer(node)
+        case .prelu: try lowering.lowerPReLU(node)
+        case .reduction: try lowering.lowerReduction(node)
+        case .argMax: try lowering.lowerArgMax(node)
+        case .mvn: try lowering.lowerMVN(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

@@ -113,15 +113,15 @@ struct CompilerTests {
         } catch let error as Diagnostic {
             #expect(error.layer == "conv" && error.message.contains("2×1×3×3"))
         }
-        let argmax = """
-        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 5 } } }
-        layer { name: "top" type: "ArgMax" bottom: "x" top: "y" }
+        let normalize = """
+        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 5 dim: 3 dim: 3 } } }
+        layer { name: "top" type: "Normalize" bottom: "x" top: "y" }
         """
         do {
-            _ = try sharedCompiler.compile(graph: graph(argmax), parameters: [:])
-            Issue.record("expected ArgMax to be unsupported")
+            _ = try sharedCompiler.compile(graph: graph(normalize), parameters: ["top": [NDArray(shape: [5], repeating: 1)]])
+            Issue.record("expected Normalize to be unsupported")
         } catch let error as Diagnostic {
-            #expect(error.layer == "top" && error.message.contains("ArgMax"))
+            #expect(error.layer == "top" && error.message.contains("Normalize"))
         }
     }
 

@@ -44,7 +44,9 @@ struct GoldenCase {
     }
 
     func inputs() throws -> [String: NDArray] {
-        Dictionary(uniqueKeysWithValues: try NumPyFile.readArchive(path: path("inputs.npz")).entries.map { ($0.key, $0.array) })
+        // A net made only of data sources (DummyData) has no inputs.npz.
+        guard FileManager.default.fileExists(atPath: path("inputs.npz")) else { return [:] }
+        return Dictionary(uniqueKeysWithValues: try NumPyFile.readArchive(path: path("inputs.npz")).entries.map { ($0.key, $0.array) })
     }
 
     func expected() throws -> NPZArchive { try NumPyFile.readArchive(path: path("outputs.npz")) }

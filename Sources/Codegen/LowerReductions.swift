@@ -1,0 +1,141 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension Lowering {
+    /// PReLU (`PReLULayer::Forward_cpu`): `y = max(x, 0) + slope[c] · min(x, 0)` with one slope per
+    /// channel (axis 1), or one for all with `channel_shared`. One task per (item, channel) plane.
+    mutating func lowerPReLU(_ node: Node) throws {
+        let shared = node.layer.preluParam.channelShared
+        let blobs = try parameterBlobs(node)
+        let input = node.inputs[0], dims = shape(input)
+        let outer = dims.first ?? 1, channels = dims.count > 1 ? dims[1] : 1, inner = dims.count > 2 ? dims[2...].reduce(1, *) : 1
+        guard blobs[0].count == (shared ? 1 : channels) else {
+            throw Diagnostic("PReLU needs \(shared ? 1 : channels) slope\(shared ? "" : "s"), the weights give \(blobs[0].count)", at: node.location, layer: node.name)
+        }
+        let slopes = constant(node, "slopes", blobs[0])
+        let output = elementwiseOutput(node)
+        try emitKernel(node, "prelu c\(channels) i\(inner) shared=\(shared)", operands: [Operand(buffer(input)), Operand(output), Operand(slopes)],
+                       tasks: outer * channels, work: outer * channels * inner) { b in
+            let (x, y, slope) = (b.operand(0), b.operand(1), b.operand(2))
+            b.forEachTask { plane in
+                let a = slope[shared ? b.index(0) : plane % channels]
+                b.loop(0..<inner) { i in
+                    let v = x[plane * inner + i]
+                    y[plane * inner + i] = b.max(v, b.constant(0)) + a * b.min(v, b.constant(0))
+                }
+            }
+        }
+    }
+
+    /// Reduction (`ReductionLayer::Forward_cpu`): reduces all axes from `axis` on to one value per
+    /// outer index — SUM, ASUM (Σ|x|), SUMSQ (Σx²) or MEAN (SUM · 1/dim) — then scales by
+    /// `coeff`. Sums run left to right (Caffe's BLAS dot may associate differently: a rounding-level
+    /// difference). One task per outer index.
+    mutating func lowerReduction(_ node: Node) throws {
+        let p = node.layer.reductionParam
+        let input = node.inputs[0], dims = shape(input)
+        guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else { throw unsupported(node, "axis \(p.axis) is out of range for \(dims)") }
+        let outer = dims[..<axis].reduce(1, *), dim = dims[axis...].reduce(1, *)
+        var coeff = p.coeff
+        if p.operation == .mean { coeff /= Float(dim) }
+        let operation = p.operation
+        try emitKernel(node, "reduce \(operation) d\(dim) coeff\(coeff.bitPattern)", operands: [Operand(buffer(input)), Operand(buffer(node.outputs[0]))],
+                       tasks: outer, work: outer * dim) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { row in
+                let sum = b.variable(b.constant(0))
+                b.loop(0..<dim) { i in
+                    let v = x[row * dim + i]
+                    switch operation {
+                    case .asum: sum.value = sum.value + b.abs(v)
+                    case .sumsq: sum.value = sum.value + v * v
+                    default: sum.value = sum.value + v
+                    }
+                }
+                y[row] = coeff == 1 ? sum.value : sum.value * coeff
+            }
+        }
+    }
+
+    /// ArgMax (`ArgMaxLayer::Forward_cpu`): the `top_k` largest values along `axis` (or over all
+    /// non-batch axes when no axis is set), largest first. Output: their indices; with
+    /// `out_max_val` and an axis, their values; with `out_max_val` and no axis, the indices then
+    /// the values (N×2×top_k). Picked by k passes of a strict-`>` scan over the values below the
+    /// previous pick; exact ties (Caffe orders them by the larger index) are not reproduced.
+    mutating func lowerArgMax(_ node: Node) throws {
+        let p = node.layer.argmaxParam
+        let input = node.inputs[0], dims = shape(input)
+        let topK = Int(p.topK)
+        let (outer, dim, inner): (Int, Int, Int)
+        if p.hasAxis {
+            guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else { throw unsupported(node, "axis \(p.axis) is out of range") }
+            (outer, dim, inner) = (dims[..<axis].reduce(1, *), dims[axis], dims[(axis + 1)...].reduce(1, *))
+        } else {
+            (outer, dim, inner) = (dims.first ?? 1, dims.dropFirst().reduce(1, *), 1)
+        }
+        guard topK >= 1, topK <= dim else { throw unsupported(node, "top_k \(topK) must lie in 1...\(dim)") }
+        let mode = p.outMaxVal ? (p.hasAxis ? 1 : 2) : 0
+        try emitKernel(node, "argmax d\(dim) i\(inner) k\(topK) mode\(mode)", operands: [Operand(buffer(input)), Operand(buffer(node.outputs[0]))],
+                       tasks: outer * inner, work: outer * inner * dim * topK) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { position in
+                let o = position / inner, i = position % inner
+                let base = o * (dim * inner) + i
+                let previous = b.variable(b.constant(Float.infinity))
+                for k in 0..<topK {
+                    let best = b.variable(b.constant(-Float.infinity))
+                    let bestIndex = b.variable(b.constant(-1))
+                    let limit = previous.value
+                    b.loop(0..<dim) { j in
+                        let v = x[base + j * inner]
+                        let better = v < limit && (v > best.value || bestIndex.value < 0)
+                        best.value = b.select(better, v, best.value)
+                        bestIndex.value = b.select(better, b.float(j), bestIndex.value)
+                    }
+                    previous.value = best.value
+                    switch mode {
+                    case 1: y[(o * topK + k) * inner + i] = best.value
+                    case 2:
+                        y[o * (2 * topK) + k] = bestIndex.value
+                        y[o * (2 * topK) + topK + k] = best.value
+                    default: y[(o * topK + k) * inner + i] = bestIndex.value
+                    }
+                }
+            }
+        }
+    }
+
+    /// MVN (`MVNLayer::Forward_cpu`): per item (or per item and channel unless `across_channels`),
+    /// `y = x − mean`, and with `normalize_variance` `y /= (sqrt(mean((x − mean)²)) + eps)`, where
+    /// means multiply each value by 1/dim and sum (as Caffe's gemv with a 1/dim vector). One task
+    /// per group.
+    mutating func lowerMVN(_ node: Node) throws {
+        let p = node.layer.mvnParam
+        let input = node.inputs[0], dims = shape(input)
+        let groups = p.acrossChannels ? (dims.first ?? 1) : dims.prefix(2).reduce(1, *)
+        let dim = groups == 0 ? 0 : count(input) / groups
+        let scale = 1 / Float(dim), eps = p.eps, normalize = p.normalizeVariance
+        let output = elementwiseOutput(node)
+        try emitKernel(node, "mvn d\(dim) var=\(normalize) eps\(eps.bitPattern)", operands: [Operand(buffer(input)), Operand(output)],
+                       tasks: groups, work: groups * dim * 3) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { group in
+                let base = group * dim
+                let sum = b.variable(b.constant(0))
+                b.loop(0..<dim) { i in sum.value = sum.value + x[base + i] * scale }
+                let mean = sum.value
+                b.loop(0..<dim) { i in y[base + i] = x[base + i] - mean }
+                if normalize {
+                    let squares = b.variable(b.constant(0))
+                    b.loop(0..<dim) { i in
+                        let d = y[base + i]
+                        squares.value = squares.value + d * d * scale
+                    }
+                    let denominator = b.sqrt(squares.value) + eps
+                    b.loop(0..<dim) { i in y[base + i] = y[base + i] / denominator }
+                }
+            }
+        }
+    }
+}
