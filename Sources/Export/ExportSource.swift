@@ -14,11 +14,12 @@ public struct ExportSource: Sendable {
     public var graph: Graph
     public var weights: TrainedWeights
 
-    public init(netPath: String, weightsPath: String?, phase: Caffe_Phase = .test) throws {
+    /// `inputShapes` overrides the prototxt's input shapes (the ONNX batch axis stays symbolic).
+    public init(netPath: String, weightsPath: String?, phase: Caffe_Phase = .test, inputShapes: [String: TensorShape] = [:]) throws {
         self.netPath = netPath
         self.weightsPath = weightsPath
         let definition = try CaffeFiles.loadNet(path: netPath)
-        graph = try GraphBuilder(phase: phase, insertsSplits: false, enablesMissingStages: true).build(definition)
+        graph = try GraphBuilder(phase: phase, inputShapes: inputShapes, insertsSplits: false, enablesMissingStages: true).build(definition)
         if let weightsPath {
             weights = try TrainedWeights(graph: graph, weights: try CaffeFiles.loadWeights(path: weightsPath), file: weightsPath)
         } else {

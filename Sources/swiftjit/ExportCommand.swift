@@ -37,6 +37,9 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .long, help: "ONNX opset for --onnx (13 to 21).")
     var opset: Int = 13
 
+    @Option(name: .long, help: "Override an input's shape: NAME=d0,d1,... (repeatable), for weights made for another input size.")
+    var input: [InputShape] = []
+
     @Option(name: .long, help: "The phase to build: test or train.")
     var phase: PhaseOption = .test
 
@@ -51,7 +54,8 @@ struct ExportCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let source = try ExportSource(netPath: net, weightsPath: weights, phase: phase.caffePhase)
+            let source = try ExportSource(netPath: net, weightsPath: weights, phase: phase.caffePhase,
+                                          inputShapes: Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
             var files = StagedFiles()
             var report: [String] = []
             if let output {

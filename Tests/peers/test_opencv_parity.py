@@ -1,5 +1,7 @@
 """swiftjit run vs OpenCV DNN on every deploy net of ../shared/zoo, with the same seeded random
-weights (swiftjit init) and inputs: outputs must agree to 1e-3 of their largest magnitude.
+weights (swiftjit init) and inputs: outputs must agree to 1e-3 of their largest magnitude. Every
+such net is also exported to ONNX (swiftjit export --onnx), checked with onnx.checker, and run in
+ONNX Runtime, whose outputs must agree with ours to 1e-4.
 
 Runs the release swiftjit binary (tools/test.sh builds it; SWIFTJIT overrides the path). Nets with a
 layer our JIT does not lower yet must fail with the clear unsupported-layer error, never otherwise.
@@ -117,3 +119,20 @@ def test_matches_opencv(net, tmp_path):
         error = np.abs(value - reference).max() / scale
         assert np.isfinite(value).all(), f"{name}: non-finite values"
         assert error <= 1e-3, f"{net}: blob '{name}' differs from OpenCV by {error:.2e} of its max |value| {scale:.3g}"
+
+    # The same net through our ONNX export and ONNX Runtime.
+    import onnx
+    onnx_path = tmp_path / "net.onnx"
+    swiftjit("export", prototxt, "--weights", weights, "--onnx", onnx_path, *shape_args)
+    onnx.checker.check_model(onnx.load(str(onnx_path)))
+    ort_path = tmp_path / "ort.npz"
+    peer = subprocess.run([sys.executable, str(PEERS), "ort", str(onnx_path), "--inputs-npz", str(tmp_path / "in.npz"),
+                           "--iterations", "1", "--warmup", "0", "--outputs", *ours.keys(), "--save-outputs", str(ort_path)],
+                          capture_output=True, text=True)
+    assert peer.returncode == 0, peer.stderr
+    runtime = dict(np.load(ort_path))
+    for name, value in ours.items():
+        reference = runtime[name].reshape(value.shape)
+        scale = max(np.abs(reference).max(), 1e-6)
+        error = np.abs(value - reference).max() / scale
+        assert error <= 1e-4, f"{net}: blob '{name}' differs from ONNX Runtime by {error:.2e} of its max |value| {scale:.3g}"
