@@ -104,6 +104,7 @@ public final class NetCompiler: @unchecked Sendable {
         case .reduction: try lowering.lowerReduction(node)
         case .argMax: try lowering.lowerArgMax(node)
         case .mvn: try lowering.lowerMVN(node)
+        case .spp: try lowering.lowerSPP(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

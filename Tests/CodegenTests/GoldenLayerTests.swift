@@ -23,6 +23,7 @@ struct GoldenLayerTests {
         "crop_axis1_single_offset", "crop_axis2", "slice_points_axis1", "tile_axis1", "batch_reindex", "embed",
         "dummydata_constant", "im2col", "prelu_channel", "prelu_shared", "reduction_asum_axis1", "reduction_mean_axis_m1",
         "reduction_sum_all", "argmax_axis1_outmax", "argmax_axis1_top2", "argmax_default", "mvn_across_channels", "mvn_default",
+        "spp_max", "spp_ave",
         "absval", "power_p0p5", "power_p1_linear", "power_p2", "exp", "log", "bnll", "elu", "clip", "swish", "threshold",
     ]
 

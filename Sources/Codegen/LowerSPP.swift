@@ -1,0 +1,78 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension Lowering {
+    /// SPP (`SPPLayer`): for pyramid level `l` (`0..<pyramid_height`, `b = 2^l` bins per side) a
+    /// Pooling with kernel `ceil(H / b)`, stride = kernel and pad `(kernel·b − H + 1) / 2` (per
+    /// axis), flattened and concatenated along axis 1: output N × C·Σb². Each level is one kernel
+    /// with Caffe's pooling semantics (output extents round up and drop a last window starting in
+    /// the padding; MAX keeps the first strict maximum from −FLT_MAX; AVE divides by the window
+    /// clipped to `[−pad, H + pad)`), writing straight into its slice of the concatenation. One
+    /// task per (image, channel) plane.
+    mutating func lowerSPP(_ node: Node) throws {
+        let p = node.layer.sppParam
+        let input = node.inputs[0], dims = shape(input)
+        guard dims.count == 4 else { throw unsupported(node, "SPP needs an N×C×H×W bottom, got \(dims)") }
+        let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
+        let height = Int(p.pyramidHeight)
+        guard height >= 1 else { throw unsupported(node, "pyramid_height must be at least 1") }
+        guard p.pool == .max || p.pool == .ave else { throw unsupported(node, "only MAX and AVE pyramid pooling have a CPU forward") }
+        let isMax = p.pool == .max
+        let levels = (0..<height).map { 1 << $0 }
+        let total = c * levels.map { $0 * $0 }.reduce(0, +)
+        guard count(node.outputs[0]) == n * total else {
+            throw Diagnostic("SPP output should hold \(n)×\(total) values, the graph says \(shape(node.outputs[0]))", at: node.location, layer: node.name)
+        }
+        let x = buffer(input), y = buffer(node.outputs[0])
+        var levelOffset = 0
+        for bins in levels {
+            /// Caffe's SPP pooling geometry along one axis, then PoolingLayer's output extent.
+            func axis(_ extent: Int) -> (kernel: Int, pad: Int, out: Int) {
+                let kernel = (extent + bins - 1) / bins
+                let pad = (kernel * bins - extent + 1) / 2
+                var out = ceilDiv(extent + 2 * pad - kernel, kernel) + 1
+                if pad > 0, (out - 1) * kernel >= extent + pad { out -= 1 }
+                return (kernel, pad, out)
+            }
+            let (kh, ph, oh) = axis(h), (kw, pw, ow) = axis(w)
+            let offset = levelOffset
+            let signature = "spp.\(isMax ? "max" : "ave") c\(c) h\(h)w\(w) k\(kh)x\(kw) p\(ph)x\(pw) o\(oh)x\(ow) row\(total) at\(offset)"
+            try emitKernel(node, signature, operands: [Operand(x), Operand(y)], tasks: n * c, work: n * c * h * w) { b in
+                let (source, target) = (b.operand(0), b.operand(1))
+                b.forEachTask { plane in
+                    let item = plane / c, channel = plane % c
+                    let from = plane * (h * w), to = item * total + (offset + channel * (oh * ow))
+                    b.loop(0..<oh) { oy in
+                        b.loop(0..<ow) { ox in
+                            let y0 = oy * kh - ph, x0 = ox * kw - pw
+                            let at = to + oy * ow + ox
+                            if isMax {
+                                let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
+                                let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
+                                b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
+                                    b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
+                                        let v = source[from + iy * w + ix]
+                                        best.value = b.select(v > best.value, v, best.value)
+                                    }
+                                }
+                                target[at] = best.value
+                            } else {
+                                let y1 = b.min(y0 + kh, b.index(h + ph)), x1 = b.min(x0 + kw, b.index(w + pw))
+                                let windowSize = b.float((y1 - y0) * (x1 - x0))
+                                let sum = b.variable(b.constant(0))
+                                b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
+                                    b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
+                                        sum.value = sum.value + source[from + iy * w + ix]
+                                    }
+                                }
+                                target[at] = sum.value / windowSize
+                            }
+                        }
+                    }
+                }
+            }
+            levelOffset += c * oh * ow
+        }
+    }
+}
