@@ -87,12 +87,14 @@ extension Lowering {
     }
 
     /// BatchReindex: top item `i` is bottom item `int(index[i])` (Caffe truncates the float).
-    /// Caffe only DCHECKs the range; here an index outside `0..<N` is clamped into it so the
-    /// kernel never reads outside the bottom.
+    /// Caffe CHECKs `0 <= index < N`: when the index blob is a net input, `CompiledNet.run` checks
+    /// it first and throws an error naming the layer; a computed index is clamped into `0..<N` so
+    /// the kernel never reads outside the bottom.
     mutating func lowerBatchReindex(_ node: Node) throws {
         let input = node.inputs[0], dims = shape(input)
         let items = shape(node.outputs[0]).first ?? 0, inner = dims.dropFirst().reduce(1, *), n = dims.first ?? 0
         guard n > 0 else { return }
+        checkIndices(node, node.inputs[1], limit: n, what: "batch indices")
         let operands = [Operand(buffer(input)), Operand(buffer(node.inputs[1])), Operand(buffer(node.outputs[0]))]
         try emitKernel(node, "batch_reindex n\(n) i\(inner)", operands: operands, tasks: items, work: items * inner) { b in
             let (x, index, y) = (b.operand(0), b.operand(1), b.operand(2))
@@ -104,8 +106,9 @@ extension Lowering {
     }
 
     /// Embed (`EmbedLayer::Forward_cpu`): each index `int(x)` selects a row of the
-    /// input_dim × num_output weights, plus the bias. Caffe DCHECKs the range; an index outside
-    /// `0..<input_dim` is clamped here so the kernel never reads outside the weights.
+    /// input_dim × num_output weights, plus the bias. Caffe DCHECKs the range: when the index blob
+    /// is a net input, `CompiledNet.run` checks it first and throws an error naming the layer; a
+    /// computed index is clamped into `0..<input_dim` so the kernel never reads outside the weights.
     mutating func lowerEmbed(_ node: Node) throws {
         let p = node.layer.embedParam
         let blobs = try parameterBlobs(node)
@@ -114,6 +117,7 @@ extension Lowering {
         let weights = constant(node, "weights", blobs[0])
         let bias = p.biasTerm ? constant(node, "bias", blobs[1]) : nil
         let m = count(node.inputs[0])
+        checkIndices(node, node.inputs[0], limit: k, what: "indices into input_dim \(k)")
         var operands = [Operand(buffer(node.inputs[0])), Operand(weights), Operand(buffer(node.outputs[0]))]
         if let bias { operands.append(Operand(bias)) }
         try emitKernel(node, "embed k\(k) n\(n) bias=\(bias != nil)", operands: operands, tasks: m, work: m * n) { b in
@@ -166,6 +170,14 @@ extension Lowering {
         for item in 0..<n {
             try emitIm2col(node, g, channels: c, image: image, result: result,
                            input: Operand(buffer(input), offset: item * imageCount), columns: Operand(buffer(output), offset: item * columnCount))
+        }
+    }
+
+    /// Registers a run-time range check of `value` when it is a net input (or a view of one).
+    private mutating func checkIndices(_ node: Node, _ value: ValueID, limit: Int, what: String) {
+        let id = buffer(value)
+        if let input = program.inputs.first(where: { $0.buffer == id }) {
+            inputChecks.append(InputCheck(input: input.name, layer: node.name, kind: .indices(limit: limit, what: what)))
         }
     }
 }

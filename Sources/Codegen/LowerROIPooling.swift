@@ -86,6 +86,9 @@ struct InputCheck: Sendable {
     enum Kind: Sendable {
         /// Column 0 of each 5-value row is an image index that must lie in `0..<batch`.
         case roiBatchIndex(batch: Int)
+        /// Every value is an index that must lie in `0..<limit` once truncated (Embed's indices,
+        /// BatchReindex's permutation); `what` names them in the error.
+        case indices(limit: Int, what: String)
     }
 
     /// The input blob's name.
@@ -104,6 +107,13 @@ struct InputCheck: Sendable {
                 guard value.isFinite, value > -1, value < Float(batch) else {
                     throw RuntimeError("layer '\(layer)': ROI \(row) of '\(input)' has batch index \(value), but the features hold \(batch) image\(batch == 1 ? "" : "s") (valid: 0..<\(batch))",
                                        hint: "each rois row is [batch_index, x1, y1, x2, y2]; Caffe aborts on this ROI (roi_batch_ind < batch_size)")
+                }
+            }
+        case .indices(let limit, let what):
+            for (position, value) in values.enumerated() {
+                guard value.isFinite, value > -1, value < Float(limit) else {
+                    throw RuntimeError("layer '\(layer)': element \(position) of '\(input)' is \(value), but \(what) must lie in 0..<\(limit)",
+                                       hint: "Caffe CHECK-fails (or reads out of bounds) on this index")
                 }
             }
         }

@@ -61,8 +61,9 @@ extension Lowering {
     /// ArgMax (`ArgMaxLayer::Forward_cpu`): the `top_k` largest values along `axis` (or over all
     /// non-batch axes when no axis is set), largest first. Output: their indices; with
     /// `out_max_val` and an axis, their values; with `out_max_val` and no axis, the indices then
-    /// the values (N×2×top_k). Picked by k passes of a strict-`>` scan over the values below the
-    /// previous pick; exact ties (Caffe orders them by the larger index) are not reproduced.
+    /// the values (N×2×top_k). Picked by k passes of a scan for the largest element below the
+    /// previous pick in (value, index) order, so equal values come out larger index first, as in
+    /// Caffe.
     mutating func lowerArgMax(_ node: Node) throws {
         let p = node.layer.argmaxParam
         let input = node.inputs[0], dims = shape(input)
@@ -82,18 +83,24 @@ extension Lowering {
             b.forEachTask { position in
                 let o = position / inner, i = position % inner
                 let base = o * (dim * inner) + i
+                // Picks in (value, index) order, largest first, like Caffe's partial_sort with
+                // std::greater on pairs: equal values come out larger index first.
                 let previous = b.variable(b.constant(Float.infinity))
+                let previousIndex = b.variable(b.constant(Float.infinity))
                 for k in 0..<topK {
                     let best = b.variable(b.constant(-Float.infinity))
                     let bestIndex = b.variable(b.constant(-1))
-                    let limit = previous.value
+                    let (limit, limitIndex) = (previous.value, previousIndex.value)
                     b.loop(0..<dim) { j in
-                        let v = x[base + j * inner]
-                        let better = v < limit && (v > best.value || bestIndex.value < 0)
+                        let v = x[base + j * inner], fj = b.float(j)
+                        let below = v < limit || (v <= limit && v >= limit && fj < limitIndex)
+                        let above = v > best.value || (v <= best.value && v >= best.value) || bestIndex.value < 0
+                        let better = below && above
                         best.value = b.select(better, v, best.value)
-                        bestIndex.value = b.select(better, b.float(j), bestIndex.value)
+                        bestIndex.value = b.select(better, fj, bestIndex.value)
                     }
                     previous.value = best.value
+                    previousIndex.value = bestIndex.value
                     switch mode {
                     case 1: y[(o * topK + k) * inner + i] = best.value
                     case 2:

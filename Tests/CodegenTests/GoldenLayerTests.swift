@@ -60,4 +60,17 @@ struct RuntimeCheckTests {
         inputs["rois"] = rois
         _ = try net.run(inputs: inputs)
     }
+
+    @Test("an Embed index outside input_dim throws, naming the layer")
+    func embedIndexOutOfRange() throws {
+        let golden = try GoldenCase("layers", "embed")
+        let net = try sharedCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
+        var inputs = try golden.inputs()
+        var indices = inputs["idx"]!
+        indices.data[4] = 7  // input_dim is 7
+        inputs["idx"] = indices
+        let error = #expect(throws: RuntimeError.self) { try net.run(inputs: inputs) }
+        #expect(error?.message.contains("embed") == true)
+        #expect(error?.message.contains("element 4") == true)
+    }
 }
