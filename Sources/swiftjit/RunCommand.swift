@@ -55,8 +55,10 @@ struct RunCommand: ParsableCommand {
             try NumPyFile.write(archive: entries, to: output)
             for (name, array) in entries {
                 let finite = array.data.filter(\.isFinite)
-                let summary = finite.isEmpty ? "no finite values" :
+                var summary = finite.isEmpty ? "no finite values" :
                     String(format: "min %.6g  max %.6g  mean %.6g", finite.min()!, finite.max()!, finite.reduce(0, +) / Float(finite.count))
+                let nans = array.data.filter(\.isNaN).count, infinities = array.data.filter(\.isInfinite).count
+                if nans + infinities > 0 { summary += "  (\(nans) NaN, \(infinities) inf)" }
                 print("\(name)  \(array.shape.isEmpty ? "scalar" : array.shape.map(String.init).joined(separator: "×"))  \(summary)")
             }
             print("wrote \(entries.count) blob\(entries.count == 1 ? "" : "s") to \(output)")
