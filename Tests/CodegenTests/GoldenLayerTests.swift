@@ -1,4 +1,5 @@
 import Codegen
+import NumPy
 import Runtime
 import Testing
 
@@ -72,5 +73,20 @@ struct RuntimeCheckTests {
         let error = #expect(throws: RuntimeError.self) { try net.run(inputs: inputs) }
         #expect(error?.message.contains("embed") == true)
         #expect(error?.message.contains("element 4") == true)
+    }
+}
+
+/// Exact ties, which the random golden inputs never produce.
+@Suite("Caffe tie-breaking")
+struct TieTests {
+    @Test("ArgMax top_k orders equal values larger index first, like Caffe's partial_sort on (value, index)")
+    func argMaxTies() throws {
+        let text = """
+        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 5 } } }
+        layer { name: "am" type: "ArgMax" bottom: "x" top: "y" argmax_param { top_k: 4 out_max_val: true } }
+        """
+        let net = try sharedCompiler.compile(graph: graph(text), parameters: [:])
+        let y = try net.run(inputs: ["x": NDArray(shape: [1, 5], data: [1, 2, 2, 0, 2])])["y"]!
+        #expect(y.data == [4, 2, 1, 0, 2, 2, 2, 1])
     }
 }
