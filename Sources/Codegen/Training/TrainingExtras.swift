@@ -27,6 +27,7 @@ extension TrainingLowering {
         case .im2col: try lowerIm2colForward(node)
         case .spp: try lowerSPPForward(node)
         case .roiPooling: try lowerROIPoolingForward(node)
+        case .lstmUnit: try lowerLSTMUnitForward(node)
         default: return false
         }
         return true
@@ -59,6 +60,7 @@ extension TrainingLowering {
         case .im2col: try lowerIm2colBackward(node)
         case .spp: try lowerSPPBackward(node)
         case .roiPooling: try lowerROIPoolingBackward(node)
+        case .lstmUnit: try lowerLSTMUnitBackward(node)
         default: return false
         }
         return true
