@@ -57,17 +57,4 @@ public enum Snapshot {
         if let diff { blob.diff = diff.data }
         return blob
     }
-
-    /// Parameter values of a caffemodel by layer name, shaped as stored (legacy 4-D dims kept).
-    public static func parameterArrays(_ net: Caffe_NetParameter) -> [String: [NDArray]] {
-        var result: [String: [NDArray]] = [:]
-        for layer in net.layer where !layer.blobs.isEmpty && result[layer.name] == nil {
-            result[layer.name] = layer.blobs.map { blob in
-                let data = blob.data.isEmpty ? blob.doubleData.map(Float.init) : blob.data
-                let shape = WeightBinding.declaredShape(blob).dims
-                return NDArray(shape: shape.reduce(1, *) == data.count ? shape : [data.count], data: data)
-            }
-        }
-        return result
-    }
 }

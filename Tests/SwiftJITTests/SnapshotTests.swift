@@ -13,7 +13,7 @@ struct SnapshotTests {
         let golden = try CaffeFiles.loadWeights(path: Self.sgd.appendingPathComponent("snap_iter_20.caffemodel").path)
         let definition = try CaffeFiles.loadNet(path: Self.sgd.appendingPathComponent("train_test.prototxt").path)
         let graph = try GraphBuilder(phase: .train).build(definition)
-        let ours = Snapshot.netParameter(graph: graph, parameters: Snapshot.parameterArrays(golden))
+        let ours = Snapshot.netParameter(graph: graph, parameters: try CaffeParameters.arrays(from: golden))
         #expect(ours.layer.map(\.name) == golden.layer.map(\.name))
         for (a, b) in zip(ours.layer, golden.layer) {
             #expect(a == b, "layer \(a.name) differs from Caffe's snapshot")

@@ -83,6 +83,15 @@ def make_inputs(shapes, seed=7):
     return inputs
 
 
+def assert_close(net, ours, theirs, rtol, peer):
+    """Every blob of ours within rtol of the peer's, relative to the peer blob's largest magnitude."""
+    for name, value in ours.items():
+        reference = theirs[name].reshape(value.shape)
+        scale = max(np.abs(reference).max(), 1e-6)
+        error = np.abs(value - reference).max() / scale
+        assert error <= rtol, f"{net}: blob '{name}' differs from {peer} by {error:.2e} of its max |value| {scale:.3g}"
+
+
 @pytest.mark.parametrize("net", sorted(NETS))
 def test_matches_opencv(net, tmp_path):
     if not ZOO.exists():
@@ -112,13 +121,9 @@ def test_matches_opencv(net, tmp_path):
                            "--iterations", "1", "--warmup", "0", "--outputs", *ours.keys(), "--save-outputs", str(theirs_path)],
                           capture_output=True, text=True)
     assert peer.returncode == 0, peer.stderr
-    theirs = dict(np.load(theirs_path))
     for name, value in ours.items():
-        reference = theirs[name].reshape(value.shape)
-        scale = max(np.abs(reference).max(), 1e-6)
-        error = np.abs(value - reference).max() / scale
         assert np.isfinite(value).all(), f"{name}: non-finite values"
-        assert error <= 1e-3, f"{net}: blob '{name}' differs from OpenCV by {error:.2e} of its max |value| {scale:.3g}"
+    assert_close(net, ours, dict(np.load(theirs_path)), 1e-3, "OpenCV")
 
     # The same net through our ONNX export and ONNX Runtime.
     import onnx
@@ -130,9 +135,4 @@ def test_matches_opencv(net, tmp_path):
                            "--iterations", "1", "--warmup", "0", "--outputs", *ours.keys(), "--save-outputs", str(ort_path)],
                           capture_output=True, text=True)
     assert peer.returncode == 0, peer.stderr
-    runtime = dict(np.load(ort_path))
-    for name, value in ours.items():
-        reference = runtime[name].reshape(value.shape)
-        scale = max(np.abs(reference).max(), 1e-6)
-        error = np.abs(value - reference).max() / scale
-        assert error <= 1e-4, f"{net}: blob '{name}' differs from ONNX Runtime by {error:.2e} of its max |value| {scale:.3g}"
+    assert_close(net, ours, dict(np.load(ort_path)), 1e-4, "ONNX Runtime")
