@@ -177,6 +177,17 @@ struct TrainingSemanticsTests {
         let culprit = net.firstNonFinite()
         #expect(culprit?.layer == "ip")
         #expect(culprit?.blob == "y")
+
+        // The replay restores the running statistics a TRAIN BatchNorm updates in forward.
+        let normalized = try compile("""
+            layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+            layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" }
+            """, parameters: ["bn": [NDArray([0, 0, 0]), NDArray([1, 1, 1]), NDArray([1])]], keep: false)
+        _ = try normalized.run(["x": Self.x], backward: false)
+        let statistics = normalized.parameterArrays()
+        #expect(statistics["bn"]![2].data == [Float(0.999) * 1 + 1])
+        #expect(normalized.firstNonFinite() == nil)
+        #expect(normalized.parameterArrays() == statistics)
     }
 
     @Test("setParameters and parameterArrays round-trip; a blob of the wrong size is refused, naming the layer")
