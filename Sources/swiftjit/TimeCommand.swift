@@ -37,7 +37,17 @@ struct TimeCommand: ParsableCommand {
             let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed)
             var generator = SeededGenerator(seed: seed, stream: "inputs")
             var inputs: [String: NDArray] = [:]
+            let image = net.inputs.first { $0.name != "rois" && $0.shape.count == 4 }?.shape
             for (name, shape) in net.inputs {
+                if name == "rois", shape.count == 2, shape[1] == 5, let image {
+                    // Valid boxes [batch_index, x1, y1, x2, y2] inside the image, as a detector feeds.
+                    let (height, width) = (Float(image[2]), Float(image[3]))
+                    inputs[name] = NDArray(shape: shape, data: (0..<shape[0]).flatMap { row -> [Float] in
+                        let x1 = generator.uniform(0, width / 2), y1 = generator.uniform(0, height / 2)
+                        return [Float(row % image[0]), x1, y1, x1 + generator.uniform(8, width / 2), y1 + generator.uniform(8, height / 2)]
+                    })
+                    continue
+                }
                 inputs[name] = NDArray(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in generator.gaussian(mean: 0, std: 1) })
             }
             let compiled = try net.compiled(for: inputs.mapValues(\.shape))
