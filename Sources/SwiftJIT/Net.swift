@@ -44,19 +44,10 @@ public final class Net: @unchecked Sendable {
         self.phase = phase
         graph = try GraphBuilder(phase: phase, inputShapes: inputShapes.mapValues(TensorShape.init), insertsSplits: false).build(definition)
         if let weights {
-            let model = try CaffeFiles.loadWeights(path: weights)
-            let report = try WeightBinding.check(graph, weights: model, file: weights)
-            var values = try CaffeParameters.arrays(from: model)
-            if !report.notInitialized.isEmpty {
-                let filled = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
-                for name in report.notInitialized { values[name] = filled[name] }
+            let graph = self.graph
+            params = try TrainedLayers.copy(from: weights, into: graph) {
+                try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
             }
-            // Legacy 4-D dims (1 1 64 392) take the net's parameter shapes.
-            for node in graph.nodes where !node.parameters.isEmpty {
-                guard let blobs = values[node.name] else { continue }
-                values[node.name] = zip(blobs, node.parameters).map { NDArray(shape: $1.shape.dims, data: $0.data) }
-            }
-            params = values
         } else {
             params = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
         }

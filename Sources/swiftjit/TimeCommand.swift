@@ -83,17 +83,8 @@ struct TimeCommand: ParsableCommand {
         var shapes = (try? TrainingFeeds.dataShapes(definition, phase: .train, level: 0, stages: [], baseDirectory: nil)) ?? [:]
         for given in input { shapes[given.name] = given.shape }
         let graph = try GraphBuilder(phase: .train, inputShapes: shapes, insertsSplits: true).build(definition)
-        var parameters = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
-        if let weights {
-            let model = try CaffeFiles.loadWeights(path: weights)
-            let report = try WeightBinding.check(graph, weights: model, file: weights)
-            let loaded = try CaffeParameters.arrays(from: model)
-            for name in report.initialized {
-                if let node = graph.node(named: name), let blobs = loaded[name] {
-                    parameters[name] = zip(blobs, node.parameters).map { NDArray(shape: $1.shape.dims, data: $0.data) }
-                }
-            }
-        }
+        let fill = { try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit) }
+        let parameters = try weights.map { try TrainedLayers.copy(from: $0, into: graph, others: fill) } ?? fill()
         let compiled = try TrainingCompiler().compile(graph: graph, parameters: parameters, seed: seed)
         var generator = SeededGenerator(seed: seed, stream: "inputs")
         var feeds: [String: NDArray] = [:]

@@ -86,15 +86,7 @@ struct TestCommand: ParsableCommand {
             let definition = try CaffeFiles.loadNet(path: model)
             let shapes = try TrainingFeeds.dataShapes(definition, phase: .test, level: 0, stages: [], baseDirectory: nil)
             let graph = try GraphBuilder(phase: .test, inputShapes: shapes, insertsSplits: true).build(definition)
-            let model = try CaffeFiles.loadWeights(path: weights)
-            let report = try WeightBinding.check(graph, weights: model, file: weights)
-            var values = try ParameterInitializer.initialize(graph, seed: 1)
-            let loaded = try CaffeParameters.arrays(from: model)
-            for name in report.initialized {
-                if let node = graph.node(named: name), let blobs = loaded[name] {
-                    values[name] = zip(blobs, node.parameters).map { NDArray(shape: $1.shape.dims, data: $0.data) }
-                }
-            }
+            let values = try TrainedLayers.copy(from: weights, into: graph) { try ParameterInitializer.initialize(graph, seed: 1) }
             let net = try TrainingCompiler().compile(graph: graph, parameters: values)
             let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil)
             defer { feeds.close() }

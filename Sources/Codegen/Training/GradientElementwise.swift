@@ -106,7 +106,7 @@ extension TrainingLowering {
         case .dropout where graph.phase != .train:
             return UnaryGradient(signature: "identity") { _, _, _, dy in dy }
         case .threshold:
-            throw Diagnostic("Threshold has no backward in Caffe (not implemented)", at: node.location, layer: node.name,
+            throw Diagnostic("Threshold has no backward in Caffe (Caffe leaves it NOT_IMPLEMENTED)", at: node.location, layer: node.name,
                              hint: "set propagate_down: false on the layer's bottom, or drop force_backward")
         default:
             return nil

@@ -48,7 +48,7 @@ extension TrainingLowering {
         case .eltwise: try lowerEltwiseBackward(node)
         case .dropout where graph.phase == .train: try lowerDropoutBackward(node)
         case .accuracy, .argMax:
-            recordMissingBackward(node, "\(node.kind.rawValue) has no backward in Caffe (not implemented)")
+            recordMissingBackward(node, "\(node.kind.rawValue) has no backward in Caffe (Caffe leaves it NOT_IMPLEMENTED)")
         default:
             if try lowerExtraBackward(node) { break }
             if let gradient = try unaryGradient(node) {

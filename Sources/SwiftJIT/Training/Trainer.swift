@@ -49,10 +49,10 @@ public final class Trainer {
             resumeState = state
             if !state.learnedNet.isEmpty {
                 let learned = Self.resolve(state.learnedNet, base: base, alternate: URL(fileURLWithPath: resume).deletingLastPathComponent().path)
-                values = try Self.load(weights: learned, into: trainGraph, defaults: values)
+                values = try TrainedLayers.copy(from: learned, into: trainGraph) { values }
             }
         } else {
-            for weights in options.weights { values = try Self.load(weights: weights, into: trainGraph, defaults: values) }
+            for weights in options.weights { values = try TrainedLayers.copy(from: weights, into: trainGraph) { values } }
         }
         net = try compile(trainGraph, values)
         feeds = try TrainingFeeds(graph: trainGraph, seed: seed, baseDirectory: base, provider: options.provider)
@@ -223,19 +223,6 @@ public final class Trainer {
             definitions += Array(repeating: shared, count: general)
         }
         return definitions
-    }
-
-    /// Copies a caffemodel's parameters over `defaults` by layer name, as `CopyTrainedLayersFrom`.
-    static func load(weights: String, into graph: Graph, defaults: [String: [NDArray]]) throws -> [String: [NDArray]] {
-        let model = try CaffeFiles.loadWeights(path: weights)
-        let report = try WeightBinding.check(graph, weights: model, file: weights)
-        let loaded = try CaffeParameters.arrays(from: model)
-        var values = defaults
-        for name in report.initialized {
-            guard let node = graph.node(named: name), let blobs = loaded[name] else { continue }
-            values[name] = zip(blobs, node.parameters).map { NDArray(shape: $1.shape.dims, data: $0.data) }
-        }
-        return values
     }
 
     /// The train net's values for the layers `graph` shares with it (Caffe's ShareTrainedLayersWith);

@@ -1,0 +1,21 @@
+/// Caffe's `Net::CopyTrainedLayersFrom`, for every place that starts a net from a caffemodel
+/// (`Net`, `Trainer`, `swiftjit test`, `swiftjit time --backward`).
+///
+/// Layers are matched by name and checked blob by blob (`WeightBinding.check`, which throws the
+/// explained shape-mismatch error); copied blobs take the net's parameter shapes, so legacy 4-D dims
+/// (`1 1 64 392`) land in a 64×392 weight. Layers the caffemodel does not name keep `others`' values;
+/// `others` is only evaluated when there are such layers, so a complete caffemodel costs no fillers.
+public enum TrainedLayers {
+    public static func copy(from path: String, into graph: Graph,
+                            others: () throws -> [String: [NDArray]]) throws -> [String: [NDArray]] {
+        let model = try CaffeFiles.loadWeights(path: path)
+        let report = try WeightBinding.check(graph, weights: model, file: path)
+        let loaded = try CaffeParameters.arrays(from: model)
+        var values = report.notInitialized.isEmpty ? [:] : try others()
+        for name in report.initialized {
+            guard let node = graph.node(named: name), let blobs = loaded[name] else { continue }
+            values[name] = zip(blobs, node.parameters).map { NDArray(shape: $1.shape.dims, data: $0.data) }
+        }
+        return values
+    }
+}
