@@ -66,16 +66,18 @@ public struct GraphBuilder: Sendable {
             if filter.includes(layer) { layers.append((layer, location)) } else { excluded.append(layer) }
         }
         try checkInputOverrides(layers.map(\.0))
-        if insertsSplits { layers = SplitInsertion.insert(into: layers) }
+        var inserted = Set<Int>()
+        if insertsSplits { (layers, inserted) = SplitInsertion.insert(into: layers) }
 
         var graph = Graph(name: net.name, phase: phase)
         graph.forceBackward = net.forceBackward
         var latest: [String: ValueID] = [:]
-        for (var layer, location) in layers {
+        for (index, (var layer, location)) in layers.enumerated() {
             // Caffe's LossLayer::AutoTopBlobs: a loss layer written without a top still gets one.
             if layer.top.isEmpty, OpKind(caffeType: layer.type)?.isLoss == true { layer.top = ["\(layer.name) (automatic)"] }
             do {
-                try addNode(layer, location: location, to: &graph, latest: &latest, excluded: excluded, filter: filter)
+                try addNode(layer, location: location, isSynthetic: inserted.contains(index), to: &graph, latest: &latest,
+                            excluded: excluded, filter: filter)
             } catch let diagnostic as Diagnostic {
                 var located = diagnostic.inLayer(layer.name)
                 if located.location == nil { located.location = location }
@@ -94,7 +96,7 @@ public struct GraphBuilder: Sendable {
         }
     }
 
-    private func addNode(_ layer: Caffe_LayerParameter, location: SourcePosition?, to graph: inout Graph,
+    private func addNode(_ layer: Caffe_LayerParameter, location: SourcePosition?, isSynthetic: Bool, to graph: inout Graph,
                          latest: inout [String: ValueID], excluded: [Caffe_LayerParameter], filter: NetFilter) throws {
         guard let kind = OpKind(caffeType: layer.type) else { throw unsupported(layer) }
         // Bottoms: the latest version of each named blob.
@@ -139,7 +141,7 @@ public struct GraphBuilder: Sendable {
         var node = Node(id: nodeID, name: layer.name, kind: kind, layer: layer, inputs: inputs, outputs: outputs)
         node.location = location
         node.flops = signature.flops
-        node.isSynthetic = layer.name.hasSuffix("_split") && kind == .split && layer.top.allSatisfy { $0.contains("_split_") }
+        node.isSynthetic = isSynthetic
         node.parameters = try parameterInfos(signature, layer: layer, kind: kind)
         node.lossWeights = try lossWeights(layer, kind: kind)
         graph.nodes.append(node)

@@ -13,7 +13,8 @@ enum SplitInsertion {
         var top: Int
     }
 
-    static func insert(into layers: [(Caffe_LayerParameter, SourcePosition?)]) -> [(Caffe_LayerParameter, SourcePosition?)] {
+    /// The layers with splits inserted, and the positions of the inserted Split layers.
+    static func insert(into layers: [(Caffe_LayerParameter, SourcePosition?)]) -> (layers: [(Caffe_LayerParameter, SourcePosition?)], inserted: Set<Int>) {
         var lastTop: [String: TopIndex] = [:]
         var source: [TopIndex: TopIndex] = [:]  // (layer, bottom) -> producing (layer, top)
         var readers: [TopIndex: Int] = [:]
@@ -34,6 +35,7 @@ enum SplitInsertion {
         }
         var nextSplit: [TopIndex: Int] = [:]
         var result: [(Caffe_LayerParameter, SourcePosition?)] = []
+        var inserted = Set<Int>()
         for (i, (original, location)) in layers.enumerated() {
             var layer = original
             for j in layer.bottom.indices {
@@ -62,9 +64,12 @@ enum SplitInsertion {
                 splits.append(split)
             }
             result.append((layer, location))
-            result += splits.map { ($0, location) }
+            for split in splits {
+                inserted.insert(result.count)
+                result.append((split, location))
+            }
         }
-        return result
+        return (result, inserted)
     }
 
     static func splitBlobName(layer: String, blob: String, top: Int, index: Int) -> String {
