@@ -30,14 +30,31 @@ public final class Executable: @unchecked Sendable {
 
     private enum ResolvedStep {
         case kernel(KernelFunction, UnsafeMutablePointer<UnsafeMutablePointer<Float>?>, taskCount: Int, parallel: Bool)
-        case gemm(GemmStep, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>)
+        case gemm(GemmStep, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>,
+                  split: GemmSplit)
+        case items(count: Int, body: [LoopAction])
+    }
+
+    /// An operand of an item loop: its address for item 0 on thread 0, how far it moves per item,
+    /// and how far apart the threads' private slices are (0 for shared buffers).
+    private struct LoopOperand {
+        var base: UnsafeMutablePointer<Float>
+        var itemStride: Int
+        var slice: Int
+
+        func address(item: Int, chunk: Int) -> UnsafeMutablePointer<Float> { base + item * itemStride + chunk * slice }
+    }
+
+    private enum LoopAction {
+        case kernel(KernelFunction, [LoopOperand], taskCount: Int)
+        case gemm(GemmStep, a: LoopOperand, b: LoopOperand, c: LoopOperand)
     }
 
     /// Plans memory, allocates the arena and constants, and resolves every operand to a pointer.
     /// Throws when the program is inconsistent (an operand out of a buffer's bounds, a binding whose
     /// shape does not fit its buffer) or memory cannot be allocated.
     public init(_ program: Program, pool: ThreadPool, blas: BLAS) throws {
-        try Executable.validate(program)
+        try Executable.validate(program, threads: pool.threadCount)
         self.pool = pool
         self.blas = blas
         inputs = program.inputs
@@ -70,7 +87,19 @@ public final class Executable: @unchecked Sendable {
                 for (i, operand) in k.operands.enumerated() { arguments[i] = bases[operand.buffer] + operand.offset }
                 return .kernel(k.kernel.function, arguments, taskCount: k.taskCount, parallel: k.parallel)
             case .gemm(let g):
-                return .gemm(g, a: bases[g.a.buffer] + g.a.offset, b: bases[g.b.buffer] + g.b.offset, c: bases[g.c.buffer] + g.c.offset)
+                return .gemm(g, a: bases[g.a.buffer] + g.a.offset, b: bases[g.b.buffer] + g.b.offset, c: bases[g.c.buffer] + g.c.offset,
+                             split: GemmSplit(g, threads: pool.threadCount))
+            case .items(let loop):
+                func operand(_ o: Operand) -> LoopOperand {
+                    LoopOperand(base: bases[o.buffer] + o.offset, itemStride: loop.strides[o.buffer] ?? 0, slice: loop.privateSlices[o.buffer] ?? 0)
+                }
+                return .items(count: loop.items, body: loop.body.compactMap { action in
+                    switch action {
+                    case .kernel(let k): return .kernel(k.kernel.function, k.operands.map(operand), taskCount: k.taskCount)
+                    case .gemm(let g): return .gemm(g, a: operand(g.a), b: operand(g.b), c: operand(g.c))
+                    case .items: return nil  // rejected by validate
+                    }
+                })
             }
         }
     }
@@ -129,12 +158,67 @@ public final class Executable: @unchecked Sendable {
             } else {
                 function(arguments, 0, Int64(taskCount))
             }
+        case let .gemm(g, a, b, c, split):
+            switch split {
+            case .serial:
+                for r in 0..<g.repeats { gemmBlock(g, a, b, c, repeat: r, rows: 0..<g.m, columns: 0..<g.n) }
+            case .repeats:
+                pool.parallelFor(taskCount: g.repeats) { range in
+                    for r in range { self.gemmBlock(g, a, b, c, repeat: r, rows: 0..<g.m, columns: 0..<g.n) }
+                }
+            case .columns(let blocks, let width):
+                pool.parallelFor(taskCount: blocks) { range in
+                    let columns = range.lowerBound * width..<min(g.n, range.upperBound * width)
+                    for r in 0..<g.repeats { self.gemmBlock(g, a, b, c, repeat: r, rows: 0..<g.m, columns: columns) }
+                }
+            case .rows(let blocks, let height):
+                pool.parallelFor(taskCount: blocks) { range in
+                    let rows = range.lowerBound * height..<min(g.m, range.upperBound * height)
+                    for r in 0..<g.repeats { self.gemmBlock(g, a, b, c, repeat: r, rows: rows, columns: 0..<g.n) }
+                }
+            }
+        case let .items(count, body):
+            pool.parallelChunks(taskCount: count) { chunk, range in
+                for item in range {
+                    for action in body { self.run(action, item: item, chunk: chunk) }
+                }
+            }
+        }
+    }
+
+    /// One action of an item loop for `item`, on the calling thread, using slice `chunk` of the
+    /// private buffers.
+    private func run(_ action: LoopAction, item: Int, chunk: Int) {
+        switch action {
+        case let .kernel(function, operands, taskCount):
+            withUnsafeTemporaryAllocation(of: UnsafeMutablePointer<Float>?.self, capacity: max(1, operands.count)) { arguments in
+                for (i, operand) in operands.enumerated() { arguments[i] = operand.address(item: item, chunk: chunk) }
+                function(UnsafePointer(arguments.baseAddress), 0, Int64(taskCount))
+            }
         case let .gemm(g, a, b, c):
             for r in 0..<g.repeats {
-                blas.sgemm(transA: g.transA, transB: g.transB, m: g.m, n: g.n, k: g.k, alpha: g.alpha,
-                           a: a + r * g.strideA, lda: g.lda, b: b + r * g.strideB, ldb: g.ldb,
-                           beta: g.beta, c: c + r * g.strideC, ldc: g.ldc)
+                gemmBlock(g, a.address(item: item, chunk: chunk), b.address(item: item, chunk: chunk), c.address(item: item, chunk: chunk),
+                          repeat: r, rows: 0..<g.m, columns: 0..<g.n)
             }
+        }
+    }
+
+    /// One block of repeat `r` of a GEMM step: rows `rows` and columns `columns` of C, on the
+    /// calling thread. A single-row product goes to GEMV, which streams the matrix once instead of
+    /// packing it (4× faster for a batch-1 InnerProduct).
+    private func gemmBlock(_ g: GemmStep, _ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>,
+                           _ c: UnsafeMutablePointer<Float>, repeat r: Int, rows: Range<Int>, columns: Range<Int>) {
+        guard !rows.isEmpty, !columns.isEmpty else { return }
+        let a = a + r * g.strideA + (g.transA ? rows.lowerBound : rows.lowerBound * g.lda)
+        let b = b + r * g.strideB + (g.transB ? columns.lowerBound * g.ldb : columns.lowerBound)
+        let c = c + r * g.strideC + rows.lowerBound * g.ldc + columns.lowerBound
+        if rows.count == 1 {
+            // c (1 × n) = a (1 × k) · op(B): with B stored n × k that is B · a, otherwise Bᵀ · a.
+            blas.sgemv(trans: !g.transB, rows: g.transB ? columns.count : g.k, columns: g.transB ? g.k : columns.count,
+                       alpha: g.alpha, a: b, lda: g.ldb, x: a, incX: g.transA ? g.lda : 1, beta: g.beta, y: c)
+        } else {
+            blas.sgemm(transA: g.transA, transB: g.transB, m: rows.count, n: columns.count, k: g.k, alpha: g.alpha,
+                       a: a, lda: g.lda, b: b, ldb: g.ldb, beta: g.beta, c: c, ldc: g.ldc)
         }
     }
 
@@ -167,7 +251,7 @@ public final class Executable: @unchecked Sendable {
         }
     }
 
-    private static func validate(_ program: Program) throws {
+    private static func validate(_ program: Program, threads: Int) throws {
         let buffers = program.buffers
         func check(_ operand: Operand, extent: Int, in label: String) throws {
             guard buffers.indices.contains(operand.buffer) else {
@@ -177,23 +261,65 @@ public final class Executable: @unchecked Sendable {
                 throw RuntimeError("step '\(label)' reaches elements \(operand.offset)..<\(operand.offset + extent) of '\(buffers[operand.buffer].name)', which has \(buffers[operand.buffer].count)")
             }
         }
-        for step in program.steps {
-            switch step.action {
+        /// `reach` is how far past an operand's item-0 address the action may go (item loops).
+        func checkAction(_ action: Step.Action, in label: String, reach: (BufferID) -> Int) throws {
+            switch action {
             case .kernel(let k):
-                for operand in k.operands { try check(operand, extent: 0, in: step.label) }
+                for operand in k.operands {
+                    try check(operand, extent: buffers.indices.contains(operand.buffer) ? reach(operand.buffer) : 0, in: label)
+                }
             case .gemm(let g):
                 for (operand, extent, isWrite) in g.extents {
-                    try check(operand, extent: extent, in: step.label)
+                    try check(operand, extent: extent + (buffers.indices.contains(operand.buffer) ? reach(operand.buffer) : 0), in: label)
                     if isWrite, buffers[operand.buffer].constant != nil, !buffers[operand.buffer].isPersistent {
-                        throw RuntimeError("step '\(step.label)' writes the constant buffer '\(buffers[operand.buffer].name)'")
+                        throw RuntimeError("step '\(label)' writes the constant buffer '\(buffers[operand.buffer].name)'")
+                    }
+                }
+            case .items(let loop):
+                for inner in loop.body {
+                    if case .items = inner { throw RuntimeError("step '\(label)' nests an item loop in an item loop") }
+                    try checkAction(inner, in: label) { buffer in
+                        (loop.items - 1) * (loop.strides[buffer] ?? 0) + (threads - 1) * (loop.privateSlices[buffer] ?? 0)
                     }
                 }
             }
         }
+        for step in program.steps { try checkAction(step.action, in: step.label) { _ in 0 } }
         for binding in program.inputs + program.outputs {
             guard buffers.indices.contains(binding.buffer), buffers[binding.buffer].constant == nil,
                   let count = Tensor.elementCount(binding.shape), count <= buffers[binding.buffer].count else {
                 throw RuntimeError("blob '\(binding.name)' \(format(binding.shape)) does not fit its buffer")
+            }
+        }
+    }
+
+    /// How a GEMM step is shared among the pool's threads, chosen once per step from its shape: each
+    /// block is an independent single-threaded product over a slice of C's columns (when C is wide)
+    /// or rows, or whole repeats (convolution groups). Column blocks are multiples of 16 so every
+    /// thread's slice stays aligned to OpenBLAS's AVX-512 tiles.
+    enum GemmSplit: Equatable {
+        case serial
+        case repeats
+        case columns(blocks: Int, width: Int)
+        case rows(blocks: Int, height: Int)
+
+        /// Products smaller than this many multiply-adds are not worth waking a thread for.
+        static let parallelWork = 1 << 18
+
+        init(_ g: GemmStep, threads: Int) {
+            let work = g.m * g.n * g.k * g.repeats
+            guard threads > 1, work >= GemmSplit.parallelWork else { self = .serial; return }
+            if g.repeats >= threads {
+                self = .repeats
+            } else if g.n >= 64 * threads {
+                let width = (g.n + threads - 1) / threads
+                let aligned = (width + 15) / 16 * 16
+                self = .columns(blocks: (g.n + aligned - 1) / aligned, width: aligned)
+            } else if g.m >= 16 * threads {
+                let height = (g.m + threads - 1) / threads
+                self = .rows(blocks: (g.m + height - 1) / height, height: height)
+            } else {
+                self = .serial
             }
         }
     }

@@ -101,12 +101,67 @@ public struct GemmStep: Sendable {
     }
 }
 
+/// The same short sequence of kernels and GEMMs once per item of a batch, items shared among the
+/// pool's threads: each thread runs whole items one after another, kernels over all their tasks
+/// and GEMMs on one core, so a batched convolution (im2col, GEMM, epilogue per image) needs no
+/// synchronisation between its steps and keeps each image's columns in the thread's cache.
+///
+/// `body` is written for item 0; for item `i` every operand on buffer `b` is moved
+/// `i · strides[b]` elements on (buffers without a stride, such as weights, stay put). Buffers in
+/// `privateSlices` are scratch: declared `threads × slice` long, each thread uses its own slice.
+///
+///     ItemLoop(items: 16, body: [.kernel(im2col), .gemm(product), .kernel(epilogue)],
+///              strides: [input: 3 * 224 * 224, output: 64 * 112 * 112], privateSlices: [columns: 147 * 12544])
+public struct ItemLoop: Sendable {
+    public var items: Int
+    public var body: [Step.Action]
+    public var strides: [BufferID: Int]
+    public var privateSlices: [BufferID: Int]
+
+    public init(items: Int, body: [Step.Action], strides: [BufferID: Int], privateSlices: [BufferID: Int] = [:]) {
+        self.items = items
+        self.body = body
+        self.strides = strides
+        self.privateSlices = privateSlices
+    }
+}
+
 /// One entry of an `Executable`'s schedule, labelled with the layer it implements (for `time`).
 public struct Step: Sendable {
     /// What the step does.
     public enum Action: Sendable {
         case kernel(KernelStep)
         case gemm(GemmStep)
+        /// A per-item loop of kernel and GEMM actions (not nested).
+        case items(ItemLoop)
+
+        /// Every operand the action names (for an item loop: those of item 0).
+        public var operands: [Operand] {
+            switch self {
+            case .kernel(let k): return k.operands
+            case .gemm(let g): return [g.a, g.b, g.c]
+            case .items(let loop): return loop.body.flatMap(\.operands)
+            }
+        }
+
+        /// The action with every buffer id passed through `map` (offsets kept), for lowerings that
+        /// rebind buffers after emitting steps.
+        public func mappingBuffers(_ map: (BufferID) -> BufferID) -> Action {
+            func moved(_ operand: Operand) -> Operand { Operand(map(operand.buffer), offset: operand.offset) }
+            switch self {
+            case .kernel(var k):
+                k.operands = k.operands.map(moved)
+                return .kernel(k)
+            case .gemm(var g):
+                (g.a, g.b, g.c) = (moved(g.a), moved(g.b), moved(g.c))
+                return .gemm(g)
+            case .items(var loop):
+                loop.body = loop.body.map { $0.mappingBuffers(map) }
+                loop.strides = Dictionary(loop.strides.map { (map($0.key), $0.value) }, uniquingKeysWith: { first, _ in first })
+                loop.privateSlices = Dictionary(loop.privateSlices.map { (map($0.key), $0.value) }, uniquingKeysWith: { first, _ in first })
+                return .items(loop)
+            }
+        }
     }
 
     public var label: String
@@ -117,12 +172,7 @@ public struct Step: Sendable {
         self.action = action
     }
 
-    var operands: [Operand] {
-        switch action {
-        case .kernel(let k): return k.operands
-        case .gemm(let g): return [g.a, g.b, g.c]
-        }
-    }
+    var operands: [Operand] { action.operands }
 }
 
 /// A named, shaped view of a buffer that the caller feeds (`inputs`) or reads back (`outputs`).

@@ -33,15 +33,21 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Runs `body` over `0..<taskCount` split into contiguous ranges, in parallel; returns when all are done.
     public func parallelFor(taskCount: Int, _ body: (Range<Int>) -> Void) {
+        parallelChunks(taskCount: taskCount) { _, range in body(range) }
+    }
+
+    /// `parallelFor` that also tells each body which chunk it runs (`0..<threadCount`), so it can
+    /// use per-thread scratch. A serial fallback runs everything as chunk 0.
+    public func parallelChunks(taskCount: Int, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
         guard taskCount > 0 else { return }
         let chunks = min(taskCount, threadCount)
         guard chunks > 1, state.tryAcquire() else {
-            body(0..<taskCount)
+            body(0, 0..<taskCount)
             return
         }
         withoutActuallyEscaping(body) { body in
             state.run(chunks: chunks) { chunk in
-                body(ThreadPool.chunkRange(chunk, of: chunks, taskCount: taskCount))
+                body(chunk, ThreadPool.chunkRange(chunk, of: chunks, taskCount: taskCount))
             }
         }
     }

@@ -6,7 +6,8 @@ extension Lowering {
     /// Convolution as Caffe computes it: per image, unfold the input into columns with a JIT'd,
     /// shape-specialized im2col (skipped for 1×1 stride-1 unpadded kernels, whose input already is
     /// the column matrix), multiply each group's weights by its columns with `sgemm`, then add the
-    /// bias per output channel in one epilogue kernel over the whole output.
+    /// bias per output channel and apply the fused activation in one epilogue pass. One image runs
+    /// each step across all threads; a batch runs whole images per thread (an item loop).
     ///
     /// Shapes (2-D; N-D is the same with more spatial axes): input N×C×H×W, weights
     /// O×(C/G)×KH×KW, output N×O×OH×OW; for group g,
@@ -41,27 +42,49 @@ extension Lowering {
             return
         }
         let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
-        let columns = isPointwise ? nil : scratch(node, "columns", count: c * g.kernel.reduce(1, *) * spatial)
-        for item in 0..<n {
+        let columnCount = c * g.kernel.reduce(1, *) * spatial
+        // A batch runs as an item loop: each thread convolves whole images with its own columns.
+        let columns = isPointwise ? nil : scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
+        try emitItemLoop(node, items: n, strides: [x: imageCount, y: o * spatial],
+                         privateSlices: columns.map { [$0: columnCount] } ?? [:]) { lowering in
             let source: Operand
             if let columns {
-                try emitIm2col(node, g, channels: c, image: image, result: result,
-                               input: Operand(x, offset: item * imageCount), columns: Operand(columns))
+                try lowering.emitIm2col(node, g, channels: c, image: image, result: result, input: Operand(x), columns: Operand(columns))
                 source = Operand(columns)
             } else {
-                source = Operand(x, offset: item * imageCount)
+                source = Operand(x)
             }
-            var gemm = GemmStep(m: o / groups, n: spatial, k: k, a: Operand(weights), lda: k,
-                                b: source, ldb: spatial, c: Operand(y, offset: item * o * spatial), ldc: spatial)
+            var gemm = GemmStep(m: o / groups, n: spatial, k: k, a: Operand(weights), lda: k, b: source, ldb: spatial, c: Operand(y), ldc: spatial)
             gemm.repeats = groups
             gemm.strideA = o / groups * k
             gemm.strideB = k * spatial
             gemm.strideC = o / groups * spatial
-            emitGemm(node, gemm)
+            lowering.emitGemm(node, gemm)
+            try lowering.emitEpilogue(node, Operand(y), outer: 1, channels: o, inner: spatial, bias: bias.map { Operand($0) })
         }
-        if let bias {
-            try emitChannelAffine(node, input: Operand(y), output: Operand(y), outer: n, channels: o, inner: spatial,
-                                  shift: Operand(bias))
+    }
+
+    /// The pass after a GEMM: adds the bias per output channel and applies the node's fused
+    /// activation, in one read and one write of the output (nothing is emitted when there is neither).
+    mutating func emitEpilogue(_ node: Node, _ output: Operand, outer: Int, channels: Int, inner: Int, bias: Operand?) throws {
+        let activation = node.fusedActivation
+        guard bias != nil || activation != nil else { return }
+        let signature = "epilogue c\(channels) i\(inner) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
+        try emitKernel(node, signature, operands: [output] + (bias.map { [$0] } ?? []), tasks: outer * channels,
+                       work: outer * channels * inner) { b in
+            let y = b.operand(0)
+            let shift = bias.map { _ in b.operand(1) }
+            b.forEachTask { row in
+                let channel = channels == 1 ? b.index(0) : row % channels
+                let t = shift.map { $0[channel] }
+                b.loop(0..<inner) { i in
+                    let at = row * inner + i
+                    var value = y[at]
+                    if let t { value = value + t }
+                    if let activation { value = activation.apply(b, value) }
+                    y[at] = value
+                }
+            }
         }
     }
 
@@ -137,7 +160,9 @@ extension Lowering {
         let (kh, kw) = (g.kernel[0], g.kernel[1]), (sh, sw) = (g.stride[0], g.stride[1])
         let (ph, pw) = (g.pad[0], g.pad[1]), (dh, dw) = (g.dilation[0], g.dilation[1])
         let multiplier = o / c
+        let activation = node.fusedActivation
         let signature = "conv.depthwise c\(c) m\(multiplier) h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) d\(dh)x\(dw) o\(oh)x\(ow) bias=\(bias != nil)"
+            + (activation.map { " " + $0.signature } ?? "")
         let operands = [input, output, weights] + (bias.map { [$0] } ?? [])
         try emitKernel(node, signature, operands: operands, tasks: n * o, work: n * o * oh * ow * kh * kw) { b in
             let (x, y, weight) = (b.operand(0), b.operand(1), b.operand(2))
@@ -163,6 +188,7 @@ extension Lowering {
                         }
                         var value = sum!
                         if let biasValues { value = value + biasValues[channel] }
+                        if let activation { value = activation.apply(b, value) }
                         y[target + oy * ow + ox] = value
                     }
                 }
@@ -187,9 +213,7 @@ extension Lowering {
                             c: Operand(y), ldc: n)
         gemm.transB = !p.transpose
         emitGemm(node, gemm)
-        if let bias {
-            try emitChannelAffine(node, input: Operand(y), output: Operand(y), outer: m, channels: n, inner: 1, shift: Operand(bias))
-        }
+        try emitEpilogue(node, Operand(y), outer: m, channels: n, inner: 1, bias: bias.map { Operand($0) })
     }
 }
 

@@ -17,11 +17,8 @@ extension Lowering {
         let layer = node.layer
         switch node.kind {
         case .relu:
-            let slope = layer.reluParam.negativeSlope
-            // max(x, 0) + slope · min(x, 0)
-            return UnaryFunction(signature: "relu slope\(slope.bitPattern)") { b, x in
-                b.max(x, b.constant(0)) + slope * b.min(x, b.constant(0))
-            }
+            let relu = FusedActivation.relu(negativeSlope: layer.reluParam.negativeSlope)
+            return UnaryFunction(signature: relu.signature) { b, x in relu.apply(b, x) }
         case .sigmoid:
             // Caffe's sigmoid is 0.5 · tanh(0.5 · x) + 0.5.
             return UnaryFunction(signature: "sigmoid") { b, x in 0.5 * b.tanh(0.5 * x) + 0.5 }
@@ -114,7 +111,8 @@ extension Lowering {
     }
 
     /// Eltwise over same-shaped bottoms: SUM with optional coefficients (Caffe accumulates
-    /// `y += coeffᵢ · xᵢ` from zero), PROD (left to right), MAX (first strict maximum).
+    /// `y += coeffᵢ · xᵢ` from zero), PROD (left to right), MAX (first strict maximum), followed by
+    /// the node's fused activation, if any (ResNet's `res2a` + `res2a_relu` in one pass).
     mutating func lowerEltwise(_ node: Node) throws {
         let p = node.layer.eltwiseParam
         let inputs = node.inputs.count
@@ -136,7 +134,8 @@ extension Lowering {
         case .prod: signature = "eltwise.prod \(inputs)"
         case .max: signature = "eltwise.max \(inputs)"
         }
-        try emitKernel(node, signature, operands: sources + [output], tasks: elements, work: elements * inputs) { b in
+        let activation = node.fusedActivation
+        try emitKernel(node, signature + (activation.map { " " + $0.signature } ?? ""), operands: sources + [output], tasks: elements, work: elements * inputs) { b in
             let y = b.operand(inputs)
             b.forEachTask { i in
                 let values = (0..<inputs).map { b.operand($0)[i] }
@@ -151,8 +150,24 @@ extension Lowering {
                     result = b.select(values[0] > values[1], values[0], values[1])
                     for j in 2..<max(2, inputs) { result = b.select(values[j] > result, values[j], result) }
                 }
-                y[i] = result
+                y[i] = activation?.apply(b, result) ?? result
             }
+        }
+    }
+}
+
+extension FusedActivation {
+    /// The part of a kernel signature that names the activation and its constants.
+    var signature: String {
+        switch self {
+        case .relu(let slope): return "relu slope\(slope.bitPattern)"
+        }
+    }
+
+    /// The activation of `x`, with Caffe's operation order (`max(x, 0) + slope · min(x, 0)` for ReLU).
+    func apply(_ b: KernelBuilder, _ x: Scalar) -> Scalar {
+        switch self {
+        case .relu(let slope): return b.max(x, b.constant(0)) + slope * b.min(x, b.constant(0))
         }
     }
 }

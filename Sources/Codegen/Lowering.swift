@@ -17,6 +17,8 @@ struct Lowering {
     let cache: KernelCache
     /// Elements below which a kernel runs on the calling thread (splitting costs a wake-up).
     let parallelThreshold: Int
+    /// Threads of the pool the program will run on (sizes per-thread scratch of item loops).
+    var threads = 1
     var program = Program()
     /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
     var inputChecks: [InputCheck] = []
@@ -87,6 +89,20 @@ struct Lowering {
         let kernel = try cache.kernel(signature, operands: operands.count, build)
         program.steps.append(Step(label: node.name, .kernel(KernelStep(kernel: kernel, operands: operands, taskCount: tasks,
                                                                        parallel: tasks > 1 && work >= parallelThreshold))))
+    }
+
+    /// Emits the steps `body` emits for item 0 of a batch as one item loop over `items` items
+    /// (`ItemLoop`): operands on the buffers in `strides` move by that many elements per item,
+    /// buffers in `privateSlices` give each thread its own slice. A single item emits the steps as
+    /// they are, so each one can use every thread.
+    mutating func emitItemLoop(_ node: Node, items: Int, strides: [BufferID: Int], privateSlices: [BufferID: Int],
+                               _ body: (inout Lowering) throws -> Void) throws {
+        let first = program.steps.count
+        try body(&self)
+        guard items > 1, program.steps.count > first else { return }
+        let actions = program.steps[first...].map(\.action)
+        program.steps.removeSubrange(first...)
+        program.steps.append(Step(label: node.name, .items(ItemLoop(items: items, body: actions, strides: strides, privateSlices: privateSlices))))
     }
 
     mutating func emitGemm(_ node: Node, _ gemm: GemmStep) {

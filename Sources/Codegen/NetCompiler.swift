@@ -32,12 +32,13 @@ public final class NetCompiler: @unchecked Sendable {
     /// Elements a kernel must touch before it is split across threads.
     public var parallelThreshold = 1 << 15
 
-    /// A compiler for this machine: one pool thread and one BLAS thread per core by default (BLAS
-    /// and kernels never run at the same time, so they do not compete).
+    /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
+    /// thread; executables split large GEMMs across the pool themselves, so kernels and GEMMs share
+    /// one set of threads and never compete for the cores.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
         pool = ThreadPool(threads: threads)
-        blas = BLAS(threads: threads)
+        blas = BLAS(threads: 1)
     }
 
     /// Compiles `graph` for its inferred shapes. `parameters` maps layer names to their blobs in
@@ -54,6 +55,7 @@ public final class NetCompiler: @unchecked Sendable {
         }
         let kept = keptValues(graph, selection)
         var lowering = Lowering(graph: graph, parameters: parameters, cache: cache, kept: Set(kept), parallelThreshold: parallelThreshold)
+        lowering.threads = pool.threadCount
         for value in graph.externalInputs {
             lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                        buffer: lowering.buffer(value)))

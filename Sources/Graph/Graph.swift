@@ -65,6 +65,9 @@ public struct Node: Sendable {
     public var location: SourcePosition?
     /// True for layers the builder inserted (Caffe's automatic `Split` layers).
     public var isSynthetic = false
+    /// An activation an inference pass folded into this node (`FuseActivation`): applied to each
+    /// output element as the op writes it. Nil for nodes as the prototxt wrote them.
+    public var fusedActivation: FusedActivation?
 
     public init(id: NodeID, name: String, kind: OpKind, layer: Caffe_LayerParameter, inputs: [ValueID], outputs: [ValueID]) {
         self.id = id
@@ -74,6 +77,13 @@ public struct Node: Sendable {
         self.inputs = inputs
         self.outputs = outputs
     }
+}
+
+/// An element-wise activation applied in another op's epilogue, so the op's output is written once
+/// instead of written, read back and written again by a separate layer.
+public enum FusedActivation: Hashable, Sendable {
+    /// Caffe's ReLU: `max(x, 0) + slope · min(x, 0)`.
+    case relu(negativeSlope: Float)
 }
 
 /// A Caffe net for one phase as a typed, shape-annotated dataflow graph.

@@ -22,9 +22,10 @@ public protocol GraphPass: Sendable {
 }
 
 /// The inference pipeline, in order: fold BatchNorm/Scale into the convolution or InnerProduct
-/// before them, then drop layers that are the identity at inference (Dropout in TEST, Split).
+/// before them, drop layers that are the identity at inference (Dropout in TEST, Split), then fold
+/// each ReLU into the epilogue of the layer that feeds it.
 public enum InferencePasses {
-    public static let standard: [any GraphPass] = [FoldBatchNorm(), RemoveIdentities()]
+    public static let standard: [any GraphPass] = [FoldBatchNorm(), RemoveIdentities(), FuseActivation()]
 
     public static func run(_ graph: Graph, parameters: [String: [NDArray]], passes: [any GraphPass] = standard) throws -> PassContext {
         var context = PassContext(graph: graph, parameters: parameters)
@@ -78,5 +79,6 @@ extension Node {
         flops = node.flops
         location = node.location
         isSynthetic = node.isSynthetic
+        fusedActivation = node.fusedActivation
     }
 }

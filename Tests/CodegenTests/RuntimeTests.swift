@@ -85,4 +85,75 @@ struct RuntimeTests {
             #expect(error.message.contains("'x'") && error.message.contains("4") && error.message.contains("2×2"))
         }
     }
+
+    /// A GEMM step through an executable on `threads` threads, against a plain triple loop.
+    func checkGemm(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, repeats: Int = 1, threads: Int) throws {
+        var program = Program()
+        func values(_ count: Int, _ seed: Int) -> [Float] { (0..<count).map { Float(($0 * 7 + seed * 13) % 17) - 8 } }
+        let a = values(repeats * m * k, 1), b = values(repeats * k * n, 2)
+        let x = program.addBuffer("a", count: a.count)
+        let w = program.addConstant("b", values: b)
+        let y = program.addBuffer("c", count: repeats * m * n)
+        var gemm = GemmStep(m: m, n: n, k: k, a: Operand(x), lda: transA ? m : k, b: Operand(w), ldb: transB ? k : n, c: Operand(y), ldc: n)
+        (gemm.transA, gemm.transB, gemm.repeats) = (transA, transB, repeats)
+        (gemm.strideA, gemm.strideB, gemm.strideC) = (m * k, k * n, m * n)
+        program.steps = [Step(label: "gemm", .gemm(gemm))]
+        program.inputs = [BlobBinding(name: "a", shape: [a.count], buffer: x)]
+        program.outputs = [BlobBinding(name: "c", shape: [repeats * m * n], buffer: y)]
+        let executable = try Executable(program, pool: ThreadPool(threads: threads), blas: BLAS(threads: 1))
+        let c = try executable.run(inputs: ["a": Tensor(shape: [a.count], values: a)])["c"]!.values
+        for r in 0..<repeats {
+            for i in 0..<m {
+                for j in 0..<n {
+                    var sum: Float = 0
+                    for p in 0..<k {
+                        let left = transA ? a[r * m * k + p * m + i] : a[r * m * k + i * k + p]
+                        let right = transB ? b[r * k * n + j * k + p] : b[r * k * n + p * n + j]
+                        sum += left * right
+                    }
+                    #expect(c[r * m * n + i * n + j] == sum, "m\(m) n\(n) k\(k) tA \(transA) tB \(transB) r\(r) at \(i),\(j)")
+                }
+            }
+        }
+    }
+
+    @Test("GEMM steps split by columns, by rows, by repeats, or run as GEMV give the plain product (small integers: exact)",
+          arguments: [(1, 700, 400, false, true, 1), (1, 700, 400, true, false, 1), (1, 5, 3, false, false, 1),
+                      (3, 1000, 90, false, false, 1), (70, 9, 500, true, true, 1), (40, 30, 250, false, false, 3),
+                      (2, 2, 2, false, false, 1)])
+    func gemmSplits(_ c: (Int, Int, Int, Bool, Bool, Int)) throws {
+        for threads in [1, 2, 3] {
+            try checkGemm(m: c.0, n: c.1, k: c.2, transA: c.3, transB: c.4, repeats: c.5, threads: threads)
+        }
+    }
+
+    @Test("an item loop runs its body once per item with moved operands and per-thread scratch")
+    func itemLoop() throws {
+        // Per item: scratch = x[item] · 2 (a 1×3 · 3×3 GEMM by 2·I), then y[item] = scratch · W.
+        var program = Program()
+        let items = 5, threads = 2
+        let x = program.addBuffer("x", count: items * 3)
+        let twice = program.addConstant("2I", values: [2, 0, 0, 0, 2, 0, 0, 0, 2])
+        let w = program.addConstant("w", values: [1, 2, 3, 4, 5, 6, 7, 8, 9])
+        let scratch = program.addBuffer("scratch", count: 3 * threads)
+        let y = program.addBuffer("y", count: items * 3)
+        let first = GemmStep(m: 1, n: 3, k: 3, a: Operand(x), lda: 3, b: Operand(twice), ldb: 3, c: Operand(scratch), ldc: 3)
+        let second = GemmStep(m: 1, n: 3, k: 3, a: Operand(scratch), lda: 3, b: Operand(w), ldb: 3, c: Operand(y), ldc: 3)
+        program.steps = [Step(label: "loop", .items(ItemLoop(items: items, body: [.gemm(first), .gemm(second)],
+                                                               strides: [x: 3, y: 3], privateSlices: [scratch: 3])))]
+        program.inputs = [BlobBinding(name: "x", shape: [items, 3], buffer: x)]
+        program.outputs = [BlobBinding(name: "y", shape: [items, 3], buffer: y)]
+        let executable = try Executable(program, pool: ThreadPool(threads: threads), blas: BLAS(threads: 1))
+        let input = (0..<(items * 3)).map { Float($0 % 4) }
+        let out = try executable.run(inputs: ["x": Tensor(shape: [items, 3], values: input)])["y"]!.values
+        for item in 0..<items {
+            let row = input[(item * 3)..<(item * 3 + 3)].map { 2 * $0 }
+            let expected = (0..<3).map { j in (0..<3).reduce(Float(0)) { $0 + row[$1] * [1, 2, 3, 4, 5, 6, 7, 8, 9][$1 * 3 + j] } }
+            #expect(Array(out[(item * 3)..<(item * 3 + 3)]) == expected)
+        }
+
+        // A private scratch declared for fewer threads than the pool has is refused, not overrun.
+        program.buffers[scratch].count = 3
+        #expect(throws: RuntimeError.self) { try Executable(program, pool: ThreadPool(threads: threads), blas: BLAS(threads: 1)) }
+    }
 }

@@ -2,8 +2,8 @@ import Foundation
 import Testing
 import SwiftJIT
 
-/// The inference passes change how a net computes, never what: outputs with BatchNorm/Scale folded
-/// and identities removed equal the unoptimized net's.
+/// The inference passes change how a net computes, never what: outputs with BatchNorm/Scale folded,
+/// identities removed and ReLUs fused into their producers equal the unoptimized net's.
 @Suite("inference passes keep outputs")
 struct PassesNumericsTests {
     static let zoo = CompileCommandTests.shared.appendingPathComponent("zoo")
@@ -24,18 +24,23 @@ struct PassesNumericsTests {
         }
     }
 
-    @Test("MobileNet: 27 BatchNorm+Scale pairs fold into their (depthwise) convolutions")
+    @Test("MobileNet: 27 BatchNorm+Scale pairs fold into their (depthwise) convolutions and 27 ReLUs into their epilogues")
     func mobilenet() throws {
-        try compare("mobilenet/mobilenet_deploy.prototxt", input: [1, 3, 224, 224], removed: 54)
+        try compare("mobilenet/mobilenet_deploy.prototxt", input: [1, 3, 224, 224], removed: 54 + 27)
     }
 
-    @Test("ResNet-50: 53 BatchNorm+Scale pairs fold into convolutions")
+    @Test("ResNet-50: 53 BatchNorm+Scale pairs fold into convolutions, 49 ReLUs into convolutions and Eltwise sums")
     func resnet50() throws {
-        try compare("resnet/ResNet-50-deploy.prototxt", input: [1, 3, 224, 224], removed: 106)
+        try compare("resnet/ResNet-50-deploy.prototxt", input: [1, 3, 224, 224], removed: 106 + 49)
     }
 
-    @Test("CaffeNet: Dropout is removed at inference")
+    @Test("GoogLeNet at batch 3: ReLUs fused, Dropout removed, convolutions run image by image on each thread")
+    func googlenetBatch() throws {
+        try compare("bvlc_googlenet/deploy.prototxt", input: [3, 3, 224, 224], removed: 57 + 1)
+    }
+
+    @Test("CaffeNet: Dropout is removed at inference and 7 ReLUs fuse into convolutions and InnerProducts")
     func caffenet() throws {
-        try compare("bvlc_reference_caffenet/deploy.prototxt", input: [1, 3, 227, 227], removed: 2)
+        try compare("bvlc_reference_caffenet/deploy.prototxt", input: [1, 3, 227, 227], removed: 2 + 7)
     }
 }

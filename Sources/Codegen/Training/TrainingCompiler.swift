@@ -30,7 +30,7 @@ public final class TrainingCompiler: @unchecked Sendable {
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
         pool = ThreadPool(threads: threads)
-        blas = BLAS(threads: threads)
+        blas = BLAS(threads: 1)  // executables split GEMMs across `pool` themselves
     }
 
     /// A compiler sharing an inference compiler's kernel cache, pool and BLAS bridge.
@@ -56,6 +56,7 @@ public final class TrainingCompiler: @unchecked Sendable {
         }
         var lowering = try TrainingLowering(graph: graph, parameters: parameters, cache: cache, parallelThreshold: parallelThreshold)
         lowering.keepsAllDiffs = keepingAllBlobs
+        lowering.base.threads = pool.threadCount
         for node in graph.nodes {
             try located(node) { try lowering.lowerForward(node) }
         }

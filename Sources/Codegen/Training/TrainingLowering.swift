@@ -237,20 +237,8 @@ struct TrainingLowering {
             base.program.buffers[id] = BufferDeclaration(name: declaration.name, count: 0, constant: [])
         }
         guard !remap.isEmpty else { return }
-        func mapped(_ operand: Operand) -> Operand {
-            remap[operand.buffer].map { Operand($0, offset: operand.offset) } ?? operand
-        }
         for index in firstStep..<base.program.steps.count {
-            switch base.program.steps[index].action {
-            case .kernel(var step):
-                step.operands = step.operands.map(mapped)
-                base.program.steps[index].action = .kernel(step)
-            case .gemm(var gemm):
-                gemm.a = mapped(gemm.a)
-                gemm.b = mapped(gemm.b)
-                gemm.c = mapped(gemm.c)
-                base.program.steps[index].action = .gemm(gemm)
-            }
+            base.program.steps[index].action = base.program.steps[index].action.mappingBuffers { remap[$0] ?? $0 }
         }
     }
 
