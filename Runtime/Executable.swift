@@ -46,7 +46,7 @@ public final class Executable: @unchecked Sendable {
     }
 
     private enum LoopAction {
-        case kernel(KernelFunction, [LoopOperand], taskCount: Int)
+        case kernel(KernelFunction, [LoopOperand], taskCount: Int, slicesTasks: Bool)
         case gemm(GemmStep, a: LoopOperand, b: LoopOperand, c: LoopOperand)
     }
 
@@ -95,7 +95,9 @@ public final class Executable: @unchecked Sendable {
                 }
                 return .items(count: loop.items, body: loop.body.compactMap { action in
                     switch action {
-                    case .kernel(let k): return .kernel(k.kernel.function, k.operands.map(operand), taskCount: k.taskCount)
+                    case .kernel(let k):
+                        let tasks = loop.taskSlices ? k.taskCount / max(1, loop.items) : k.taskCount
+                        return .kernel(k.kernel.function, k.operands.map(operand), taskCount: tasks, slicesTasks: loop.taskSlices)
                     case .gemm(let g): return .gemm(g, a: operand(g.a), b: operand(g.b), c: operand(g.c))
                     case .items: return nil  // rejected by validate
                     }
@@ -190,10 +192,14 @@ public final class Executable: @unchecked Sendable {
     /// private buffers.
     private func run(_ action: LoopAction, item: Int, chunk: Int) {
         switch action {
-        case let .kernel(function, operands, taskCount):
+        case let .kernel(function, operands, taskCount, slicesTasks):
+            let first = slicesTasks ? item * taskCount : 0
             withUnsafeTemporaryAllocation(of: UnsafeMutablePointer<Float>?.self, capacity: max(1, operands.count)) { arguments in
-                for (i, operand) in operands.enumerated() { arguments[i] = operand.address(item: item, chunk: chunk) }
-                function(UnsafePointer(arguments.baseAddress), 0, Int64(taskCount))
+                for (i, operand) in operands.enumerated() {
+                    // A task-sliced kernel finds its item through its tasks, so its operands stay put.
+                    arguments[i] = slicesTasks ? operand.address(item: 0, chunk: chunk) : operand.address(item: item, chunk: chunk)
+                }
+                function(UnsafePointer(arguments.baseAddress), Int64(first), Int64(first + taskCount))
             }
         case let .gemm(g, a, b, c):
             for r in 0..<g.repeats {

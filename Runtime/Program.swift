@@ -117,12 +117,16 @@ public struct ItemLoop: Sendable {
     public var body: [Step.Action]
     public var strides: [BufferID: Int]
     public var privateSlices: [BufferID: Int]
+    /// When set, a kernel in the body runs only item `i`'s share of its tasks
+    /// (`i·t..<(i+1)·t` with `t = taskCount / items`) instead of all of them: its tasks are the items.
+    public var taskSlices: Bool
 
-    public init(items: Int, body: [Step.Action], strides: [BufferID: Int], privateSlices: [BufferID: Int] = [:]) {
+    public init(items: Int, body: [Step.Action], strides: [BufferID: Int], privateSlices: [BufferID: Int] = [:], taskSlices: Bool = false) {
         self.items = items
         self.body = body
         self.strides = strides
         self.privateSlices = privateSlices
+        self.taskSlices = taskSlices
     }
 }
 

@@ -43,6 +43,14 @@ extension Lowering {
         }
         let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
         let columnCount = c * g.kernel.reduce(1, *) * spatial
+        if !isPointwise, let rows = bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) {
+            for item in 0..<n {
+                try emitBandedConvolution(node, g, channels: c, outputs: o, image: image, result: result, rows: rows,
+                                          input: Operand(x, offset: item * imageCount), output: Operand(y, offset: item * o * spatial),
+                                          weights: weights, bias: bias)
+            }
+            return
+        }
         // A batch runs as an item loop: each thread convolves whole images with its own columns.
         let columns = isPointwise ? nil : scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
         try emitItemLoop(node, items: n, strides: [x: imageCount, y: o * spatial],
@@ -62,6 +70,67 @@ extension Lowering {
             lowering.emitGemm(node, gemm)
             try lowering.emitEpilogue(node, Operand(y), outer: 1, channels: o, inner: spatial, bias: bias.map { Operand($0) })
         }
+    }
+
+    /// Output rows per band under `banding`: the smallest divisor of the first spatial extent whose
+    /// band is at least `banding.minimumColumns` wide (so every band has the same shape), or nil when
+    /// the column matrix is small enough, there would be fewer bands than threads, or the
+    /// convolution has a single spatial axis.
+    func bandRows(columnRows: Int, result: [Int]) -> Int? {
+        guard result.count >= 2, let height = result.first else { return nil }
+        let rowWidth = result.dropFirst().reduce(1, *)
+        guard columnRows * rowWidth * height * MemoryLayout<Float>.size > banding.minimumBytes else { return nil }
+        let rows = (1...height).first { height % $0 == 0 && $0 * rowWidth >= banding.minimumColumns } ?? height
+        return height / rows >= max(2, threads) ? rows : nil
+    }
+
+    /// A convolution of one image whose column matrix is too large to stay in cache, band by
+    /// band: for each band of `rows` output rows, im2col writes that band's columns into the
+    /// thread's own scratch, a GEMM turns them into the band's outputs, and the epilogue adds the
+    /// bias and activation, all while the columns are still in L2. Bands are shared among the
+    /// threads (an item loop), so nothing synchronises inside the layer. VGG16's 224×224 3×3
+    /// convolutions would otherwise write and reread a 115 MB column matrix.
+    private mutating func emitBandedConvolution(_ node: Node, _ g: ConvolutionGeometry, channels c: Int, outputs o: Int, image: [Int],
+                                                result: [Int], rows: Int, input: Operand, output: Operand, weights: BufferID,
+                                                bias: BufferID?) throws {
+        let groups = g.group
+        let k = c / groups * g.kernel.reduce(1, *), spatial = result.reduce(1, *)
+        let bands = result[0] / rows, bandWidth = rows * result.dropFirst().reduce(1, *)
+        let columns = scratch(node, "columns", count: c * g.kernel.reduce(1, *) * bandWidth * threads)
+        let slice = c * g.kernel.reduce(1, *) * bandWidth
+        let first = program.steps.count
+        try emitIm2col(node, g, channels: c, image: image, result: result, input: input, columns: Operand(columns), bandRows: rows)
+        var gemm = GemmStep(m: o / groups, n: bandWidth, k: k, a: Operand(weights), lda: k, b: Operand(columns), ldb: bandWidth,
+                            c: output, ldc: spatial)
+        gemm.repeats = groups
+        gemm.strideA = o / groups * k
+        gemm.strideB = k * bandWidth
+        gemm.strideC = o / groups * spatial
+        emitGemm(node, gemm)
+        let activation = node.fusedActivation
+        if bias != nil || activation != nil {
+            let signature = "epilogue.band c\(o) s\(spatial) w\(bandWidth) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
+            try emitKernel(node, signature, operands: [output] + (bias.map { [Operand($0)] } ?? []), tasks: bands, work: o * spatial) { b in
+                let y = b.operand(0)
+                let shift = bias.map { _ in b.operand(1) }
+                b.forEachTask { band in
+                    b.loop(0..<o) { channel in
+                        let t = shift.map { $0[channel] }
+                        b.loop(0..<bandWidth) { i in
+                            let at = channel * spatial + band * bandWidth + i
+                            var value = y[at]
+                            if let t { value = value + t }
+                            if let activation { value = activation.apply(b, value) }
+                            y[at] = value
+                        }
+                    }
+                }
+            }
+        }
+        let body = program.steps[first...].map(\.action)
+        program.steps.removeSubrange(first...)
+        program.steps.append(Step(label: node.name, .items(ItemLoop(items: bands, body: body, strides: [output.buffer: bandWidth],
+                                                                    privateSlices: [columns: slice], taskSlices: true))))
     }
 
     /// The pass after a GEMM: adds the bias per output channel and applies the node's fused
@@ -94,17 +163,28 @@ extension Lowering {
     /// the kernel offset, so it is a compile-time constant: each generated row is a zero run, a
     /// strided copy and a zero run, with no per-element bounds checks. Outer axes contribute one
     /// "row inside the image" predicate per output row.
+    ///
+    /// With `bandRows`, the kernel's tasks are bands of that many rows of the first output axis
+    /// instead of channels: task `b` writes the columns of output rows `b·bandRows..<(b+1)·bandRows`
+    /// only, as a (C·∏kernel) × (bandRows·∏other output axes) matrix.
     mutating func emitIm2col(_ node: Node, _ g: ConvolutionGeometry, channels c: Int, image: [Int], result: [Int],
-                                     input: Operand, columns: Operand) throws {
+                             input: Operand, columns: Operand, bandRows: Int? = nil) throws {
         func list(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
         let signature = "im2col c\(c) in\(list(image)) k\(list(g.kernel)) s\(list(g.stride)) p\(list(g.pad)) d\(list(g.dilation)) o\(list(result))"
+            + (bandRows.map { " band\($0)" } ?? "")
         let last = image.count - 1
         let (w, ow, kw) = (image[last], result[last], g.kernel[last])
         let (sw, pw, dw) = (g.stride[last], g.pad[last], g.dilation[last])
-        let imageCount = image.reduce(1, *), resultCount = result.reduce(1, *), kernelCount = g.kernel.reduce(1, *)
-        try emitKernel(node, signature, operands: [input, columns], tasks: c, work: c * kernelCount * resultCount) { b in
+        let imageCount = image.reduce(1, *), kernelCount = g.kernel.reduce(1, *)
+        let resultCount = bandRows.map { $0 * result.dropFirst().reduce(1, *) } ?? result.reduce(1, *)
+        let tasks = bandRows.map { result[0] / $0 } ?? c
+        try emitKernel(node, signature, operands: [input, columns], tasks: tasks, work: c * kernelCount * result.reduce(1, *)) { b in
             let (x, col) = (b.operand(0), b.operand(1))
-            b.forEachTask { channel in
+            /// Channels `forChannel` runs for: one per task, or all of them within a band's task.
+            func forChannels(_ task: Index, _ body: (Index) -> Void) {
+                if bandRows == nil { body(task) } else { b.loop(0..<c) { body($0) } }
+            }
+            b.forEachTask { task in forChannels(task) { channel in
                 /// Walks the output positions of axes `axis...` for one kernel offset.
                 func overOutput(_ axis: Int, offsets: [Index], kx: Int, columnRow: Index, outFlat: Index, inFlat: Index, inside: Predicate?) {
                     if axis == last {
@@ -122,12 +202,15 @@ extension Lowering {
                         b.loop(upper..<ow) { ox in col[out + ox] = b.constant(0) }
                         return
                     }
-                    b.loop(0..<result[axis]) { position in
+                    let positions = axis == 0 && bandRows != nil ? bandRows! : result[axis]
+                    b.loop(0..<positions) { local in
+                        // Within a band, `local` counts the band's rows; the input row is the absolute one.
+                        let position = axis == 0 && bandRows != nil ? task * bandRows! + local : local
                         let at = position * g.stride[axis] + offsets[axis] * g.dilation[axis] - g.pad[axis]
                         let valid = at >= 0 && at < image[axis]
                         let clamped = b.max(b.index(0), b.min(at, b.index(image[axis] - 1)))
                         overOutput(axis + 1, offsets: offsets, kx: kx, columnRow: columnRow,
-                                   outFlat: outFlat * result[axis] + position, inFlat: inFlat * image[axis] + clamped,
+                                   outFlat: outFlat * positions + local, inFlat: inFlat * image[axis] + clamped,
                                    inside: inside.map { $0 && valid } ?? valid)
                     }
                 }
@@ -145,7 +228,7 @@ extension Lowering {
                     }
                 }
                 overKernel(0, offsets: [], kernelFlat: b.index(0))
-            }
+            } }
         }
     }
 

@@ -3,6 +3,21 @@ import Graph
 import NumPy
 import Runtime
 
+/// When a convolution's im2col column matrix is built and multiplied band by band of output rows
+/// instead of whole: when the whole matrix is larger than `minimumBytes` (so it would not stay in
+/// cache between im2col and GEMM), in bands at least `minimumColumns` wide (narrower GEMMs lose
+/// more than the cache saves). The default suits VGG-size images on a machine with ~1 MB of L2 per
+/// core; tests lower both limits to band every convolution.
+public struct ConvolutionBanding: Sendable {
+    public var minimumBytes: Int
+    public var minimumColumns: Int
+
+    public init(minimumBytes: Int = 8 << 20, minimumColumns: Int = 448) {
+        self.minimumBytes = minimumBytes
+        self.minimumColumns = minimumColumns
+    }
+}
+
 /// The state of lowering one graph into a `Program`: which buffer holds each value, the constants
 /// made from parameters, and the steps emitted so far. One `lower…` method per op family (in the
 /// `Lower*.swift` files) turns a node into kernel and GEMM steps through `emitKernel`/`emitGemm`.
@@ -19,6 +34,8 @@ struct Lowering {
     let parallelThreshold: Int
     /// Threads of the pool the program will run on (sizes per-thread scratch of item loops).
     var threads = 1
+    /// When a convolution builds its columns band by band.
+    var banding = ConvolutionBanding()
     var program = Program()
     /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
     var inputChecks: [InputCheck] = []

@@ -31,6 +31,8 @@ public final class NetCompiler: @unchecked Sendable {
     public let blas: BLAS
     /// Elements a kernel must touch before it is split across threads.
     public var parallelThreshold = 1 << 15
+    /// When convolutions build their im2col columns band by band.
+    public var convolutionBanding = ConvolutionBanding()
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
     /// thread; executables split large GEMMs across the pool themselves, so kernels and GEMMs share
@@ -56,6 +58,7 @@ public final class NetCompiler: @unchecked Sendable {
         let kept = keptValues(graph, selection)
         var lowering = Lowering(graph: graph, parameters: parameters, cache: cache, kept: Set(kept), parallelThreshold: parallelThreshold)
         lowering.threads = pool.threadCount
+        lowering.banding = convolutionBanding
         for value in graph.externalInputs {
             lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                        buffer: lowering.buffer(value)))

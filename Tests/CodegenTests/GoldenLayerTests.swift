@@ -34,6 +34,34 @@ struct GoldenLayerTests {
     }
 }
 
+/// Convolutions built band by band (im2col of a few output rows, GEMM, epilogue, per thread) give
+/// Caffe's numbers: a compiler that bands every convolution it can, one output row per band.
+@Suite("banded convolutions")
+struct BandedConvolutionTests {
+    static let banding: NetCompiler = {
+        do {
+            let compiler = try NetCompiler(threads: 2)
+            compiler.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
+            return compiler
+        } catch { fatalError("cannot create the JIT: \(error)") }
+    }()
+
+    @Test("every golden convolution and net matches Caffe when its columns are built one output row at a time",
+          arguments: ["layers/conv_k3_basic", "layers/conv_k3_p1_s2", "layers/conv_kh3_kw5_asym", "layers/conv_dilation2",
+                      "layers/conv_group2", "layers/conv_two_bottoms", "layers/conv3d_5d", "nets/lenet_deploy", "nets/cifar10_quick",
+                      "nets/cms_rcnn_head"])
+    func golden(_ path: String) throws {
+        let parts = path.split(separator: "/").map(String.init)
+        let golden = try GoldenCase(parts[0], parts[1])
+        let net = try Self.banding.compile(graph: golden.graph(), parameters: golden.parameters())
+        let banded = net.executable.steps.contains { step in
+            if case .items(let loop) = step.action { return loop.taskSlices } else { return false }
+        }
+        #expect(banded, "no convolution of \(path) was banded")
+        try golden.check(with: Self.banding, rtol: 1e-5)
+    }
+}
+
 /// Whole nets against Caffe's forward outputs for every blob.
 @Suite("Caffe golden nets")
 struct GoldenNetTests {

@@ -66,6 +66,25 @@ struct GoldenTrainingLayerTests {
     }
 }
 
+/// Forward convolutions built band by band keep Caffe's forward and backward numbers in training.
+@Suite("banded convolutions in training")
+struct BandedTrainingTests {
+    static let banding: TrainingCompiler = {
+        do {
+            let compiler = try TrainingCompiler(threads: 2)
+            compiler.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
+            return compiler
+        } catch { fatalError("cannot create the JIT: \(error)") }
+    }()
+
+    @Test("golden convolutions and nets match Caffe forward and backward with one output row per band",
+          arguments: ["layers/conv_k3_p1_s2", "layers/conv_group2", "nets/cifar10_quick", "nets/lenet_deploy"])
+    func golden(_ path: String) throws {
+        let parts = path.split(separator: "/").map(String.init)
+        try GoldenTrainingCase(parts[0], parts[1]).check(with: Self.banding, rtol: parts[0] == "nets" ? 1e-4 : 1e-5)
+    }
+}
+
 /// Whole nets against Caffe: every blob forward, input and parameter gradients backward.
 @Suite("Caffe golden nets, forward and backward")
 struct GoldenTrainingNetTests {

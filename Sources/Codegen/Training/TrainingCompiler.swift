@@ -25,6 +25,8 @@ public final class TrainingCompiler: @unchecked Sendable {
     public let blas: BLAS
     /// Elements a kernel must touch before it is split across threads.
     public var parallelThreshold = 1 << 15
+    /// When forward convolutions build their im2col columns band by band.
+    public var convolutionBanding = ConvolutionBanding()
 
     /// A compiler with its own kernel cache, thread pool and BLAS bridge.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
@@ -57,6 +59,7 @@ public final class TrainingCompiler: @unchecked Sendable {
         var lowering = try TrainingLowering(graph: graph, parameters: parameters, cache: cache, parallelThreshold: parallelThreshold)
         lowering.keepsAllDiffs = keepingAllBlobs
         lowering.base.threads = pool.threadCount
+        lowering.base.banding = convolutionBanding
         for node in graph.nodes {
             try located(node) { try lowering.lowerForward(node) }
         }
