@@ -119,6 +119,17 @@ extension Lowering {
     /// the average over an n×n window padded by (n−1)/2 and divided by the padded window's size —
     /// Caffe builds it from Power and AVE Pooling layers and hard-codes the 1 (ignoring `k`).
     /// One task per (image, channel) plane; the output is a separate buffer (never in place).
+    /// `s^−β`. For AlexNet's and GoogLeNet's β = 0.75 it is `1/√(s·√s)`: square roots vectorize,
+    /// a `powf` call does not, and the two differ by a few ulps (within the golden tolerance).
+    static func inversePower(_ b: KernelBuilder, _ s: Scalar, _ beta: Float) -> Scalar {
+        switch beta {
+        case 0.75: return 1 / b.sqrt(s * b.sqrt(s))
+        case 0.5: return 1 / b.sqrt(s)
+        case 1: return 1 / s
+        default: return b.pow(s, b.constant(-beta))
+        }
+    }
+
     mutating func lowerLRN(_ node: Node) throws {
         let p = node.layer.lrnParam
         let input = node.inputs[0], dims = shape(input)
@@ -149,7 +160,7 @@ extension Lowering {
                             y[base + i] = y[base + i] + alphaOverSize * (v * v)
                         }
                     }
-                    b.loop(0..<plane) { i in y[base + i] = b.pow(y[base + i], b.constant(-beta)) * x[base + i] }
+                    b.loop(0..<plane) { i in y[base + i] = Self.inversePower(b, y[base + i], beta) * x[base + i] }
                 }
             }
         case .withinChannel:

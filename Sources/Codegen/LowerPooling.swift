@@ -12,7 +12,9 @@ extension Lowering {
     /// - AVE sums the window clipped to the image but divides by the window clipped to
     ///   `[−pad, H + pad)`, so border averages count padding as zeros.
     ///
-    /// One task per (image, channel) plane; window bounds are computed from constants in the loop.
+    /// One task per (image, channel) plane. Windows wholly inside the image (known at compile time
+    /// from the geometry) are unrolled taps at constant offsets, visited in Caffe's order, so the
+    /// result is the same bit for bit; border windows clip their bounds in the loop.
     mutating func lowerPooling(_ node: Node) throws {
         let p = node.layer.poolingParam
         let input = node.inputs[0], dims = shape(input)
@@ -25,6 +27,21 @@ extension Lowering {
         var operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0]))]
         let geometry = "h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) o\(oh)x\(ow)"
         let work = n * c * oh * ow * kh * kw
+        // Output positions whose window lies wholly inside the image (compile-time ranges): there
+        // the window is kh×kw taps at constant offsets, unrolled, and the loop over ox vectorizes.
+        let rows = Self.interior(count: oh, stride: sh, pad: ph, kernel: kh, extent: h)
+        let columns = Self.interior(count: ow, stride: sw, pad: pw, kernel: kw, extent: w)
+        /// Emits `element(oy, ox, inside)` over the plane, with `inside` true on the interior ranges.
+        func overPlane(_ b: KernelBuilder, _ element: (Index, Index, Bool) -> Void) {
+            func row(_ oy: Index, inside: Bool) {
+                b.loop(0..<columns.lowerBound) { element(oy, $0, false) }
+                b.loop(columns) { element(oy, $0, inside) }
+                b.loop(columns.upperBound..<ow) { element(oy, $0, false) }
+            }
+            b.loop(0..<rows.lowerBound) { row($0, inside: false) }
+            b.loop(rows) { row($0, inside: true) }
+            b.loop(rows.upperBound..<oh) { row($0, inside: false) }
+        }
         switch p.pool {
         case .max:
             let withMask = node.outputs.count > 1
@@ -34,25 +51,34 @@ extension Lowering {
                 let mask = withMask ? b.operand(2) : nil
                 b.forEachTask { plane in
                     let source = plane * (h * w), target = plane * (oh * ow)
-                    b.loop(0..<oh) { oy in
-                        b.loop(0..<ow) { ox in
-                            let y0 = oy * sh - ph, x0 = ox * sw - pw
-                            let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
-                            let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
-                            let bestIndex = b.variable(b.constant(-1))
-                            b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
-                                b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
-                                    let index = iy * w + ix
-                                    let v = x[source + index]
-                                    let better = v > best.value
-                                    best.value = b.select(better, v, best.value)
-                                    if mask != nil { bestIndex.value = b.select(better, b.float(index), bestIndex.value) }
+                    overPlane(b) { oy, ox, inside in
+                        let y0 = oy * sh - ph, x0 = ox * sw - pw
+                        let at = target + oy * ow + ox
+                        if inside, mask == nil {
+                            var best = b.constant(-Float.greatestFiniteMagnitude)
+                            for ky in 0..<kh {
+                                for kx in 0..<kw {
+                                    let v = x[source + (y0 + ky) * w + (x0 + kx)]
+                                    best = b.select(v > best, v, best)
                                 }
                             }
-                            let at = target + oy * ow + ox
-                            y[at] = best.value
-                            if let mask { mask[at] = bestIndex.value }
+                            y[at] = best
+                            return
                         }
+                        let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
+                        let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
+                        let bestIndex = b.variable(b.constant(-1))
+                        b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
+                            b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
+                                let index = iy * w + ix
+                                let v = x[source + index]
+                                let better = v > best.value
+                                best.value = b.select(better, v, best.value)
+                                if mask != nil { bestIndex.value = b.select(better, b.float(index), bestIndex.value) }
+                            }
+                        }
+                        y[at] = best.value
+                        if let mask { mask[at] = bestIndex.value }
                     }
                 }
             }
@@ -61,24 +87,39 @@ extension Lowering {
                 let (x, y) = (b.operand(0), b.operand(1))
                 b.forEachTask { plane in
                     let source = plane * (h * w), target = plane * (oh * ow)
-                    b.loop(0..<oh) { oy in
-                        b.loop(0..<ow) { ox in
-                            let y0 = oy * sh - ph, x0 = ox * sw - pw
-                            let y1 = b.min(y0 + kh, b.index(h + ph)), x1 = b.min(x0 + kw, b.index(w + pw))
-                            let windowSize = b.float((y1 - y0) * (x1 - x0))
-                            let sum = b.variable(b.constant(0))
-                            b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
-                                b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
-                                    sum.value = sum.value + x[source + iy * w + ix]
-                                }
+                    overPlane(b) { oy, ox, inside in
+                        let y0 = oy * sh - ph, x0 = ox * sw - pw
+                        if inside {
+                            var sum = b.constant(0)
+                            for ky in 0..<kh {
+                                for kx in 0..<kw { sum = sum + x[source + (y0 + ky) * w + (x0 + kx)] }
                             }
-                            y[target + oy * ow + ox] = sum.value / windowSize
+                            y[target + oy * ow + ox] = sum / b.constant(Float(kh * kw))
+                            return
                         }
+                        let y1 = b.min(y0 + kh, b.index(h + ph)), x1 = b.min(x0 + kw, b.index(w + pw))
+                        let windowSize = b.float((y1 - y0) * (x1 - x0))
+                        let sum = b.variable(b.constant(0))
+                        b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
+                            b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
+                                sum.value = sum.value + x[source + iy * w + ix]
+                            }
+                        }
+                        y[target + oy * ow + ox] = sum.value / windowSize
                     }
                 }
             }
         case .stochastic:
             throw unsupported(node, "STOCHASTIC pooling has no CPU forward in Caffe either", hint: "use MAX or AVE")
         }
+    }
+
+    /// The output positions along one axis whose window `[o·stride − pad, o·stride − pad + kernel)`
+    /// lies inside `0..<extent`.
+    static func interior(count: Int, stride: Int, pad: Int, kernel: Int, extent: Int) -> Range<Int> {
+        let lower = min(count, ceilDiv(pad, stride))
+        let last = extent + pad - kernel  // the largest window start, in padded coordinates
+        let upper = last < 0 ? lower : max(lower, min(count, last / stride + 1))
+        return lower..<upper
     }
 }
