@@ -21,8 +21,27 @@ extension Lowering {
         guard geometry.channelAxis == 1 else {
             throw unsupported(node, "only convolution with the channel axis 1 (N×C×spatial blobs) is lowered so far")
         }
-        let weights = constant(node, "weights", blobs[0])
         let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
+        let (channels, outputs) = (shape(first)[1], shape(node.outputs[0])[1])
+        if usesWinograd(node, geometry, input: shape(first), outputs: outputs) {
+            let transformed = constant(node, "winograd weights", Self.winogradWeights(blobs[0], outputs: outputs, channels: channels))
+            for (input, output) in zip(node.inputs, node.outputs) {
+                let (n, image, result) = (shape(input)[0], Array(shape(input)[2...]), Array(shape(output)[2...]))
+                let tiles = (result[0] + 1) / 2 * ((result[1] + 1) / 2)
+                let copies = n > 1 ? threads : 1
+                let v = scratch(node, "winograd input", count: 16 * channels * tiles * copies)
+                let m = scratch(node, "winograd products", count: 16 * outputs * tiles * copies)
+                let (x, y) = (buffer(input), buffer(output))
+                try emitItemLoop(node, items: n, strides: [x: channels * image.reduce(1, *), y: outputs * result.reduce(1, *)],
+                                 privateSlices: [v: 16 * channels * tiles, m: 16 * outputs * tiles]) { lowering in
+                    try lowering.emitWinograd(node, channels: channels, outputs: outputs, image: image, result: result, pad: geometry.pad,
+                                              input: Operand(x), output: Operand(y), transformed: transformed,
+                                              bias: bias.map { Operand($0) }, scratch: Operand(v), products: Operand(m))
+                }
+            }
+            return
+        }
+        let weights = constant(node, "weights", blobs[0])
         for (input, output) in zip(node.inputs, node.outputs) {
             try lowerConvolution(node, geometry, input: input, output: output, weights: weights, bias: bias)
         }

@@ -36,6 +36,8 @@ struct Lowering {
     var threads = 1
     /// When a convolution builds its columns band by band.
     var banding = ConvolutionBanding()
+    /// When a 3×3 convolution runs as Winograd F(2×2, 3×3); nil: never.
+    var winograd: WinogradPolicy?
     var program = Program()
     /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
     var inputChecks: [InputCheck] = []

@@ -33,6 +33,8 @@ public final class NetCompiler: @unchecked Sendable {
     public var parallelThreshold = 1 << 15
     /// When convolutions build their im2col columns band by band.
     public var convolutionBanding = ConvolutionBanding()
+    /// When 3×3 convolutions run as Winograd F(2×2, 3×3); nil: always im2col + GEMM.
+    public var winograd: WinogradPolicy? = WinogradPolicy()
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
     /// thread; executables split large GEMMs across the pool themselves, so kernels and GEMMs share
@@ -59,6 +61,7 @@ public final class NetCompiler: @unchecked Sendable {
         var lowering = Lowering(graph: graph, parameters: parameters, cache: cache, kept: Set(kept), parallelThreshold: parallelThreshold)
         lowering.threads = pool.threadCount
         lowering.banding = convolutionBanding
+        lowering.winograd = winograd
         for value in graph.externalInputs {
             lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                        buffer: lowering.buffer(value)))
