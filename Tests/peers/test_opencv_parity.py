@@ -280,6 +280,9 @@ def test_recurrent_zoo_net_runs(net, tmp_path):
         print(f"{net}: {name} {tuple(value.shape)} differs from the NumPy reference by {error:.2e} of its max {scale:.3g}")
         assert error <= 1e-4, f"{net}: blob '{name}' differs from Caffe's semantics (NumPy) by {error:.2e} of its max |value|"
     assert np.allclose(ours["probs"].sum(axis=2), 1, atol=1e-4)
+    # swiftjit time feeds the Embed inputs valid word indices and times every layer.
+    timed = swiftjit("time", prototxt, "--iterations", "1", "--weights", weights)
+    assert "lstm1" in timed.stdout and "Average Forward pass" in timed.stdout, timed.stdout
 
     # OpenCV DNN, tried as for every other zoo net; today it stops at Caffe's LSTM or Embed layer.
     upgraded = tmp_path / "net.prototxt"
