@@ -85,12 +85,16 @@ struct RecurrentGeometry {
 /// `cont_{t+1}` for the next step. The intermediate values live in scratch buffers of the layer,
 /// so `--blobs all` lists only the layer's tops, as Caffe's `net.blobs` does, and the parameters
 /// stay the layer's own blobs in Caffe's order (caffemodels, `net.params`, solvers, export see
-/// them unchanged). Training reuses this forward and adds BPTT (`lowerRecurrentBackward`).
+/// them unchanged). Training reuses this forward and adds BPTT (`lowerRecurrentBackward`). An
+/// unrolled graph would instead add about five nodes and blobs per time step to compile, plan and
+/// hide again. Here the layer runs at GEMM speed: coco_caption's lrcn_word_to_preds (N 1000,
+/// H 1000) spends ~85 ms on lstm1's 16 GFLOP on this 2-core machine.
 ///
 /// Caffe semantics kept: `h_conted_{t−1} = cont_t·h_{t−1}` feeds the recurrent product, and an
 /// LSTM's forget gate is 0 where `cont_t == 0`; without `expose_hidden` the layer carries its final
 /// h (and c) to the next forward of the same compiled net (Caffe copies `h_T` into `h_0` at every
-/// Forward; `cont = 0` at t = 0 starts fresh), which word-by-word caption generation relies on.
+/// Forward; `cont = 0` at t = 0 starts fresh), which word-by-word caption generation relies on;
+/// `Net` keeps one compiled net per concurrent caller and blob selection, each with its own state.
 /// With `expose_hidden` the initial states are bottoms and the final states are copied to the
 /// extra tops.
 extension Lowering {
