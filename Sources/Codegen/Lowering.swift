@@ -41,6 +41,9 @@ struct Lowering {
     var program = Program()
     /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
     var inputChecks: [InputCheck] = []
+    /// Persistent buffers a forward writes for the next forward to read (the final h and c of
+    /// recurrent layers without `expose_hidden`), in program order.
+    var recurrentStates: [BufferID] = []
     private(set) var bufferOf: [ValueID: BufferID] = [:]
     private var valuesOf: [BufferID: [ValueID]] = [:]
     /// The last node that reads each value (`Int.max` for values callers keep).

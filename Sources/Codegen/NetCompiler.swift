@@ -113,6 +113,8 @@ public final class NetCompiler: @unchecked Sendable {
         case .argMax: try lowering.lowerArgMax(node)
         case .mvn: try lowering.lowerMVN(node)
         case .spp: try lowering.lowerSPP(node)
+        case .lstm, .rnn: try lowering.lowerRecurrent(node)
+        case .lstmUnit: try lowering.lowerLSTMUnit(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

@@ -197,27 +197,54 @@ extension ShapeInference {
 
     // MARK: - Recurrent
 
+    /// Caffe's `RecurrentLayer::LayerSetUp`/`Reshape` for LSTM and RNN: x is T×N×…, cont T×N,
+    /// an optional static input N×…, then (with `expose_hidden`) the initial state blobs, each
+    /// 1×N×H (h0, plus c0 for an LSTM); tops are h (T×N×H) and, exposed, the final states.
+    /// Parameters in the order the unrolled net creates them: LSTM `W_xc, b_c, [W_xc_static],
+    /// W_hc`; RNN `W_xh, b_h, [W_xh_static], W_hh, W_ho, b_o`.
     static func recurrent(_ c: ShapeContext) throws -> LayerSignature {
         let p = c.layer.recurrentParam
         let x = c.inputs[0], cont = c.inputs[1]
-        guard x.rank >= 2 else { throw Diagnostic("\(c.kind.rawValue) input \(c.shapeText(0)) must be T×N×..."); }
+        guard x.rank >= 2 else {
+            throw Diagnostic("\(c.kind.rawValue) input \(c.shapeText(0)) must have at least 2 axes, T×N×… (time steps, independent streams, features)",
+                             hint: "reshape the input to T×N×D, e.g. with a Reshape layer")
+        }
         guard p.numOutput > 0 else { throw Diagnostic("\(c.kind.rawValue) needs recurrent_param { num_output: H }") }
-        guard cont.rank == 2, cont.isCompatible(with: TensorShape([x[0], x[1]])) else {
-            throw Diagnostic("\(c.kind.rawValue) sequence markers \(c.shapeText(1)) must be T×N, matching \(c.shapeText(0))")
+        let steps = x[0], batch = x[1]
+        let expected = TensorShape([steps, batch])
+        guard cont.rank == 2, cont.isCompatible(with: expected) else {
+            throw Diagnostic("\(c.kind.rawValue) sequence-continuation input \(c.name(1)) must be T×N = \(expected) to match \(c.shapeText(0)), but it is \(cont)",
+                             hint: "give one 0/1 marker per time step and stream (0 starts a new sequence)")
         }
         let hidden = Int(p.numOutput)
-        let steps = x[0], batch = x[1]
         let features = x.count(from: 2) ?? TensorShape.unknown
         let isLSTM = c.kind == .lstm
-        let exposed = p.exposeHidden ? (isLSTM ? 2 : 1) : 0
-        let hasStatic = c.inputs.count - 2 - exposed == 1
-        guard c.inputs.count - 2 - exposed == 0 || hasStatic else {
-            throw Diagnostic("\(c.kind.rawValue) takes x, cont, an optional static input\(exposed > 0 ? " and \(exposed) initial state blob(s)" : ""); got \(c.inputs.count) bottoms")
+        let recurrentBlobs = isLSTM ? 2 : 1
+        let exposed = p.exposeHidden ? recurrentBlobs : 0
+        let extra = c.inputs.count - 2 - exposed
+        guard extra == 0 || extra == 1 else {
+            let names = isLSTM ? "h0 and c0" : "h0"
+            throw Diagnostic("\(c.kind.rawValue) takes x, cont, an optional static input\(p.exposeHidden ? " and the initial states \(names)" : ""); got \(c.inputs.count) bottoms",
+                             hint: p.exposeHidden ? "list bottoms x, cont, [static], \(names)" : "set recurrent_param { expose_hidden: true } to feed initial states")
+        }
+        let hasStatic = extra == 1
+        if hasStatic {
+            let staticInput = c.inputs[2]
+            guard staticInput.rank >= 1, staticInput[0] == TensorShape.unknown || batch == TensorShape.unknown || staticInput[0] == batch else {
+                throw Diagnostic("\(c.kind.rawValue) static input \(c.name(2)) must be N×… with N = \(batch == TensorShape.unknown ? "?" : String(batch)) streams (from \(c.shapeText(0))), but it is \(staticInput)",
+                                 hint: "give one static feature vector per stream")
+            }
+        }
+        let state = TensorShape([1, batch, hidden])
+        for k in 0..<exposed {
+            let index = 2 + (hasStatic ? 1 : 0) + k
+            guard c.inputs[index].isCompatible(with: state) else {
+                throw Diagnostic("\(c.kind.rawValue) initial state \(c.name(index)) must be 1×N×H = \(state), but it is \(c.inputs[index])",
+                                 hint: "feed the state of one time step for every stream")
+            }
         }
         let staticFeatures = hasStatic ? (c.inputs[2].count(from: 1) ?? TensorShape.unknown) : 0
         var parameters: [(TensorShape, String)] = []
-        let output = TensorShape([steps, batch, hidden])
-        let state = TensorShape([1, batch, hidden])
         if isLSTM {
             parameters.append((TensorShape([4 * hidden, features]), "W_xc"))
             parameters.append((TensorShape([4 * hidden]), "b_c"))
@@ -231,11 +258,14 @@ extension ShapeInference {
             parameters.append((TensorShape([hidden, hidden]), "W_ho"))
             parameters.append((TensorShape([hidden]), "b_o"))
         }
-        let outputs = [output] + Array(repeating: state, count: p.exposeHidden ? exposed : 0)
+        // Every top Caffe makes: h, then the exposed final states (the builder checks the count).
+        let outputs = [TensorShape([steps, batch, hidden])] + Array(repeating: state, count: exposed)
         let gates = isLSTM ? 4 : 1
-        let flops = (steps == TensorShape.unknown || batch == TensorShape.unknown || features == TensorShape.unknown) ? 0 :
-            2 &* steps &* batch &* gates &* hidden &* (features + hidden)
-        return LayerSignature(outputs: Array(outputs.prefix(c.layer.top.count)), parameters: parameters, flops: flops)
+        let known = steps != TensorShape.unknown && batch != TensorShape.unknown && features != TensorShape.unknown
+        var flops = known ? 2 &* steps &* batch &* gates &* hidden &* (features + hidden) : 0
+        if known, !isLSTM { flops = flops &+ 2 &* steps &* batch &* hidden &* hidden }
+        if known, hasStatic, staticFeatures != TensorShape.unknown { flops = flops &+ 2 &* batch &* gates &* hidden &* staticFeatures }
+        return LayerSignature(outputs: outputs, parameters: parameters, flops: flops)
     }
 
     static func lstmUnit(_ c: ShapeContext) throws -> LayerSignature {

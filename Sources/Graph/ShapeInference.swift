@@ -125,7 +125,7 @@ public enum ShapeInference {
         case .crop, .roiPooling, .batchReindex, .euclideanLoss, .hingeLoss, .multinomialLogisticLoss, .embed:
             return kind == .embed ? 1...1 : 2...2
         case .filter: return 2...Int.max
-        case .lstm, .rnn: return 2...4
+        case .lstm, .rnn: return 2...5  // x, cont, [static], [h0, [c0]]
         case .lstmUnit, .contrastiveLoss: return 3...3
         case .softmaxWithLoss, .sigmoidCrossEntropyLoss, .accuracy: return 2...2
         case .infogainLoss: return 2...3

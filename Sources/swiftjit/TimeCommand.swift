@@ -8,7 +8,7 @@ struct TimeCommand: ParsableCommand {
         commandName: "time",
         abstract: "Time the forward pass of a net, layer by layer, like `caffe time`.",
         discussion: """
-        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...); parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the compile time, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes.
+        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...), valid indices for an Embed layer's input and valid boxes for `rois`; parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the compile time, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes.
         """
     )
 
@@ -38,6 +38,11 @@ struct TimeCommand: ParsableCommand {
             var generator = SeededGenerator(seed: seed, stream: "inputs")
             var inputs: [String: NDArray] = [:]
             let image = net.inputs.first { $0.name != "rois" && $0.shape.count == 4 }?.shape
+            // Inputs an Embed layer reads are indices: valid ones, as a caption generator feeds.
+            var vocabulary: [String: Int] = [:]
+            for node in net.graph.nodes where node.kind == .embed {
+                vocabulary[net.graph.values[node.inputs[0]].name] = Int(node.layer.embedParam.inputDim)
+            }
             for (name, shape) in net.inputs {
                 if name == "rois", shape.count == 2, shape[1] == 5, let image {
                     // Valid boxes [batch_index, x1, y1, x2, y2] inside the image, as a detector feeds.
@@ -46,6 +51,10 @@ struct TimeCommand: ParsableCommand {
                         let x1 = generator.uniform(0, width / 2), y1 = generator.uniform(0, height / 2)
                         return [Float(row % image[0]), x1, y1, x1 + generator.uniform(8, width / 2), y1 + generator.uniform(8, height / 2)]
                     })
+                    continue
+                }
+                if let words = vocabulary[name] {
+                    inputs[name] = NDArray(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in Float(min(words - 1, Int(generator.uniform(0, Float(words))))) })
                     continue
                 }
                 inputs[name] = NDArray(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in generator.gaussian(mean: 0, std: 1) })

@@ -26,6 +26,7 @@ struct GoldenLayerTests {
         "reduction_sum_all", "argmax_axis1_outmax", "argmax_axis1_top2", "argmax_default", "mvn_across_channels", "mvn_default",
         "spp_max", "spp_ave",
         "absval", "power_p0p5", "power_p1_linear", "power_p2", "exp", "log", "bnll", "elu", "clip", "swish", "threshold",
+        "lstm", "lstm_expose_hidden", "lstm_static", "rnn", "lstm_unit",
     ]
 
     @Test("forward matches Caffe within 1e-5 of the blob's largest value", arguments: cases)

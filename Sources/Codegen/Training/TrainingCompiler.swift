@@ -119,7 +119,7 @@ public final class TrainingCompiler: @unchecked Sendable {
                            feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs, seeds: seeds,
                            losses: losses, forwardStepCount: forwardCount, nodeSteps: lowering.forwardSteps, checks: checks,
                            randomKey: lowering.randomKey, seed: seed, backwardProblems: lowering.backwardProblems,
-                           statisticSlots: lowering.slotsWrittenByForward)
+                           statisticSlots: lowering.slotsWrittenByForward, recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) })
     }
 
     /// Runs `body`, attributing a diagnostic without a layer to `node`.

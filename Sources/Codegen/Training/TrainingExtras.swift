@@ -27,7 +27,8 @@ extension TrainingLowering {
         case .im2col: try lowerIm2colForward(node)
         case .spp: try lowerSPPForward(node)
         case .roiPooling: try lowerROIPoolingForward(node)
-        case .lstmUnit: try lowerLSTMUnitForward(node)
+        case .lstmUnit: try base.lowerLSTMUnit(node)
+        case .lstm, .rnn: try base.lowerRecurrent(node, savesOutput: true)
         default: return false
         }
         return true
@@ -61,6 +62,7 @@ extension TrainingLowering {
         case .spp: try lowerSPPBackward(node)
         case .roiPooling: try lowerROIPoolingBackward(node)
         case .lstmUnit: try lowerLSTMUnitBackward(node)
+        case .lstm, .rnn: try lowerRecurrentBackward(node)
         default: return false
         }
         return true

@@ -49,6 +49,10 @@ public final class TrainingNet: @unchecked Sendable {
     private let seed: UInt64
     private let backwardProblems: [Diagnostic]
     private let statisticSlots: Set<Int>
+    /// Recurrent layers' carried h/c (written by forward, read by the next forward), and their
+    /// values before the last run, so `firstNonFinite` replays that run from the same state.
+    private let recurrentStates: [(buffer: BufferID, count: Int)]
+    private var statesBeforeLastRun: [[Float]] = []
     private var runCount: UInt64 = 0
     private var lastFeeds: [String: NDArray] = [:]
     private let lock = NSLock()
@@ -57,7 +61,7 @@ public final class TrainingNet: @unchecked Sendable {
          feeds: [String: Feed], outputs: [String], values: [String: Blob], diffs: [String: Blob], seeds: [String: Blob],
          losses: [(Blob, Float)], forwardStepCount: Int, nodeSteps: [Range<Int>],
          checks: [(String, [(String, BufferID, Int)])], randomKey: BufferID, seed: UInt64,
-         backwardProblems: [Diagnostic], statisticSlots: Set<Int>) {
+         backwardProblems: [Diagnostic], statisticSlots: Set<Int>, recurrentStates: [(buffer: BufferID, count: Int)] = []) {
         self.graph = graph
         self.executable = executable
         self.cache = cache
@@ -76,6 +80,7 @@ public final class TrainingNet: @unchecked Sendable {
         self.seed = seed
         self.backwardProblems = backwardProblems
         self.statisticSlots = statisticSlots
+        self.recurrentStates = recurrentStates
     }
 
     /// The data-source tops `run` takes, with their shapes.
@@ -101,6 +106,7 @@ public final class TrainingNet: @unchecked Sendable {
         lastFeeds = feeds
         runCount += 1
         writeRandomKey()
+        statesBeforeLastRun = recurrentStates.map(readState)
         executable.execute(steps: 0..<forwardStepCount)
         if backward { executable.execute(steps: forwardStepCount..<executable.steps.count) }
         var loss: Float = 0
@@ -144,6 +150,14 @@ public final class TrainingNet: @unchecked Sendable {
         z ^= z >> 31
         let pointer = executable.pointer(to: randomKey)
         for k in 0..<4 { pointer[k] = Float((z >> (16 * UInt64(k))) & 0xFFFF) }
+    }
+
+    private func readState(_ state: (buffer: BufferID, count: Int)) -> [Float] {
+        Array(UnsafeBufferPointer(start: executable.pointer(to: state.buffer), count: state.count))
+    }
+
+    private func writeStates(_ values: [[Float]]) {
+        for (state, values) in zip(recurrentStates, values) { executable.pointer(to: state.buffer).update(from: values, count: state.count) }
     }
 
     private func read(_ blob: Blob?) -> NDArray? {
@@ -229,8 +243,11 @@ public final class TrainingNet: @unchecked Sendable {
         let saved = statisticSlots.map { index in
             (index, Array(UnsafeBufferPointer(start: executable.pointer(to: slots[index].data), count: slots[index].shape.reduce(1, *))))
         }
+        let statesAfterRun = recurrentStates.map(readState)
+        writeStates(statesBeforeLastRun)
         defer {
             for (index, values) in saved { executable.pointer(to: slots[index].data).update(from: values, count: values.count) }
+            writeStates(statesAfterRun)
         }
         writeRandomKey()
         for (node, steps) in zip(checks, nodeSteps) {
