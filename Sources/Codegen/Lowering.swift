@@ -20,6 +20,8 @@ struct Lowering {
     var program = Program()
     /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
     var inputChecks: [InputCheck] = []
+    /// Where the schedule learns a Filter's selected row count (see `RowSpecializer`).
+    var rowGuards: [RowGuard] = []
     private(set) var bufferOf: [ValueID: BufferID] = [:]
     private var valuesOf: [BufferID: [ValueID]] = [:]
     /// The last node that reads each value (`Int.max` for values callers keep).

@@ -18,7 +18,11 @@ extension Graph {
     /// that depends on them re-inferred. Parameter shapes must not change (Caffe's layers CHECK
     /// that too, e.g. InnerProduct's "Input size incompatible with inner product parameters"):
     /// a layer whose parameters would change throws a `Diagnostic` naming it.
-    public func specializingFilterRows(_ rows: [Int]) throws -> Graph {
+    ///
+    /// Counts from index `guessesFrom` on are guesses for Filters whose count is not known yet
+    /// (a compiled net re-specializing at an earlier Filter keeps the later ones' last counts):
+    /// each is clamped to the rows its Filter receives instead of being refused.
+    public func specializingFilterRows(_ rows: [Int], guessesFrom: Int = Int.max) throws -> Graph {
         let filters = filterNodes
         guard rows.count == filters.count else {
             throw Diagnostic("\(rows.count) row count\(rows.count == 1 ? "" : "s") given for \(filters.count) Filter layer\(filters.count == 1 ? "" : "s")")
@@ -53,10 +57,11 @@ extension Graph {
             }
             if let k = filter {
                 for index in outputs.indices where outputs[index].rank > 0 {
-                    guard rows[k] >= 0, rows[k] <= outputs[index][0] else {
+                    let count = k >= guessesFrom ? min(rows[k], outputs[index][0]) : rows[k]
+                    guard count >= 0, count <= outputs[index][0] else {
                         throw Diagnostic("cannot select \(rows[k]) of the \(outputs[index][0]) rows", at: node.location, layer: node.name)
                     }
-                    outputs[index][0] = rows[k]
+                    outputs[index][0] = count
                 }
             }
             for (output, shape) in zip(node.outputs, outputs) where shape != values[output].shape {
