@@ -101,7 +101,11 @@ public final class CompiledNet: @unchecked Sendable {
         for binding in start.executable.inputs {
             start.executable.pointer(to: binding.buffer).update(from: inputs[binding.name]!.buffer.pointer, count: inputs[binding.name]!.count)
         }
-        let (variant, resumeAt) = try rows.advance()
+        let (variant, resumeAt) = try rows.advance { next, firstNew in
+            for binding in next.executable.inputs where binding.buffer >= firstNew {
+                next.executable.pointer(to: binding.buffer).update(from: inputs[binding.name]!.buffer.pointer, count: inputs[binding.name]!.count)
+            }
+        }
         // Checks of layers below a Filter depend on its count (a BatchReindex of filtered rows).
         if variant.executable !== start.executable {
             for check in variant.inputChecks {

@@ -106,7 +106,7 @@ protocol RowVariant {
 ///
 /// A net without Filter layers has no guards and never gets a specializer: nothing changes for it.
 ///
-///     let (variant, resumeAt) = try specializer.advance()   // inputs already fed to `current`
+///     let (variant, resumeAt) = try specializer.advance(feed: …)   // inputs already fed to `current`
 ///     variant.executable.execute(steps: resumeAt..<variant.executable.steps.count)
 final class RowSpecializer<Variant: RowVariant> {
     /// How many variants are kept compiled (the current one is never dropped).
@@ -138,8 +138,10 @@ final class RowSpecializer<Variant: RowVariant> {
     /// Runs `current` (whose inputs the caller has fed) from its first step through every row
     /// guard, switching to the variant for each observed count that differs, and returns the
     /// variant that now holds the run's state and the step to resume it at: its steps from there
-    /// on are specialized for this run's counts. It becomes `current`.
-    func advance() throws -> (variant: Variant, resumeAt: Int) {
+    /// on are specialized for this run's counts. It becomes `current`. On a switch, `feed(next,
+    /// first)` must write the inputs whose buffers are not in the prefix (ids from `first` on: an
+    /// Input layer written after the Filter) into `next`; the prefix's are copied over.
+    func advance(feed: (Variant, BufferID) throws -> Void) throws -> (variant: Variant, resumeAt: Int) {
         var variant = current
         var start = 0
         for k in variant.rowGuards.indices {
@@ -151,6 +153,7 @@ final class RowSpecializer<Variant: RowVariant> {
                 key[k] = observed
                 let next = try self.variant(for: key, known: k + 1)
                 try RowSpecializer.transfer(at: k, from: variant, to: next)
+                try feed(next, next.rowGuards[k].prefixBuffers)
                 variant = next
             }
             start = rowGuard.step

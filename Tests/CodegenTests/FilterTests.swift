@@ -125,6 +125,23 @@ struct FilterRowTests {
         }
     }
 
+    @Test("an Input layer written after the Filter is fed again in the variant a run moves to")
+    func inputAfterFilter() throws {
+        let text = """
+        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 2 } } }
+        layer { name: "sel" type: "Input" top: "sel" input_param { shape { dim: 4 } } }
+        layer { name: "pick" type: "Filter" bottom: "x" bottom: "sel" top: "fx" }
+        layer { name: "w" type: "Input" top: "w" input_param { shape { dim: 1 dim: 2 } } }
+        layer { name: "join" type: "Concat" bottom: "fx" bottom: "w" top: "y" concat_param { axis: 0 } }
+        """
+        let net = try sharedCompiler.compile(graph: graph(text), parameters: [:], keeping: .outputs)
+        let x = NDArray(shape: [4, 2], data: [1, 2, 3, 4, 5, 6, 7, 8]), w = NDArray(shape: [1, 2], data: [-1, -2])
+        for selector: [Float] in [[0, 1, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 1, 0]] {
+            let y = try net.run(inputs: ["x": x, "sel": NDArray(shape: [4], data: selector), "w": w])["y"]!
+            #expect(y.data == selectRows(x, selector).data + w.data, "\(selector)")
+        }
+    }
+
     @Test("a net without Filter has no row guards and runs as before")
     func noFilter() throws {
         let net = try sharedCompiler.compile(graph: graph(poolNet), parameters: [:])
