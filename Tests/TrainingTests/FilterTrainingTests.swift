@@ -69,6 +69,16 @@ struct FilterTrainingTests {
         #expect(net.filterRows?.specializations == 3)
     }
 
+    @Test("profiling (swiftjit time --backward) times the layout of the last run, Filter steps included")
+    func profile() throws {
+        let golden = try GoldenTrainingCase("layers", "filter")
+        let net = try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
+        _ = try net.run(try golden.archive("inputs.npz"), backward: true)
+        let profile = net.profileSteps()
+        #expect(profile.forward.count == net.forwardStepCount && profile.forward.contains { $0.layer == "filter" })
+        #expect(profile.backward.count == net.executable.steps.count - net.forwardStepCount && profile.backward.contains { $0.layer == "filter" })
+    }
+
     @Test("no selected row: forward gives 0-row tops as in Caffe; backward, where Caffe divides by zero, is an error naming the layer")
     func zeroRows() throws {
         let golden = try GoldenTrainingCase("layers", "filter")

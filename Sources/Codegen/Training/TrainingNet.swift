@@ -330,6 +330,6 @@ public final class TrainingNet: @unchecked Sendable {
         defer { lock.unlock() }
         let times = layout.executable.profileSteps()
         let labelled = zip(layout.executable.steps.map(\.label), times).map { (layer: $0.0, seconds: $0.1) }
-        return (Array(labelled[..<forwardStepCount]), Array(labelled[forwardStepCount...]))
+        return (Array(labelled[..<layout.forwardStepCount]), Array(labelled[layout.forwardStepCount...]))
     }
 }
