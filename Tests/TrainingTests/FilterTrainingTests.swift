@@ -171,6 +171,9 @@ struct FilterTrainingTests {
                 #expect(abs(a - b) <= 1e-6, "\(selector)")
             }
         }
+        // No row selected: Caffe's normalizer is at least 1, so the loss is 0 (forward only, see `zeroRows`).
+        let none = try filtered.run(["x": x, "label": label, "sel": NDArray(shape: [5], repeating: 0)], backward: false)
+        #expect(none.loss == 0 && none.outputs["loss"]?.data == [0])
     }
 
     @Test("TRAIN BatchNorm before a Filter updates its statistics once per run, also when the run re-specializes")
