@@ -23,7 +23,9 @@ public final class Executable: @unchecked Sendable {
     private let pool: ThreadPool
     private let blas: BLAS
     private let arena: AlignedBuffer
-    private let constants: [AlignedBuffer]
+    /// The memory of each constant and persistent buffer, with the name and kind it was declared
+    /// with (what `sharingBuffersWith` matches on).
+    private let owned: [BufferID: (name: String, isPersistent: Bool, buffer: AlignedBuffer)]
     private let bases: [UnsafeMutablePointer<Float>]
     private let resolved: [ResolvedStep]
     private let lock = NSLock()
@@ -53,7 +55,13 @@ public final class Executable: @unchecked Sendable {
     /// Plans memory, allocates the arena and constants, and resolves every operand to a pointer.
     /// Throws when the program is inconsistent (an operand out of a buffer's bounds, a binding whose
     /// shape does not fit its buffer) or memory cannot be allocated.
-    public init(_ program: Program, pool: ThreadPool, blas: BLAS) throws {
+    ///
+    /// With `other` (an executable compiled from the same net for other shapes), a persistent
+    /// buffer declared with the same id, name and size as one of `other`'s uses that memory — so
+    /// parameters, their diffs and running statistics are one state however many shape variants
+    /// run it — and so does a constant with the same id, name and values (weights are not copied
+    /// again). Other buffers are this executable's own.
+    public init(_ program: Program, pool: ThreadPool, blas: BLAS, sharingBuffersWith other: Executable? = nil) throws {
         try Executable.validate(program, threads: pool.threadCount)
         self.pool = pool
         self.blas = blas
@@ -62,23 +70,30 @@ public final class Executable: @unchecked Sendable {
         steps = program.steps
         memoryPlan = MemoryPlan(program)
         arena = try AlignedBuffer(count: memoryPlan.arenaCount)
-        var constants: [AlignedBuffer] = []
+        var owned: [BufferID: (name: String, isPersistent: Bool, buffer: AlignedBuffer)] = [:]
         var bases: [UnsafeMutablePointer<Float>] = []
         for (index, declaration) in program.buffers.enumerated() {
-            if declaration.isPersistent {
+            if !declaration.isActivation, let shared = other?.owned[index], shared.name == declaration.name,
+               shared.isPersistent == declaration.isPersistent, shared.buffer.count == declaration.count,
+               declaration.isPersistent || declaration.constant!.withUnsafeBufferPointer({ values in
+                   values.count == declaration.count && (values.isEmpty || memcmp(values.baseAddress!, shared.buffer.pointer, values.count * MemoryLayout<Float>.stride) == 0)
+               }) {
+                owned[index] = shared
+                bases.append(shared.buffer.pointer)
+            } else if declaration.isPersistent {
                 let buffer = try AlignedBuffer(count: declaration.count)
                 if let values = declaration.constant { buffer.pointer.update(from: values, count: min(values.count, declaration.count)) }
-                constants.append(buffer)
+                owned[index] = (declaration.name, true, buffer)
                 bases.append(buffer.pointer)
             } else if let values = declaration.constant {
                 let buffer = try AlignedBuffer(copying: values)
-                constants.append(buffer)
+                owned[index] = (declaration.name, false, buffer)
                 bases.append(buffer.pointer)
             } else {
                 bases.append(arena.pointer + (memoryPlan.offsets[index] ?? 0))
             }
         }
-        self.constants = constants
+        self.owned = owned
         self.bases = bases
         resolved = program.steps.map { step in
             switch step.action {

@@ -1,7 +1,7 @@
 /// Where each activation buffer of a `Program` lives in one arena, chosen from buffer lifetimes.
 ///
 /// A buffer is live from the first step that touches it to the last; inputs are live from the start
-/// and outputs to the end. Two buffers may share arena space when their lifetimes do not overlap.
+/// and outputs to the end, and a checkpoint's live buffers across it. Two buffers may share arena space when their lifetimes do not overlap.
 /// Placement is greedy: largest buffers first, each at the lowest 64-byte-aligned offset that does
 /// not collide with an already placed buffer whose lifetime overlaps. For LeNet this keeps the two
 /// or three largest activations instead of every blob (Caffe's layout).
@@ -29,6 +29,13 @@ public struct MemoryPlan: Sendable {
         }
         for input in program.inputs { touch(input.buffer, 0) }
         for output in program.outputs { touch(output.buffer, program.steps.count + 1) }
+        // A checkpoint's live buffers span it: alive in the step before and the step after.
+        for checkpoint in program.checkpoints {
+            for buffer in checkpoint.live {
+                touch(buffer, checkpoint.step)
+                touch(buffer, checkpoint.step + 1)
+            }
+        }
 
         var placed: [(offset: Int, end: Int, first: Int, last: Int)] = []
         var offsets = [Int?](repeating: nil, count: count)

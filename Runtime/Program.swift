@@ -192,6 +192,25 @@ public struct BlobBinding: Sendable {
     }
 }
 
+/// A place between two steps where a driver may stop the schedule, read what the steps so far
+/// computed (a Filter's selected row count), and go on — in the same executable, or in another one
+/// compiled from the same prefix after copying the `live` buffers over (`Executable.pointer(to:)`).
+///
+/// The memory plan keeps every `live` buffer's contents intact across the checkpoint whatever the
+/// steps after it touch, so what the prefix computed is still there to copy, in every executable
+/// built with the same checkpoint, even one whose later steps no longer read a buffer.
+public struct Checkpoint: Sendable {
+    /// Steps `0..<step` run before the checkpoint.
+    public var step: Int
+    /// Activation buffers whose contents the steps after the checkpoint need.
+    public var live: [BufferID]
+
+    public init(step: Int, live: [BufferID]) {
+        self.step = step
+        self.live = live
+    }
+}
+
 /// Everything an `Executable` needs, before memory is planned: buffers, a flat schedule of steps in
 /// execution order, and the blobs callers feed and read.
 ///
@@ -204,6 +223,8 @@ public struct Program: Sendable {
     public var steps: [Step] = []
     public var inputs: [BlobBinding] = []
     public var outputs: [BlobBinding] = []
+    /// Where a driver may stop and continue the schedule (see `Checkpoint`); usually none.
+    public var checkpoints: [Checkpoint] = []
 
     public init() {}
 

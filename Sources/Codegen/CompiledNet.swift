@@ -1,4 +1,5 @@
 import CaffeFormat
+import Foundation
 import Graph
 import NumPy
 import Runtime
@@ -8,10 +9,14 @@ import Runtime
 ///
 /// `run` takes inputs by blob name and returns the kept blobs by name (all of them, or `blobs`),
 /// as NumPy arrays in C order. Runs are serialized; compile once per thread for concurrency.
+/// A net with Filter layers returns each run's blobs in the shapes that run's selected row
+/// counts give them, as Caffe does, re-specializing itself when a count changes (`RowSpecializer`).
 ///
 ///     let outputs = try net.run(inputs: ["data": x])         // every kept blob
 ///     let prob = try net.run(inputs: ["data": x], blobs: ["prob"])["prob"]!
 public final class CompiledNet: @unchecked Sendable {
+    /// The schedule for the graph's own shapes (for a net with Filter layers: Caffe's setup
+    /// shapes, all rows selected).
     public let executable: Executable
     /// Kernels this compilation generated (the rest came from the cache).
     public let compiledKernels: Int
@@ -21,10 +26,24 @@ public final class CompiledNet: @unchecked Sendable {
     private let cache: KernelCache
     /// Run-time conditions on inputs that Caffe CHECK-fails on (ROI batch indices).
     private let inputChecks: [InputCheck]
+    /// This compilation as a variant (with its row guards), for a re-specialization to hand over.
+    let first: Variant
+    /// For a net with Filter layers: its variants by selected row counts; nil otherwise.
+    private let rows: RowSpecializer<Variant>?
+    private let lock = NSLock()
 
-    init(executable: Executable, cache: KernelCache, compiledKernels: Int, compileSeconds: Double, inputChecks: [InputCheck] = []) {
-        self.executable = executable
-        self.inputChecks = inputChecks
+    /// One compiled schedule: for the graph's shapes, or re-specialized for Filter row counts.
+    struct Variant: RowVariant {
+        var executable: Executable
+        var rowGuards: [RowGuard]
+        var inputChecks: [InputCheck]
+    }
+
+    init(first: Variant, cache: KernelCache, compiledKernels: Int, compileSeconds: Double, rows: RowSpecializer<Variant>?) {
+        executable = first.executable
+        inputChecks = first.inputChecks
+        self.first = first
+        self.rows = rows
         self.cache = cache
         self.compiledKernels = compiledKernels
         self.compileSeconds = compileSeconds
@@ -36,6 +55,13 @@ public final class CompiledNet: @unchecked Sendable {
     public var blobNames: [String] { executable.outputs.map(\.name) }
     /// Arena floats with reuse, and what one buffer per blob would take.
     public var memory: (planned: Int, naive: Int) { (executable.memoryPlan.arenaCount, executable.memoryPlan.naiveCount) }
+    /// For a net with Filter layers: the row counts the last run selected (or the setup counts
+    /// before any run) and how many re-specializations runs have compiled so far; nil otherwise.
+    public var filterRows: (current: [Int], specializations: Int)? {
+        lock.lock()
+        defer { lock.unlock() }
+        return rows.map { ($0.currentRows, $0.specializations) }
+    }
 
     /// Runs the net forward once. Every input must be given with exactly its compiled shape; an
     /// error names the blob and both shapes.
@@ -51,8 +77,52 @@ public final class CompiledNet: @unchecked Sendable {
             }
             tensors[name] = try Tensor(shape: array.shape, values: array.data)
         }
-        let results = try executable.run(inputs: tensors, requested: blobs)
-        return results.mapValues { NDArray(shape: $0.shape, data: $0.values) }
+        guard let rows else {
+            let results = try executable.run(inputs: tensors, requested: blobs)
+            return results.mapValues { NDArray(shape: $0.shape, data: $0.values) }
+        }
+        return try run(tensors, blobs: blobs, rows: rows)
+    }
+
+    /// A run through the row guards: feed the current variant, `advance` (which may move the run
+    /// to the variant for this run's counts), finish there and read its blobs in its shapes.
+    private func run(_ inputs: [String: Tensor], blobs: [String]?, rows: RowSpecializer<Variant>) throws -> [String: NDArray] {
+        lock.lock()
+        defer { lock.unlock() }
+        for binding in executable.inputs where inputs[binding.name] == nil {
+            throw RuntimeError("missing input '\(binding.name)' (shape \(CompiledNet.format(binding.shape)))",
+                               hint: "pass it by name; the net's inputs are " + executable.inputs.map { "'\($0.name)'" }.joined(separator: ", "))
+        }
+        if let unknown = inputs.keys.sorted().first(where: { name in !executable.inputs.contains { $0.name == name } }) {
+            throw RuntimeError("'\(unknown)' is not an input of this net",
+                               hint: "its inputs are " + executable.inputs.map { "'\($0.name)'" }.joined(separator: ", "))
+        }
+        let start = rows.current
+        for binding in start.executable.inputs {
+            start.executable.pointer(to: binding.buffer).update(from: inputs[binding.name]!.buffer.pointer, count: inputs[binding.name]!.count)
+        }
+        let (variant, resumeAt) = try rows.advance { next, firstNew in
+            for binding in next.executable.inputs where binding.buffer >= firstNew {
+                next.executable.pointer(to: binding.buffer).update(from: inputs[binding.name]!.buffer.pointer, count: inputs[binding.name]!.count)
+            }
+        }
+        // Checks of layers below a Filter depend on its count (a BatchReindex of filtered rows).
+        if variant.executable !== start.executable {
+            for check in variant.inputChecks {
+                if let tensor = inputs[check.input] { try check.validate(tensor.values) }
+            }
+        }
+        variant.executable.execute(steps: resumeAt..<variant.executable.steps.count)
+        var results: [String: NDArray] = [:]
+        for name in blobs ?? variant.executable.outputs.map(\.name) {
+            guard let output = variant.executable.outputs.last(where: { $0.name == name }) else {
+                throw RuntimeError("blob '\(name)' is not kept by this executable",
+                                   hint: "compile the net keeping it (or all blobs) to read it back")
+            }
+            let count = output.shape.reduce(1, *)
+            results[name] = NDArray(shape: output.shape, data: Array(UnsafeBufferPointer(start: variant.executable.pointer(to: output.buffer), count: count)))
+        }
+        return results
     }
 
     static func format(_ shape: [Int]) -> String {

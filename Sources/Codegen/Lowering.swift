@@ -44,6 +44,8 @@ struct Lowering {
     /// Persistent buffers a forward writes for the next forward to read (the final h and c of
     /// recurrent layers without `expose_hidden`), in program order.
     var recurrentStates: [BufferID] = []
+    /// Where the schedule learns a Filter's selected row count (see `RowSpecializer`).
+    var rowGuards: [RowGuard] = []
     private(set) var bufferOf: [ValueID: BufferID] = [:]
     private var valuesOf: [BufferID: [ValueID]] = [:]
     /// The last node that reads each value (`Int.max` for values callers keep).

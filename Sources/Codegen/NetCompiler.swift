@@ -49,7 +49,17 @@ public final class NetCompiler: @unchecked Sendable {
     /// Caffe's order (weights, bias, …), e.g. from `CaffeParameters.arrays(from:)`. Throws a
     /// `Diagnostic` naming the layer for a layer type that cannot run yet, missing or misshapen
     /// weights, or a blob whose shape is not fully known.
+    ///
+    /// A net with Filter layers is compiled for Caffe's setup shapes (all N rows) and re-specializes
+    /// itself when a run selects another count (`RowSpecializer`); the variants it compiles then
+    /// reuse this compiler, `graph` and `parameters`, which the returned net keeps for that purpose.
     public func compile(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection = .all) throws -> CompiledNet {
+        try compile(graph: graph, parameters: parameters, keeping: selection, sibling: nil)
+    }
+
+    /// Compiles `graph`; a `sibling` (the first variant of a net with Filter layers) shares its
+    /// constants with the result, which is one variant and gets no specializer of its own.
+    private func compile(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection, sibling: Executable?) throws -> CompiledNet {
         let start = Date()
         let compiledBefore = cache.compileCount
         if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
@@ -79,9 +89,15 @@ public final class NetCompiler: @unchecked Sendable {
             lowering.program.outputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                         buffer: lowering.buffer(value)))
         }
-        let executable = try Executable(lowering.program, pool: pool, blas: blas)
-        return CompiledNet(executable: executable, cache: cache, compiledKernels: cache.compileCount - compiledBefore,
-                           compileSeconds: Date().timeIntervalSince(start), inputChecks: lowering.inputChecks)
+        lowering.finishRowGuards()
+        let executable = try Executable(lowering.program, pool: pool, blas: blas, sharingBuffersWith: sibling)
+        let variant = CompiledNet.Variant(executable: executable, rowGuards: lowering.rowGuards, inputChecks: lowering.inputChecks)
+        let rows = variant.rowGuards.isEmpty || sibling != nil ? nil : RowSpecializer(variant) { [self] rows, guessesFrom in
+            try compile(graph: graph.specializingFilterRows(rows, guessesFrom: guessesFrom), parameters: parameters, keeping: selection,
+                        sibling: executable).first
+        }
+        return CompiledNet(first: variant, cache: cache, compiledKernels: cache.compileCount - compiledBefore,
+                           compileSeconds: Date().timeIntervalSince(start), rows: rows)
     }
 
     private func lower(_ node: Node, _ lowering: inout Lowering) throws {
@@ -105,6 +121,7 @@ public final class NetCompiler: @unchecked Sendable {
         case .slice: try lowering.lowerSlice(node)
         case .tile: try lowering.lowerTile(node)
         case .batchReindex: try lowering.lowerBatchReindex(node)
+        case .filter: try lowering.lowerFilter(node)
         case .embed: try lowering.lowerEmbed(node)
         case .dummyData: try lowering.lowerDummyData(node)
         case .im2col: try lowering.lowerIm2colLayer(node)

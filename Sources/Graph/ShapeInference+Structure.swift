@@ -341,3 +341,37 @@ extension ShapeInference {
         return LayerSignature(outputs: Array(outputs.prefix(max(tops, 1))), flops: 4 &* (scores.count ?? 0))
     }
 }
+
+extension ShapeInference {
+    /// Filter (`FilterLayer::LayerSetUp`/`Reshape`): the last bottom is the selector, one value per
+    /// row (its axes after the first must be 1); every other bottom is filtered row by row and
+    /// gets one top. The tops keep Caffe's *setup* shape — all N rows, as `first_reshape_` makes
+    /// them — because the selected count is data: Caffe resizes the tops at every Forward, and a
+    /// compiled net re-specializes itself for the count it observes (`Graph.specializingFilterRows`).
+    /// Caffe CHECKs each bottom's first axis against the selector's; here the data bottoms are
+    /// compared with one another first, so a mismatch names the two blobs that disagree.
+    static func filter(_ c: ShapeContext) throws -> LayerSignature {
+        let s = c.inputs.count - 1, selector = c.inputs[s]
+        let unknown = TensorShape.unknown
+        guard c.layer.top.count == s else {
+            throw Diagnostic("Filter filters \(s) bottom\(s == 1 ? "" : "s") (the last bottom, \(c.name(s)), is the selector), so it needs \(s) top\(s == 1 ? "" : "s"), got \(c.layer.top.count)",
+                             hint: "give one top per filtered bottom, in the same order")
+        }
+        guard selector.rank >= 1, (1..<selector.rank).allSatisfy({ selector[$0] == 1 || selector[$0] == unknown }) else {
+            throw Diagnostic("Filter's selector \(c.shapeText(s)) must hold one value per row: shape N, or N×1×…×1",
+                             hint: "the selector is the last bottom; reshape it to N values (e.g. reshape_param { shape { dim: 0 } axis: 0 num_axes: -1 })")
+        }
+        for i in 0..<s where c.inputs[i].rank == 0 {
+            throw Diagnostic("Filter cannot filter \(c.shapeText(i)): a 0-d blob has no rows")
+        }
+        for i in 1..<s where c.inputs[i][0] != c.inputs[0][0] && c.inputs[i][0] != unknown && c.inputs[0][0] != unknown {
+            throw Diagnostic("Filter's filtered bottoms must have the same number of rows (first axis): \(c.shapeText(0)) has \(c.inputs[0][0]), \(c.shapeText(i)) has \(c.inputs[i][0])",
+                             hint: "the selector picks the same rows of every bottom; filter blobs of different batch sizes with separate Filter layers")
+        }
+        for i in 0..<s where c.inputs[i][0] != selector[0] && c.inputs[i][0] != unknown && selector[0] != unknown {
+            throw Diagnostic("Filter's selector \(c.shapeText(s)) has \(selector[0]) value\(selector[0] == 1 ? "" : "s"), but \(c.shapeText(i)) has \(c.inputs[i][0]) rows",
+                             hint: "the selector (the last bottom) needs one value per row of every filtered bottom")
+        }
+        return LayerSignature(outputs: Array(c.inputs[..<s]))
+    }
+}

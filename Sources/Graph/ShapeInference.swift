@@ -93,13 +93,7 @@ public enum ShapeInference {
         case .parameter:
             let shape = TensorShape(c.layer.parameterParam.shape.dim.map(Int.init))
             return LayerSignature(outputs: [shape], parameters: [(shape, "values")])
-        case .filter:
-            // The selected row count is data-dependent: Caffe resizes the tops at every forward.
-            return LayerSignature(outputs: c.inputs.dropLast().map { shape in
-                var s = shape
-                if s.rank > 0 { s[0] = TensorShape.unknown }
-                return s
-            })
+        case .filter: return try filter(c)
         case .batchReindex:
             var shape = c.inputs[0]
             guard c.inputs[1].rank == 1 else {

@@ -21,7 +21,7 @@ struct GoldenLayerTests {
         "bias_1bottom", "bias_2bottom", "dropout_test", "flatten",
         "reshape_0_m1", "reshape_0_2_m1_5", "reshape_insert_axis", "reshape_axis1_numaxes1_5d", "reshape_5d_pool_5d", "conv3d_5d",
         "split_explicit", "split_implicit", "input_only",
-        "crop_axis1_single_offset", "crop_axis2", "slice_points_axis1", "tile_axis1", "batch_reindex", "embed",
+        "crop_axis1_single_offset", "crop_axis2", "slice_points_axis1", "tile_axis1", "batch_reindex", "embed", "filter",
         "dummydata_constant", "im2col", "prelu_channel", "prelu_shared", "reduction_asum_axis1", "reduction_mean_axis_m1",
         "reduction_sum_all", "argmax_axis1_outmax", "argmax_axis1_top2", "argmax_default", "mvn_across_channels", "mvn_default",
         "spp_max", "spp_ave",

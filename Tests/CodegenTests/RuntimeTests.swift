@@ -65,6 +65,50 @@ struct RuntimeTests {
         #expect(plan.naiveCount == 3 * 112)
     }
 
+    @Test("a checkpoint's live buffer keeps its slot across the checkpoint even when no later step reads it")
+    func checkpointPins() {
+        var program = Program()
+        let a = program.addBuffer("a", count: 100)
+        let b = program.addBuffer("b", count: 100)
+        let c = program.addBuffer("c", count: 100)
+        let w = program.addConstant("w", values: [1])
+        func gemm(_ x: BufferID, _ y: BufferID) -> Step {
+            Step(label: "g", .gemm(GemmStep(m: 1, n: 1, k: 1, a: Operand(x), lda: 1, b: Operand(w), ldb: 1, c: Operand(y), ldc: 1)))
+        }
+        program.steps = [gemm(a, b), gemm(b, c)]
+        program.inputs = [BlobBinding(name: "a", shape: [100], buffer: a)]
+        program.outputs = [BlobBinding(name: "c", shape: [100], buffer: c)]
+        #expect(MemoryPlan(program).offsets[a] == MemoryPlan(program).offsets[c])
+        // A driver stopping after step 1 needs `a` afterwards: it must not share c's slot.
+        program.checkpoints = [Checkpoint(step: 1, live: [a])]
+        let plan = MemoryPlan(program)
+        #expect(plan.offsets[a] != plan.offsets[c])
+        #expect(plan.offsets[a] != plan.offsets[b])
+    }
+
+    @Test("an executable shares persistent buffers and equal constants with a sibling, and nothing else")
+    func sharing() throws {
+        func program(weights: [Float], state: Int) -> Program {
+            var program = Program()
+            let x = program.addBuffer("x", count: 4)
+            let w = program.addConstant("w", values: weights)
+            let p = program.addPersistent("p", count: state, values: Array(repeating: 5, count: state))
+            program.steps = [Step(label: "ip", .gemm(GemmStep(m: 2, n: 2, k: 2, a: Operand(x), lda: 2, b: Operand(w), ldb: 2, c: Operand(p), ldc: 2)))]
+            program.inputs = [BlobBinding(name: "x", shape: [2, 2], buffer: x)]
+            return program
+        }
+        let (pool, blas) = (ThreadPool(threads: 1), BLAS(threads: 1))
+        let first = try Executable(program(weights: [1, 2, 3, 4], state: 4), pool: pool, blas: blas)
+        first.pointer(to: 2)[0] = 7
+        let same = try Executable(program(weights: [1, 2, 3, 4], state: 4), pool: pool, blas: blas, sharingBuffersWith: first)
+        #expect(same.pointer(to: 1) == first.pointer(to: 1))
+        #expect(same.pointer(to: 2) == first.pointer(to: 2) && same.pointer(to: 2)[0] == 7)
+        #expect(same.pointer(to: 0) != first.pointer(to: 0))
+        let other = try Executable(program(weights: [1, 2, 3, 5], state: 6), pool: pool, blas: blas, sharingBuffersWith: first)
+        #expect(other.pointer(to: 1) != first.pointer(to: 1) && other.pointer(to: 1)[3] == 5)
+        #expect(other.pointer(to: 2) != first.pointer(to: 2) && other.pointer(to: 2)[0] == 5)
+    }
+
     @Test("an executable runs BLAS steps and names a missing or misshapen input")
     func executable() throws {
         var program = Program()

@@ -166,6 +166,48 @@ struct DiagnosticTests {
     }
 }
 
+@Suite("Filter's shape checks")
+struct FilterShapeTests {
+    func buildError(_ filter: String, x: String = "dim: 4 dim: 3", z: String = "dim: 4 dim: 5", sel: String = "dim: 4") -> String {
+        let text = """
+        layer { name: "x" type: "Input" top: "x" input_param { shape { \(x) } } }
+        layer { name: "z" type: "Input" top: "z" input_param { shape { \(z) } } }
+        layer { name: "sel" type: "Input" top: "sel" input_param { shape { \(sel) } } }
+        \(filter)
+        """
+        do {
+            _ = try GraphBuilder(phase: .test).build(try CaffeFiles.parseNet(text: text, file: "net.prototxt"))
+            return "no error"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    static let filter = #"layer { name: "pick" type: "Filter" bottom: "x" bottom: "z" bottom: "sel" top: "fx" top: "fz" }"#
+
+    @Test("a selector whose length differs from the rows names the layer and both shapes")
+    func selectorLength() {
+        #expect(buildError(Self.filter, sel: "dim: 5") == "net.prototxt:4:1: layer 'pick': Filter's selector 'sel' (5) has 5 values, but 'x' (4×3) has 4 rows\n  hint: the selector (the last bottom) needs one value per row of every filtered bottom")
+    }
+
+    @Test("filtered bottoms with different row counts name both blobs")
+    func dataRows() {
+        #expect(buildError(Self.filter, z: "dim: 3 dim: 5") == "net.prototxt:4:1: layer 'pick': Filter's filtered bottoms must have the same number of rows (first axis): 'x' (4×3) has 4, 'z' (3×5) has 3\n  hint: the selector picks the same rows of every bottom; filter blobs of different batch sizes with separate Filter layers")
+    }
+
+    @Test("a selector with more than one value per row is refused, as Caffe's singleton check does")
+    func selectorSingletons() {
+        #expect(buildError(Self.filter, sel: "dim: 4 dim: 2").hasPrefix("net.prototxt:4:1: layer 'pick': Filter's selector 'sel' (4×2) must hold one value per row: shape N, or N×1×…×1"))
+        #expect(buildError(Self.filter, sel: "dim: 4 dim: 1 dim: 1") == "no error")
+    }
+
+    @Test("one top per filtered bottom")
+    func topCount() {
+        let filter = #"layer { name: "pick" type: "Filter" bottom: "x" bottom: "z" bottom: "sel" top: "fx" }"#
+        #expect(buildError(filter).hasPrefix("net.prototxt:4:1: layer 'pick': Filter filters 2 bottoms (the last bottom, 'sel', is the selector), so it needs 2 tops, got 1"))
+    }
+}
+
 @Suite("net state")
 struct NetStateTests {
     static let text = """

@@ -36,10 +36,11 @@ struct GoldenShapeTests {
                     Issue.record("\(folder.lastPathComponent): no blob '\(key)' in our graph")
                     continue
                 }
-                let expected = TensorShape(outputs[key]!.shape)
-                // Filter's row count depends on the data: we say '?', Caffe resizes at forward.
-                let matches = value.node(in: graph)?.kind == .filter ? value.shape.isCompatible(with: expected) : value.shape == expected
-                #expect(matches, "\(folder.lastPathComponent): blob '\(key)' is \(value.shape), Caffe's is \(expected)")
+                var expected = TensorShape(outputs[key]!.shape)
+                // Filter's tops keep Caffe's setup shape (all N rows); outputs.npz holds them after
+                // Forward resized them to the selected rows (checked by `filterRowsAfterForward`).
+                if let node = value.node(in: graph), node.kind == .filter { expected[0] = graph.values[node.inputs[0]].shape[0] }
+                #expect(value.shape == expected, "\(folder.lastPathComponent): blob '\(key)' is \(value.shape), Caffe's is \(expected)")
                 checkedBlobs += 1
             }
             for (key, dims) in info["params"] as? [String: [Int]] ?? [:] {
@@ -56,6 +57,23 @@ struct GoldenShapeTests {
         }
         #expect(checkedBlobs >= 180)
         #expect(checkedParams > 100)
+    }
+
+    @Test("a Filter's tops have all N rows at setup and the selected count once specialized, as in Caffe")
+    func filterRowsAfterForward() throws {
+        let folder = SharedFixtures.golden.appendingPathComponent("layers/filter")
+        let graph = try GraphBuilder(phase: .test).build(CaffeFiles.loadNet(path: folder.appendingPathComponent("net.prototxt").path))
+        #expect(graph.value(named: "fx")?.shape == TensorShape([4, 3, 2]))
+        #expect(graph.value(named: "fz")?.shape == TensorShape([4, 5]))
+        let selector = try NumPyFile.readArchive(path: folder.appendingPathComponent("inputs.npz").path)["sel"]!
+        let selected = selector.data.filter { $0 != 0 }.count
+        let specialized = try graph.specializingFilterRows([selected])
+        let outputs = try NumPyFile.readArchive(path: folder.appendingPathComponent("outputs.npz").path)
+        for key in outputs.keys {
+            #expect(specialized.value(named: key)?.shape == TensorShape(outputs[key]!.shape), "blob '\(key)'")
+        }
+        #expect(try graph.specializingFilterRows([0]).value(named: "fx")?.shape == TensorShape([0, 3, 2]))
+        #expect(throws: Diagnostic.self) { try graph.specializingFilterRows([5]) }
     }
 
     /// Probes that Caffe rejects only when running backward (force_backward into an index input,

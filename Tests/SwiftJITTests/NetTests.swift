@@ -68,6 +68,32 @@ struct NetTests {
         #expect(results.values.allSatisfy { $0 < 1e-5 })
     }
 
+    @Test("a Filter net returns each call's selected rows, Caffe's golden ones included, from many threads at once")
+    func filter() throws {
+        let folder = CompileCommandTests.shared.appendingPathComponent("golden/layers/filter")
+        let net = try Net(prototxt: folder.appendingPathComponent("net.prototxt").path, weights: folder.appendingPathComponent("weights.caffemodel").path)
+        let inputs = try NumPyFile.readArchive(path: folder.appendingPathComponent("inputs.npz").path)
+        let expected = try NumPyFile.readArchive(path: folder.appendingPathComponent("outputs.npz").path)
+        let (x, z) = (try #require(inputs["x"]), try #require(inputs["z"]))
+        let golden = try net.forward(["x": x, "z": z, "sel": try #require(inputs["sel"])])
+        #expect(golden["fx"]?.shape == [3, 3, 2] && golden["fx"]?.data == expected["fx"]?.data)
+        #expect(golden["fz"]?.shape == [3, 5] && golden["fz"]?.data == expected["fz"]?.data)
+        let selectors: [[Float]] = [[1, 0, 1, 1], [0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 0, 1]]
+        let results = LockedResults()
+        DispatchQueue.concurrentPerform(iterations: 32) { i in
+            let selector = selectors[i % selectors.count]
+            let rows = selector.indices.filter { selector[$0] != 0 }
+            do {
+                let fx = try net.forward(["x": x, "z": z, "sel": NDArray(shape: [4], data: selector)])["fx"]!
+                let right = fx.shape == [rows.count, 3, 2] && fx.data == rows.flatMap { x.data[($0 * 6)..<($0 * 6 + 6)] }
+                results.add(right ? 0 : 1)
+            } catch {
+                results.add(.infinity)
+            }
+        }
+        #expect(results.values.count == 32 && results.values.allSatisfy { $0 == 0 })
+    }
+
     final class LockedResults: @unchecked Sendable {
         private let lock = NSLock()
         private(set) var values: [Float] = []

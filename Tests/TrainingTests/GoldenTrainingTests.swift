@@ -50,7 +50,7 @@ struct GoldenTrainingLayerTests {
         "prelu_channel", "prelu_shared", "mvn_default", "mvn_across_channels", "embed", "reduction_asum_axis1",
         "reduction_mean_axis_m1", "reduction_sum_all", "parameter", "batch_reindex", "im2col", "spp_max", "spp_ave",
         "roi_pool_scale0p25", "argmax_default", "argmax_axis1_top2", "argmax_axis1_outmax", "lstm_unit",
-        "lstm", "lstm_expose_hidden", "lstm_static", "rnn",
+        "lstm", "lstm_expose_hidden", "lstm_static", "rnn", "filter",
     ]
 
     /// The conv bias gradient below an in-place TRAIN BatchNorm is zero up to rounding: Caffe's

@@ -235,13 +235,12 @@ struct TrainingSemanticsTests {
         #expect(throws: Diagnostic.self) { try sharedTrainingCompiler.compile(graph: graph, parameters: [:]) }
         do {
             _ = try compile("""
-                layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 2 } } }
-                layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 4 } } }
-                layer { name: "pick" type: "Filter" bottom: "x" bottom: "s" top: "y" }
-                """)
-            Issue.record("Filter should be refused")
+                layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 2 dim: 3 } } }
+                layer { name: "norm" type: "Normalize" bottom: "x" top: "y" }
+                """, parameters: ["norm": [NDArray(shape: [2], repeating: 1)]])
+            Issue.record("Normalize should be refused")
         } catch let diagnostic as Diagnostic {
-            #expect(diagnostic.layer == "pick")
+            #expect(diagnostic.layer == "norm")
         }
     }
 }

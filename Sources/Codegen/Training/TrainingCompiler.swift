@@ -49,8 +49,43 @@ public final class TrainingCompiler: @unchecked Sendable {
     /// debugging), at the cost of memory reuse. `seed` seeds dropout masks. Throws a `Diagnostic`
     /// naming the layer for a layer type that cannot be trained yet, missing or misshapen
     /// parameters, a blob shape not fully known, or a graph without Split layers.
+    ///
+    /// A net with Filter layers is compiled for Caffe's setup shapes (all N rows) and re-specializes
+    /// itself when a run selects another count (`RowSpecializer`); its variants share one set of
+    /// parameters, diffs and statistics.
     public func compile(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool = false,
                         seed: UInt64 = 1701) throws -> TrainingNet {
+        let first = try build(graph: graph, parameters: parameters, keepingAllBlobs: keepingAllBlobs, sibling: nil)
+        let rows = first.layout.rowGuards.isEmpty ? nil : RowSpecializer(first.layout) { [self] rows, guessesFrom in
+            // The variant trains the first one's parameter buffers: the arrays only give shapes.
+            let specialized = try graph.specializingFilterRows(rows, guessesFrom: guessesFrom)
+            let shapes = Dictionary(uniqueKeysWithValues: graph.nodes.filter { !$0.parameters.isEmpty }.map { node in
+                (node.name, node.parameters.map { NDArray(shape: $0.shape.dims, repeating: 0) })
+            })
+            let variant = try build(graph: specialized, parameters: shapes, keepingAllBlobs: keepingAllBlobs, sibling: first.layout.executable)
+            let buffers = [first.randomKey] + first.slots.flatMap { [$0.data, $0.diff] }
+            guard variant.slots.count == first.slots.count,
+                  buffers.allSatisfy({ variant.layout.executable.pointer(to: $0) == first.layout.executable.pointer(to: $0) }) else {
+                throw CodegenError("re-specializing for Filter rows \(rows)", "the variant does not share the net's parameter buffers")
+            }
+            return variant.layout
+        }
+        return TrainingNet(graph: graph, layout: first.layout, cache: cache, slots: first.slots, slotOf: first.slotOf,
+                           randomKey: first.randomKey, seed: seed, statisticSlots: first.statisticSlots, rows: rows)
+    }
+
+    /// What `build` makes: one variant's layout, and the parameter bookkeeping all variants share.
+    private struct Built {
+        var layout: TrainingNet.Layout
+        var slots: [ParameterSlot]
+        var slotOf: [[Int]]
+        var randomKey: BufferID
+        var statisticSlots: Set<Int>
+    }
+
+    /// Lowers and plans `graph` for its shapes; with a `sibling` (a net's first variant), its
+    /// persistent buffers and equal constants are the sibling's.
+    private func build(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool, sibling: Executable?) throws -> Built {
         if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
             let producer = unknown.producer.map { graph.nodes[$0] }
             throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
@@ -111,15 +146,26 @@ public final class TrainingCompiler: @unchecked Sendable {
             }
         }
         let checks = graph.nodes.map { node in
-            (node.name, node.outputs.map { (graph.values[$0].name, lowering.base.buffer($0), graph.values[$0].shape.count ?? 0) })
+            (layer: node.name, tops: node.outputs.map { (name: graph.values[$0].name, buffer: lowering.base.buffer($0), count: graph.values[$0].shape.count ?? 0) })
+        }
+        // Caffe's Filter backward divides by the top's row count: with no row selected it crashes.
+        let zeroRowProblems = lowering.base.rowGuards.compactMap { rowGuard -> Diagnostic? in
+            let node = graph.nodes[rowGuard.node]
+            guard rowGuard.rows == 0, node.inputs.indices.dropLast().contains(where: { lowering.analysis.writesBottomDiff(node, $0) }) else { return nil }
+            return Diagnostic("Filter selected no rows, so it has no gradient to pass down: Caffe's Filter backward divides by the selected row count (0) and crashes",
+                              at: node.location, layer: node.name,
+                              hint: "make every batch select at least one row, or run this batch forward only (backward: false)")
         }
 
-        let executable = try Executable(lowering.base.program, pool: pool, blas: blas)
-        return TrainingNet(graph: graph, executable: executable, cache: cache, slots: lowering.slots, slotOf: lowering.slotOf,
-                           feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs, seeds: seeds,
-                           losses: losses, forwardStepCount: forwardCount, nodeSteps: lowering.forwardSteps, checks: checks,
-                           randomKey: lowering.randomKey, seed: seed, backwardProblems: lowering.backwardProblems,
-                           statisticSlots: lowering.slotsWrittenByForward, recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) })
+        lowering.base.finishRowGuards()
+        let executable = try Executable(lowering.base.program, pool: pool, blas: blas, sharingBuffersWith: sibling)
+        let layout = TrainingNet.Layout(executable: executable, forwardStepCount: forwardCount, rowGuards: lowering.base.rowGuards,
+                                        feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs,
+                                        seeds: seeds, losses: losses, nodeSteps: lowering.forwardSteps, checks: checks,
+                                        backwardProblems: lowering.backwardProblems, zeroRowProblems: zeroRowProblems,
+                                        recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) })
+        return Built(layout: layout, slots: lowering.slots, slotOf: lowering.slotOf, randomKey: lowering.randomKey,
+                     statisticSlots: lowering.slotsWrittenByForward)
     }
 
     /// Runs `body`, attributing a diagnostic without a layer to `node`.

@@ -30,67 +30,96 @@ public final class TrainingNet: @unchecked Sendable {
         var defaultValues: [Float]?
     }
 
+    /// One compiled schedule and where its blobs live: for the graph's shapes, or — for a net
+    /// with Filter layers — re-specialized for a run's selected row counts. Parameters, their
+    /// diffs, the random key and running statistics are the same buffers in every layout.
+    struct Layout: RowVariant {
+        /// Steps `0..<forwardStepCount` are the forward pass, the rest backward.
+        var executable: Executable
+        var forwardStepCount: Int
+        var rowGuards: [RowGuard]
+        var feeds: [String: Feed]
+        var outputs: [String]
+        var values: [String: Blob]
+        var diffs: [String: Blob]
+        var seeds: [String: Blob]
+        var losses: [(Blob, Float)]
+        var nodeSteps: [Range<Int>]
+        var checks: [(layer: String, tops: [(name: String, buffer: BufferID, count: Int)])]
+        /// Why backward cannot run in any layout (a layer Caffe cannot run backward).
+        var backwardProblems: [Diagnostic]
+        /// Why backward cannot run in this layout: a Filter that selected no row (Caffe crashes).
+        var zeroRowProblems: [Diagnostic]
+        /// Recurrent layers' carried h/c: persistent buffers a forward writes and the next reads.
+        var recurrentStates: [(buffer: BufferID, count: Int)] = []
+    }
+
+    /// The graph as built: for a net with Filter layers, Caffe's setup shapes (all rows selected).
     public let graph: Graph
-    /// Steps `0..<forwardStepCount` of `executable` are the forward pass, the rest backward.
-    public let executable: Executable
-    public let forwardStepCount: Int
+    /// The schedule of the last run (steps `0..<forwardStepCount` forward, the rest backward).
+    public var executable: Executable {
+        lock.lock()
+        defer { lock.unlock() }
+        return layout.executable
+    }
+    public var forwardStepCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return layout.forwardStepCount
+    }
+    private var layout: Layout
+    /// For a net with Filter layers: its layouts by selected row counts; nil otherwise.
+    private let rows: RowSpecializer<Layout>?
     private let cache: KernelCache
     private let slots: [ParameterSlot]
     private let slotOf: [[Int]]
-    private let feeds: [String: Feed]
-    private let outputNames: [String]
-    private let values: [String: Blob]
-    private let diffs: [String: Blob]
-    private let seeds: [String: Blob]
-    private let losses: [(Blob, Float)]
-    private let nodeSteps: [Range<Int>]
-    private let checks: [(layer: String, tops: [(name: String, buffer: BufferID, count: Int)])]
     private let randomKey: BufferID
     private let seed: UInt64
-    private let backwardProblems: [Diagnostic]
     private let statisticSlots: Set<Int>
-    /// Recurrent layers' carried h/c (written by forward, read by the next forward), and their
-    /// values before the last run, so `firstNonFinite` replays that run from the same state.
-    private let recurrentStates: [(buffer: BufferID, count: Int)]
+    /// The recurrent layers' carried h/c (see `Layout.recurrentStates`) before the last run, so
+    /// `firstNonFinite` replays that run from the same state.
     private var statesBeforeLastRun: [[Float]] = []
     private var runCount: UInt64 = 0
     private var lastFeeds: [String: NDArray] = [:]
+    /// What `setTopDiffs` was given, written again into a layout a run moves to.
+    private var topDiffs: [String: NDArray] = [:]
     private let lock = NSLock()
 
-    init(graph: Graph, executable: Executable, cache: KernelCache, slots: [ParameterSlot], slotOf: [[Int]],
-         feeds: [String: Feed], outputs: [String], values: [String: Blob], diffs: [String: Blob], seeds: [String: Blob],
-         losses: [(Blob, Float)], forwardStepCount: Int, nodeSteps: [Range<Int>],
-         checks: [(String, [(String, BufferID, Int)])], randomKey: BufferID, seed: UInt64,
-         backwardProblems: [Diagnostic], statisticSlots: Set<Int>, recurrentStates: [(buffer: BufferID, count: Int)] = []) {
+    init(graph: Graph, layout: Layout, cache: KernelCache, slots: [ParameterSlot], slotOf: [[Int]],
+         randomKey: BufferID, seed: UInt64, statisticSlots: Set<Int>, rows: RowSpecializer<Layout>?) {
         self.graph = graph
-        self.executable = executable
+        self.layout = layout
         self.cache = cache
         self.slots = slots
         self.slotOf = slotOf
-        self.feeds = feeds
-        self.outputNames = outputs
-        self.values = values
-        self.diffs = diffs
-        self.seeds = seeds
-        self.losses = losses
-        self.forwardStepCount = forwardStepCount
-        self.nodeSteps = nodeSteps
-        self.checks = checks.map { (layer: $0.0, tops: $0.1.map { (name: $0.0, buffer: $0.1, count: $0.2) }) }
         self.randomKey = randomKey
         self.seed = seed
-        self.backwardProblems = backwardProblems
         self.statisticSlots = statisticSlots
-        self.recurrentStates = recurrentStates
+        self.rows = rows
     }
 
     /// The data-source tops `run` takes, with their shapes.
-    public var feedShapes: [String: [Int]] { feeds.mapValues(\.blob.shape) }
+    public var feedShapes: [String: [Int]] {
+        lock.lock()
+        defer { lock.unlock() }
+        return layout.feeds.mapValues(\.blob.shape)
+    }
 
     /// Arena floats (activations and diffs, with reuse), what one buffer per blob would take, and
     /// the floats kept outside the arena (parameters, their diffs, seeds).
     public var memory: (arena: Int, naive: Int, persistent: Int) {
-        let persistent = slots.reduce(0) { $0 + 2 * $1.shape.reduce(1, *) } + seeds.values.reduce(0) { $0 + $1.count }
-        return (executable.memoryPlan.arenaCount, executable.memoryPlan.naiveCount, persistent)
+        lock.lock()
+        defer { lock.unlock() }
+        let persistent = slots.reduce(0) { $0 + 2 * $1.shape.reduce(1, *) } + layout.seeds.values.reduce(0) { $0 + $1.count }
+        return (layout.executable.memoryPlan.arenaCount, layout.executable.memoryPlan.naiveCount, persistent)
+    }
+
+    /// For a net with Filter layers: the row counts the last run selected (the setup counts before
+    /// any run) and how many re-specializations runs have compiled; nil otherwise.
+    public var filterRows: (current: [Int], specializations: Int)? {
+        lock.lock()
+        defer { lock.unlock() }
+        return rows.map { ($0.currentRows, $0.specializations) }
     }
 
     // MARK: Running
@@ -98,34 +127,49 @@ public final class TrainingNet: @unchecked Sendable {
     /// Runs forward (TRAIN semantics when `graph.phase == .train`) and, when `backward`, backward.
     /// `feeds` holds every data-source top by blob name (constant DummyData tops may be left out).
     /// Returns the total loss (Σ loss_weight · Σ top over loss-weighted tops) and each net output.
+    ///
+    /// In a net with Filter layers every blob below a Filter has this run's selected rows, as in
+    /// Caffe (losses normalize by them too); seeds given to `setTopDiffs` apply to the layout the
+    /// run ends in. Backward through a Filter that selected no row throws (Caffe crashes there).
     public func run(_ feeds: [String: NDArray], backward: Bool) throws -> (loss: Float, outputs: [String: NDArray]) {
         lock.lock()
         defer { lock.unlock() }
-        if backward, let problem = backwardProblems.first { throw problem }
-        try write(feeds)
+        if backward, let problem = layout.backwardProblems.first { throw problem }
+        try write(feeds, into: layout)
         lastFeeds = feeds
         runCount += 1
         writeRandomKey()
-        statesBeforeLastRun = recurrentStates.map(readState)
-        executable.execute(steps: 0..<forwardStepCount)
-        if backward { executable.execute(steps: forwardStepCount..<executable.steps.count) }
+        statesBeforeLastRun = layout.recurrentStates.map(readState)
+        if let rows {
+            let start = layout.executable
+            let (variant, resumeAt) = try rows.advance { next, firstNew in try self.write(feeds, into: next, from: firstNew) }
+            layout = variant
+            if variant.executable !== start { writeTopDiffs() }
+            layout.executable.execute(steps: resumeAt..<layout.forwardStepCount)
+            if backward, let problem = layout.zeroRowProblems.first { throw problem }
+        } else {
+            layout.executable.execute(steps: 0..<layout.forwardStepCount)
+        }
+        if backward { layout.executable.execute(steps: layout.forwardStepCount..<layout.executable.steps.count) }
         var loss: Float = 0
-        for (blob, weight) in losses {
-            let pointer = executable.pointer(to: blob.buffer)
+        for (blob, weight) in layout.losses {
+            let pointer = layout.executable.pointer(to: blob.buffer)
             for i in 0..<blob.count { loss += pointer[i] * weight }
         }
         var outputs: [String: NDArray] = [:]
-        for name in outputNames { outputs[name] = read(values[name]) }
+        for name in layout.outputs { outputs[name] = read(layout.values[name]) }
         return (loss, outputs)
     }
 
-    private func write(_ given: [String: NDArray]) throws {
-        if let unknown = given.keys.sorted().first(where: { feeds[$0] == nil }) {
+    /// Writes the feeds into `target`'s buffers: all of them, or (when a run moves to another
+    /// layout) only those declared from buffer `first` on, which the layout's prefix does not hold.
+    private func write(_ given: [String: NDArray], into target: Layout, from first: BufferID = 0) throws {
+        if let unknown = given.keys.sorted().first(where: { target.feeds[$0] == nil }) {
             throw Diagnostic("'\(unknown)' is not a data-source top of this net",
-                             hint: "its data-source tops are " + feeds.keys.sorted().map { "'\($0)'" }.joined(separator: ", "))
+                             hint: "its data-source tops are " + target.feeds.keys.sorted().map { "'\($0)'" }.joined(separator: ", "))
         }
-        for (name, feed) in feeds {
-            let pointer = executable.pointer(to: feed.blob.buffer)
+        for (name, feed) in target.feeds where feed.blob.buffer >= first {
+            let pointer = target.executable.pointer(to: feed.blob.buffer)
             if let array = given[name] {
                 guard array.count == feed.blob.count, array.shape == feed.blob.shape || array.shape.reduce(1, *) == feed.blob.count else {
                     throw Diagnostic("'\(name)' was fed shape \(array.shape), but the net was compiled for \(feed.blob.shape)",
@@ -136,7 +180,7 @@ public final class TrainingNet: @unchecked Sendable {
                 pointer.update(from: defaults, count: feed.blob.count)
             } else {
                 throw Diagnostic("no value fed for data-source top '\(name)' \(feed.blob.shape)",
-                                 hint: "feed every data-source top by name: " + feeds.keys.sorted().joined(separator: ", "))
+                                 hint: "feed every data-source top by name: " + target.feeds.keys.sorted().joined(separator: ", "))
             }
         }
     }
@@ -148,21 +192,23 @@ public final class TrainingNet: @unchecked Sendable {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         z ^= z >> 31
-        let pointer = executable.pointer(to: randomKey)
+        let pointer = layout.executable.pointer(to: randomKey)
         for k in 0..<4 { pointer[k] = Float((z >> (16 * UInt64(k))) & 0xFFFF) }
     }
 
     private func readState(_ state: (buffer: BufferID, count: Int)) -> [Float] {
-        Array(UnsafeBufferPointer(start: executable.pointer(to: state.buffer), count: state.count))
+        Array(UnsafeBufferPointer(start: layout.executable.pointer(to: state.buffer), count: state.count))
     }
 
     private func writeStates(_ values: [[Float]]) {
-        for (state, values) in zip(recurrentStates, values) { executable.pointer(to: state.buffer).update(from: values, count: state.count) }
+        for (state, values) in zip(layout.recurrentStates, values) {
+            layout.executable.pointer(to: state.buffer).update(from: values, count: state.count)
+        }
     }
 
     private func read(_ blob: Blob?) -> NDArray? {
         guard let blob else { return nil }
-        let pointer = executable.pointer(to: blob.buffer)
+        let pointer = layout.executable.pointer(to: blob.buffer)
         return NDArray(shape: blob.shape, data: Array(UnsafeBufferPointer(start: pointer, count: blob.count)))
     }
 
@@ -171,10 +217,12 @@ public final class TrainingNet: @unchecked Sendable {
     /// The learnable parameters for the solver: each shared blob once (the owner's lr/decay
     /// multipliers), in Caffe's `learnable_params` order. The buffers live as long as the net.
     public var learnableParameters: [LearnableParameter] {
-        slots.map { slot in
+        lock.lock()
+        defer { lock.unlock() }
+        return slots.map { slot in
             let count = slot.shape.reduce(1, *)
-            return LearnableParameter(data: UnsafeMutableBufferPointer(start: executable.pointer(to: slot.data), count: count),
-                                      diff: UnsafeMutableBufferPointer(start: executable.pointer(to: slot.diff), count: count),
+            return LearnableParameter(data: UnsafeMutableBufferPointer(start: layout.executable.pointer(to: slot.data), count: count),
+                                      diff: UnsafeMutableBufferPointer(start: layout.executable.pointer(to: slot.diff), count: count),
                                       lrMult: slot.lrMult, decayMult: slot.decayMult)
         }
     }
@@ -185,7 +233,7 @@ public final class TrainingNet: @unchecked Sendable {
     public func zeroParameterDiffs() {
         lock.lock()
         defer { lock.unlock() }
-        for slot in slots { executable.pointer(to: slot.diff).update(repeating: 0, count: slot.shape.reduce(1, *)) }
+        for slot in slots { layout.executable.pointer(to: slot.diff).update(repeating: 0, count: slot.shape.reduce(1, *)) }
     }
 
     /// Current values by layer name, in each layer's blob order (shared blobs repeated under each
@@ -226,7 +274,7 @@ public final class TrainingNet: @unchecked Sendable {
                     throw Diagnostic("parameter \(k) should be \(node.parameters[k].shape) = \(count) values, but was given \(array.shape) = \(array.count)",
                                      at: node.location, layer: node.name, hint: "the weights were trained for a different net or input size")
                 }
-                executable.pointer(to: slot.data).update(from: array.data, count: count)
+                layout.executable.pointer(to: slot.data).update(from: array.data, count: count)
             }
         }
     }
@@ -239,21 +287,21 @@ public final class TrainingNet: @unchecked Sendable {
     public func firstNonFinite() -> (layer: String, blob: String)? {
         lock.lock()
         defer { lock.unlock() }
-        guard (try? write(lastFeeds)) != nil else { return nil }
+        guard (try? write(lastFeeds, into: layout)) != nil else { return nil }
         let saved = statisticSlots.map { index in
-            (index, Array(UnsafeBufferPointer(start: executable.pointer(to: slots[index].data), count: slots[index].shape.reduce(1, *))))
+            (index, Array(UnsafeBufferPointer(start: layout.executable.pointer(to: slots[index].data), count: slots[index].shape.reduce(1, *))))
         }
-        let statesAfterRun = recurrentStates.map(readState)
+        let statesAfterRun = layout.recurrentStates.map(readState)
         writeStates(statesBeforeLastRun)
         defer {
-            for (index, values) in saved { executable.pointer(to: slots[index].data).update(from: values, count: values.count) }
+            for (index, values) in saved { layout.executable.pointer(to: slots[index].data).update(from: values, count: values.count) }
             writeStates(statesAfterRun)
         }
         writeRandomKey()
-        for (node, steps) in zip(checks, nodeSteps) {
-            executable.execute(steps: steps)
+        for (node, steps) in zip(layout.checks, layout.nodeSteps) {
+            layout.executable.execute(steps: steps)
             for top in node.tops {
-                let pointer = executable.pointer(to: top.buffer)
+                let pointer = layout.executable.pointer(to: top.buffer)
                 if (0..<top.count).contains(where: { !pointer[$0].isFinite }) { return (node.layer, top.name) }
             }
         }
@@ -265,7 +313,7 @@ public final class TrainingNet: @unchecked Sendable {
     public func blob(_ name: String) -> NDArray? {
         lock.lock()
         defer { lock.unlock() }
-        return read(values[name])
+        return read(layout.values[name])
     }
 
     /// A blob's diff after the last backward (seeded outputs; every blob that got a diff when
@@ -274,7 +322,7 @@ public final class TrainingNet: @unchecked Sendable {
     public func blobDiff(_ name: String) -> NDArray? {
         lock.lock()
         defer { lock.unlock() }
-        return read(diffs[name])
+        return read(layout.diffs[name])
     }
 
     /// Seeds the diffs of net outputs for the next backward runs (replacing the loss weight for
@@ -282,9 +330,15 @@ public final class TrainingNet: @unchecked Sendable {
     public func setTopDiffs(_ diffs: [String: NDArray]) {
         lock.lock()
         defer { lock.unlock() }
-        for (name, array) in diffs {
-            guard let seed = seeds[name] else { continue }
-            executable.pointer(to: seed.buffer).update(from: array.data, count: min(array.count, seed.count))
+        topDiffs.merge(diffs) { $1 }
+        writeTopDiffs()
+    }
+
+    /// Writes the seeds `setTopDiffs` was given into the current layout.
+    private func writeTopDiffs() {
+        for (name, array) in topDiffs {
+            guard let seed = layout.seeds[name] else { continue }
+            layout.executable.pointer(to: seed.buffer).update(from: array.data, count: min(array.count, seed.count))
         }
     }
 
@@ -293,8 +347,8 @@ public final class TrainingNet: @unchecked Sendable {
     public func profileSteps() -> (forward: [(layer: String, seconds: Double)], backward: [(layer: String, seconds: Double)]) {
         lock.lock()
         defer { lock.unlock() }
-        let times = executable.profileSteps()
-        let labelled = zip(executable.steps.map(\.label), times).map { (layer: $0.0, seconds: $0.1) }
-        return (Array(labelled[..<forwardStepCount]), Array(labelled[forwardStepCount...]))
+        let times = layout.executable.profileSteps()
+        let labelled = zip(layout.executable.steps.map(\.label), times).map { (layer: $0.0, seconds: $0.1) }
+        return (Array(labelled[..<layout.forwardStepCount]), Array(labelled[layout.forwardStepCount...]))
     }
 }
