@@ -29,6 +29,7 @@ extension Lowering {
         let work = n * c * oh * ow * kh * kw
         // Output positions whose window lies wholly inside the image (compile-time ranges): there
         // the window is kh×kw taps at constant offsets, unrolled, and the loop over ox vectorizes.
+        let window = PoolingWindow(height: h, width: w, kernel: (kh, kw), pad: (ph, pw))
         let rows = Self.interior(count: oh, stride: sh, pad: ph, kernel: kh, extent: h)
         let columns = Self.interior(count: ow, stride: sw, pad: pw, kernel: kw, extent: w)
         /// Emits `element(oy, ox, inside)` over the plane, with `inside` true on the interior ranges.
@@ -65,20 +66,9 @@ extension Lowering {
                             y[at] = best
                             return
                         }
-                        let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
-                        let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
-                        let bestIndex = b.variable(b.constant(-1))
-                        b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
-                            b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
-                                let index = iy * w + ix
-                                let v = x[source + index]
-                                let better = v > best.value
-                                best.value = b.select(better, v, best.value)
-                                if mask != nil { bestIndex.value = b.select(better, b.float(index), bestIndex.value) }
-                            }
-                        }
-                        y[at] = best.value
-                        if let mask { mask[at] = bestIndex.value }
+                        let (best, bestIndex) = window.maximum(b, x, plane: source, y0: y0, x0: x0, index: mask != nil)
+                        y[at] = best
+                        if let mask, let bestIndex { mask[at] = bestIndex }
                     }
                 }
             }
@@ -97,15 +87,7 @@ extension Lowering {
                             y[target + oy * ow + ox] = sum / b.constant(Float(kh * kw))
                             return
                         }
-                        let y1 = b.min(y0 + kh, b.index(h + ph)), x1 = b.min(x0 + kw, b.index(w + pw))
-                        let windowSize = b.float((y1 - y0) * (x1 - x0))
-                        let sum = b.variable(b.constant(0))
-                        b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
-                            b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
-                                sum.value = sum.value + x[source + iy * w + ix]
-                            }
-                        }
-                        y[target + oy * ow + ox] = sum.value / windowSize
+                        y[target + oy * ow + ox] = window.average(b, x, plane: source, y0: y0, x0: x0)
                     }
                 }
             }
@@ -121,5 +103,46 @@ extension Lowering {
         let last = extent + pad - kernel  // the largest window start, in padded coordinates
         let upper = last < 0 ? lower : max(lower, min(count, last / stride + 1))
         return lower..<upper
+    }
+}
+
+/// One pooling window of a H×W plane as Caffe's `PoolingLayer` evaluates it, for the kernels of
+/// Pooling, SPP and pooling's gradient: the window starting at `(y0, x0)` (padded coordinates, so
+/// possibly negative) is clipped to the image for the values it reads.
+struct PoolingWindow {
+    var height: Int, width: Int
+    var kernel: (h: Int, w: Int)
+    var pad: (h: Int, w: Int)
+
+    /// MAX: the first strict maximum, row by row, starting from −FLT_MAX; with `index`, also its
+    /// flat position `h·W + w` in the plane as a float (−1 when nothing beat −FLT_MAX).
+    func maximum(_ b: KernelBuilder, _ x: Buffer, plane: Index, y0: Index, x0: Index, index: Bool) -> (Scalar, Scalar?) {
+        let y1 = b.min(y0 + kernel.h, b.index(height)), x1 = b.min(x0 + kernel.w, b.index(width))
+        let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
+        let bestIndex = b.variable(b.constant(-1))
+        b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
+            b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
+                let at = iy * width + ix
+                let v = x[plane + at]
+                let better = v > best.value
+                best.value = b.select(better, v, best.value)
+                if index { bestIndex.value = b.select(better, b.float(at), bestIndex.value) }
+            }
+        }
+        return (best.value, index ? bestIndex.value : nil)
+    }
+
+    /// AVE: the sum over the window clipped to the image, divided by the window clipped to
+    /// `[−pad, extent + pad)`, so border averages count padding as zeros.
+    func average(_ b: KernelBuilder, _ x: Buffer, plane: Index, y0: Index, x0: Index) -> Scalar {
+        let y1 = b.min(y0 + kernel.h, b.index(height + pad.h)), x1 = b.min(x0 + kernel.w, b.index(width + pad.w))
+        let windowSize = b.float((y1 - y0) * (x1 - x0))
+        let sum = b.variable(b.constant(0))
+        b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(height))) { iy in
+            b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(width))) { ix in
+                sum.value = sum.value + x[plane + iy * width + ix]
+            }
+        }
+        return sum.value / windowSize
     }
 }

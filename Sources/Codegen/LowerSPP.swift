@@ -37,6 +37,7 @@ extension Lowering {
             }
             let (kh, ph, oh) = axis(h), (kw, pw, ow) = axis(w)
             let offset = levelOffset
+            let window = PoolingWindow(height: h, width: w, kernel: (kh, kw), pad: (ph, pw))
             let signature = "spp.\(isMax ? "max" : "ave") c\(c) h\(h)w\(w) k\(kh)x\(kw) p\(ph)x\(pw) o\(oh)x\(ow) row\(total) at\(offset)"
             try emitKernel(node, signature, operands: [Operand(x), Operand(y)], tasks: n * c, work: n * c * h * w) { b in
                 let (source, target) = (b.operand(0), b.operand(1))
@@ -47,27 +48,8 @@ extension Lowering {
                         b.loop(0..<ow) { ox in
                             let y0 = oy * kh - ph, x0 = ox * kw - pw
                             let at = to + oy * ow + ox
-                            if isMax {
-                                let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
-                                let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
-                                b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
-                                    b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
-                                        let v = source[from + iy * w + ix]
-                                        best.value = b.select(v > best.value, v, best.value)
-                                    }
-                                }
-                                target[at] = best.value
-                            } else {
-                                let y1 = b.min(y0 + kh, b.index(h + ph)), x1 = b.min(x0 + kw, b.index(w + pw))
-                                let windowSize = b.float((y1 - y0) * (x1 - x0))
-                                let sum = b.variable(b.constant(0))
-                                b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(h))) { iy in
-                                    b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(w))) { ix in
-                                        sum.value = sum.value + source[from + iy * w + ix]
-                                    }
-                                }
-                                target[at] = sum.value / windowSize
-                            }
+                            target[at] = isMax ? window.maximum(b, source, plane: from, y0: y0, x0: x0, index: false).0
+                                               : window.average(b, source, plane: from, y0: y0, x0: x0)
                         }
                     }
                 }

@@ -25,6 +25,7 @@ extension TrainingLowering {
         let dx = bottomDiff(node, 0)
         let geometry = "h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) o\(oh)x\(ow)"
         let work = n * c * oh * ow * kh * kw
+        let window = PoolingWindow(height: h, width: w, kernel: (kh, kw), pad: (ph, pw))
         switch p.pool {
         case .max:
             try base.emitKernel(node, "pool.max.grad \(geometry)", operands: [x, dy, dx], tasks: n * c, work: work) { b in
@@ -35,19 +36,8 @@ extension TrainingLowering {
                     b.loop(0..<oh) { oy in
                         b.loop(0..<ow) { ox in
                             let y0 = oy * sh - ph, x0 = ox * sw - pw
-                            let y1 = b.min(y0 + kh, b.index(h)), x1 = b.min(x0 + kw, b.index(w))
-                            let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
-                            let bestIndex = b.variable(b.constant(-1))
-                            b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
-                                b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
-                                    let index = iy * w + ix
-                                    let v = x[source + index]
-                                    let better = v > best.value
-                                    best.value = b.select(better, v, best.value)
-                                    bestIndex.value = b.select(better, b.float(index), bestIndex.value)
-                                }
-                            }
-                            let winner = b.int(bestIndex.value)
+                            let (_, bestIndex) = window.maximum(b, x, plane: source, y0: y0, x0: x0, index: true)
+                            let winner = b.int(bestIndex!)
                             b.when(winner >= 0) {
                                 let at = source + winner
                                 result[at] = result[at] + topDiff[target + oy * ow + ox]
