@@ -255,6 +255,8 @@ extension Lowering {
     /// kernel: each output plane sums its KH×KW taps (unrolled, constant offsets) over the clipped
     /// window, then adds the bias. One task per (image, output channel) plane. A GEMM per group
     /// would have one row, so the im2col traffic would dominate; here the input is read in place.
+    /// Outputs whose window lies wholly inside the image read their taps at constant offsets with
+    /// no clamping, so that loop vectorizes; the sum's order is the same everywhere.
     private mutating func emitDepthwise(_ node: Node, _ g: ConvolutionGeometry, batch n: Int, channels c: Int, outputs o: Int,
                                         image: [Int], result: [Int], input: Operand, output: Operand,
                                         weights: Operand, bias: Operand?) throws {
@@ -266,6 +268,9 @@ extension Lowering {
         let signature = "conv.depthwise c\(c) m\(multiplier) h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) d\(dh)x\(dw) o\(oh)x\(ow) bias=\(bias != nil)"
             + (activation.map { " " + $0.signature } ?? "")
         let operands = [input, output, weights] + (bias.map { [$0] } ?? [])
+        // Outputs whose whole (dilated) window lies inside the image, known from the geometry.
+        let rows = Self.interior(count: oh, stride: sh, pad: ph, kernel: (kh - 1) * dh + 1, extent: h)
+        let columns = Self.interior(count: ow, stride: sw, pad: pw, kernel: (kw - 1) * dw + 1, extent: w)
         try emitKernel(node, signature, operands: operands, tasks: n * o, work: n * o * oh * ow * kh * kw) { b in
             let (x, y, weight) = (b.operand(0), b.operand(1), b.operand(2))
             let biasValues = bias.map { _ in b.operand(3) }
@@ -273,18 +278,24 @@ extension Lowering {
                 let channel = plane % o, item = plane / o
                 let source = (item * c + channel / multiplier) * (h * w), target = plane * (oh * ow)
                 let taps = (0..<(kh * kw)).map { weight[channel * (kh * kw) + $0] }
-                b.loop(0..<oh) { oy in
-                    b.loop(0..<ow) { ox in
+                /// One output: the taps summed in Caffe's order; `inside` windows read at constant
+                /// offsets, border windows clamp and zero what falls in the padding.
+                func element(_ oy: Index, _ ox: Index, inside windowInside: Bool) {
                         var sum: Scalar?
                         for ky in 0..<kh {
                             let iy = oy * sh + (ky * dh - ph)
                             let rowInside = iy >= 0 && iy < h
-                            let row = b.max(b.index(0), b.min(iy, b.index(h - 1))) * w
+                            let row = windowInside ? iy * w : b.max(b.index(0), b.min(iy, b.index(h - 1))) * w
                             for kx in 0..<kw {
                                 let ix = ox * sw + (kx * dw - pw)
-                                let inside = rowInside && (ix >= 0 && ix < w)
-                                let column = b.max(b.index(0), b.min(ix, b.index(w - 1)))
-                                let term = b.select(inside, x[source + row + column], b.constant(0)) * taps[ky * kw + kx]
+                                let term: Scalar
+                                if windowInside {
+                                    term = x[source + row + ix] * taps[ky * kw + kx]
+                                } else {
+                                    let inside = rowInside && (ix >= 0 && ix < w)
+                                    let column = b.max(b.index(0), b.min(ix, b.index(w - 1)))
+                                    term = b.select(inside, x[source + row + column], b.constant(0)) * taps[ky * kw + kx]
+                                }
                                 sum = sum.map { $0 + term } ?? term
                             }
                         }
@@ -292,8 +303,15 @@ extension Lowering {
                         if let biasValues { value = value + biasValues[channel] }
                         if let activation { value = activation.apply(b, value) }
                         y[target + oy * ow + ox] = value
-                    }
                 }
+                func row(_ oy: Index, inside: Bool) {
+                    b.loop(0..<columns.lowerBound) { element(oy, $0, inside: false) }
+                    b.loop(columns) { element(oy, $0, inside: inside) }
+                    b.loop(columns.upperBound..<ow) { element(oy, $0, inside: false) }
+                }
+                b.loop(0..<rows.lowerBound) { row($0, inside: false) }
+                b.loop(rows) { row($0, inside: true) }
+                b.loop(rows.upperBound..<oh) { row($0, inside: false) }
             }
         }
     }
