@@ -329,11 +329,70 @@ extension Lowering {
         }
         let m = shape(input)[..<axis].reduce(1, *), k = shape(input)[axis...].reduce(1, *), n = Int(p.numOutput)
         let x = buffer(input), y = buffer(output)
+        if (2...InnerProductPanels.maximumRows).contains(m), n % InnerProductPanels.width == 0, k * n >= InnerProductPanels.minimumWeights {
+            let panels = constant(node, "weight panels", InnerProductPanels.pack(blobs[0], outputs: n, inputs: k, transposed: p.transpose))
+            try emitInnerProductPanels(node, rows: m, inputs: k, outputs: n, x: Operand(x), panels: Operand(panels), y: Operand(y))
+            try emitEpilogue(node, Operand(y), outer: m, channels: n, inner: 1, bias: bias.map { Operand($0) })
+            return
+        }
         var gemm = GemmStep(m: m, n: n, k: k, a: Operand(x), lda: k, b: Operand(weights), ldb: p.transpose ? n : k,
                             c: Operand(y), ldc: n)
         gemm.transB = !p.transpose
         emitGemm(node, gemm)
         try emitEpilogue(node, Operand(y), outer: m, channels: n, inner: 1, bias: bias.map { Operand($0) })
+    }
+}
+
+/// An InnerProduct over a few rows (a handful of ROIs, a small batch) streams its weights once
+/// instead of packing them for a GEMM (OpenBLAS packs the whole weight matrix for every call,
+/// twice the memory traffic of the product itself, which is all that matters when the weights
+/// are hundreds of MB and the rows few). The weights are regrouped at compile time into panels
+/// of `width` outputs, each panel K×width contiguous, so one task reads one panel front to back.
+enum InnerProductPanels {
+    static let width = 16
+    static let maximumRows = 8
+    /// Weight matrices smaller than this stay with the GEMM (they fit in cache anyway).
+    static let minimumWeights = 1 << 20
+
+    /// Panels `[n / width][k][width]` from Caffe's N×K weights (K×N with `transpose: true`).
+    static func pack(_ weights: [Float], outputs n: Int, inputs k: Int, transposed: Bool) -> [Float] {
+        var panels = [Float](repeating: 0, count: n * k)
+        for panel in 0..<(n / width) {
+            for kk in 0..<k {
+                for lane in 0..<width {
+                    let j = panel * width + lane
+                    panels[(panel * k + kk) * width + lane] = transposed ? weights[kk * n + j] : weights[j * k + kk]
+                }
+            }
+        }
+        return panels
+    }
+}
+
+extension Lowering {
+    /// `y (M×N) = x (M×K) · Wᵀ` by weight panels (see `InnerProductPanels`): one task per panel of
+    /// 16 outputs keeps M×16 running sums while it walks the panel's K rows once, summing in the
+    /// order k = 0, 1, …
+    mutating func emitInnerProductPanels(_ node: Node, rows m: Int, inputs k: Int, outputs n: Int,
+                                         x: Operand, panels: Operand, y: Operand) throws {
+        let width = InnerProductPanels.width
+        try emitKernel(node, "ip.panels m\(m) k\(k) n\(n)", operands: [x, panels, y], tasks: n / width, work: m * n * k) { b in
+            let (input, weights, output) = (b.operand(0), b.operand(1), b.operand(2))
+            b.forEachTask { panel in
+                let sums = (0..<(m * width)).map { _ in b.variable(b.constant(0)) }
+                let start = panel * (k * width)
+                b.loop(0..<k) { kk in
+                    let w = (0..<width).map { weights[start + kk * width + $0] }
+                    for i in 0..<m {
+                        let value = input[kk + i * k]
+                        for lane in 0..<width { sums[i * width + lane].value = sums[i * width + lane].value + value * w[lane] }
+                    }
+                }
+                for i in 0..<m {
+                    for lane in 0..<width { output[panel * width + (i * n + lane)] = sums[i * width + lane].value }
+                }
+            }
+        }
     }
 }
 
