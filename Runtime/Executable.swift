@@ -75,9 +75,7 @@ public final class Executable: @unchecked Sendable {
         for (index, declaration) in program.buffers.enumerated() {
             if !declaration.isActivation, let shared = other?.owned[index], shared.name == declaration.name,
                shared.isPersistent == declaration.isPersistent, shared.buffer.count == declaration.count,
-               declaration.isPersistent || declaration.constant!.withUnsafeBufferPointer({ values in
-                   values.count == declaration.count && (values.isEmpty || memcmp(values.baseAddress!, shared.buffer.pointer, values.count * MemoryLayout<Float>.stride) == 0)
-               }) {
+               declaration.isPersistent || Executable.sameValues(declaration, shared.buffer) {
                 owned[index] = shared
                 bases.append(shared.buffer.pointer)
             } else if declaration.isPersistent {
@@ -85,6 +83,9 @@ public final class Executable: @unchecked Sendable {
                 if let values = declaration.constant { buffer.pointer.update(from: values, count: min(values.count, declaration.count)) }
                 owned[index] = (declaration.name, true, buffer)
                 bases.append(buffer.pointer)
+            } else if let prepared = declaration.prepared {
+                owned[index] = (declaration.name, false, prepared)
+                bases.append(prepared.pointer)
             } else if let values = declaration.constant {
                 let buffer = try AlignedBuffer(copying: values)
                 owned[index] = (declaration.name, false, buffer)
@@ -292,7 +293,7 @@ public final class Executable: @unchecked Sendable {
             case .gemm(let g):
                 for (operand, extent, isWrite) in g.extents {
                     try check(operand, extent: extent + (buffers.indices.contains(operand.buffer) ? reach(operand.buffer) : 0), in: label)
-                    if isWrite, buffers[operand.buffer].constant != nil, !buffers[operand.buffer].isPersistent {
+                    if isWrite, buffers[operand.buffer].isConstant {
                         throw RuntimeError("step '\(label)' writes the constant buffer '\(buffers[operand.buffer].name)'")
                     }
                 }
@@ -307,11 +308,22 @@ public final class Executable: @unchecked Sendable {
         }
         for step in program.steps { try checkAction(step.action, in: step.label) { _ in 0 } }
         for binding in program.inputs + program.outputs {
-            guard buffers.indices.contains(binding.buffer), buffers[binding.buffer].constant == nil,
+            guard buffers.indices.contains(binding.buffer), !buffers[binding.buffer].isConstant, buffers[binding.buffer].prepared == nil,
                   let count = Tensor.elementCount(binding.shape), count <= buffers[binding.buffer].count else {
                 throw RuntimeError("blob '\(binding.name)' \(format(binding.shape)) does not fit its buffer")
             }
         }
+    }
+
+    /// True when a constant declaration holds exactly the values of `buffer` (so a sibling's copy
+    /// can serve).
+    private static func sameValues(_ declaration: BufferDeclaration, _ buffer: AlignedBuffer) -> Bool {
+        let bytes = declaration.count * MemoryLayout<Float>.stride
+        if let prepared = declaration.prepared {
+            return prepared === buffer || (prepared.count == buffer.count && memcmp(prepared.pointer, buffer.pointer, bytes) == 0)
+        }
+        guard let values = declaration.constant, values.count == declaration.count else { return false }
+        return values.withUnsafeBufferPointer { values.isEmpty || memcmp($0.baseAddress!, buffer.pointer, bytes) == 0 }
     }
 
     /// How a GEMM step is shared among the pool's threads, chosen once per step from its shape: each

@@ -47,6 +47,9 @@ public struct BufferDeclaration: Sendable {
     public var constant: [Float]?
     /// True for a writable buffer kept outside the arena (see above).
     public var isPersistent = false
+    /// A constant computed at compile time straight into aligned memory (transformed weights),
+    /// which the executable adopts instead of copying; nil for the others.
+    public var prepared: AlignedBuffer?
 
     public init(name: String, count: Int, constant: [Float]? = nil) {
         self.name = name
@@ -55,7 +58,10 @@ public struct BufferDeclaration: Sendable {
     }
 
     /// True when the buffer lives in the arena (neither constant nor persistent).
-    public var isActivation: Bool { constant == nil && !isPersistent }
+    public var isActivation: Bool { constant == nil && prepared == nil && !isPersistent }
+
+    /// True for a read-only buffer: a constant or a prepared constant.
+    public var isConstant: Bool { (constant != nil || prepared != nil) && !isPersistent }
 }
 
 /// One JIT'd kernel call: run `kernel` over tasks `0..<taskCount`, split across the pool when `parallel`.
@@ -237,6 +243,14 @@ public struct Program: Sendable {
     /// Declares a constant buffer holding `values`.
     public mutating func addConstant(_ name: String, values: [Float]) -> BufferID {
         buffers.append(BufferDeclaration(name: name, count: values.count, constant: values))
+        return buffers.count - 1
+    }
+
+    /// Declares a constant whose values are already in `prepared` (adopted, not copied).
+    public mutating func addConstant(_ name: String, prepared: AlignedBuffer) -> BufferID {
+        var declaration = BufferDeclaration(name: name, count: prepared.count)
+        declaration.prepared = prepared
+        buffers.append(declaration)
         return buffers.count - 1
     }
 

@@ -24,7 +24,9 @@ extension Lowering {
         let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
         let (channels, outputs) = (shape(first)[1], shape(node.outputs[0])[1])
         if usesWinograd(node, geometry, input: shape(first), outputs: outputs) {
-            let transformed = constant(node, "winograd weights", Self.winogradWeights(blobs[0], outputs: outputs, channels: channels))
+            let transformed = try preparedConstant(node, "winograd weights", count: 16 * outputs * channels) { target in
+                Self.winogradWeights(blobs[0], outputs: outputs, channels: channels, into: target)
+            }
             for (input, output) in zip(node.inputs, node.outputs) {
                 let (n, image, result) = (shape(input)[0], Array(shape(input)[2...]), Array(shape(output)[2...]))
                 let tiles = (result[0] + 1) / 2 * ((result[1] + 1) / 2)
@@ -321,7 +323,6 @@ extension Lowering {
     mutating func lowerInnerProduct(_ node: Node) throws {
         let p = node.layer.innerProductParam
         let blobs = try parameterBlobs(node)
-        let weights = constant(node, "weights", blobs[0])
         let bias = p.biasTerm ? constant(node, "bias", blobs[1]) : nil
         let input = node.inputs[0], output = node.outputs[0]
         guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else {
@@ -329,12 +330,16 @@ extension Lowering {
         }
         let m = shape(input)[..<axis].reduce(1, *), k = shape(input)[axis...].reduce(1, *), n = Int(p.numOutput)
         let x = buffer(input), y = buffer(output)
-        if (2...InnerProductPanels.maximumRows).contains(m), n % InnerProductPanels.width == 0, k * n >= InnerProductPanels.minimumWeights {
-            let panels = constant(node, "weight panels", InnerProductPanels.pack(blobs[0], outputs: n, inputs: k, transposed: p.transpose))
+        if innerProductPanels, (2...InnerProductPanels.maximumRows).contains(m), n % InnerProductPanels.width == 0,
+           k * n >= InnerProductPanels.minimumWeights {
+            let panels = try preparedConstant(node, "weight panels", count: n * k) { target in
+                InnerProductPanels.pack(blobs[0], outputs: n, inputs: k, transposed: p.transpose, into: target)
+            }
             try emitInnerProductPanels(node, rows: m, inputs: k, outputs: n, x: Operand(x), panels: Operand(panels), y: Operand(y))
             try emitEpilogue(node, Operand(y), outer: m, channels: n, inner: 1, bias: bias.map { Operand($0) })
             return
         }
+        let weights = constant(node, "weights", blobs[0])
         var gemm = GemmStep(m: m, n: n, k: k, a: Operand(x), lda: k, b: Operand(weights), ldb: p.transpose ? n : k,
                             c: Operand(y), ldc: n)
         gemm.transB = !p.transpose
@@ -354,18 +359,18 @@ enum InnerProductPanels {
     /// Weight matrices smaller than this stay with the GEMM (they fit in cache anyway).
     static let minimumWeights = 1 << 20
 
-    /// Panels `[n / width][k][width]` from Caffe's N×K weights (K×N with `transpose: true`).
-    static func pack(_ weights: [Float], outputs n: Int, inputs k: Int, transposed: Bool) -> [Float] {
-        var panels = [Float](repeating: 0, count: n * k)
-        for panel in 0..<(n / width) {
-            for kk in 0..<k {
-                for lane in 0..<width {
-                    let j = panel * width + lane
-                    panels[(panel * k + kk) * width + lane] = transposed ? weights[kk * n + j] : weights[j * k + kk]
+    /// Writes panels `[n / width][k][width]` from Caffe's N×K weights (K×N with `transpose: true`).
+    static func pack(_ weights: [Float], outputs n: Int, inputs k: Int, transposed: Bool, into panels: UnsafeMutablePointer<Float>) {
+        weights.withUnsafeBufferPointer { w in
+            for panel in 0..<(n / width) {
+                for kk in 0..<k {
+                    for lane in 0..<width {
+                        let j = panel * width + lane
+                        panels[(panel * k + kk) * width + lane] = transposed ? w[kk * n + j] : w[j * k + kk]
+                    }
                 }
             }
         }
-        return panels
     }
 }
 

@@ -30,8 +30,7 @@ extension Lowering {
     /// The weights transformed once, at compile time: `U = G·g·Gᵀ` for each 3×3 filter `g`, laid
     /// out as 16 matrices O×C (one per position of the 4×4 transform), the GEMMs' left operands.
     /// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
-    static func winogradWeights(_ weights: [Float], outputs o: Int, channels c: Int) -> [Float] {
-        var u = [Float](repeating: 0, count: 16 * o * c)
+    static func winogradWeights(_ weights: [Float], outputs o: Int, channels c: Int, into u: UnsafeMutablePointer<Float>) {
         for oc in 0..<(o * c) {
             let g = Array(weights[(oc * 9)..<(oc * 9 + 9)])
             // t = G·g (4×3), then U = t·Gᵀ (4×4).
@@ -49,7 +48,6 @@ extension Lowering {
                 for j in 0..<4 { u[(i * 4 + j) * o * c + oc] = row[j] }
             }
         }
-        return u
     }
 
     /// Winograd F(2×2, 3×3) for one image: the input transform writes `V = Bᵀ·d·B` for every

@@ -38,6 +38,9 @@ struct Lowering {
     var banding = ConvolutionBanding()
     /// When a 3×3 convolution runs as Winograd F(2×2, 3×3); nil: never.
     var winograd: WinogradPolicy?
+    /// Whether an InnerProduct over a few rows streams weight panels (`InnerProductPanels`). Off in
+    /// training, whose constants must be the parameters themselves (the solver updates them).
+    var innerProductPanels = false
     var program = Program()
     /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
     var inputChecks: [InputCheck] = []
@@ -98,6 +101,14 @@ struct Lowering {
 
     mutating func constant(_ node: Node, _ what: String, _ values: [Float]) -> BufferID {
         program.addConstant("\(node.name)/\(what)", values: values)
+    }
+
+    /// A constant of `count` values computed by `fill` straight into the aligned memory the
+    /// executable will use (transformed weights: no second copy of hundreds of MB while compiling).
+    mutating func preparedConstant(_ node: Node, _ what: String, count: Int, _ fill: (UnsafeMutablePointer<Float>) -> Void) throws -> BufferID {
+        let storage = try AlignedBuffer(count: count)
+        fill(storage.pointer)
+        return program.addConstant("\(node.name)/\(what)", prepared: storage)
     }
 
     func shape(_ value: ValueID) -> [Int] { graph.values[value].shape.dims }

@@ -72,6 +72,7 @@ public final class NetCompiler: @unchecked Sendable {
         lowering.threads = pool.threadCount
         lowering.banding = convolutionBanding
         lowering.winograd = winograd
+        lowering.innerProductPanels = true
         for value in graph.externalInputs {
             lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                        buffer: lowering.buffer(value)))
