@@ -10,7 +10,8 @@ import Runtime
 /// steps for exactly the layers, bottoms and parameters Caffe's `Net::Init` marks as needing
 /// backward (`BackwardAnalysis`), all over one planned arena plus persistent parameter buffers.
 ///
-/// Backward kernels are JIT'd like forward ones (one per op and shape, cached); convolution and
+/// Backward kernels are JIT'd like forward ones (one per op and shape, cached, compiled in one
+/// batch with the forward kernels once every layer is lowered); convolution and
 /// InnerProduct gradients are OpenBLAS GEMMs around a JIT'd im2col/col2im. Every value gets its
 /// own diff buffer, planned by lifetime like activations; forward values backward reads stay
 /// live until then, the rest are reused.
@@ -111,8 +112,9 @@ public final class TrainingCompiler: @unchecked Sendable {
             (node.name, node.outputs.map { (graph.values[$0].name, lowering.base.buffer($0), graph.values[$0].shape.count ?? 0) })
         }
 
+        let kernels = try lowering.base.compileKernels()
         let executable = try Executable(lowering.base.program, pool: pool, blas: blas)
-        return TrainingNet(graph: graph, executable: executable, cache: cache, slots: lowering.slots, slotOf: lowering.slotOf,
+        return TrainingNet(graph: graph, executable: executable, cache: cache, kernels: kernels, slots: lowering.slots, slotOf: lowering.slotOf,
                            feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs, seeds: seeds,
                            losses: losses, forwardStepCount: forwardCount, nodeSteps: lowering.forwardSteps, checks: checks,
                            randomKey: lowering.randomKey, seed: seed, backwardProblems: lowering.backwardProblems,

@@ -34,6 +34,8 @@ public final class TrainingNet: @unchecked Sendable {
     /// Steps `0..<forwardStepCount` of `executable` are the forward pass, the rest backward.
     public let executable: Executable
     public let forwardStepCount: Int
+    /// Where this compilation's kernels came from (compiled, disk cache, already in the process).
+    public let kernels: KernelStatistics
     private let cache: KernelCache
     private let slots: [ParameterSlot]
     private let slotOf: [[Int]]
@@ -53,7 +55,7 @@ public final class TrainingNet: @unchecked Sendable {
     private var lastFeeds: [String: NDArray] = [:]
     private let lock = NSLock()
 
-    init(graph: Graph, executable: Executable, cache: KernelCache, slots: [ParameterSlot], slotOf: [[Int]],
+    init(graph: Graph, executable: Executable, cache: KernelCache, kernels: KernelStatistics, slots: [ParameterSlot], slotOf: [[Int]],
          feeds: [String: Feed], outputs: [String], values: [String: Blob], diffs: [String: Blob], seeds: [String: Blob],
          losses: [(Blob, Float)], forwardStepCount: Int, nodeSteps: [Range<Int>],
          checks: [(String, [(String, BufferID, Int)])], randomKey: BufferID, seed: UInt64,
@@ -61,6 +63,7 @@ public final class TrainingNet: @unchecked Sendable {
         self.graph = graph
         self.executable = executable
         self.cache = cache
+        self.kernels = kernels
         self.slots = slots
         self.slotOf = slotOf
         self.feeds = feeds
