@@ -40,8 +40,10 @@ public final class KernelJIT: @unchecked Sendable {
     }
 
     /// LLVM options set once per process before the first compilation (LLVM keeps them in global
-    /// state); part of `identity`.
-    static let codegenArguments: [String] = []
+    /// state). Loop strength reduction is off: on our im2col kernels (hundreds of address
+    /// computations in one loop nest) it took 80 % of code generation, up to 0.5 s for one kernel,
+    /// and the kernels ran no faster with it (Benchmarks/README.md, "compile time").
+    static let codegenArguments = ["-disable-lsr"]
     private static let codegenArgumentsParsed: Void = {
         let arguments = ["swiftjit"] + codegenArguments
         var pointers = arguments.map { UnsafePointer<CChar>?(strdup($0)) }
