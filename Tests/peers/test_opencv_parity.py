@@ -5,11 +5,15 @@ ONNX Runtime, whose outputs must agree with ours to 1e-4.
 
 Runs the release swiftjit binary (tools/test.sh builds it; SWIFTJIT overrides the path). Nets with a
 layer our JIT does not lower yet must fail with the clear unsupported-layer error, never otherwise.
-Big nets run at reduced input sizes where the architecture allows, to keep CI fast.
+Big nets run at reduced input sizes where the architecture allows, to keep CI fast. swiftjit keeps
+its kernel cache in a temporary directory of this test session, never the user's.
 """
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT.parent / "shared" / "zoo"
 SWIFTJIT = Path(os.environ.get("SWIFTJIT", ROOT / ".build" / "release" / "swiftjit"))
 PEERS = ROOT / "Benchmarks" / "peers.py"
+KERNEL_CACHE = tempfile.mkdtemp(prefix="swiftjit-peers-kernels-")
+atexit.register(shutil.rmtree, KERNEL_CACHE, ignore_errors=True)
 
 # net -> input shapes (batch 1; spatial sizes reduced where the net allows it)
 NETS = {
@@ -62,7 +68,8 @@ NETS = {
 def swiftjit(*args, check=True):
     if not SWIFTJIT.exists():
         pytest.fail(f"{SWIFTJIT} is missing: build it with `swift build -c release --product swiftjit`")
-    result = subprocess.run([str(SWIFTJIT), *map(str, args)], capture_output=True, text=True)
+    result = subprocess.run([str(SWIFTJIT), *map(str, args)], capture_output=True, text=True,
+                            env={**os.environ, "SWIFTJIT_CACHE_DIR": KERNEL_CACHE})
     if check and result.returncode != 0:
         pytest.fail(f"swiftjit {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result
