@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 [ -d ../shared/golden ] || { echo "error: ../shared/golden is missing: clone the repo next to shared/ (see README)"; exit 1; }
+# Anything that runs swiftjit uses a kernel cache of this run's own, never the user's.
+SWIFTJIT_CACHE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/swiftjit-test-kernels.XXXXXX")"
+export SWIFTJIT_CACHE_DIR
+trap 'rm -rf "$SWIFTJIT_CACHE_DIR"' EXIT
 swift build --build-tests
 swift test --skip-build
 # Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it.

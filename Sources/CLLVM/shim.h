@@ -1,4 +1,5 @@
-// The LLVM C API that Codegen uses: IR building, ORC LLJIT, host target, verification, new pass manager.
+// The LLVM C API that Codegen uses: IR building, ORC LLJIT, host target, verification, new pass manager,
+// object emission, command-line options, and the library version (llvm-config.h is plain C macros).
 #include <llvm-c/Core.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
@@ -6,4 +7,6 @@
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/Support.h>
+#include <llvm/Config/llvm-config.h>
 #include <llvm-c/Transforms/PassBuilder.h>

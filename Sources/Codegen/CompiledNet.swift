@@ -18,10 +18,15 @@ public final class CompiledNet: @unchecked Sendable {
     /// The schedule for the graph's own shapes (for a net with Filter layers: Caffe's setup
     /// shapes, all rows selected).
     public let executable: Executable
-    /// Kernels this compilation generated (the rest came from the cache).
-    public let compiledKernels: Int
-    /// Wall time of `compile`, kernel generation included.
+    /// Where this compilation's kernels came from (compiled, disk cache, already in the process) and their cost.
+    public let kernels: KernelStatistics
+    /// Kernels this compilation optimized and compiled from IR (the rest came from a cache).
+    public var compiledKernels: Int { kernels.compiled }
+    /// Wall time of `NetCompiler.compile`, graph to executable: lowering, kernels, memory planning
+    /// and binding the weights. Graph passes run before it (`Net` runs them) are not included.
     public let compileSeconds: Double
+    /// `compileSeconds` by phase.
+    public let phases: CompilePhases
     /// Keeps the JIT (and so the kernels' code) alive.
     private let cache: KernelCache
     /// Run-time conditions on inputs that Caffe CHECK-fails on (ROI batch indices).
@@ -39,14 +44,16 @@ public final class CompiledNet: @unchecked Sendable {
         var inputChecks: [InputCheck]
     }
 
-    init(first: Variant, cache: KernelCache, compiledKernels: Int, compileSeconds: Double, rows: RowSpecializer<Variant>?) {
+    init(first: Variant, cache: KernelCache, kernels: KernelStatistics, compileSeconds: Double, phases: CompilePhases,
+         rows: RowSpecializer<Variant>?) {
         executable = first.executable
         inputChecks = first.inputChecks
         self.first = first
         self.rows = rows
         self.cache = cache
-        self.compiledKernels = compiledKernels
+        self.kernels = kernels
         self.compileSeconds = compileSeconds
+        self.phases = phases
     }
 
     /// The net's inputs and their shapes.
@@ -127,6 +134,22 @@ public final class CompiledNet: @unchecked Sendable {
 
     static func format(_ shape: [Int]) -> String {
         shape.isEmpty ? "scalar" : shape.map(String.init).joined(separator: "×")
+    }
+}
+
+/// Where a compilation's wall time went, in seconds.
+public struct CompilePhases: Sendable, Equatable {
+    /// Lowering layers into steps (kernel IR building excluded).
+    public var lowering: Double
+    /// Building, digesting, loading, optimizing, compiling and linking kernels.
+    public var kernels: Double
+    /// Planning the arena, allocating it and copying the constants (weights) into place.
+    public var executable: Double
+
+    public init(lowering: Double, kernels: Double, executable: Double) {
+        self.lowering = lowering
+        self.kernels = kernels
+        self.executable = executable
     }
 }
 

@@ -7,15 +7,22 @@ import CLLVM
 /// space this call runs (`forEachTask`). Everything else is a compile-time constant: lowerings
 /// pass Swift `Int`s for extents, strides and pads, so the optimizer sees constant trip counts and
 /// can unroll and vectorize. IR is built with the typed calls (`LLVMBuildGEP2`, `LLVMBuildLoad2`,
-/// `LLVMBuildCall2`) that survive the move to opaque pointers. Build under the JIT's lock.
+/// `LLVMBuildCall2`) that survive the move to opaque pointers.
 ///
-///     let b = KernelBuilder(name: "relu", operandCount: 2, jit: jit)
+/// Each builder works in an LLVM context of its own, so kernels can be optimized and compiled on
+/// several threads once built. The function and its module are always named `KernelBuilder.name`:
+/// the kernel cache names a kernel by a digest of its IR, so identical code gets one name whichever
+/// layer or process built it (`KernelModule.rename` gives it that name before compilation).
+///
+///     let b = KernelBuilder(operandCount: 2, jit: jit)
 ///     let (x, y) = (b.operand(0), b.operand(1))
 ///     b.forEachTask { i in y[i] = b.max(x[i], b.constant(0)) }
-///     let module = b.finish()
+///     let kernel = b.finish()
 final class KernelBuilder {
-    let name: String
-    let module: LLVMModuleRef
+    /// The name every kernel is built under, before the cache names it by its content.
+    static let name = "swiftjit_kernel"
+    private let owned: KernelModule
+    var module: LLVMModuleRef { owned.module }
     let function: LLVMValueRef
     // Internal (not fileprivate) so builder extensions in other files, such as the training
     // kernels' integer and branch helpers, can emit instructions.
@@ -29,10 +36,9 @@ final class KernelBuilder {
     /// The first and one-past-last task of this call.
     private(set) var begin: Index!, end: Index!
 
-    init(name: String, operandCount: Int, jit: KernelJIT) {
-        self.name = name
-        context = jit.context
-        module = jit.makeModule(name)
+    init(operandCount: Int, jit: KernelJIT) {
+        context = LLVMContextCreate()
+        let module = jit.makeModule(KernelBuilder.name, in: context)
         llvm = LLVMCreateBuilderInContext(context)
         f32 = LLVMFloatTypeInContext(context)
         i64 = LLVMInt64TypeInContext(context)
@@ -40,8 +46,9 @@ final class KernelBuilder {
         floatPointer = LLVMPointerType(f32, 0)
         var parameters: [LLVMTypeRef?] = [LLVMPointerType(floatPointer, 0), i64, i64]
         let type = LLVMFunctionType(LLVMVoidTypeInContext(context), &parameters, 3, 0)
-        function = LLVMAddFunction(module, name, type)
-        jit.tuneForHost(function)
+        function = LLVMAddFunction(module, KernelBuilder.name, type)
+        owned = KernelModule(context: context, module: module, function: function)
+        jit.tuneForHost(function, in: context)
         entry = LLVMAppendBasicBlockInContext(context, function, "entry")
         let body = LLVMAppendBasicBlockInContext(context, function, "body")
         LLVMPositionBuilderAtEnd(llvm, entry)
@@ -62,11 +69,16 @@ final class KernelBuilder {
     /// Operand `i` of the kernel's step.
     func operand(_ i: Int) -> Buffer { operandValues[i] }
 
-    /// Ends the function and returns its module (the caller hands it to the JIT).
-    func finish() -> LLVMModuleRef {
+    /// Ends the function and returns its module (the caller hands it to the kernel cache).
+    func finish() -> KernelModule {
         LLVMBuildRetVoid(llvm)
         LLVMDisposeBuilder(llvm)
-        return module
+        return owned
+    }
+
+    /// Frees a kernel whose lowering failed half-way.
+    func abandon() {
+        LLVMDisposeBuilder(llvm)
     }
 
     // MARK: Constants and conversions
@@ -270,5 +282,35 @@ struct Variable {
     var value: Scalar {
         get { Scalar(ref: LLVMBuildLoad2(b.llvm, b.f32, slot, "")!, b: b) }
         nonmutating set { LLVMBuildStore(b.llvm, newValue.ref, slot) }
+    }
+}
+
+/// One built kernel: its LLVM context, module and function, freed together.
+///
+/// The context is the module's alone, so the module can be optimized and compiled on any thread,
+/// one thread at a time.
+final class KernelModule: @unchecked Sendable {
+    let context: LLVMContextRef
+    let module: LLVMModuleRef
+    let function: LLVMValueRef
+
+    init(context: LLVMContextRef, module: LLVMModuleRef, function: LLVMValueRef) {
+        self.context = context
+        self.module = module
+        self.function = function
+    }
+
+    deinit {
+        LLVMDisposeModule(module)
+        LLVMContextDispose(context)
+    }
+
+    /// The module's IR as text.
+    var text: String { KernelJIT.text(of: module) }
+
+    /// Names the function (the symbol the JIT will export) and the module.
+    func rename(to name: String) {
+        LLVMSetValueName2(function, name, name.utf8.count)
+        LLVMSetModuleIdentifier(module, name, name.utf8.count)
     }
 }

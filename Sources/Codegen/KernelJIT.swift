@@ -2,43 +2,85 @@ import CLLVM
 import Foundation
 import Runtime
 
-/// An ORC LLJIT for the host CPU that turns kernel modules into callable machine code.
+/// The host CPU's code generator: optimizes kernel modules, compiles them to relocatable object
+/// code, and links object code into an ORC LLJIT so kernels become callable functions.
 ///
-/// Owns the LLJIT, the thread-safe LLVM context every kernel module is built in, and a target
-/// machine with the host's CPU name and features (AVX-512 here) used by the optimizer, so loops
-/// vectorize for the real vector width. The main JITDylib searches the process's own symbols, so
-/// kernels can call `expf`, `tanhf` or `cblas_sgemm` directly. Compiled code lives as long as the
-/// JIT: keep the JIT alive while any function from it may run. All methods serialize on a lock.
+/// Compiling and linking are separate steps so object code can come from two places: `compile`
+/// (O3 for the host's CPU name and features, AVX-512 here, then machine code) or the on-disk
+/// `KernelDiskCache`, which stores what `compile` produced in an earlier process. `compile` is
+/// thread-safe for modules built in different LLVM contexts: each call borrows a target machine of
+/// its own, so a batch of kernels compiles on several threads. Linking (`link`, `lookupKernel`) is
+/// cheap and serialized. The main JITDylib searches the process's own symbols, so kernels can call
+/// `expf`, `tanhf` or `cblas_sgemm`; those addresses are resolved when an object is linked, never
+/// stored in it. Linked code lives as long as the JIT: keep it alive while any kernel may run.
+///
+/// `identity` spells out everything besides a kernel's IR that its machine code depends on (LLVM
+/// version, triple, CPU name and features, pipeline); the disk cache keys entries with it.
 ///
 ///     let jit = try KernelJIT()
-///     try jit.add(module, name: "relu_…")          // verify, optimize at O3, hand to ORC
-///     let f: KernelFunction = try jit.lookup("relu_…")
+///     let object = try jit.compile(module, name: "relu_…")   // verify, O3, codegen (any thread)
+///     let group = jit.makeObjectGroup()
+///     try jit.link(object, name: "relu_…", into: group)
+///     let f: KernelFunction = try jit.lookupKernel("relu_…")
 public final class KernelJIT: @unchecked Sendable {
-    /// The host CPU as LLVM names it (`znver3`) and its feature string.
-    public let cpuName: String
-    public let cpuFeatures: String
+    /// What a kernel's machine code depends on besides its IR.
+    public struct Identity: Hashable, Sendable, CustomStringConvertible {
+        /// The LLVM library the code generator comes from (`14.0.6`).
+        public var llvmVersion: String
+        public var triple: String
+        /// The host CPU as LLVM names it (`znver3`) and its feature string (`+avx512f,…`).
+        public var cpuName: String
+        public var cpuFeatures: String
+        /// The optimization pipeline and code generation settings `compile` uses.
+        public var pipeline: String
+
+        public var description: String {
+            "llvm \(llvmVersion)\ntriple \(triple)\ncpu \(cpuName)\nfeatures \(cpuFeatures)\npipeline \(pipeline)\n"
+        }
+    }
+
+    /// LLVM options set once per process before the first compilation (LLVM keeps them in global
+    /// state). Loop strength reduction is off: on our im2col kernels (hundreds of address
+    /// computations in one loop nest) it took 80 % of code generation, up to 0.5 s for one kernel,
+    /// and the kernels ran no faster with it (Benchmarks/README.md, "compile time").
+    static let codegenArguments = ["-disable-lsr"]
+    private static let codegenArgumentsParsed: Void = {
+        let arguments = ["swiftjit"] + codegenArguments
+        var pointers = arguments.map { UnsafePointer<CChar>?(strdup($0)) }
+        LLVMParseCommandLineOptions(Int32(pointers.count), &pointers, nil)
+        for pointer in pointers { free(UnsafeMutablePointer(mutating: pointer)) }
+    }()
+
+    public let identity: Identity
+    public var cpuName: String { identity.cpuName }
+    public var cpuFeatures: String { identity.cpuFeatures }
     /// The target triple and data layout modules are built for.
-    public let triple: String
+    public var triple: String { identity.triple }
     let dataLayout: String
 
-    /// Called with each kernel's name and optimized IR before it is compiled (for inspection and
-    /// tests, e.g. to check that a loop vectorized); nil by default.
+    /// Called with each kernel's name and optimized IR after optimization, on the compiling thread
+    /// (for inspection and tests, e.g. to check that a loop vectorized); nil by default. Kernels
+    /// linked from the disk cache are not optimized again, so it does not see them.
     public var inspectOptimizedIR: (@Sendable (_ kernel: String, _ ir: String) -> Void)?
 
     private let jit: LLVMOrcLLJITRef
-    private let threadSafeContext: LLVMOrcThreadSafeContextRef
-    private let targetMachine: LLVMTargetMachineRef
-    private let lock = NSLock()
+    private let target: LLVMTargetRef
+    /// Target machines not in use by a `compile` call; one is made per concurrent call.
+    private var idleMachines: [LLVMTargetMachineRef] = []
+    private let machineLock = NSLock()
+    private let linkLock = NSLock()
 
-    /// The LLVM context kernel modules must be created in.
-    var context: LLVMContextRef { LLVMOrcThreadSafeContextGetContext(threadSafeContext) }
-
-    public init() throws {
+    /// A JIT for this host. `llvmVersion` stands in for the linked LLVM's version in `identity`
+    /// only, and `cpuFeatures` (a subset of the host's, such as the host's without AVX-512)
+    /// replaces the host's feature string everywhere; tests use them to see that the disk cache
+    /// does not reuse code made for another LLVM or another CPU.
+    init(llvmVersion: String, cpuFeatures: String? = nil) throws {
         guard LLVMInitializeNativeTarget() == 0, LLVMInitializeNativeAsmPrinter() == 0 else {
             throw CodegenError("initializing LLVM", "the native target is not available in this LLVM build")
         }
-        cpuName = LLVMErrors.take(LLVMGetHostCPUName())
-        cpuFeatures = LLVMErrors.take(LLVMGetHostCPUFeatures())
+        _ = KernelJIT.codegenArgumentsParsed
+        let cpuName = LLVMErrors.take(LLVMGetHostCPUName())
+        let cpuFeatures = cpuFeatures ?? LLVMErrors.take(LLVMGetHostCPUFeatures())
 
         var machineBuilder: LLVMOrcJITTargetMachineBuilderRef?
         try LLVMErrors.check(LLVMOrcJITTargetMachineBuilderDetectHost(&machineBuilder), "detecting the host CPU")
@@ -59,7 +101,7 @@ public final class KernelJIT: @unchecked Sendable {
         }
         LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(created), generator)
 
-        triple = String(cString: LLVMOrcLLJITGetTripleString(created))
+        let triple = String(cString: LLVMOrcLLJITGetTripleString(created))
         dataLayout = String(cString: LLVMOrcLLJITGetDataLayoutStr(created))
         var target: LLVMTargetRef?
         var message: UnsafeMutablePointer<CChar>?
@@ -67,76 +109,124 @@ public final class KernelJIT: @unchecked Sendable {
             _ = LLVMOrcDisposeLLJIT(created)
             throw CodegenError("finding the LLVM target for \(triple)", LLVMErrors.take(message))
         }
-        guard let machine = LLVMCreateTargetMachine(target, triple, cpuName, cpuFeatures, LLVMCodeGenLevelAggressive,
-                                                    LLVMRelocDefault, LLVMCodeModelJITDefault) else {
-            _ = LLVMOrcDisposeLLJIT(created)
-            throw CodegenError("creating a target machine for \(cpuName)", "LLVMCreateTargetMachine returned nothing")
-        }
-        targetMachine = machine
-        threadSafeContext = LLVMOrcCreateNewThreadSafeContext()
+        self.target = target
+        // The settings ORC's own IR compiler used before object code was produced here: codegen
+        // level Default, the JIT code model (large on x86-64), the default relocation model.
+        let pipeline = "default<O3> loop-vectorize slp-vectorize loop-unroll; codegen Default, JIT code model, default relocation; "
+            + KernelJIT.codegenArguments.joined(separator: " ")
+        identity = Identity(llvmVersion: llvmVersion, triple: triple, cpuName: cpuName, cpuFeatures: cpuFeatures, pipeline: pipeline)
+    }
+
+    /// A JIT for this host CPU.
+    public convenience init() throws {
+        try self.init(llvmVersion: LLVM_VERSION_STRING)
     }
 
     deinit {
         // Disposing the JIT frees its code; an error here has nowhere to go, so it is consumed.
         if let error = LLVMOrcDisposeLLJIT(jit) { LLVMConsumeError(error) }
-        LLVMOrcDisposeThreadSafeContext(threadSafeContext)
-        LLVMDisposeTargetMachine(targetMachine)
+        for machine in idleMachines { LLVMDisposeTargetMachine(machine) }
     }
 
-    /// Runs `body` with the lock held; kernel building uses the shared context, so it goes through here.
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body()
-    }
-
-    /// Creates an empty module for this host, in the JIT's context. Call under `withLock`.
-    func makeModule(_ name: String) -> LLVMModuleRef {
+    /// Creates an empty module for this host in `context`.
+    func makeModule(_ name: String, in context: LLVMContextRef) -> LLVMModuleRef {
         let module = LLVMModuleCreateWithNameInContext(name, context)!
-        LLVMSetTarget(module, triple)
+        LLVMSetTarget(module, identity.triple)
         LLVMSetDataLayout(module, dataLayout)
         return module
     }
 
     /// Marks `function` for the host CPU so code generation uses the same features the optimizer did.
-    func tuneForHost(_ function: LLVMValueRef) {
-        for (key, value) in [("target-cpu", cpuName), ("target-features", cpuFeatures)] {
+    func tuneForHost(_ function: LLVMValueRef, in context: LLVMContextRef) {
+        for (key, value) in [("target-cpu", identity.cpuName), ("target-features", identity.cpuFeatures)] {
             let attribute = LLVMCreateStringAttribute(context, key, UInt32(key.utf8.count), value, UInt32(value.utf8.count))
             LLVMAddAttributeAtIndex(function, UInt32.max, attribute)
         }
     }
 
-    /// Verifies and optimizes `module` (`default<O3>` for the host), then hands it to the JIT, which
-    /// takes ownership (also on failure). Call under `withLock`.
-    func add(_ module: LLVMModuleRef, name: String) throws {
+    /// Object code for one module and what producing it cost (CPU seconds of the compiling thread).
+    struct CompiledObject {
+        var bytes: [UInt8]
+        var optimizeSeconds: Double
+        var codegenSeconds: Double
+    }
+
+    /// Verifies `module`, optimizes it (`default<O3>` for the host) and compiles it to a relocatable
+    /// object. The module stays the caller's (optimized in place). Safe to call from several
+    /// threads at once for modules in different contexts.
+    func compile(_ module: LLVMModuleRef, name: String) throws -> CompiledObject {
         var message: UnsafeMutablePointer<CChar>?
         if LLVMVerifyModule(module, LLVMReturnStatusAction, &message) != 0 {
-            let text = LLVMErrors.take(message)
-            LLVMDisposeModule(module)
-            throw CodegenError("verifying kernel \(name)", text)
+            throw CodegenError("verifying kernel \(name)", LLVMErrors.take(message))
         }
         LLVMErrors.take(message)
+        let machine = try borrowMachine()
+        defer { returnMachine(machine) }
+        let start = threadCPUSeconds()
         let options = LLVMCreatePassBuilderOptions()
         defer { LLVMDisposePassBuilderOptions(options) }
         LLVMPassBuilderOptionsSetLoopVectorization(options, 1)
         LLVMPassBuilderOptionsSetSLPVectorization(options, 1)
         LLVMPassBuilderOptionsSetLoopUnrolling(options, 1)
-        do {
-            try LLVMErrors.check(LLVMRunPasses(module, "default<O3>", targetMachine, options), "optimizing kernel \(name)")
-        } catch {
-            LLVMDisposeModule(module)
-            throw error
-        }
+        try LLVMErrors.check(LLVMRunPasses(module, "default<O3>", machine, options), "optimizing kernel \(name)")
+        let optimized = threadCPUSeconds()
         inspectOptimizedIR?(name, KernelJIT.text(of: module))
-        let threadSafeModule = LLVMOrcCreateNewThreadSafeModule(module, threadSafeContext)
-        if let error = LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit), threadSafeModule) {
-            LLVMOrcDisposeThreadSafeModule(threadSafeModule)
-            try LLVMErrors.check(error, "adding kernel \(name) to the JIT")
+
+        var buffer: LLVMMemoryBufferRef?
+        let emitted = threadCPUSeconds()
+        if LLVMTargetMachineEmitToMemoryBuffer(machine, module, LLVMObjectFile, &message, &buffer) != 0 {
+            throw CodegenError("generating code for kernel \(name)", LLVMErrors.take(message))
         }
+        guard let buffer else { throw CodegenError("generating code for kernel \(name)", "LLVM returned no object") }
+        defer { LLVMDisposeMemoryBuffer(buffer) }
+        let bytes = [UInt8](UnsafeRawBufferPointer(start: LLVMGetBufferStart(buffer), count: LLVMGetBufferSize(buffer)))
+        return CompiledObject(bytes: bytes, optimizeSeconds: optimized - start, codegenSeconds: threadCPUSeconds() - emitted)
     }
 
-    /// The address of a compiled kernel, as a callable function. Compiles its module on first lookup.
+    /// CPU time of the calling thread: what a compilation costs, whoever else shares the cores.
+    private func threadCPUSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    /// Objects linked together, which can be unlinked together if one of them turns out unusable.
+    final class ObjectGroup {
+        fileprivate let tracker: LLVMOrcResourceTrackerRef
+        fileprivate init(_ tracker: LLVMOrcResourceTrackerRef) { self.tracker = tracker }
+        // Releasing the tracker keeps its code: ORC hands it to the JITDylib's default tracker.
+        deinit { LLVMOrcReleaseResourceTracker(tracker) }
+    }
+
+    func makeObjectGroup() -> ObjectGroup {
+        ObjectGroup(LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit)))
+    }
+
+    /// Hands object code defining `name` to the JIT. It is linked on the first lookup of one of
+    /// its symbols; a malformed object fails here or at that lookup.
+    func link(_ object: [UInt8], name: String, into group: ObjectGroup) throws {
+        linkLock.lock()
+        defer { linkLock.unlock() }
+        let buffer = object.withUnsafeBufferPointer { bytes in
+            bytes.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
+                LLVMCreateMemoryBufferWithMemoryRangeCopy($0, bytes.count, name)
+            }
+        }
+        // The JIT takes the buffer, also on failure.
+        try LLVMErrors.check(LLVMOrcLLJITAddObjectFileWithRT(jit, group.tracker, buffer), "adding kernel \(name) to the JIT")
+    }
+
+    /// Unlinks every object of `group` and frees its code, so its symbols can be defined again.
+    func remove(_ group: ObjectGroup) throws {
+        linkLock.lock()
+        defer { linkLock.unlock() }
+        try LLVMErrors.check(LLVMOrcResourceTrackerRemove(group.tracker), "removing kernels from the JIT")
+    }
+
+    /// The address of a linked kernel, as a callable function. Links its object on first lookup.
     func lookupKernel(_ name: String) throws -> KernelFunction {
+        linkLock.lock()
+        defer { linkLock.unlock() }
         var address: LLVMOrcExecutorAddress = 0
         try LLVMErrors.check(LLVMOrcLLJITLookup(jit, &address, name), "looking up kernel \(name)")
         guard let pointer = UnsafeRawPointer(bitPattern: UInt(address)) else {
@@ -145,8 +235,30 @@ public final class KernelJIT: @unchecked Sendable {
         return unsafeBitCast(pointer, to: KernelFunction.self)
     }
 
-    /// Prints a module's IR (for debugging lowerings).
+    /// Prints a module's IR (for debugging lowerings, and as the disk cache's key material).
     static func text(of module: LLVMModuleRef) -> String {
         LLVMErrors.take(LLVMPrintModuleToString(module))
+    }
+
+    // MARK: Target machines
+
+    private func borrowMachine() throws -> LLVMTargetMachineRef {
+        machineLock.lock()
+        if let machine = idleMachines.popLast() {
+            machineLock.unlock()
+            return machine
+        }
+        machineLock.unlock()
+        guard let machine = LLVMCreateTargetMachine(target, identity.triple, identity.cpuName, identity.cpuFeatures, LLVMCodeGenLevelDefault,
+                                                    LLVMRelocDefault, LLVMCodeModelJITDefault) else {
+            throw CodegenError("creating a target machine for \(identity.cpuName)", "LLVMCreateTargetMachine returned nothing")
+        }
+        return machine
+    }
+
+    private func returnMachine(_ machine: LLVMTargetMachineRef) {
+        machineLock.lock()
+        idleMachines.append(machine)
+        machineLock.unlock()
     }
 }

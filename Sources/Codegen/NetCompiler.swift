@@ -20,7 +20,9 @@ public enum BlobSelection: Sendable {
 ///
 /// The compiler owns the kernel cache (and through it the JIT), the thread pool and the BLAS
 /// bridge, and passes them to everything it builds; compiling a second net, or the same net for a
-/// new input shape, reuses every kernel whose signature is unchanged.
+/// new input shape, reuses every kernel whose code is unchanged. Every layer is lowered first;
+/// the kernels the net needs are then compiled as one batch (looked up in the cache's disk cache,
+/// the rest compiled on several threads, all linked at once), before memory is planned.
 ///
 ///     let compiler = try NetCompiler()
 ///     let net = try compiler.compile(graph: graph, parameters: try CaffeParameters.arrays(from: weights))
@@ -60,8 +62,8 @@ public final class NetCompiler: @unchecked Sendable {
     /// Compiles `graph`; a `sibling` (the first variant of a net with Filter layers) shares its
     /// constants with the result, which is one variant and gets no specializer of its own.
     private func compile(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection, sibling: Executable?) throws -> CompiledNet {
-        let start = Date()
-        let compiledBefore = cache.compileCount
+        let start = DispatchTime.now().uptimeNanoseconds
+        func seconds(since: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - since) / 1e9 }
         if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
             let producer = unknown.producer.map { graph.nodes[$0] }
             throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
@@ -91,14 +93,20 @@ public final class NetCompiler: @unchecked Sendable {
                                                         buffer: lowering.buffer(value)))
         }
         lowering.finishRowGuards()
+        let lowered = DispatchTime.now().uptimeNanoseconds
+        let kernels = try lowering.compileKernels()
+        let compiled = DispatchTime.now().uptimeNanoseconds
         let executable = try Executable(lowering.program, pool: pool, blas: blas, sharingBuffersWith: sibling)
+        // Kernel IR is built while lowering; count it with the kernels.
+        let phases = CompilePhases(lowering: Double(lowered - start) / 1e9 - kernels.generateSeconds,
+                                   kernels: Double(compiled - lowered) / 1e9 + kernels.generateSeconds,
+                                   executable: seconds(since: compiled))
         let variant = CompiledNet.Variant(executable: executable, rowGuards: lowering.rowGuards, inputChecks: lowering.inputChecks)
         let rows = variant.rowGuards.isEmpty || sibling != nil ? nil : RowSpecializer(variant) { [self] rows, guessesFrom in
             try compile(graph: graph.specializingFilterRows(rows, guessesFrom: guessesFrom), parameters: parameters, keeping: selection,
                         sibling: executable).first
         }
-        return CompiledNet(first: variant, cache: cache, compiledKernels: cache.compileCount - compiledBefore,
-                           compileSeconds: Date().timeIntervalSince(start), rows: rows)
+        return CompiledNet(first: variant, cache: cache, kernels: kernels, compileSeconds: seconds(since: start), phases: phases, rows: rows)
     }
 
     private func lower(_ node: Node, _ lowering: inout Lowering) throws {

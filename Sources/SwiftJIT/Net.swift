@@ -10,7 +10,9 @@ import Runtime
 /// the JIT the first time it runs for a given set of input shapes. `forward` is safe to call from
 /// many threads at once: each concurrent call runs in its own execution context (its own arena),
 /// and contexts for the same shapes are reused. Feeding new input shapes compiles again; kernels
-/// whose shapes did not change come from the cache.
+/// whose shapes did not change come from the cache. Compiled kernels stay in this process unless
+/// the compiler's cache has a disk cache, as the command line's does:
+/// `Net(prototxt:…, compiler: NetCompiler(cache: KernelCache(disk: KernelDiskCache.standard())))`.
 ///
 ///     let net = try Net(prototxt: "deploy.prototxt", weights: "bvlc.caffemodel")
 ///     let prob = try net.forward(["data": image])["prob"]!

@@ -1,7 +1,8 @@
 import Foundation
 
 /// What `swiftjit compile` reports about a net: one row per layer (tops, parameter shapes, FLOPs),
-/// totals, and — when weights were given — which layers they initialize.
+/// totals; when weights were given, which layers they initialize; when the net was JIT-compiled
+/// for inference, how long that took and where its kernels came from (or why it was not).
 ///
 /// The same value renders as a table for people (`table`) and as one JSON document for scripts
 /// (`json`). Caffe's automatic Split layers are counted but not listed; they only copy blobs.
@@ -38,11 +39,44 @@ public struct NetSummary: Codable, Sendable {
         public var ignored: [String]
     }
 
+    /// A JIT compilation of the net for inference, or why there was none.
+    public struct Compilation: Codable, Sendable {
+        /// Graph to executable (graph passes, lowering, kernels, arena and weights), seconds.
+        public var seconds: Double?
+        /// Distinct kernels, and how many were compiled from IR, came from the disk kernel cache,
+        /// or were already in the process.
+        public var kernels: Int?
+        public var compiled_kernels: Int?
+        public var cached_kernels: Int?
+        public var reused_kernels: Int?
+        /// The activation arena with memory reuse, bytes.
+        public var planned_activation_bytes: Int?
+        /// The kernel cache directory, or nil when it was not used.
+        public var kernel_cache: String?
+        /// Why the net was not compiled (an unsupported layer, unknown shapes, …).
+        public var not_compiled: String?
+
+        public init(seconds: Double, kernels: KernelStatistics, plannedActivationBytes: Int, kernelCache: String?) {
+            self.seconds = seconds
+            self.kernels = kernels.kernels
+            compiled_kernels = kernels.compiled
+            cached_kernels = kernels.loaded
+            reused_kernels = kernels.reused
+            planned_activation_bytes = plannedActivationBytes
+            kernel_cache = kernelCache
+        }
+
+        public init(notCompiled reason: String) {
+            not_compiled = reason
+        }
+    }
+
     public var net: String
     public var phase: String
     public var layers: [Layer]
     public var totals: Totals
     public var weights: Weights?
+    public var compilation: Compilation?
     public var notes: [String]
 
     public init(graph: Graph, weights: (file: String, report: WeightBindingReport)? = nil, notes: [String] = []) {
@@ -107,6 +141,17 @@ public struct NetSummary: Codable, Sendable {
             lines.append("  not initialized (filled by their fillers): " + (weights.not_initialized.isEmpty ? "none" : weights.not_initialized.joined(separator: ", ")))
             if !weights.ignored.isEmpty {
                 lines.append("  in the caffemodel but not in this net (ignored): " + weights.ignored.joined(separator: ", "))
+            }
+        }
+        if let compilation {
+            if let seconds = compilation.seconds {
+                lines.append(String(format: "compile: %.3f s (graph → executable; %d kernels: %d compiled, %d from the kernel cache, %d already in this process)",
+                                    seconds, compilation.kernels ?? 0, compilation.compiled_kernels ?? 0, compilation.cached_kernels ?? 0,
+                                    compilation.reused_kernels ?? 0)
+                             + ", activations \(NetSummary.humanBytes(compilation.planned_activation_bytes ?? 0)) planned")
+                lines.append("  kernel cache: " + (compilation.kernel_cache ?? "off"))
+            } else if let reason = compilation.not_compiled {
+                lines.append("not JIT-compiled: " + reason)
             }
         }
         for note in notes { lines.append("note: " + note) }

@@ -11,6 +11,8 @@ struct CompileCommand: ParsableCommand {
         Reads today's `layer {}` prototxt and the old V0/V1 `layers {}` formats (upgraded on load). Each row shows the layer's tops with their shapes, its parameter shapes (weights, bias, ...) and its forward FLOPs (a multiply-add counts 2). A `?` is an extent known only once data is read (e.g. a Data layer's image size): give it with --input.
 
         With --weights, checks the .caffemodel against the net the way Caffe copies weights (by layer name, shape by shape) and lists the layers it initializes and those it leaves to their fillers.
+
+        A TEST-phase net is then JIT-compiled for inference (with --weights, or the prototxt's fillers), and the summary reports the compile time (graph to executable) and how many kernels were compiled or came from the kernel cache; when it cannot be compiled, the summary says why. --no-jit skips this.
         """
     )
 
@@ -35,15 +37,38 @@ struct CompileCommand: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON document instead of the table.")
     var json = false
 
+    @Flag(name: .long, help: "Only read the net and infer shapes: do not JIT-compile it.")
+    var noJit = false
+
+    @OptionGroup var kernelCache: KernelCacheOptions
+
     func run() throws {
+        let shapes = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
         let inspection = NetInspection(netPath: net, weightsPath: weights, phase: phase.caffePhase,
-                                       stages: stage.isEmpty ? nil : stage, level: level,
-                                       inputShapes: Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
+                                       stages: stage.isEmpty ? nil : stage, level: level, inputShapes: shapes)
         do {
-            let summary = try inspection.summarize()
+            var summary = try inspection.summarize()
+            if !noJit, phase == .test, stage.isEmpty, level == nil {
+                summary.compilation = compileForInference(shapes.mapValues(\.dims))
+            }
             print(json ? summary.json : summary.table)
         } catch {
             throw fail(error)
+        }
+    }
+
+    /// Compiles the net as `swiftjit run` would, timing graph to executable (not the weights).
+    private func compileForInference(_ shapes: [String: [Int]]) -> NetSummary.Compilation {
+        do {
+            let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, compiler: NetCompiler(cache: kernelCache.makeCache()))
+            let start = DispatchTime.now().uptimeNanoseconds
+            let compiled = try net.compiled(for: Dictionary(net.inputs.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
+            let seconds = elapsed(since: start)
+            for warning in compiled.kernels.warnings { FileHandle.standardError.write(Data(("warning: " + warning + "\n").utf8)) }
+            return NetSummary.Compilation(seconds: seconds, kernels: compiled.kernels, plannedActivationBytes: 4 * compiled.memory.planned,
+                                          kernelCache: kernelCache.disk?.directory.path)
+        } catch {
+            return NetSummary.Compilation(notCompiled: (error as? Diagnostic)?.description ?? "\(error)")
         }
     }
 }

@@ -43,10 +43,13 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "With --compare: the relative difference (of the blob's largest magnitude) that counts as diverging.")
     var rtol: Float = 1e-4
 
+    @OptionGroup var kernelCache: KernelCacheOptions
+
     func run() throws {
         do {
             let inputs = try InputFiles.load(input)
-            let net = try Net(prototxt: net, weights: weights, phase: phase.caffePhase, inputShapes: inputs.mapValues(\.shape), seed: seed)
+            let net = try Net(prototxt: net, weights: weights, phase: phase.caffePhase, inputShapes: inputs.mapValues(\.shape), seed: seed,
+                              compiler: NetCompiler(cache: kernelCache.makeCache()))
             let selection: BlobSelection = blobs == "all" ? .all : blobs == "outputs" ? .outputs
                 : .named(blobs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             let results = try net.forward(inputs, blobs: selection)

@@ -8,7 +8,7 @@ struct TimeCommand: ParsableCommand {
         commandName: "time",
         abstract: "Time the forward pass of a net, layer by layer, like `caffe time`.",
         discussion: """
-        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...), valid indices for an Embed layer's input and valid boxes for `rois`; parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the compile time, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes.
+        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...), valid indices for an Embed layer's input and valid boxes for `rois`; parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the load time (net definition and weights or fillers), the compile time (graph to executable: graph passes, lowering, kernels, arena and weights) with how many kernels were compiled and how many came from the kernel cache, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes.
         """
     )
 
@@ -30,11 +30,16 @@ struct TimeCommand: ParsableCommand {
     @Flag(name: .long, help: "Also time backward: builds the TRAIN phase with gradients, like `caffe time`.")
     var backward = false
 
+    @OptionGroup var kernelCache: KernelCacheOptions
+
     func run() throws {
         do {
             if backward { return try timeBackward() }
             let shapes = Dictionary(input.map { ($0.name, $0.shape.dims) }, uniquingKeysWith: { $1 })
-            let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed)
+            let loadStart = DispatchTime.now().uptimeNanoseconds
+            let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed,
+                              compiler: NetCompiler(cache: kernelCache.makeCache()))
+            let loadSeconds = elapsed(since: loadStart)
             var generator = SeededGenerator(seed: seed, stream: "inputs")
             var inputs: [String: NDArray] = [:]
             let image = net.inputs.first { $0.name != "rois" && $0.shape.count == 4 }?.shape
@@ -59,7 +64,9 @@ struct TimeCommand: ParsableCommand {
                 }
                 inputs[name] = NDArray(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in generator.gaussian(mean: 0, std: 1) })
             }
+            let compileStart = DispatchTime.now().uptimeNanoseconds
             let compiled = try net.compiled(for: inputs.mapValues(\.shape))
+            let compileSeconds = elapsed(since: compileStart)
             _ = try compiled.run(inputs: inputs)
             let labels = compiled.executable.steps.map(\.label)
             var perLayer: [String: Double] = [:]
@@ -77,7 +84,8 @@ struct TimeCommand: ParsableCommand {
             for _ in 0..<passes { _ = try compiled.run(inputs: inputs, blobs: []) }
             let average = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(passes)
             let memory = compiled.memory
-            print(String(format: "compile: %.3f s (%d kernels generated)", compiled.compileSeconds, compiled.compiledKernels))
+            print(String(format: "load: %.3f s (net definition, %@)", loadSeconds, weights == nil ? "fillers" : "weights"))
+            print(kernelCache.report(seconds: compileSeconds, compiled))
             print("activations: \(NetSummary.humanBytes(4 * memory.planned)) planned, \(NetSummary.humanBytes(4 * memory.naive)) with one buffer per blob")
             print(String(format: "Average Forward pass: %.4f ms.", average))
         } catch {
@@ -94,7 +102,9 @@ struct TimeCommand: ParsableCommand {
         let graph = try GraphBuilder(phase: .train, inputShapes: shapes, insertsSplits: true).build(definition)
         let fill = { try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit) }
         let parameters = try weights.map { try TrainedLayers.copy(from: $0, into: graph, others: fill) } ?? fill()
-        let compiled = try TrainingCompiler().compile(graph: graph, parameters: parameters, seed: seed)
+        let compileStart = DispatchTime.now().uptimeNanoseconds
+        let compiled = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: parameters, seed: seed)
+        let compileSeconds = elapsed(since: compileStart)
         var generator = SeededGenerator(seed: seed, stream: "inputs")
         var feeds: [String: NDArray] = [:]
         for node in graph.nodes where node.kind.isDataSource {
@@ -130,6 +140,7 @@ struct TimeCommand: ParsableCommand {
         for _ in 0..<passes { _ = try compiled.run(feeds, backward: true) }
         let total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(passes)
         let f = forward.values.reduce(0, +) / Double(passes) * 1000, b = backwardTimes.values.reduce(0, +) / Double(passes) * 1000
+        print(kernelCache.report(seconds: compileSeconds, compiled.kernels))
         print(String(format: "Average Forward pass: %.4f ms.", f))
         print(String(format: "Average Backward pass: %.4f ms.", b))
         print(String(format: "Average Forward-Backward: %.4f ms.", total))

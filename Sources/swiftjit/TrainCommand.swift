@@ -30,6 +30,8 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .long, help: "Print log lines instead of the live progress line.")
     var plain = false
 
+    @OptionGroup var kernelCache: KernelCacheOptions
+
     func validate() throws {
         if weights != nil, snapshot != nil {
             throw ValidationError("give either --weights or --snapshot, not both (a snapshot carries its own weights)")
@@ -52,7 +54,7 @@ struct TrainCommand: ParsableCommand {
         }
         interrupt.resume()
         do {
-            let trainer = try Trainer(solverPath: solver, options: options, compiler: try TrainingCompiler())
+            let trainer = try Trainer(solverPath: solver, options: options, compiler: try TrainingCompiler(cache: kernelCache.makeCache()))
             let result = try trainer.train()
             if let last = result.losses.last {
                 print("done: iteration \(trainer.solver.iteration), last loss \(last.loss)" +
@@ -81,13 +83,15 @@ struct TestCommand: ParsableCommand {
     @Option(name: .long, help: "Number of batches.")
     var iterations: Int = 50
 
+    @OptionGroup var kernelCache: KernelCacheOptions
+
     func run() throws {
         do {
             let definition = try CaffeFiles.loadNet(path: model)
             let shapes = try TrainingFeeds.dataShapes(definition, phase: .test, level: 0, stages: [], baseDirectory: nil)
             let graph = try GraphBuilder(phase: .test, inputShapes: shapes, insertsSplits: true).build(definition)
             let values = try TrainedLayers.copy(from: weights, into: graph) { try ParameterInitializer.initialize(graph, seed: 1) }
-            let net = try TrainingCompiler().compile(graph: graph, parameters: values)
+            let net = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: values)
             let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil)
             defer { feeds.close() }
             var sums: [String: Float] = [:]

@@ -19,24 +19,28 @@ layer { name: "relu" type: "ReLU" bottom: "p" top: "p" }
 
 @Suite("JIT and compiler")
 struct CompilerTests {
-    @Test("the kernel cache returns the same function for the same signature and compiles again for a new shape")
+    @Test("the kernel cache returns the same function for the same signature or the same code, and compiles new code")
     func kernelCache() throws {
         let cache = try KernelCache()
         var builds = 0
-        func relu(_ signature: String) throws -> Kernel {
+        func relu(_ signature: String, slope: Float = 0) throws -> Kernel {
             try cache.kernel(signature, operands: 2) { b in
                 builds += 1
                 let (x, y) = (b.operand(0), b.operand(1))
-                b.forEachTask { i in y[i] = b.max(x[i], b.constant(0)) }
+                b.forEachTask { i in y[i] = b.select(x[i] > 0, x[i], x[i] * slope) }
             }
         }
         let first = try relu("relu n=16")
         let again = try relu("relu n=16")
         #expect(unsafeBitCast(first.function, to: UInt.self) == unsafeBitCast(again.function, to: UInt.self))
         #expect(builds == 1 && cache.compileCount == 1)
-        let other = try relu("relu n=32")
+        // A new signature whose code is the same (the kernel does not depend on n) shares the function.
+        let shared = try relu("relu n=32")
+        #expect(unsafeBitCast(first.function, to: UInt.self) == unsafeBitCast(shared.function, to: UInt.self))
+        #expect(builds == 2 && cache.compileCount == 1 && cache.count == 2)
+        let other = try relu("relu n=16 slope=0.5", slope: 0.5)
         #expect(unsafeBitCast(first.function, to: UInt.self) != unsafeBitCast(other.function, to: UInt.self))
-        #expect(builds == 2 && cache.compileCount == 2 && cache.count == 2)
+        #expect(builds == 3 && cache.compileCount == 2 && cache.count == 3)
 
         // The compiled code runs: max(x, 0) over a task range.
         var x: [Float] = [-1, 2, -3, 4], y = [Float](repeating: 9, count: 4)
@@ -151,5 +155,11 @@ final class Locked<T>: @unchecked Sendable {
     var value: T {
         get { lock.lock(); defer { lock.unlock() }; return stored }
         set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+    /// Changes the value under the lock (a read-modify-write no other thread can interleave with).
+    func update(_ change: (inout T) -> Void) {
+        lock.lock()
+        defer { lock.unlock() }
+        change(&stored)
     }
 }

@@ -31,11 +31,13 @@ enum ExportFixtures {
     }
 
     /// Runs a process and returns its exit status, stdout and stderr.
-    static func run(_ executable: URL, _ arguments: [String], in directory: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+    static func run(_ executable: URL, _ arguments: [String], in directory: URL? = nil,
+                    environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = directory }
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -50,14 +52,17 @@ enum ExportFixtures {
         return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
 
-    /// The swiftjit binary built next to the test bundle.
+    /// Runs the swiftjit binary built next to the test bundle, with a kernel cache of its own
+    /// (removed afterwards), never the user's.
     static func swiftjit(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
         let bundle = Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }
         let candidates = [bundle?.deletingLastPathComponent(), packageRoot.appendingPathComponent(".build/debug")].compactMap { $0 }
         guard let binary = candidates.map({ $0.appendingPathComponent("swiftjit") }).first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
             throw FixtureError("missing the swiftjit binary (build it with `swift build --build-tests`)")
         }
-        return try run(binary, arguments, in: packageRoot)
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("ExportTests-kernels-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: cache) }
+        return try run(binary, arguments, in: packageRoot, environment: ["SWIFTJIT_CACHE_DIR": cache.path])
     }
 
     /// Runs `script` with python3 (which must import numpy, onnx and onnxruntime) and returns stdout.

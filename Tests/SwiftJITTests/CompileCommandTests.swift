@@ -25,11 +25,16 @@ struct CompileCommandTests {
         var description: String { "missing \(what)" }
     }
 
-    static func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+    /// Runs the binary with `kernelCache` as its kernel cache directory: by default a fresh one,
+    /// removed afterwards, so no test reads or fills the user's cache.
+    static func run(_ arguments: [String], kernelCache: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+        let cache = kernelCache ?? FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-cli-kernels-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        defer { if kernelCache == nil { try? FileManager.default.removeItem(at: cache) } }
         let process = Process()
         process.executableURL = try binary()
         process.arguments = arguments
         process.currentDirectoryURL = root
+        process.environment = ProcessInfo.processInfo.environment.merging(["SWIFTJIT_CACHE_DIR": cache.path]) { $1 }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -49,6 +54,36 @@ struct CompileCommandTests {
         #expect(lines.contains { $0.hasPrefix("conv1  Convolution   conv1 64×20×24×24  20×1×5×5, 20") })
         #expect(lines.contains { $0.hasPrefix("ip1    InnerProduct  ip1 64×500         500×800, 500") })
         #expect(lines.contains("9 layers, 431,080 parameters (1.6 MiB), 294.5 MFLOPs per forward pass"))
+    }
+
+    @Test("compile JIT-compiles a TEST net and reports the time and where its kernels came from; a second run takes them from the cache")
+    func compileTimeAndKernelCache() throws {
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-cli-kernels-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        defer { try? FileManager.default.removeItem(at: cache) }
+        func compileLine(_ arguments: [String]) throws -> String {
+            let result = try Self.run(["compile", "Examples/lenet/lenet.prototxt"] + arguments, kernelCache: cache)
+            #expect(result.status == 0, "\(result.err)")
+            return result.out.split(separator: "\n").map(String.init).first { $0.hasPrefix("compile: ") } ?? "(no compile line)\n" + result.out
+        }
+        let cold = try compileLine([])
+        let counts = try #require(cold.firstMatch(of: /\((?:graph → executable; )?(\d+) kernels: (\d+) compiled, (\d+) from the kernel cache/))
+        let kernels = Int(counts.1)!
+        #expect(kernels > 2)
+        #expect(Int(counts.2)! == kernels && Int(counts.3)! == 0, "\(cold)")
+        let warm = try compileLine([])
+        #expect(warm.contains("\(kernels) kernels: 0 compiled, \(kernels) from the kernel cache"), "\(warm)")
+        let off = try compileLine(["--no-kernel-cache"])
+        #expect(off.contains("\(kernels) kernels: \(kernels) compiled, 0 from the kernel cache"), "\(off)")
+
+        let json = try Self.run(["compile", "Examples/lenet/lenet.prototxt", "--json"], kernelCache: cache)
+        let document = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any]
+        let compilation = document?["compilation"] as? [String: Any]
+        #expect(compilation?["cached_kernels"] as? Int == kernels)
+        #expect(compilation?["compiled_kernels"] as? Int == 0)
+        #expect((compilation?["seconds"] as? Double ?? -1) >= 0)
+
+        let skipped = try Self.run(["compile", "Examples/lenet/lenet.prototxt", "--no-jit"], kernelCache: cache)
+        #expect(!skipped.out.contains("compile: "))
     }
 
     @Test("compile --json prints what scripts need, and --input changes shapes")

@@ -4,7 +4,8 @@ such net is also exported to ONNX (swiftjit export --onnx), checked with onnx.ch
 ONNX Runtime, whose outputs must agree with ours to 1e-4.
 
 Runs the release swiftjit binary (tools/test.sh builds it; SWIFTJIT overrides the path).
-Big nets run at reduced input sizes where the architecture allows, to keep CI fast.
+Big nets run at reduced input sizes where the architecture allows, to keep CI fast. swiftjit keeps
+its kernel cache in a temporary directory of this test session, never the user's.
 
 The zoo's LSTM deploy nets are in RECURRENT_NETS instead: OpenCV DNN cannot run Caffe's LSTM (its
 LSTM layer reads the blobs as [W_hc, W_xc, b], Caffe stores [W_xc, b_c, W_hc], and it takes no
@@ -12,10 +13,13 @@ LSTM layer reads the blobs as [W_hc, W_xc, b], Caffe stores [W_xc, b_c, W_hc], a
 NumPy transcription of Caffe's recurrent layers on the blobs it dumps, and OpenCV is still tried:
 if it ever runs such a net, its outputs must agree to 1e-3 like the others'.
 """
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT.parent / "shared" / "zoo"
 SWIFTJIT = Path(os.environ.get("SWIFTJIT", ROOT / ".build" / "release" / "swiftjit"))
 PEERS = ROOT / "Benchmarks" / "peers.py"
+KERNEL_CACHE = tempfile.mkdtemp(prefix="swiftjit-peers-kernels-")
+atexit.register(shutil.rmtree, KERNEL_CACHE, ignore_errors=True)
 
 # net -> input shapes (batch 1; spatial sizes reduced where the net allows it)
 NETS = {
@@ -65,7 +71,8 @@ NETS = {
 def swiftjit(*args, check=True):
     if not SWIFTJIT.exists():
         pytest.fail(f"{SWIFTJIT} is missing: build it with `swift build -c release --product swiftjit`")
-    result = subprocess.run([str(SWIFTJIT), *map(str, args)], capture_output=True, text=True)
+    result = subprocess.run([str(SWIFTJIT), *map(str, args)], capture_output=True, text=True,
+                            env={**os.environ, "SWIFTJIT_CACHE_DIR": KERNEL_CACHE})
     if check and result.returncode != 0:
         pytest.fail(f"swiftjit {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result

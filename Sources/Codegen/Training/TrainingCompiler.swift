@@ -10,7 +10,8 @@ import Runtime
 /// steps for exactly the layers, bottoms and parameters Caffe's `Net::Init` marks as needing
 /// backward (`BackwardAnalysis`), all over one planned arena plus persistent parameter buffers.
 ///
-/// Backward kernels are JIT'd like forward ones (one per op and shape, cached); convolution and
+/// Backward kernels are JIT'd like forward ones (one per op and shape, cached, compiled in one
+/// batch with the forward kernels once every layer is lowered); convolution and
 /// InnerProduct gradients are OpenBLAS GEMMs around a JIT'd im2col/col2im. Every value gets its
 /// own diff buffer, planned by lifetime like activations; forward values backward reads stay
 /// live until then, the rest are reused.
@@ -70,7 +71,7 @@ public final class TrainingCompiler: @unchecked Sendable {
             }
             return variant.layout
         }
-        return TrainingNet(graph: graph, layout: first.layout, cache: cache, slots: first.slots, slotOf: first.slotOf,
+        return TrainingNet(graph: graph, layout: first.layout, cache: cache, kernels: first.kernels, slots: first.slots, slotOf: first.slotOf,
                            randomKey: first.randomKey, seed: seed, statisticSlots: first.statisticSlots, rows: rows)
     }
 
@@ -81,6 +82,8 @@ public final class TrainingCompiler: @unchecked Sendable {
         var slotOf: [[Int]]
         var randomKey: BufferID
         var statisticSlots: Set<Int>
+        /// Where the first variant's kernels came from.
+        var kernels: KernelStatistics
     }
 
     /// Lowers and plans `graph` for its shapes; with a `sibling` (a net's first variant), its
@@ -158,6 +161,7 @@ public final class TrainingCompiler: @unchecked Sendable {
         }
 
         lowering.base.finishRowGuards()
+        let kernels = try lowering.base.compileKernels()
         let executable = try Executable(lowering.base.program, pool: pool, blas: blas, sharingBuffersWith: sibling)
         let layout = TrainingNet.Layout(executable: executable, forwardStepCount: forwardCount, rowGuards: lowering.base.rowGuards,
                                         feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs,
@@ -165,7 +169,7 @@ public final class TrainingCompiler: @unchecked Sendable {
                                         backwardProblems: lowering.backwardProblems, zeroRowProblems: zeroRowProblems,
                                         recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) })
         return Built(layout: layout, slots: lowering.slots, slotOf: lowering.slotOf, randomKey: lowering.randomKey,
-                     statisticSlots: lowering.slotsWrittenByForward)
+                     statisticSlots: lowering.slotsWrittenByForward, kernels: kernels)
     }
 
     /// Runs `body`, attributing a diagnostic without a layer to `node`.

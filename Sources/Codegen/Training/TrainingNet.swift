@@ -70,6 +70,8 @@ public final class TrainingNet: @unchecked Sendable {
     private var layout: Layout
     /// For a net with Filter layers: its layouts by selected row counts; nil otherwise.
     private let rows: RowSpecializer<Layout>?
+    /// Where the first compilation's kernels came from (compiled, disk cache, already in the process).
+    public let kernels: KernelStatistics
     private let cache: KernelCache
     private let slots: [ParameterSlot]
     private let slotOf: [[Int]]
@@ -85,11 +87,12 @@ public final class TrainingNet: @unchecked Sendable {
     private var topDiffs: [String: NDArray] = [:]
     private let lock = NSLock()
 
-    init(graph: Graph, layout: Layout, cache: KernelCache, slots: [ParameterSlot], slotOf: [[Int]],
+    init(graph: Graph, layout: Layout, cache: KernelCache, kernels: KernelStatistics, slots: [ParameterSlot], slotOf: [[Int]],
          randomKey: BufferID, seed: UInt64, statisticSlots: Set<Int>, rows: RowSpecializer<Layout>?) {
         self.graph = graph
         self.layout = layout
         self.cache = cache
+        self.kernels = kernels
         self.slots = slots
         self.slotOf = slotOf
         self.randomKey = randomKey

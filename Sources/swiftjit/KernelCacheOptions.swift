@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import SwiftJIT
+
+/// `--no-kernel-cache`, shared by every command that compiles a net, and the compile report lines.
+///
+/// Commands keep compiled kernels in the standard disk cache (`KernelDiskCache.standardDirectory`:
+/// `$SWIFTJIT_CACHE_DIR`, `$XDG_CACHE_HOME/swiftjit` or `~/.cache/swiftjit`), so running the same
+/// net again links its kernels instead of compiling them.
+struct KernelCacheOptions: ParsableArguments {
+    @Flag(name: .long, help: "Compile every kernel from IR; neither read nor write the kernel cache ($SWIFTJIT_CACHE_DIR, else $XDG_CACHE_HOME/swiftjit or ~/.cache/swiftjit).")
+    var noKernelCache = false
+
+    /// The disk cache these options ask for (nil when disabled or no directory is known).
+    var disk: KernelDiskCache? { noKernelCache ? nil : KernelDiskCache.standard() }
+
+    func makeCache() throws -> KernelCache {
+        try KernelCache(disk: disk)
+    }
+
+    /// `compile: 0.123 s (graph → executable; 23 kernels: …)` and a line of where the time went.
+    /// `seconds` is the whole compilation as the command timed it (graph passes included).
+    func report(seconds: Double, _ net: CompiledNet) -> String {
+        let k = net.kernels, p = net.phases
+        var lines = [String(format: "compile: %.3f s (graph → executable; %@)", seconds, k.summary)]
+        lines.append(String(format: "  passes %.3f s, lowering %.3f s, kernels %.3f s (IR %.3f s, cache reads %.3f s, optimize %.3f s + codegen %.3f s CPU on %d thread%@, link %.3f s), arena and weights %.3f s",
+                            max(0, seconds - net.compileSeconds), p.lowering, p.kernels, k.generateSeconds, k.loadSeconds,
+                            k.optimizeSeconds, k.codegenSeconds, k.threads, k.threads == 1 ? "" : "s", k.linkSeconds, p.executable))
+        lines.append(cacheLine)
+        warn(k)
+        return lines.joined(separator: "\n")
+    }
+
+    /// The compile line for a training net, which has no per-phase breakdown.
+    func report(seconds: Double, _ kernels: KernelStatistics) -> String {
+        warn(kernels)
+        return String(format: "compile: %.3f s (graph → executable; %@)", seconds, kernels.summary) + "\n" + cacheLine
+    }
+
+    private var cacheLine: String {
+        guard let disk else { return "  kernel cache: off" + (noKernelCache ? " (--no-kernel-cache)" : " (no $HOME or $SWIFTJIT_CACHE_DIR)") }
+        return "  kernel cache: \(disk.directory.path)"
+    }
+
+    private func warn(_ kernels: KernelStatistics) {
+        for warning in kernels.warnings { FileHandle.standardError.write(Data(("warning: " + warning + "\n").utf8)) }
+    }
+}
+
+/// Seconds since `start` (a `DispatchTime` uptime in nanoseconds).
+func elapsed(since start: UInt64) -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
