@@ -7,8 +7,15 @@ timed over --iterations passes after a warm-up. Reports ms/batch (median), each 
 swiftjit, peak RSS per process, and load/compile time. Results go to stdout and, with --markdown,
 to a file (BENCHMARKS.md) with the machine described.
 
+swiftjit's compile time is graph to executable (graph passes, lowering, kernels, arena and weights;
+not reading the weights). It is measured twice per net, each time in a new process: cold, with an
+empty kernel cache directory (every kernel optimized and compiled), then warm, with the directory
+the cold run filled (every kernel linked from the cache). Neither touches the user's own cache.
+--compile-only measures just that, --repeat times per net on fresh directories, and prints medians.
+
   python3 Benchmarks/compare.py --iterations 10 --markdown BENCHMARKS.md
   python3 Benchmarks/compare.py --nets resnet50 --batches 1
+  python3 Benchmarks/compare.py --compile-only --batches 1 --repeat 5
 Needs: .build/release/swiftjit (swift build -c release --product swiftjit), pip opencv-python-headless<5, onnxruntime.
 """
 import argparse
@@ -16,6 +23,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,10 +45,17 @@ NETS = {
 }
 
 
-def run_with_rss(command):
-    """Runs `command` in its own process and returns (stdout, stderr, code, peak RSS MiB)."""
+def run_with_rss(command, kernel_cache=None):
+    """Runs `command` in its own process and returns (stdout, stderr, code, peak RSS MiB).
+    swiftjit keeps its kernels in `kernel_cache` (a directory), or caches none."""
+    env = dict(os.environ)
+    env.pop("SWIFTJIT_CACHE_DIR", None)
+    if kernel_cache is not None:
+        env["SWIFTJIT_CACHE_DIR"] = str(kernel_cache)
+    elif command and str(command[0]) == str(SWIFTJIT) and command[1] in ("time", "run", "compile"):
+        command = [*command, "--no-kernel-cache"]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err)
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -69,21 +84,73 @@ def shape_args(inputs, batch):
     return args
 
 
+def weights_for(name, workdir):
+    prototxt, inputs = NETS[name]
+    weights = workdir / f"{name}.caffemodel"
+    if not weights.exists():
+        subprocess.run([SWIFTJIT, "init", ZOO / prototxt, "--seed", "1", "--batchnorm", "unit", "-o", weights, *shape_args(inputs, 1)],
+                       check=True, capture_output=True)
+    return weights
+
+
+def fresh_cache(workdir, name, batch):
+    """A kernel cache directory no process has used yet."""
+    return Path(tempfile.mkdtemp(prefix=f"kernels-{name}-{batch}-", dir=workdir))
+
+
+def compile_once(name, batch, workdir, kernel_cache):
+    """`swiftjit compile --json` in a new process: (seconds, compiled kernels, kernels from the cache)."""
+    prototxt, inputs = NETS[name]
+    out, err, code, _ = run_with_rss([str(SWIFTJIT), "compile", str(ZOO / prototxt), "--weights", str(weights_for(name, workdir)),
+                                      *shape_args(inputs, batch), "--json"], kernel_cache=kernel_cache)
+    if code != 0:
+        raise RuntimeError(err.strip().splitlines()[0] if err.strip() else f"exit {code}")
+    compilation = json.loads(out).get("compilation") or {}
+    if compilation.get("seconds") is None:
+        raise RuntimeError(f"not compiled: {compilation.get('not_compiled')}")
+    return compilation["seconds"], compilation["compiled_kernels"], compilation["cached_kernels"]
+
+
+def bench_compile(name, batch, repeat, workdir):
+    """Cold then warm compile `repeat` times, each pair on a fresh cache directory; medians."""
+    row = {"net": name, "batch": batch}
+    try:
+        cold, warm = [], []
+        for _ in range(repeat):
+            cache = fresh_cache(workdir, name, batch)
+            seconds, compiled, cached = compile_once(name, batch, workdir, cache)
+            cold.append(seconds)
+            row["kernels"] = compiled + cached
+            seconds, compiled, cached = compile_once(name, batch, workdir, cache)
+            warm.append(seconds)
+            if compiled:
+                row["warm_note"] = f"warm run compiled {compiled} kernels"
+        row["cold_s"], row["warm_s"] = statistics.median(cold), statistics.median(warm)
+        row["cold_runs"], row["warm_runs"] = cold, warm
+    except RuntimeError as error:
+        row["swiftjit_error"] = str(error)
+    return row
+
+
 def bench(name, batch, iterations, workdir):
     prototxt, inputs = NETS[name]
     prototxt = ZOO / prototxt
     shapes = shape_args(inputs, batch)
-    weights = workdir / f"{name}.caffemodel"
-    if not weights.exists():
-        subprocess.run([SWIFTJIT, "init", prototxt, "--seed", "1", "--batchnorm", "unit", "-o", weights, *shape_args(inputs, 1)],
-                       check=True, capture_output=True)
+    weights = weights_for(name, workdir)
     row = {"net": name, "batch": batch}
+    cache = fresh_cache(workdir, name, batch)
     out, err, code, rss = run_with_rss([str(SWIFTJIT), "time", str(prototxt), "--weights", str(weights), *shapes,
-                                        "--iterations", str(iterations)])
+                                        "--iterations", str(iterations)], kernel_cache=cache)
     if code == 0:
         row["swiftjit_ms"] = float(re.search(r"Average Forward pass: ([0-9.]+) ms", out).group(1))
         row["swiftjit_compile_s"] = float(re.search(r"compile: ([0-9.]+) s", out).group(1))
         row["swiftjit_rss"] = rss
+        try:
+            row["swiftjit_compile_warm_s"], compiled, _ = compile_once(name, batch, workdir, cache)
+            if compiled:
+                row["swiftjit_warm_note"] = f"warm compile compiled {compiled} kernels"
+        except RuntimeError as error:
+            row["swiftjit_warm_error"] = str(error)
     else:
         row["swiftjit_error"] = err.strip().splitlines()[0] if err.strip() else f"exit {code}"
     out, err, code, rss = run_with_rss([sys.executable, str(PEERS), "opencv", str(prototxt), str(weights), *shapes,
@@ -114,7 +181,8 @@ def fmt(value, spec):
 
 
 def table(rows):
-    header = "| net | batch | swiftjit ms | OpenCV ms | ORT ms | OpenCV/swiftjit | ORT/swiftjit | RSS MiB (ours/OpenCV/ORT) | compile s (ours) |"
+    header = ("| net | batch | swiftjit ms | OpenCV ms | ORT ms | OpenCV/swiftjit | ORT/swiftjit | RSS MiB (ours/OpenCV/ORT) "
+              "| compile s cold/warm (ours) |")
     lines = [header, "|" + "---|" * 9]
     for r in rows:
         ours, cv, ort = r.get("swiftjit_ms"), r.get("opencv_ms"), r.get("ort_ms")
@@ -122,8 +190,21 @@ def table(rows):
         ratio_ort = ort / ours if ours and ort else None
         rss = "/".join(fmt(r.get(k), ".0f") for k in ("swiftjit_rss", "opencv_rss", "ort_rss"))
         lines.append(f"| {r['net']} | {r['batch']} | {fmt(ours, '.2f')} | {fmt(cv, '.2f')} | {fmt(ort, '.2f')} | "
-                     f"{fmt(ratio_cv, '.2f')}× | {fmt(ratio_ort, '.2f')}× | {rss} | {fmt(r.get('swiftjit_compile_s'), '.2f')} |")
-    notes = [f"- {r['net']} batch {r['batch']}: {k.split('_')[0]}: {v}" for r in rows for k, v in r.items() if k.endswith("_error")]
+                     f"{fmt(ratio_cv, '.2f')}× | {fmt(ratio_ort, '.2f')}× | {rss} | "
+                     f"{fmt(r.get('swiftjit_compile_s'), '.2f')}/{fmt(r.get('swiftjit_compile_warm_s'), '.2f')} |")
+    notes = [f"- {r['net']} batch {r['batch']}: {k.split('_')[0]}: {v}" for r in rows for k, v in r.items()
+             if k.endswith("_error") or k.endswith("_note")]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def compile_table(rows, repeat):
+    lines = [f"| net | batch | kernels | cold compile s (median of {repeat}) | warm compile s (median of {repeat}) | cold runs | warm runs |",
+             "|" + "---|" * 7]
+    for r in rows:
+        runs = lambda key: ", ".join(f"{v:.2f}" for v in r.get(key, []))
+        lines.append(f"| {r['net']} | {r['batch']} | {r.get('kernels', '—')} | {fmt(r.get('cold_s'), '.3f')} | "
+                     f"{fmt(r.get('warm_s'), '.3f')} | {runs('cold_runs')} | {runs('warm_runs')} |")
+    notes = [f"- {r['net']} batch {r['batch']}: {v}" for r in rows for k, v in r.items() if k.endswith("_error") or k.endswith("_note")]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -133,6 +214,8 @@ def main():
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--markdown", help="also write the results with the machine description here")
+    parser.add_argument("--compile-only", action="store_true", help="only swiftjit's cold and warm compile times (no peers, no run times)")
+    parser.add_argument("--repeat", type=int, default=3, help="with --compile-only: cold/warm pairs per net (medians reported)")
     args = parser.parse_args()
     if not SWIFTJIT.exists():
         sys.exit(f"error: {SWIFTJIT} is missing; build it with `swift build -c release --product swiftjit`")
@@ -140,9 +223,15 @@ def main():
     with tempfile.TemporaryDirectory(prefix="swiftjit-bench-") as folder:
         for name in args.nets:
             for batch in args.batches:
-                row = bench(name, batch, args.iterations, Path(folder))
+                if args.compile_only:
+                    row = bench_compile(name, batch, max(1, args.repeat), Path(folder))
+                else:
+                    row = bench(name, batch, args.iterations, Path(folder))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    if args.compile_only:
+        print(compile_table(rows, max(1, args.repeat)))
+        return
     text = table(rows)
     print(text)
     if args.markdown:
