@@ -94,3 +94,22 @@ struct GoldenMissing: Error, CustomStringConvertible {
 let sharedCompiler: NetCompiler = {
     do { return try NetCompiler() } catch { fatalError("cannot create the JIT: \(error)") }
 }()
+
+/// Reproducible test values: multiples of `step` in [−1000·step, 1000·step] from a 64-bit LCG,
+/// the same on every run and machine.
+struct SeededValues {
+    var state: UInt64
+    let step: Float
+
+    init(seed: UInt64, step: Float) {
+        state = seed
+        self.step = step
+    }
+
+    mutating func next(_ count: Int) -> [Float] {
+        (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int(state >> 40) % 2001 - 1000) * step
+        }
+    }
+}

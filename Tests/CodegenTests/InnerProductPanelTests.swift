@@ -18,13 +18,8 @@ struct InnerProductPanelTests {
         """
         var graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: text, file: "panels.prototxt"))
         graph.nodes[1].fusedActivation = .relu(negativeSlope: 0)
-        var state: UInt64 = 12345
-        func random(_ count: Int) -> [Float] {
-            (0..<count).map { _ in
-                state = state &* 6364136223846793005 &+ 1442695040888963407
-                return Float(Int(state >> 40) % 2001 - 1000) / 1000
-            }
-        }
+        var values = SeededValues(seed: 12345, step: 1 / 1000.0)
+        func random(_ count: Int) -> [Float] { values.next(count) }
         let weights = random(n * k), bias = random(n), x = random(m * k)
         let parameters = ["ip": [NDArray(shape: transpose ? [k, n] : [n, k], data: weights), NDArray(shape: [n], data: bias)]]
         let net = try sharedCompiler.compile(graph: graph, parameters: parameters)

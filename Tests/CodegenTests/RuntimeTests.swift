@@ -44,8 +44,8 @@ struct RuntimeTests {
         total.deallocate()
     }
 
-    @Test("the memory plan reuses a dead buffer and keeps overlapping ones apart")
-    func memoryPlan() {
+    /// `a → b → c` through two 1×1 GEMMs with a constant `w`: input `a`, output `c`.
+    static func chain() -> (program: Program, a: BufferID, b: BufferID, c: BufferID, w: BufferID) {
         var program = Program()
         let a = program.addBuffer("a", count: 100)
         let b = program.addBuffer("b", count: 100)
@@ -57,6 +57,12 @@ struct RuntimeTests {
         program.steps = [gemm(a, b), gemm(b, c)]
         program.inputs = [BlobBinding(name: "a", shape: [100], buffer: a)]
         program.outputs = [BlobBinding(name: "c", shape: [100], buffer: c)]
+        return (program, a, b, c, w)
+    }
+
+    @Test("the memory plan reuses a dead buffer and keeps overlapping ones apart")
+    func memoryPlan() {
+        let (program, a, b, c, w) = Self.chain()
         let plan = MemoryPlan(program)
         #expect(plan.offsets[a] == plan.offsets[c])
         #expect(plan.offsets[a] != plan.offsets[b])
@@ -67,17 +73,9 @@ struct RuntimeTests {
 
     @Test("a checkpoint's live buffer keeps its slot across the checkpoint even when no later step reads it")
     func checkpointPins() {
-        var program = Program()
-        let a = program.addBuffer("a", count: 100)
-        let b = program.addBuffer("b", count: 100)
-        let c = program.addBuffer("c", count: 100)
-        let w = program.addConstant("w", values: [1])
-        func gemm(_ x: BufferID, _ y: BufferID) -> Step {
-            Step(label: "g", .gemm(GemmStep(m: 1, n: 1, k: 1, a: Operand(x), lda: 1, b: Operand(w), ldb: 1, c: Operand(y), ldc: 1)))
-        }
-        program.steps = [gemm(a, b), gemm(b, c)]
-        program.inputs = [BlobBinding(name: "a", shape: [100], buffer: a)]
-        program.outputs = [BlobBinding(name: "c", shape: [100], buffer: c)]
+        let chain = Self.chain()
+        var program = chain.program
+        let (a, b, c) = (chain.a, chain.b, chain.c)
         #expect(MemoryPlan(program).offsets[a] == MemoryPlan(program).offsets[c])
         // A driver stopping after step 1 needs `a` afterwards: it must not share c's slot.
         program.checkpoints = [Checkpoint(step: 1, live: [a])]

@@ -52,13 +52,8 @@ struct WinogradTests {
         """
         var graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: text, file: "winograd.prototxt"))
         graph.nodes[1].fusedActivation = .relu(negativeSlope: 0.1)
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-        func random(_ count: Int) -> [Float] {
-            (0..<count).map { _ in
-                state = state &* 6364136223846793005 &+ 1442695040888963407
-                return Float(Int(state >> 40) % 2001 - 1000) / 500
-            }
-        }
+        var values = SeededValues(seed: 0x9E37_79B9_7F4A_7C15, step: 1 / 500.0)
+        func random(_ count: Int) -> [Float] { values.next(count) }
         let parameters = ["conv": [NDArray(shape: [outputs, channels, 3, 3], data: random(outputs * channels * 9)),
                                    NDArray(shape: [outputs], data: random(outputs))]]
         let input = NDArray(shape: [n, channels, h, w], data: random(n * channels * h * w))
