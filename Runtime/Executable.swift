@@ -101,7 +101,7 @@ public final class Executable: @unchecked Sendable {
             case .kernel(let k):
                 let arguments = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: max(1, k.operands.count))
                 for (i, operand) in k.operands.enumerated() { arguments[i] = bases[operand.buffer] + operand.offset }
-                return .kernel(k.kernel.function, arguments, taskCount: k.taskCount, parallel: k.parallel)
+                return .kernel(k.kernel.function!, arguments, taskCount: k.taskCount, parallel: k.parallel)  // validate refused nil
             case .gemm(let g):
                 return .gemm(g, a: bases[g.a.buffer] + g.a.offset, b: bases[g.b.buffer] + g.b.offset, c: bases[g.c.buffer] + g.c.offset,
                              split: GemmSplit(g, threads: pool.threadCount))
@@ -113,7 +113,7 @@ public final class Executable: @unchecked Sendable {
                     switch action {
                     case .kernel(let k):
                         let tasks = loop.taskSlices ? k.taskCount / max(1, loop.items) : k.taskCount
-                        return .kernel(k.kernel.function, k.operands.map(operand), taskCount: tasks, slicesTasks: loop.taskSlices)
+                        return .kernel(k.kernel.function!, k.operands.map(operand), taskCount: tasks, slicesTasks: loop.taskSlices)
                     case .gemm(let g): return .gemm(g, a: operand(g.a), b: operand(g.b), c: operand(g.c))
                     case .items: return nil  // rejected by validate
                     }
@@ -275,6 +275,14 @@ public final class Executable: @unchecked Sendable {
 
     private static func validate(_ program: Program, threads: Int) throws {
         let buffers = program.buffers
+        for step in program.steps {
+            let kernels: [Step.Action]
+            if case .items(let loop) = step.action { kernels = loop.body } else { kernels = [step.action] }
+            for case .kernel(let k) in kernels where k.kernel.function == nil {
+                throw RuntimeError("step '\(step.label)' calls kernel \(k.kernel.name), which has not been compiled",
+                                   hint: "compile the lowering's kernel batch before building the executable")
+            }
+        }
         func check(_ operand: Operand, extent: Int, in label: String) throws {
             guard buffers.indices.contains(operand.buffer) else {
                 throw RuntimeError("step '\(label)' names buffer \(operand.buffer), but the program declares \(buffers.count)")

@@ -8,12 +8,13 @@ public typealias KernelFunction = @convention(c) (UnsafePointer<UnsafeMutablePoi
 /// A compiled kernel as the runtime sees it: a name for profiles and errors, and its entry point.
 ///
 /// The code behind `function` belongs to whoever compiled it (the JIT); keep that owner alive as long
-/// as any `Executable` uses the kernel.
+/// as any `Executable` uses the kernel. `function` is nil while the kernel waits for its batch to be
+/// compiled; an `Executable` refuses a program that still holds such a kernel.
 public struct Kernel: @unchecked Sendable {
     public var name: String
-    public var function: KernelFunction
+    public var function: KernelFunction?
 
-    public init(name: String, function: KernelFunction) {
+    public init(name: String, function: KernelFunction?) {
         self.name = name
         self.function = function
     }

@@ -172,11 +172,6 @@ final class KernelBatch {
     private var used: Set<String> = []
     private var functions: [String: KernelFunction] = [:]
 
-    /// What a step holds until its batch is compiled.
-    static let unresolved: KernelFunction = { _, _, _ in
-        fatalError("a JIT'd kernel was called before its batch was compiled")
-    }
-
     init(cache: KernelCache) {
         self.cache = cache
     }
@@ -185,7 +180,7 @@ final class KernelBatch {
     /// unless the batch or the cache already knows the signature.
     func kernel(_ signature: String, operands: Int, _ build: (KernelBuilder) throws -> Void) throws -> Kernel {
         if let symbol = symbolOf[signature] {
-            return Kernel(name: symbol, function: functions[symbol] ?? KernelBatch.unresolved)
+            return Kernel(name: symbol, function: functions[symbol])
         }
         if let known = cache.cached(signature) {
             use(known)
@@ -219,7 +214,7 @@ final class KernelBatch {
             pendingIndex[symbol] = pending.count
             pending.append(Pending(signatures: [signature], symbol: symbol, key: key, module: module, size: ir.utf8.count))
         }
-        return Kernel(name: symbol, function: KernelBatch.unresolved)
+        return Kernel(name: symbol, function: nil)  // resolved by `resolve` once the batch is compiled
     }
 
     private func use(_ kernel: Kernel) {
@@ -253,8 +248,7 @@ final class KernelBatch {
     private func resolve(_ action: Step.Action) throws -> Step.Action {
         switch action {
         case .kernel(var step):
-            let placeholder = unsafeBitCast(KernelBatch.unresolved, to: UnsafeRawPointer.self)
-            guard unsafeBitCast(step.kernel.function, to: UnsafeRawPointer.self) == placeholder else { return action }
+            guard step.kernel.function == nil else { return action }
             step.kernel = try resolved(step.kernel)
             return .kernel(step)
         case .gemm:

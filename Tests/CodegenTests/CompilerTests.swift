@@ -47,7 +47,7 @@ struct CompilerTests {
         x.withUnsafeMutableBufferPointer { xs in
             y.withUnsafeMutableBufferPointer { ys in
                 var operands: [UnsafeMutablePointer<Float>?] = [xs.baseAddress, ys.baseAddress]
-                first.function(&operands, 1, 4)
+                first.function!(&operands, 1, 4)
             }
         }
         #expect(y == [9, 2, 0, 4])
