@@ -130,6 +130,19 @@ extension TrainingLowering {
 
     // MARK: Convolution
 
+    /// The weight gradient of one image, accumulated: `dW[g] += dY[g] (perGroup × spatial) ·
+    /// columns[g]ᵀ (spatial × kernelDim)` for each group — convolution's form, and deconvolution's
+    /// with the roles of its input and output gradient exchanged.
+    mutating func emitWeightGradient(_ node: Node, outputs: Operand, columns: Operand, diff: Operand,
+                                     perGroup: Int, kernelDim: Int, spatial: Int, groups: Int) {
+        var gemm = GemmStep(m: perGroup, n: kernelDim, k: spatial, a: outputs, lda: spatial, b: columns, ldb: spatial, c: diff, ldc: kernelDim)
+        gemm.transB = true
+        gemm.beta = 1
+        gemm.repeats = groups
+        gemm.strideA = perGroup * spatial; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * kernelDim
+        base.emitGemm(node, gemm)
+    }
+
     /// Convolution backward, per bottom/top pair and per image as Caffe's `Backward_cpu`: the bias
     /// gradient, then `dW[g] += dy[g] · colᵀ` over im2col of the input (GEMM, accumulating), and
     /// `col[g] = W[g]ᵀ · dy[g]` folded back by col2im into the input diff.
@@ -159,13 +172,8 @@ extension TrainingLowering {
                 let gradient = Operand(dy.buffer, offset: dy.offset + item * o * spatial)
                 if wantsWeights {
                     if let columns { try emitIm2col(node, layout, image: image, columns: columns) }
-                    var gemm = GemmStep(m: perGroup, n: kernelDim, k: spatial, a: gradient, lda: spatial,
-                                        b: columns ?? image, ldb: spatial, c: weights.diff, ldc: kernelDim)
-                    gemm.transB = true
-                    gemm.beta = 1
-                    gemm.repeats = g.group
-                    gemm.strideA = perGroup * spatial; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * kernelDim
-                    base.emitGemm(node, gemm)
+                    emitWeightGradient(node, outputs: gradient, columns: columns ?? image, diff: weights.diff,
+                                       perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
                 }
                 if let dx {
                     let imageDiff = Operand(dx.buffer, offset: dx.offset + item * layout.imageCount)
@@ -240,13 +248,8 @@ extension TrainingLowering {
                 if let columns { try emitIm2col(node, layout, image: gradient, columns: columns) }
                 let source = columns ?? gradient
                 if wantsWeights {
-                    var gemm = GemmStep(m: perGroup, n: kernelDim, k: spatial, a: Operand(x.buffer, offset: item * c * spatial), lda: spatial,
-                                        b: source, ldb: spatial, c: weights.diff, ldc: kernelDim)
-                    gemm.transB = true
-                    gemm.beta = 1
-                    gemm.repeats = g.group
-                    gemm.strideA = perGroup * spatial; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * kernelDim
-                    base.emitGemm(node, gemm)
+                    emitWeightGradient(node, outputs: Operand(x.buffer, offset: item * c * spatial), columns: source, diff: weights.diff,
+                                       perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
                 }
                 if let dx {
                     var gemm = GemmStep(m: perGroup, n: spatial, k: kernelDim, a: weights.data, lda: kernelDim,
