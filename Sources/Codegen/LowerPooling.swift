@@ -114,6 +114,17 @@ struct PoolingWindow {
     var kernel: (h: Int, w: Int)
     var pad: (h: Int, w: Int)
 
+    /// Caffe's SPP geometry along one axis for `bins` bins (`SPPLayer`): kernel ⌈extent/bins⌉ (also
+    /// the stride), pad half the remainder, then PoolingLayer's output extent (rounded up, dropping
+    /// a last window that would start in the padding).
+    static func pyramidAxis(extent: Int, bins: Int) -> (kernel: Int, pad: Int, out: Int) {
+        let kernel = (extent + bins - 1) / bins
+        let pad = (kernel * bins - extent + 1) / 2
+        var out = ceilDiv(extent + 2 * pad - kernel, kernel) + 1
+        if pad > 0, (out - 1) * kernel >= extent + pad { out -= 1 }
+        return (kernel, pad, out)
+    }
+
     /// MAX: the first strict maximum, row by row, starting from −FLT_MAX; with `index`, also its
     /// flat position `h·W + w` in the plane as a float (−1 when nothing beat −FLT_MAX).
     func maximum(_ b: KernelBuilder, _ x: Buffer, plane: Index, y0: Index, x0: Index, index: Bool) -> (Scalar, Scalar?) {

@@ -27,15 +27,8 @@ extension Lowering {
         let x = buffer(input), y = buffer(node.outputs[0])
         var levelOffset = 0
         for bins in levels {
-            /// Caffe's SPP pooling geometry along one axis, then PoolingLayer's output extent.
-            func axis(_ extent: Int) -> (kernel: Int, pad: Int, out: Int) {
-                let kernel = (extent + bins - 1) / bins
-                let pad = (kernel * bins - extent + 1) / 2
-                var out = ceilDiv(extent + 2 * pad - kernel, kernel) + 1
-                if pad > 0, (out - 1) * kernel >= extent + pad { out -= 1 }
-                return (kernel, pad, out)
-            }
-            let (kh, ph, oh) = axis(h), (kw, pw, ow) = axis(w)
+            let (kh, ph, oh) = PoolingWindow.pyramidAxis(extent: h, bins: bins)
+            let (kw, pw, ow) = PoolingWindow.pyramidAxis(extent: w, bins: bins)
             let offset = levelOffset
             let window = PoolingWindow(height: h, width: w, kernel: (kh, kw), pad: (ph, pw))
             let signature = "spp.\(isMax ? "max" : "ave") c\(c) h\(h)w\(w) k\(kh)x\(kw) p\(ph)x\(pw) o\(oh)x\(ow) row\(total) at\(offset)"

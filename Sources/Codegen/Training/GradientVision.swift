@@ -13,6 +13,9 @@ struct PoolWindow {
     var oh: Int, ow: Int
     var outputImageStride: Int
 
+    /// The shared window scans for this geometry.
+    var scan: PoolingWindow { PoolingWindow(height: h, width: w, kernel: kernel, pad: pad) }
+
     var signature: String {
         "\(max ? "max" : "ave") c\(channels) h\(h)w\(w) k\(kernel.0)x\(kernel.1) s\(stride.0)x\(stride.1) p\(pad.0)x\(pad.1) o\(oh)x\(ow) img\(outputImageStride)"
     }
@@ -21,14 +24,7 @@ struct PoolWindow {
     /// remainder, output extent from Caffe's pooling rule.
     static func pyramidLevel(_ level: Int, max: Bool, channels: Int, h: Int, w: Int, outputImageStride: Int) -> PoolWindow {
         let bins = 1 << level
-        func axis(_ extent: Int) -> (kernel: Int, pad: Int, out: Int) {
-            let kernel = (extent + bins - 1) / bins
-            let pad = (kernel * bins - extent + 1) / 2
-            var out = ceilDiv(extent + 2 * pad - kernel, kernel) + 1
-            if pad > 0, (out - 1) * kernel >= extent + pad { out -= 1 }
-            return (kernel, pad, out)
-        }
-        let (y, x) = (axis(h), axis(w))
+        let (y, x) = (PoolingWindow.pyramidAxis(extent: h, bins: bins), PoolingWindow.pyramidAxis(extent: w, bins: bins))
         return PoolWindow(max: max, channels: channels, h: h, w: w, kernel: (y.kernel, x.kernel), stride: (y.kernel, x.kernel),
                           pad: (y.pad, x.pad), oh: y.out, ow: x.out, outputImageStride: outputImageStride)
     }
@@ -49,27 +45,8 @@ extension TrainingLowering {
                     b.loop(0..<g.ow) { ox in
                         let y0 = oy * g.stride.0 - g.pad.0, x0 = ox * g.stride.1 - g.pad.1
                         let at = target + oy * g.ow + ox
-                        if g.max {
-                            let y1 = b.min(y0 + g.kernel.0, b.index(g.h)), x1 = b.min(x0 + g.kernel.1, b.index(g.w))
-                            let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
-                            b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
-                                b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
-                                    let v = x[source + iy * g.w + ix]
-                                    best.value = b.select(v > best.value, v, best.value)
-                                }
-                            }
-                            y[at] = best.value
-                        } else {
-                            let y1 = b.min(y0 + g.kernel.0, b.index(g.h + g.pad.0)), x1 = b.min(x0 + g.kernel.1, b.index(g.w + g.pad.1))
-                            let size = b.float((y1 - y0) * (x1 - x0))
-                            let sum = b.variable(b.constant(0))
-                            b.loop(from: b.max(y0, b.index(0)), to: b.min(y1, b.index(g.h))) { iy in
-                                b.loop(from: b.max(x0, b.index(0)), to: b.min(x1, b.index(g.w))) { ix in
-                                    sum.value = sum.value + x[source + iy * g.w + ix]
-                                }
-                            }
-                            y[at] = sum.value / size
-                        }
+                        y[at] = g.max ? g.scan.maximum(b, x, plane: source, y0: y0, x0: x0, index: false).0
+                                      : g.scan.average(b, x, plane: source, y0: y0, x0: x0)
                     }
                 }
             }
@@ -91,18 +68,8 @@ extension TrainingLowering {
                         let y0 = oy * g.stride.0 - g.pad.0, x0 = ox * g.stride.1 - g.pad.1
                         let gradient = dy[target + oy * g.ow + ox]
                         if g.max {
-                            let y1 = b.min(y0 + g.kernel.0, b.index(g.h)), x1 = b.min(x0 + g.kernel.1, b.index(g.w))
-                            let best = b.variable(b.constant(-Float.greatestFiniteMagnitude)), bestIndex = b.variable(b.constant(-1))
-                            b.loop(from: b.max(y0, b.index(0)), to: y1) { iy in
-                                b.loop(from: b.max(x0, b.index(0)), to: x1) { ix in
-                                    let index = iy * g.w + ix
-                                    let v = x[source + index]
-                                    let better = v > best.value
-                                    best.value = b.select(better, v, best.value)
-                                    bestIndex.value = b.select(better, b.float(index), bestIndex.value)
-                                }
-                            }
-                            let winner = b.int(bestIndex.value)
+                            let (_, bestIndex) = g.scan.maximum(b, x, plane: source, y0: y0, x0: x0, index: true)
+                            let winner = b.int(bestIndex!)
                             b.when(winner >= 0) { result[source + winner] = result[source + winner] + gradient }
                         } else {
                             let y1 = b.min(y0 + g.kernel.0, b.index(g.h + g.pad.0)), x1 = b.min(x0 + g.kernel.1, b.index(g.w + g.pad.1))
