@@ -15,7 +15,16 @@ extension Lowering {
         }
         let slopes = constant(node, "slopes", blobs[0])
         let output = elementwiseOutput(node)
-        try emitKernel(node, "prelu c\(channels) i\(inner) shared=\(shared)", operands: [Operand(buffer(input)), Operand(output), Operand(slopes)],
+        try emitPReLU(node, input: Operand(buffer(input)), slopes: Operand(slopes), output: Operand(output),
+                      outer: outer, channels: channels, inner: inner, shared: shared)
+    }
+
+    /// PReLU's `max(x, 0) + slope[c] · min(x, 0)` over an outer × channels × inner layout (one
+    /// slope for all channels when `shared`); one task per (outer, channel) plane. Also the training
+    /// compiler's PReLU forward, whose slopes are the learned parameter.
+    mutating func emitPReLU(_ node: Node, input: Operand, slopes: Operand, output: Operand,
+                            outer: Int, channels: Int, inner: Int, shared: Bool) throws {
+        try emitKernel(node, "prelu c\(channels) i\(inner) shared=\(shared)", operands: [input, output, slopes],
                        tasks: outer * channels, work: outer * channels * inner) { b in
             let (x, y, slope) = (b.operand(0), b.operand(1), b.operand(2))
             b.forEachTask { plane in

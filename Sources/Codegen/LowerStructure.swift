@@ -52,7 +52,14 @@ extension Lowering {
         let outer = dims[..<axis].reduce(1, *), channels = dims.isEmpty ? 1 : dims[axis], inner = dims[(axis + 1)...].reduce(1, *)
         let source = buffer(input)
         let output = elementwiseOutput(node)
-        try emitKernel(node, "softmax c\(channels) i\(inner)", operands: [Operand(source), Operand(output)],
+        try emitSoftmax(node, input: Operand(source), output: Operand(output), outer: outer, channels: channels, inner: inner)
+    }
+
+    /// Softmax along the middle axis of an outer × channels × inner layout, as Caffe orders it:
+    /// subtract the maximum, exponentiate, divide by the sum. One task per (outer, inner) position;
+    /// safe in place. Also the forward of the training compiler's Softmax and SoftmaxWithLoss.
+    mutating func emitSoftmax(_ node: Node, input: Operand, output: Operand, outer: Int, channels: Int, inner: Int) throws {
+        try emitKernel(node, "softmax c\(channels) i\(inner)", operands: [input, output],
                        tasks: outer * inner, work: outer * inner * channels * 4) { b in
             let (x, y) = (b.operand(0), b.operand(1))
             b.forEachTask { position in

@@ -219,7 +219,7 @@ extension TrainingLowering {
         let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0], axis: Int(p.infogainLossParam.axis))
         let prob = Operand(base.scratch(node, "prob", count: outer * channels * inner))
         let valid = Operand(base.scratch(node, "valid count", count: 1))
-        try emitSoftmax(node, input: data(node.inputs[0]), output: prob, outer: outer, channels: channels, inner: inner)
+        try base.emitSoftmax(node, input: data(node.inputs[0]), output: prob, outer: outer, channels: channels, inner: inner)
         let ignore: Int? = p.lossParam.hasIgnoreLabel ? Int(p.lossParam.ignoreLabel) : nil
         let mode = p.lossParam.normalization
         let signature = "infogain.forward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode)"

@@ -16,17 +16,8 @@ extension TrainingLowering {
     mutating func lowerPReLUForward(_ node: Node) throws {
         let (n, c, inner, shared) = preluSplit(node)
         let output = Operand(base.elementwiseOutput(node))
-        try base.emitKernel(node, "prelu c\(c) i\(inner) shared=\(shared)", operands: [data(node.inputs[0]), parameter(node, 0).data, output],
-                            tasks: n * c, work: count(node.inputs[0])) { b in
-            let (x, slope, y) = (b.operand(0), b.operand(1), b.operand(2))
-            b.forEachTask { row in
-                let s = slope[shared ? b.index(0) : row % c]
-                b.loop(0..<inner) { i in
-                    let v = x[row * inner + i]
-                    y[row * inner + i] = b.max(v, b.constant(0)) + s * b.min(v, b.constant(0))
-                }
-            }
-        }
+        try base.emitPReLU(node, input: data(node.inputs[0]), slopes: parameter(node, 0).data, output: output,
+                           outer: n, channels: c, inner: inner, shared: shared)
     }
 
     /// PReLU backward: `slope_diff[c] += Σ dy·x·(x ≤ 0)` in element order (one sequential task when

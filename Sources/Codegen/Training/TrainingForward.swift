@@ -104,7 +104,7 @@ extension TrainingLowering {
         }
         let prob = Operand(base.scratch(node, "prob", count: outer * channels * inner))
         let valid = Operand(base.scratch(node, "valid count", count: 1))
-        try emitSoftmax(node, input: data(node.inputs[0]), output: prob, outer: outer, channels: channels, inner: inner)
+        try base.emitSoftmax(node, input: data(node.inputs[0]), output: prob, outer: outer, channels: channels, inner: inner)
         let ignore: Int? = p.lossParam.hasIgnoreLabel ? Int(p.lossParam.ignoreLabel) : nil
         let mode = TrainingLowering.normalization(p.lossParam)
         let signature = "softmaxloss.forward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode)"
@@ -127,28 +127,6 @@ extension TrainingLowering {
                 }
                 validCount[b.index(0)] = counted.value
                 top[b.index(0)] = loss.value / TrainingLowering.normalizer(b, mode, outer: outer, inner: inner, valid: counted.value)
-            }
-        }
-    }
-
-    /// Softmax along the middle axis of an outer × channels × inner layout, as Caffe orders it:
-    /// subtract the maximum, exponentiate, divide by the sum. One task per (outer, inner) position.
-    mutating func emitSoftmax(_ node: Node, input: Operand, output: Operand, outer: Int, channels: Int, inner: Int) throws {
-        try base.emitKernel(node, "softmax c\(channels) i\(inner)", operands: [input, output],
-                            tasks: outer * inner, work: outer * inner * channels * 4) { b in
-            let (x, y) = (b.operand(0), b.operand(1))
-            b.forEachTask { position in
-                let start = inner == 1 ? position * channels : (position / inner) * (channels * inner) + position % inner
-                let maximum = b.variable(x[start])
-                b.loop(0..<channels) { j in maximum.value = b.max(maximum.value, x[start + j * inner]) }
-                let sum = b.variable(b.constant(0))
-                b.loop(0..<channels) { j in
-                    let e = b.exp(x[start + j * inner] - maximum.value)
-                    y[start + j * inner] = e
-                    sum.value = sum.value + e
-                }
-                let total = sum.value
-                b.loop(0..<channels) { j in y[start + j * inner] = y[start + j * inner] / total }
             }
         }
     }
