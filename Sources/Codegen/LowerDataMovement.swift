@@ -118,9 +118,16 @@ extension Lowering {
         let bias = p.biasTerm ? constant(node, "bias", blobs[1]) : nil
         let m = count(node.inputs[0])
         checkIndices(node, node.inputs[0], limit: k, what: "indices into input_dim \(k)")
-        var operands = [Operand(buffer(node.inputs[0])), Operand(weights), Operand(buffer(node.outputs[0]))]
-        if let bias { operands.append(Operand(bias)) }
-        try emitKernel(node, "embed k\(k) n\(n) bias=\(bias != nil)", operands: operands, tasks: m, work: m * n) { b in
+        try emitEmbed(node, indices: Operand(buffer(node.inputs[0])), weights: Operand(weights), output: Operand(buffer(node.outputs[0])),
+                      bias: bias.map { Operand($0) }, count: m, inputDim: k, outputs: n)
+    }
+
+    /// Embed's lookup: output row `i` is weight row `indices[i]` (clamped into `0..<inputDim`)
+    /// plus the bias. One task per index. Also the training compiler's Embed forward.
+    mutating func emitEmbed(_ node: Node, indices: Operand, weights: Operand, output: Operand, bias: Operand?,
+                            count m: Int, inputDim k: Int, outputs n: Int) throws {
+        try emitKernel(node, "embed k\(k) n\(n) bias=\(bias != nil)", operands: [indices, weights, output] + (bias.map { [$0] } ?? []),
+                       tasks: m, work: m * n) { b in
             let (x, weight, y) = (b.operand(0), b.operand(1), b.operand(2))
             let biasValues = bias.map { _ in b.operand(3) }
             b.forEachTask { item in
@@ -145,12 +152,16 @@ extension Lowering {
                 throw unsupported(node, "DummyData top \(index) uses a '\(type)' filler; only constant fillers are lowered (random ones differ from Caffe's generator)",
                                   hint: "feed the blob as an Input instead")
             }
-            let value = filler?.value ?? 0
-            let total = count(output)
-            try emitKernel(node, "fill \(value.bitPattern)", operands: [Operand(buffer(output))], tasks: total, work: total) { b in
-                let y = b.operand(0)
-                b.forEachTask { i in y[i] = b.constant(value) }
-            }
+            try emitFill(node, Operand(buffer(output)), count: count(output), value: filler?.value ?? 0)
+        }
+    }
+
+    /// Sets `count` values from `target` on to `value` (DummyData's constant tops, and the training
+    /// compiler's zeroed diffs and constant gradients).
+    mutating func emitFill(_ node: Node, _ target: Operand, count: Int, value: Float) throws {
+        try emitKernel(node, "fill \(value.bitPattern)", operands: [target], tasks: count, work: count) { b in
+            let y = b.operand(0)
+            b.forEachTask { i in y[i] = b.constant(value) }
         }
     }
 

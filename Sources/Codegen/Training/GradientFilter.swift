@@ -27,7 +27,7 @@ extension TrainingLowering {
             let inner = shape(node.inputs[t]).dropFirst().reduce(1, *)
             let dy = try topDiff(node, node.outputs[t])
             let dx = bottomDiff(node, t)
-            try emitFill(node, dx, count: count(node.inputs[t]), value: 0)
+            try base.emitFill(node, dx, count: count(node.inputs[t]), value: 0)
             try base.emitKernel(node, "filter.scatter n\(n) rows\(rows) i\(inner)", operands: [dy, selected, dx], tasks: rows, work: rows * inner) { b in
                 let (topDiff, index, result) = (b.operand(0), b.operand(1), b.operand(2))
                 b.forEachTask { row in

@@ -136,18 +136,8 @@ extension TrainingLowering {
     mutating func lowerEmbedForward(_ node: Node) throws {
         let p = node.layer.embedParam
         let m = count(node.inputs[0]), n = Int(p.numOutput), k = Int(p.inputDim)
-        let operands = [data(node.inputs[0]), parameter(node, 0).data, data(node.outputs[0])] + (p.biasTerm ? [parameter(node, 1).data] : [])
-        try base.emitKernel(node, "embed n\(n) k\(k) bias=\(p.biasTerm)", operands: operands, tasks: m, work: m * n) { b in
-            let (index, weights, y) = (b.operand(0), b.operand(1), b.operand(2))
-            let bias = p.biasTerm ? b.operand(3) : nil
-            b.forEachTask { row in
-                let word = b.max(b.index(0), b.min(b.int(index[row]), b.index(k - 1)))
-                b.loop(0..<n) { j in
-                    let value = weights[word * n + j]
-                    y[row * n + j] = bias.map { value + $0[j] } ?? value
-                }
-            }
-        }
+        try base.emitEmbed(node, indices: data(node.inputs[0]), weights: parameter(node, 0).data, output: data(node.outputs[0]),
+                           bias: p.biasTerm ? parameter(node, 1).data : nil, count: m, inputDim: k, outputs: n)
     }
 
     /// Embed backward: `W[index] += dy` per input in order (one sequential task), `b += Σ dy`.

@@ -206,7 +206,7 @@ extension TrainingLowering {
         let dy = try topDiff(node, node.outputs[0])
         if twoBottoms ? analysis.writesBottomDiff(node, 1) : propagatesToParameter(node, 0) {
             let target = twoBottoms ? bottomDiff(node, 1) : parameter(node, 0).diff
-            if twoBottoms { try emitFill(node, target, count: split.channels, value: 0) }
+            if twoBottoms { try base.emitFill(node, target, count: split.channels, value: 0) }
             try emitBiasGradient(node, topDiff: dy, biasDiff: target, outer: split.outer, channels: split.channels, inner: split.inner)
         }
         if analysis.writesBottomDiff(node, 0) { diffOf[input] = dy.buffer }

@@ -107,7 +107,7 @@ extension TrainingLowering {
         var cellDiff: Operand?
         if g.isLSTM {
             let carried = Operand(base.scratch(node, "cell diff", count: g.stateCount))
-            try emitFill(node, carried, count: g.stateCount, value: 0)
+            try base.emitFill(node, carried, count: g.stateCount, value: 0)
             cellDiff = carried
         }
         for step in stride(from: t - 1, through: 0, by: -1) {
@@ -168,7 +168,7 @@ extension TrainingLowering {
         }
         if g.exposesHidden {
             for j in g.firstStateBottom..<node.inputs.count where analysis.writesBottomDiff(node, j) {
-                try emitFill(node, bottomDiff(node, j), count: count(node.inputs[j]), value: 0)
+                try base.emitFill(node, bottomDiff(node, j), count: count(node.inputs[j]), value: 0)
             }
         }
     }

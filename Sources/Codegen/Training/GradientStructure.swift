@@ -155,11 +155,11 @@ extension TrainingLowering {
     /// Crop backward: zero the bottom diff and copy the top diff into the cropped window. The
     /// reference bottom gets a zero diff, as in Caffe.
     mutating func lowerCropBackward(_ node: Node) throws {
-        if analysis.writesBottomDiff(node, 1) { try emitFill(node, bottomDiff(node, 1), count: count(node.inputs[1]), value: 0) }
+        if analysis.writesBottomDiff(node, 1) { try base.emitFill(node, bottomDiff(node, 1), count: count(node.inputs[1]), value: 0) }
         guard analysis.writesBottomDiff(node, 0) else { return }
         let dy = try topDiff(node, node.outputs[0])
         let dx = bottomDiff(node, 0)
-        try emitFill(node, dx, count: count(node.inputs[0]), value: 0)
+        try base.emitFill(node, dx, count: count(node.inputs[0]), value: 0)
         try emitCrop(node, small: dy, large: dx, smallDims: shape(node.outputs[0]), largeDims: shape(node.inputs[0]),
                      offsets: cropOffsets(node), backward: true)
     }

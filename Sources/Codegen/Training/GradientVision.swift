@@ -121,7 +121,7 @@ extension TrainingLowering {
         let (windows, offsets, images) = try pyramid(node)
         let dy = try topDiff(node, node.outputs[0])
         let dx = bottomDiff(node, 0)
-        try emitFill(node, dx, count: count(node.inputs[0]), value: 0)
+        try base.emitFill(node, dx, count: count(node.inputs[0]), value: 0)
         for (window, offset) in zip(windows, offsets) {
             try emitPoolBackward(node, window, input: data(node.inputs[0]), topDiff: Operand(dy.buffer, offset: dy.offset + offset), dx: dx, images: images)
         }
@@ -225,11 +225,11 @@ extension TrainingLowering {
     /// step runs its tasks in order on one thread.
     mutating func lowerROIPoolingBackward(_ node: Node) throws {
         // Fast R-CNN's backward leaves the ROIs' diff alone (zero), even under force_backward.
-        if analysis.writesBottomDiff(node, 1) { try emitFill(node, bottomDiff(node, 1), count: count(node.inputs[1]), value: 0) }
+        if analysis.writesBottomDiff(node, 1) { try base.emitFill(node, bottomDiff(node, 1), count: count(node.inputs[1]), value: 0) }
         guard analysis.writesBottomDiff(node, 0) else { return }
         let dy = try topDiff(node, node.outputs[0])
         let dx = bottomDiff(node, 0)
-        try emitFill(node, dx, count: count(node.inputs[0]), value: 0)
+        try base.emitFill(node, dx, count: count(node.inputs[0]), value: 0)
         let first = base.program.steps.count
         try emitROIPooling(node, backward: true, operands: [data(node.inputs[0]), data(node.inputs[1]), dy, dx])
         for index in first..<base.program.steps.count {

@@ -32,7 +32,7 @@ extension TrainingLowering {
         case .input, .data, .dummyData, .memoryData, .silence:
             // Data layers have no bottoms; Silence writes zero into its bottoms' diffs.
             for (j, input) in node.inputs.enumerated() where analysis.writesBottomDiff(node, j) {
-                try emitFill(node, bottomDiff(node, j), count: count(input), value: 0)
+                try base.emitFill(node, bottomDiff(node, j), count: count(input), value: 0)
             }
         case .split: try lowerSplitBackward(node)
         case .reshape, .flatten:
@@ -74,7 +74,7 @@ extension TrainingLowering {
         let written = node.outputs.filter(hasDiff)
         let elements = count(node.inputs[0])
         if written.isEmpty {
-            try emitFill(node, bottomDiff(node, 0), count: elements, value: 0)
+            try base.emitFill(node, bottomDiff(node, 0), count: elements, value: 0)
         } else if written.count == 1 {
             diffOf[node.inputs[0]] = diffOf[written[0]]
         } else {

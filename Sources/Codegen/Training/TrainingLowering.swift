@@ -162,7 +162,7 @@ struct TrainingLowering {
     mutating func topDiff(_ node: Node, _ value: ValueID) throws -> Operand {
         if let id = diffOf[value] { return Operand(id) }
         let id = base.program.addBuffer(graph.values[value].name + " diff", count: max(1, count(value)))
-        try emitFill(node, Operand(id), count: count(value), value: 0)
+        try base.emitFill(node, Operand(id), count: count(value), value: 0)
         diffOf[value] = id
         return Operand(id)
     }
@@ -189,13 +189,6 @@ struct TrainingLowering {
     var keepsAllDiffs = false
 
     // MARK: Common kernels
-
-    mutating func emitFill(_ node: Node, _ target: Operand, count: Int, value: Float) throws {
-        try base.emitKernel(node, "fill \(value.bitPattern)", operands: [target], tasks: count, work: count) { b in
-            let y = b.operand(0)
-            b.forEachTask { i in y[i] = b.constant(value) }
-        }
-    }
 
     /// `y[i] = x[i]` (or `y[i] += x[i]` when `accumulate`).
     mutating func emitCopy(_ node: Node, from source: Operand, to target: Operand, count: Int, accumulate: Bool = false) throws {
