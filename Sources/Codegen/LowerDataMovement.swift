@@ -75,9 +75,14 @@ extension Lowering {
         guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else { throw unsupported(node, "axis \(p.axis) is out of range") }
         let tiles = Int(p.tiles)
         guard tiles > 0 else { throw unsupported(node, "tiles must be positive, got \(tiles)") }
-        let outer = dims[..<axis].reduce(1, *), inner = dims[axis...].reduce(1, *)
-        try emitKernel(node, "tile i\(inner) t\(tiles)", operands: [Operand(buffer(input)), Operand(buffer(node.outputs[0]))],
-                       tasks: outer * tiles, work: outer * tiles * inner) { b in
+        try emitTile(node, input: Operand(buffer(input)), output: Operand(buffer(node.outputs[0])),
+                     outer: dims[..<axis].reduce(1, *), inner: dims[axis...].reduce(1, *), tiles: tiles)
+    }
+
+    /// Each of `outer` rows of `inner` values written `tiles` times in a row; one task per (row,
+    /// tile). Also the training compiler's Tile forward.
+    mutating func emitTile(_ node: Node, input: Operand, output: Operand, outer: Int, inner: Int, tiles: Int) throws {
+        try emitKernel(node, "tile i\(inner) t\(tiles)", operands: [input, output], tasks: outer * tiles, work: outer * tiles * inner) { b in
             let (x, y) = (b.operand(0), b.operand(1))
             b.forEachTask { task in
                 let row = task / tiles

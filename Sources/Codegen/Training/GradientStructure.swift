@@ -178,13 +178,7 @@ extension TrainingLowering {
     /// Tile forward: each outer block of the bottom repeated `tiles` times.
     mutating func lowerTileForward(_ node: Node) throws {
         let (outer, inner, tiles) = try tileSplit(node)
-        try base.emitKernel(node, "tile n\(inner) t\(tiles)", operands: [data(node.inputs[0]), data(node.outputs[0])],
-                            tasks: outer, work: outer * inner * tiles) { b in
-            let (x, y) = (b.operand(0), b.operand(1))
-            b.forEachTask { o in
-                b.loop(0..<tiles) { t in b.loop(0..<inner) { i in y[(o * tiles + t) * inner + i] = x[o * inner + i] } }
-            }
-        }
+        try base.emitTile(node, input: data(node.inputs[0]), output: data(node.outputs[0]), outer: outer, inner: inner, tiles: tiles)
     }
 
     /// Tile backward: the sum of the tiles' diffs, first tile copied then the others added.
