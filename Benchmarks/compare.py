@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Forward-pass benchmark: swiftjit vs OpenCV DNN vs ONNX Runtime, side by side, in one run.
 
-For each net and batch size: seeded random weights (swiftjit init --batchnorm unit), the same net
-exported to ONNX (swiftjit export --onnx), then each runtime in its own process with 2 threads,
-timed over --iterations passes after a warm-up. Reports ms/batch (median), each peer's ratio to
+For each net and batch size: seeded random weights (swiftjit init --batchnorm unit --unfilled-weights
+msra: deploy prototxts name no fillers, and Caffe's default of 0 would make every activation 0), the
+same net exported to ONNX (swiftjit export --onnx), then each runtime in its own process with 2
+threads, timed over --iterations passes after a warm-up. The runtimes take turns for --rounds rounds
+(the machine is shared: a slow spell should hit all of them), and each keeps its best median.
+Reports ms/batch, each peer's ratio to
 swiftjit, peak RSS per process, and load/compile time. Results go to stdout and, with --markdown,
 to a file (BENCHMARKS.md) with the machine described.
 
@@ -88,7 +91,8 @@ def weights_for(name, workdir):
     prototxt, inputs = NETS[name]
     weights = workdir / f"{name}.caffemodel"
     if not weights.exists():
-        subprocess.run([SWIFTJIT, "init", ZOO / prototxt, "--seed", "1", "--batchnorm", "unit", "-o", weights, *shape_args(inputs, 1)],
+        subprocess.run([SWIFTJIT, "init", ZOO / prototxt, "--seed", "1", "--batchnorm", "unit", "--unfilled-weights", "msra",
+                        "-o", weights, *shape_args(inputs, 1)],
                        check=True, capture_output=True)
     return weights
 
@@ -132,47 +136,59 @@ def bench_compile(name, batch, repeat, workdir):
     return row
 
 
-def bench(name, batch, iterations, workdir):
+def bench(name, batch, iterations, rounds, workdir):
+    """Each runtime `rounds` times, interleaved (ours, OpenCV, ORT, ours, ...), so that a slow spell of
+    this shared machine hits all three alike; each runtime's best median is reported."""
     prototxt, inputs = NETS[name]
     prototxt = ZOO / prototxt
     shapes = shape_args(inputs, batch)
     weights = weights_for(name, workdir)
     row = {"net": name, "batch": batch}
+    onnx = workdir / f"{name}.onnx"
+    if not onnx.exists():
+        export = subprocess.run([SWIFTJIT, "export", prototxt, "--weights", weights, "--onnx", onnx], capture_output=True, text=True)
+        if export.returncode != 0:
+            row["ort_error"] = export.stderr.strip().splitlines()[0]
     cache = fresh_cache(workdir, name, batch)
-    out, err, code, rss = run_with_rss([str(SWIFTJIT), "time", str(prototxt), "--weights", str(weights), *shapes,
-                                        "--iterations", str(iterations)], kernel_cache=cache)
-    if code == 0:
-        row["swiftjit_ms"] = float(re.search(r"Average Forward pass: ([0-9.]+) ms", out).group(1))
-        row["swiftjit_compile_s"] = float(re.search(r"compile: ([0-9.]+) s", out).group(1))
-        row["swiftjit_rss"] = rss
+    runs = {"swiftjit": [], "opencv": [], "ort": []}
+    for _ in range(rounds):
+        if "swiftjit_error" not in row:
+            out, err, code, rss = run_with_rss([str(SWIFTJIT), "time", str(prototxt), "--weights", str(weights), *shapes,
+                                                "--iterations", str(iterations)], kernel_cache=cache)
+            if code == 0:
+                runs["swiftjit"].append(float(re.search(r"Average Forward pass: ([0-9.]+) ms", out).group(1)))
+                row.setdefault("swiftjit_compile_s", float(re.search(r"compile: ([0-9.]+) s", out).group(1)))  # the cold one
+                row["swiftjit_rss"] = max(row.get("swiftjit_rss", 0), rss)
+            else:
+                row["swiftjit_error"] = err.strip().splitlines()[0] if err.strip() else f"exit {code}"
+        if "opencv_error" not in row:
+            out, err, code, rss = run_with_rss([sys.executable, str(PEERS), "opencv", str(prototxt), str(weights), *shapes,
+                                                "--iterations", str(iterations), "--threads", "2"])
+            if code == 0:
+                result = json.loads(out)
+                runs["opencv"].append(result["ms_median"])
+                row["opencv_load_ms"], row["opencv_rss"] = result["load_ms"], max(row.get("opencv_rss", 0), rss)
+            else:
+                row["opencv_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+        if onnx.exists() and "ort_error" not in row:
+            out, err, code, rss = run_with_rss([sys.executable, str(PEERS), "ort", str(onnx), *shapes,
+                                                "--iterations", str(iterations), "--threads", "2"])
+            if code == 0:
+                result = json.loads(out)
+                runs["ort"].append(result["ms_median"])
+                row["ort_load_ms"], row["ort_rss"] = result["load_ms"], max(row.get("ort_rss", 0), rss)
+            else:
+                row["ort_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+    for runtime, values in runs.items():
+        if values:
+            row[f"{runtime}_ms"], row[f"{runtime}_runs"] = min(values), values
+    if "swiftjit_ms" in row:
         try:
             row["swiftjit_compile_warm_s"], compiled, _ = compile_once(name, batch, workdir, cache)
             if compiled:
                 row["swiftjit_warm_note"] = f"warm compile compiled {compiled} kernels"
         except RuntimeError as error:
             row["swiftjit_warm_error"] = str(error)
-    else:
-        row["swiftjit_error"] = err.strip().splitlines()[0] if err.strip() else f"exit {code}"
-    out, err, code, rss = run_with_rss([sys.executable, str(PEERS), "opencv", str(prototxt), str(weights), *shapes,
-                                        "--iterations", str(iterations), "--threads", "2"])
-    if code == 0:
-        result = json.loads(out)
-        row["opencv_ms"], row["opencv_load_ms"], row["opencv_rss"] = result["ms_median"], result["load_ms"], rss
-    else:
-        row["opencv_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
-    onnx = workdir / f"{name}.onnx"
-    if not onnx.exists():
-        export = subprocess.run([SWIFTJIT, "export", prototxt, "--weights", weights, "--onnx", onnx], capture_output=True, text=True)
-        if export.returncode != 0:
-            row["ort_error"] = export.stderr.strip().splitlines()[0]
-    if onnx.exists():
-        out, err, code, rss = run_with_rss([sys.executable, str(PEERS), "ort", str(onnx), *shapes,
-                                            "--iterations", str(iterations), "--threads", "2"])
-        if code == 0:
-            result = json.loads(out)
-            row["ort_ms"], row["ort_load_ms"], row["ort_rss"] = result["ms_median"], result["load_ms"], rss
-        else:
-            row["ort_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
     return row
 
 
@@ -213,6 +229,7 @@ def main():
     parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each runtime per row (the best median is kept)")
     parser.add_argument("--markdown", help="also write the results with the machine description here")
     parser.add_argument("--compile-only", action="store_true", help="only swiftjit's cold and warm compile times (no peers, no run times)")
     parser.add_argument("--repeat", type=int, default=3, help="with --compile-only: cold/warm pairs per net (medians reported)")
@@ -226,7 +243,7 @@ def main():
                 if args.compile_only:
                     row = bench_compile(name, batch, max(1, args.repeat), Path(folder))
                 else:
-                    row = bench(name, batch, args.iterations, Path(folder))
+                    row = bench(name, batch, args.iterations, max(1, args.rounds), Path(folder))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.compile_only:
@@ -238,8 +255,9 @@ def main():
         stamp = time.strftime("%Y-%m-%d")
         Path(args.markdown).write_text(
             f"# Forward-pass benchmarks\n\nMeasured {stamp} on {machine()}; 2 threads per runtime, median of "
-            f"{args.iterations} passes after a warm-up, seeded random weights (BatchNorm statistics mean 0 / variance 1), "
-            f"each runtime in its own process. Reproduce with `python3 Benchmarks/compare.py --markdown BENCHMARKS.md`.\n"
+            f"{args.iterations} passes after a warm-up, best of {args.rounds} interleaved rounds (each runtime in its own "
+            f"process per round), seeded random weights (MSRA for weights the prototxt leaves unfilled, BatchNorm statistics "
+            f"mean 0 / variance 1). Reproduce with `python3 Benchmarks/compare.py --markdown BENCHMARKS.md`.\n"
             f"The machine is shared and noisy: compare ratios within one run, not absolute numbers across runs.\n\n{text}\n")
 
 

@@ -143,8 +143,12 @@ public enum ParameterInitializer {
     }
 
     /// Parameter values by layer name, in each layer's blob order. Layers sharing a parameter by
-    /// name get the owner's values.
-    public static func initialize(_ graph: Graph, seed: UInt64, batchNorm: BatchNormStatistics = .caffe) throws -> [String: [NDArray]] {
+    /// name get the owner's values. `unfilledWeights`, when given, replaces Caffe's default filler
+    /// (constant 0) for the weights of convolution, deconvolution and InnerProduct layers whose
+    /// prototxt names no `weight_filler` — deploy nets usually name none, and all-zero weights make
+    /// every activation 0, which is no test of a runtime.
+    public static func initialize(_ graph: Graph, seed: UInt64, batchNorm: BatchNormStatistics = .caffe,
+                                  unfilledWeights: Filler? = nil) throws -> [String: [NDArray]] {
         var result: [String: [NDArray]] = [:]
         var shared: [String: NDArray] = [:]
         for node in graph.nodes where !node.parameters.isEmpty {
@@ -161,7 +165,9 @@ public enum ParameterInitializer {
                 var generator = SeededGenerator(seed: seed, stream: "\(node.name)/\(index)")
                 let values: [Float]
                 do {
-                    values = try filler(for: node, index: index).fill(shape: parameter.shape.dims, generator: &generator)
+                    let chosen = index == 0 && !namesWeightFiller(node) ? unfilledWeights ?? filler(for: node, index: index)
+                        : filler(for: node, index: index)
+                    values = try chosen.fill(shape: parameter.shape.dims, generator: &generator)
                 } catch let diagnostic as Diagnostic {
                     throw diagnostic.inLayer(node.name)
                 }
@@ -176,6 +182,15 @@ public enum ParameterInitializer {
             result[node.name] = blobs
         }
         return result
+    }
+
+    /// Whether a layer with weights names their filler; true for layers whose weights never default to 0.
+    static func namesWeightFiller(_ node: Node) -> Bool {
+        switch node.kind {
+        case .convolution, .deconvolution: return node.layer.convolutionParam.hasWeightFiller
+        case .innerProduct: return node.layer.innerProductParam.hasWeightFiller
+        default: return true
+        }
     }
 
     /// The filler Caffe's layer uses for its blob `index`.

@@ -31,11 +31,26 @@ struct InitCommand: ParsableCommand {
     @Option(name: .long, help: "BatchNorm statistics: caffe (all 0, as Caffe's setup; divides by sqrt(eps)) or unit (mean 0, variance 1).")
     var batchnorm: ParameterInitializer.BatchNormStatistics = .caffe
 
+    @Option(name: .long, help: ArgumentHelp("The filler for convolution/InnerProduct weights the prototxt gives no weight_filler: msra, xavier, or caffe (Caffe's default, constant 0).",
+                                            discussion: "Deploy nets rarely name fillers, so Caffe's default makes every activation 0; msra keeps random-weight activations at a realistic scale for benchmarks and runtime comparisons."))
+    var unfilledWeights: UnfilledWeights = .caffe
+
+    enum UnfilledWeights: String, ExpressibleByArgument, CaseIterable {
+        case caffe, msra, xavier
+
+        var filler: Filler? {
+            guard self != .caffe else { return nil }
+            var p = Caffe_FillerParameter()
+            p.type = rawValue
+            return Filler(p)
+        }
+    }
+
     func run() throws {
         do {
             let graph = try NetInspection(netPath: net, phase: phase.caffePhase,
                                           inputShapes: Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })).build().graph
-            let parameters = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: batchnorm)
+            let parameters = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: batchnorm, unfilledWeights: unfilledWeights.filler)
             try CaffeFiles.write(Snapshot.netParameter(graph: graph, parameters: parameters), to: output)
             let count = parameters.values.flatMap { $0 }.reduce(0) { $0 + $1.count }
             print("wrote \(output): \(parameters.count) layers, \(NetSummary.grouped(count)) values (seed \(seed))")
