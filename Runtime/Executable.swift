@@ -335,9 +335,10 @@ public final class Executable: @unchecked Sendable {
     }
 
     /// How a GEMM step is shared among the pool's threads, chosen once per step from its shape: each
-    /// block is an independent single-threaded product over a slice of C's columns (when C is wide)
-    /// or rows, or whole repeats (convolution groups). Column blocks are multiples of 16 so every
-    /// thread's slice stays aligned to OpenBLAS's AVX-512 tiles.
+    /// block is an independent single-threaded product over a slice of C's rows (when A is tall and C
+    /// not much wider), columns (when C is wide), or whole repeats (convolution groups). Blocks are
+    /// multiples of 16 so every thread's slice stays aligned to OpenBLAS's AVX-512 tiles. Measured on
+    /// ResNet-50's 1×1 products (N = 196 or 49): rows 200 GFLOP/s on two cores, columns 142–178.
     enum GemmSplit: Equatable {
         case serial
         case repeats
@@ -352,6 +353,12 @@ public final class Executable: @unchecked Sendable {
             guard threads > 1, work >= GemmSplit.parallelWork else { self = .serial; return }
             if g.repeats >= threads {
                 self = .repeats
+            } else if g.m >= 64 * threads, g.n <= 8 * g.m {
+                // Row blocks: each thread packs its own share of A (usually the weights) and all of B,
+                // which is the cheaper duplicate while B is not much wider than A is tall; heights are
+                // multiples of 16 so neither thread gets a ragged tile.
+                let height = ((g.m + threads - 1) / threads + 15) / 16 * 16
+                self = .rows(blocks: (g.m + height - 1) / height, height: height)
             } else if g.n >= 64 * threads {
                 let width = (g.n + threads - 1) / threads
                 let aligned = (width + 15) / 16 * 16
