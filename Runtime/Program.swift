@@ -155,6 +155,25 @@ public struct Step: Sendable {
             }
         }
 
+        /// The action with every operand on buffer `from` moved into buffer `to`, `offset` floats
+        /// in (a buffer relocated into a slice of a larger one after its steps were emitted).
+        /// Item loops are left alone: their strides and private slices are per buffer.
+        public func relocating(_ from: BufferID, into to: BufferID, offset: Int) -> Action {
+            func moved(_ operand: Operand) -> Operand {
+                operand.buffer == from ? Operand(to, offset: offset + operand.offset) : operand
+            }
+            switch self {
+            case .kernel(var k):
+                k.operands = k.operands.map(moved)
+                return .kernel(k)
+            case .gemm(var g):
+                (g.a, g.b, g.c) = (moved(g.a), moved(g.b), moved(g.c))
+                return .gemm(g)
+            case .items:
+                return self
+            }
+        }
+
         /// The action with every buffer id passed through `map` (offsets kept), for lowerings that
         /// rebind buffers after emitting steps.
         public func mappingBuffers(_ map: (BufferID) -> BufferID) -> Action {

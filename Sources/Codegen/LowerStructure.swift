@@ -18,7 +18,10 @@ extension Lowering {
     }
 
     /// Concat: each bottom is copied as a block of rows into its slice of the concatenation axis.
-    /// One task per outer index (the product of the axes before `axis`).
+    /// One task per outer index (the product of the axes before `axis`). With one outer index
+    /// (batch 1 on the channel axis) a bottom whose buffer nothing needs after the Concat is not
+    /// copied at all: the steps that wrote it are moved to write its slice of the top directly
+    /// (`relocateIntoConcat`).
     mutating func lowerConcat(_ node: Node) throws {
         let output = node.outputs[0], dims = shape(output)
         let p = node.layer.concatParam
@@ -28,8 +31,13 @@ extension Lowering {
         let rowOut = dims[axis...].reduce(1, *)
         let target = buffer(output)
         var offset = 0
+        var relocated: Set<BufferID> = []
         for input in node.inputs {
             let rowIn = shape(input)[axis...].reduce(1, *)
+            if outer == 1, relocateIntoConcat(node, input: input, target: target, offset: offset, taken: &relocated) {
+                offset += rowIn
+                continue
+            }
             try emitKernel(node, "copy.rows in\(rowIn) out\(rowOut)", operands: [Operand(buffer(input)), Operand(target, offset: offset)],
                            tasks: outer, work: outer * rowIn) { b in
                 let (x, y) = (b.operand(0), b.operand(1))
@@ -39,6 +47,31 @@ extension Lowering {
             }
             offset += rowIn
         }
+    }
+
+    /// Moves every step that touched `input`'s buffer into `target` at `offset`, when that is safe:
+    /// concat-in-place is on, the buffer is an activation of exactly the bottom's size that only
+    /// values dead after this Concat ever lived in (no caller reads it, no later layer), it is not a
+    /// net input, no item loop names it, another bottom of this Concat does not share it, and the
+    /// slice stays 64-byte aligned (kernels and OpenBLAS prefer aligned rows). The buffer is then
+    /// touched by no step and the memory plan gives it no space.
+    mutating func relocateIntoConcat(_ node: Node, input: ValueID, target: BufferID, offset: Int, taken: inout Set<BufferID>) -> Bool {
+        guard concatInPlace, program.checkpoints.isEmpty, offset % 16 == 0 else { return false }
+        let source = buffer(input)
+        guard source != target, !taken.contains(source), program.buffers[source].isActivation,
+              program.buffers[source].count == count(input),
+              node.inputs.filter({ buffer($0) == source }).count == 1,
+              valuesLiving(in: source).allSatisfy({ lastUse[$0] <= node.id }),
+              !program.inputs.contains(where: { $0.buffer == source }),
+              !program.steps.contains(where: { step in
+                  if case .items(let loop) = step.action { return loop.body.flatMap(\.operands).contains { $0.buffer == source } }
+                  return false
+              }) else { return false }
+        for index in program.steps.indices {
+            program.steps[index].action = program.steps[index].action.relocating(source, into: target, offset: offset)
+        }
+        taken.insert(source)
+        return true
     }
 
     /// Softmax along `axis`: per (outer, inner) position, subtract the maximum over the axis,

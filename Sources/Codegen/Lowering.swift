@@ -43,6 +43,9 @@ struct Lowering {
     /// Whether an InnerProduct over a few rows streams weight panels (`InnerProductPanels`). Off in
     /// training, whose constants must be the parameters themselves (the solver updates them).
     var innerProductPanels = false
+    /// Whether a Concat over one outer index has its bottoms' producers write straight into its top
+    /// (`relocateIntoConcat`). Off in training, whose backward reads the bottoms' own buffers.
+    var concatInPlace = false
     var program = Program()
     /// Checks `CompiledNet.run` makes on input blobs before running (ROI batch indices).
     var inputChecks: [InputCheck] = []
@@ -54,7 +57,7 @@ struct Lowering {
     private(set) var bufferOf: [ValueID: BufferID] = [:]
     private var valuesOf: [BufferID: [ValueID]] = [:]
     /// The last node that reads each value (`Int.max` for values callers keep).
-    private let lastUse: [Int]
+    let lastUse: [Int]
 
     init(graph: Graph, parameters: [String: [NDArray]], cache: KernelCache, kept: Set<ValueID>, parallelThreshold: Int) {
         self.graph = graph
@@ -83,6 +86,9 @@ struct Lowering {
         bufferOf[value] = buffer
         valuesOf[buffer, default: []].append(value)
     }
+
+    /// Every value bound to `buffer` so far.
+    func valuesLiving(in buffer: BufferID) -> [ValueID] { valuesOf[buffer, default: []] }
 
     /// The buffer for `node`'s output `index` of an element-wise op, reusing input `input`'s buffer
     /// when the prototxt writes in place or when no one needs that buffer after this node.

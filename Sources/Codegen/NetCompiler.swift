@@ -37,6 +37,8 @@ public final class NetCompiler: @unchecked Sendable {
     public var convolutionBanding = ConvolutionBanding()
     /// When 3×3 convolutions run as Winograd F(2×2, 3×3); nil: always im2col + GEMM.
     public var winograd: WinogradPolicy? = WinogradPolicy()
+    /// Whether a batch-1 Concat's bottoms are computed straight into its top instead of copied.
+    public var concatInPlace = true
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
     /// thread; executables split large GEMMs across the pool themselves, so kernels and GEMMs share
@@ -75,6 +77,7 @@ public final class NetCompiler: @unchecked Sendable {
         lowering.banding = convolutionBanding
         lowering.winograd = winograd
         lowering.innerProductPanels = true
+        lowering.concatInPlace = concatInPlace
         for value in graph.externalInputs {
             lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                        buffer: lowering.buffer(value)))
