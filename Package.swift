@@ -62,6 +62,6 @@ let package = Package(
         .testTarget(name: "ExportTests", dependencies: ["Export", "SwiftJIT"]),
         .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
         .testTarget(name: "TrainingTests", dependencies: ["Codegen", "Runtime", "Graph", "CaffeFormat", "NumPy", "Solvers"]),
-        .testTarget(name: "PassesTests", dependencies: ["Passes", "Graph", "CaffeFormat", "NumPy"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "Graph", "CaffeFormat", "NumPy", "Codegen", "Runtime"]),
     ]
 )

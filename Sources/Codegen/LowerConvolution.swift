@@ -21,8 +21,12 @@ extension Lowering {
         guard geometry.channelAxis == 1 else {
             throw unsupported(node, "only convolution with the channel axis 1 (N×C×spatial blobs) is lowered so far")
         }
-        let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
         let (channels, outputs) = (shape(first)[1], shape(node.outputs[0])[1])
+        if let residual = node.fusedResidual {
+            try lowerConvolution(node, geometry, blobs: blobs, residual: residual)
+            return
+        }
+        let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
         if usesWinograd(node, geometry, input: shape(first), outputs: outputs) {
             let transformed = try preparedConstant(node, "winograd weights", count: 16 * outputs * channels) { target in
                 Self.winogradWeights(blobs[0], outputs: outputs, channels: channels, into: target)
@@ -49,8 +53,46 @@ extension Lowering {
         }
     }
 
+    /// A convolution with a residual folded in (`FuseResidual`): `activation(conv(x) + bias + r)`.
+    /// When the im2col/1×1 GEMM path applies and nothing needs `r`'s buffer afterwards, the output
+    /// takes that buffer over and the GEMM accumulates onto it (β = 1), so the addition costs
+    /// nothing; otherwise the convolution is lowered as usual and one kernel adds `r` and applies
+    /// the activation.
+    private mutating func lowerConvolution(_ node: Node, _ g: ConvolutionGeometry, blobs: [[Float]], residual: ValueID) throws {
+        let (input, output) = (node.inputs[0], node.outputs[0])
+        let (c, o) = (shape(input)[1], shape(output)[1])
+        let image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
+        let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
+        let generic = !usesWinograd(node, g, input: shape(input), outputs: o) && !(g.group == c && g.group > 1 && image.count == 2)
+            && (isPointwise || bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) == nil)
+        let r = buffer(residual)
+        let free = program.buffers[r].isActivation && program.buffers[r].count == count(output) && r != buffer(input)
+            && !program.inputs.contains { $0.buffer == r } && valuesLiving(in: r).allSatisfy { lastUse[$0] <= node.id }
+        if generic, free {
+            bind(output, to: r)
+            let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
+            try lowerConvolution(node, g, input: input, output: output, weights: constant(node, "weights", blobs[0]), bias: bias,
+                                 accumulate: true)
+            return
+        }
+        var plain = node
+        (plain.fusedActivation, plain.fusedResidual) = (nil, nil)
+        try lowerConvolution(plain)
+        let elements = count(output), activation = node.fusedActivation
+        try emitKernel(node, "residual.add" + (activation.map { " " + $0.signature } ?? ""), operands: [Operand(buffer(output)), Operand(r)],
+                       tasks: elements, work: 2 * elements) { b in
+            let (y, addend) = (b.operand(0), b.operand(1))
+            b.forEachTask { i in
+                let sum = y[i] + addend[i]
+                y[i] = activation?.apply(b, sum) ?? sum
+            }
+        }
+    }
+
+    /// The im2col (or 1×1) + GEMM + epilogue lowering; with `accumulate` the GEMM adds its product
+    /// to what the output buffer holds (β = 1), which only this path supports.
     private mutating func lowerConvolution(_ node: Node, _ g: ConvolutionGeometry, input: ValueID, output: ValueID,
-                                           weights: BufferID, bias: BufferID?) throws {
+                                           weights: BufferID, bias: BufferID?, accumulate: Bool = false) throws {
         let (n, c) = (shape(input)[0], shape(input)[1])
         let o = shape(output)[1]
         let image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
@@ -88,6 +130,7 @@ extension Lowering {
             gemm.strideA = o / groups * k
             gemm.strideB = k * spatial
             gemm.strideC = o / groups * spatial
+            if accumulate { gemm.beta = 1 }
             lowering.emitGemm(node, gemm)
             try lowering.emitEpilogue(node, Operand(y), outer: 1, channels: o, inner: spatial, bias: bias.map { Operand($0) })
         }

@@ -68,6 +68,10 @@ public struct Node: Sendable {
     /// An activation an inference pass folded into this node (`FuseActivation`): applied to each
     /// output element as the op writes it. Nil for nodes as the prototxt wrote them.
     public var fusedActivation: FusedActivation?
+    /// A value an inference pass folded into this node's output (`FuseResidual`): the op writes
+    /// `activation(op(x) + residual)`, what an Eltwise SUM after it computed. Listed among the
+    /// value's consumers. Nil for nodes as the prototxt wrote them.
+    public var fusedResidual: ValueID?
 
     public init(id: NodeID, name: String, kind: OpKind, layer: Caffe_LayerParameter, inputs: [ValueID], outputs: [ValueID]) {
         self.id = id

@@ -22,10 +22,11 @@ public protocol GraphPass: Sendable {
 }
 
 /// The inference pipeline, in order: fold BatchNorm/Scale into the convolution or InnerProduct
-/// before them, drop layers that are the identity at inference (Dropout in TEST, Split), then fold
-/// each ReLU into the epilogue of the layer that feeds it.
+/// before them, drop layers that are the identity at inference (Dropout in TEST, Split), fold
+/// each ReLU into the epilogue of the layer that feeds it, then fold residual additions into the
+/// convolution that computes their last term.
 public enum InferencePasses {
-    public static let standard: [any GraphPass] = [FoldBatchNorm(), RemoveIdentities(), FuseActivation()]
+    public static let standard: [any GraphPass] = [FoldBatchNorm(), RemoveIdentities(), FuseActivation(), FuseResidual()]
 
     public static func run(_ graph: Graph, parameters: [String: [NDArray]], passes: [any GraphPass] = standard) throws -> PassContext {
         var context = PassContext(graph: graph, parameters: parameters)
@@ -63,7 +64,8 @@ extension Graph {
                 valueMap[old] = id
                 return id
             }
-            for input in copy.inputs { result.values[input].consumers.append(newID) }
+            copy.fusedResidual = node.fusedResidual.map(resolve)
+            for input in copy.inputs + (copy.fusedResidual.map { [$0] } ?? []) { result.values[input].consumers.append(newID) }
             result.nodes.append(Node(renumbering: copy, id: newID))
         }
         return result
@@ -80,5 +82,6 @@ extension Node {
         location = node.location
         isSynthetic = node.isSynthetic
         fusedActivation = node.fusedActivation
+        fusedResidual = node.fusedResidual
     }
 }

@@ -38,20 +38,21 @@ public final class Net: @unchecked Sendable {
     private var graphs: [[String: [Int]]: Graph] = [:]
 
     /// Loads `prototxt` and `weights` (a .caffemodel; without one, parameters come from the fillers
-    /// with `seed`, BatchNorm statistics set to mean 0 / variance 1 so outputs stay finite).
-    /// `inputShapes` overrides the prototxt's input shapes.
+    /// with `seed`, BatchNorm statistics set to mean 0 / variance 1 so outputs stay finite, and
+    /// `unfilledWeights` — when given — for convolution/InnerProduct weights the prototxt gives no
+    /// filler, which Caffe would set to 0). `inputShapes` overrides the prototxt's input shapes.
     public init(prototxt: String, weights: String? = nil, phase: Caffe_Phase = .test,
-                inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, compiler: NetCompiler? = nil) throws {
+                inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, unfilledWeights: Filler? = nil, compiler: NetCompiler? = nil) throws {
         definition = try CaffeFiles.loadNet(path: prototxt)
         self.phase = phase
         graph = try GraphBuilder(phase: phase, inputShapes: inputShapes.mapValues(TensorShape.init), insertsSplits: false).build(definition)
         if let weights {
             let graph = self.graph
             params = try TrainedLayers.copy(from: weights, into: graph) {
-                try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
+                try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit, unfilledWeights: unfilledWeights)
             }
         } else {
-            params = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit)
+            params = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit, unfilledWeights: unfilledWeights)
         }
         self.compiler = try compiler ?? NetCompiler()
         graphs[inputShapes.isEmpty ? [:] : inputShapes] = graph
