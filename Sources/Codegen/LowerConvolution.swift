@@ -27,20 +27,22 @@ extension Lowering {
             return
         }
         let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
-        if usesWinograd(node, geometry, input: shape(first), outputs: outputs) {
-            let transformed = try preparedConstant(node, "winograd weights", count: 16 * outputs * channels) { target in
-                Self.winogradWeights(blobs[0], outputs: outputs, channels: channels, into: target)
+        if let tile = winogradTile(node, geometry, input: shape(first), outputs: outputs) {
+            let area = tile.alpha * tile.alpha
+            let transformed = try preparedConstant(node, "winograd weights", count: area * outputs * channels) { target in
+                Self.winogradWeights(blobs[0], outputs: outputs, channels: channels, tile: tile, into: target)
             }
             for (input, output) in zip(node.inputs, node.outputs) {
                 let (n, image, result) = (shape(input)[0], Array(shape(input)[2...]), Array(shape(output)[2...]))
-                let tiles = (result[0] + 1) / 2 * ((result[1] + 1) / 2)
+                let (rows, columns) = tile.tiles(result[0], result[1])
+                let tiles = rows * columns
                 let copies = n > 1 ? threads : 1
-                let v = scratch(node, "winograd input", count: 16 * channels * tiles * copies)
-                let m = scratch(node, "winograd products", count: 16 * outputs * tiles * copies)
+                let v = scratch(node, "winograd input", count: area * channels * tiles * copies)
+                let m = scratch(node, "winograd products", count: area * outputs * tiles * copies)
                 let (x, y) = (buffer(input), buffer(output))
                 try emitItemLoop(node, items: n, strides: [x: channels * image.reduce(1, *), y: outputs * result.reduce(1, *)],
-                                 privateSlices: [v: 16 * channels * tiles, m: 16 * outputs * tiles]) { lowering in
-                    try lowering.emitWinograd(node, channels: channels, outputs: outputs, image: image, result: result, pad: geometry.pad,
+                                 privateSlices: [v: area * channels * tiles, m: area * outputs * tiles]) { lowering in
+                    try lowering.emitWinograd(node, tile: tile, channels: channels, outputs: outputs, image: image, result: result, pad: geometry.pad,
                                               input: Operand(x), output: Operand(y), transformed: transformed,
                                               bias: bias.map { Operand($0) }, scratch: Operand(v), products: Operand(m))
                 }
@@ -63,7 +65,7 @@ extension Lowering {
         let (c, o) = (shape(input)[1], shape(output)[1])
         let image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
         let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
-        let generic = !usesWinograd(node, g, input: shape(input), outputs: o) && !(g.group == c && g.group > 1 && image.count == 2)
+        let generic = winogradTile(node, g, input: shape(input), outputs: o) == nil && !(g.group == c && g.group > 1 && image.count == 2)
             && (isPointwise || bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) == nil)
         let r = buffer(residual)
         let free = program.buffers[r].isActivation && program.buffers[r].count == count(output) && r != buffer(input)

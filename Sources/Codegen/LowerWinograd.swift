@@ -1,132 +1,188 @@
 import Graph
 import Runtime
 
-/// When an inference convolution runs as Winograd F(2×2, 3×3) instead of im2col + GEMM: a 3×3,
-/// stride-1, undilated, ungrouped 2-D convolution with at least `minimumTiles` 2×2 output tiles
-/// per image (smaller images make the sixteen GEMMs too narrow to pay) and whose transformed
-/// input and products take at most `maximumBytes` per image. Nil in `Lowering` disables it
-/// (training keeps Caffe's im2col, whose constants are the parameters themselves).
+/// When an inference convolution runs as Winograd instead of im2col + GEMM: a 3×3, stride-1,
+/// undilated, ungrouped 2-D convolution whose transformed input and products take at most
+/// `maximumBytes` per image, as F(4×4, 3×3) when the image has at least `largeTileMinimumTiles`
+/// 4×4 output tiles, else as F(2×2, 3×3) when it has at least `minimumTiles` 2×2 tiles (smaller
+/// images make the GEMMs too narrow to pay). Nil in `Lowering` disables it (training keeps
+/// Caffe's im2col, whose constants are the parameters themselves).
 public struct WinogradPolicy: Sendable {
     public var minimumTiles: Int
     public var maximumBytes: Int
+    /// 4×4 output tiles from which F(4×4, 3×3) is used; nil: never (F(2×2, 3×3) only).
+    public var largeTileMinimumTiles: Int?
 
-    public init(minimumTiles: Int = 100, maximumBytes: Int = 64 << 20) {
+    public init(minimumTiles: Int = 100, maximumBytes: Int = 64 << 20, largeTileMinimumTiles: Int? = 36) {
         self.minimumTiles = minimumTiles
         self.maximumBytes = maximumBytes
+        self.largeTileMinimumTiles = largeTileMinimumTiles
+    }
+}
+
+/// The three matrices of Winograd's minimal filtering F(m×m, 3×3) on α×α input tiles (α = m + 2),
+/// from Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks": `Y = Aᵀ·[(G·g·Gᵀ) ⊙
+/// (Bᵀ·d·B)]·A` gives the m×m outputs of the 3×3 filter `g` over the tile `d`. F(2×2) multiplies
+/// 2.25× less than the direct product, F(4×4) 4× less, at the price of larger constants in the
+/// transforms (F(4×4)'s results differ from the direct sum by ~1e-5 of the output's magnitude in
+/// float, F(2×2)'s by ~1e-6).
+struct WinogradTile: Sendable, Equatable {
+    /// Outputs per tile side.
+    let m: Int
+    /// Bᵀ, α×α.
+    let bt: [[Float]]
+    /// G, α×3.
+    let g: [[Double]]
+    /// Aᵀ, m×α.
+    let at: [[Float]]
+
+    var alpha: Int { m + 2 }
+
+    static let f2 = WinogradTile(
+        m: 2,
+        bt: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        g: [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+        at: [[1, 1, 1, 0], [0, 1, -1, -1]])
+
+    /// Interpolation points 0, ±1, ±2 and ∞.
+    static let f4 = WinogradTile(
+        m: 4,
+        bt: [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+             [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        g: [[1.0 / 4, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+            [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]],
+        at: [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]])
+
+    /// Output tiles over an oh×ow result.
+    func tiles(_ oh: Int, _ ow: Int) -> (rows: Int, columns: Int) { ((oh + m - 1) / m, (ow + m - 1) / m) }
+
+    /// Σ coefficients[k]·values[k] with zero terms left out and ±1 as additions, so the kernel does
+    /// only the arithmetic the matrix asks for.
+    static func combine(_ b: KernelBuilder, _ coefficients: [Float], _ values: [Scalar]) -> Scalar {
+        var sum: Scalar?
+        for (coefficient, value) in zip(coefficients, values) where coefficient != 0 {
+            let magnitude = abs(coefficient)
+            let term = magnitude == 1 ? value : magnitude * value
+            if let partial = sum {
+                sum = coefficient > 0 ? partial + term : partial - term
+            } else {
+                sum = coefficient > 0 ? term : -term
+            }
+        }
+        return sum ?? b.constant(0)
     }
 }
 
 extension Lowering {
-    /// Whether `node` (weights O×C×3×3) on an input of `dims` runs as Winograd under the policy.
-    func usesWinograd(_ node: Node, _ g: ConvolutionGeometry, input dims: [Int], outputs o: Int) -> Bool {
+    /// The Winograd variant `node` (weights O×C×3×3) on an input of `dims` runs as under the policy; nil: im2col.
+    func winogradTile(_ node: Node, _ g: ConvolutionGeometry, input dims: [Int], outputs o: Int) -> WinogradTile? {
         guard let policy = winograd, dims.count == 4, g.group == 1, g.kernel == [3, 3], g.stride == [1, 1], g.dilation == [1, 1],
-              g.pad.allSatisfy({ $0 <= 2 }) else { return false }
+              g.pad.allSatisfy({ $0 <= 2 }) else { return nil }
         let (oh, ow) = (dims[2] + 2 * g.pad[0] - 2, dims[3] + 2 * g.pad[1] - 2)
-        guard oh > 0, ow > 0 else { return false }
-        let tiles = (oh + 1) / 2 * ((ow + 1) / 2)
-        return tiles >= policy.minimumTiles && 16 * tiles * (dims[1] + o) * MemoryLayout<Float>.size <= policy.maximumBytes
+        guard oh > 0, ow > 0 else { return nil }
+        func fits(_ tile: WinogradTile, atLeast minimum: Int) -> Bool {
+            let (rows, columns) = tile.tiles(oh, ow)
+            let tiles = rows * columns
+            return tiles >= minimum && tile.alpha * tile.alpha * tiles * (dims[1] + o) * MemoryLayout<Float>.size <= policy.maximumBytes
+        }
+        if let minimum = policy.largeTileMinimumTiles, fits(.f4, atLeast: minimum) { return .f4 }
+        return fits(.f2, atLeast: policy.minimumTiles) ? .f2 : nil
     }
 
     /// The weights transformed once, at compile time: `U = G·g·Gᵀ` for each 3×3 filter `g`, laid
-    /// out as 16 matrices O×C (one per position of the 4×4 transform), the GEMMs' left operands.
-    /// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
-    static func winogradWeights(_ weights: [Float], outputs o: Int, channels c: Int, into u: UnsafeMutablePointer<Float>) {
+    /// out as α² matrices O×C (one per position of the α×α transform), the GEMMs' left operands.
+    static func winogradWeights(_ weights: [Float], outputs o: Int, channels c: Int, tile: WinogradTile,
+                                into u: UnsafeMutablePointer<Float>) {
+        let alpha = tile.alpha
         for oc in 0..<(o * c) {
-            let g = Array(weights[(oc * 9)..<(oc * 9 + 9)])
-            // t = G·g (4×3), then U = t·Gᵀ (4×4).
-            var t = [Float](repeating: 0, count: 12)
-            for j in 0..<3 {
-                let (a, b, d) = (g[j], g[3 + j], g[6 + j])
-                t[j] = a
-                t[3 + j] = 0.5 * (a + b + d)
-                t[6 + j] = 0.5 * (a - b + d)
-                t[9 + j] = d
-            }
-            for i in 0..<4 {
-                let (a, b, d) = (t[i * 3], t[i * 3 + 1], t[i * 3 + 2])
-                let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
-                for j in 0..<4 { u[(i * 4 + j) * o * c + oc] = row[j] }
+            let g = (0..<9).map { Double(weights[oc * 9 + $0]) }
+            // t = G·g (α×3), then U = t·Gᵀ (α×α), in double so each entry is rounded once.
+            let t = (0..<alpha).map { i in (0..<3).map { j in (0..<3).reduce(0.0) { $0 + tile.g[i][$1] * g[$1 * 3 + j] } } }
+            for i in 0..<alpha {
+                for j in 0..<alpha {
+                    let value = (0..<3).reduce(0.0) { $0 + t[i][$1] * tile.g[j][$1] }
+                    u[(i * alpha + j) * o * c + oc] = Float(value)
+                }
             }
         }
     }
 
-    /// Winograd F(2×2, 3×3) for one image: the input transform writes `V = Bᵀ·d·B` for every
-    /// 4×4 input patch `d` (tiles 2 apart, zero outside the image) as 16 matrices C×T; sixteen
-    /// GEMMs give `M = U·V` (O×T each); the output transform writes `Aᵀ·m·A` (2×2 outputs per tile),
-    /// adds the bias and applies the fused activation. 2.25× fewer multiplications than the direct
-    /// product, for two cheap passes over the tiles; the float rounding differs from Caffe's
-    /// im2col order by ~1e-6 of the output's magnitude.
-    mutating func emitWinograd(_ node: Node, channels c: Int, outputs o: Int, image: [Int], result: [Int], pad: [Int],
+    /// Winograd F(m×m, 3×3) for one image: the input transform writes `V = Bᵀ·d·B` for every α×α
+    /// input patch `d` (tiles m apart, zero outside the image) as α² matrices C×T; α² GEMMs give
+    /// `M = U·V` (O×T each); the output transform writes `Aᵀ·q·A` (m×m outputs per tile, fewer at
+    /// the bottom and right edges), adds the bias and applies the fused activation.
+    mutating func emitWinograd(_ node: Node, tile: WinogradTile, channels c: Int, outputs o: Int, image: [Int], result: [Int], pad: [Int],
                                input: Operand, output: Operand, transformed u: BufferID, bias: Operand?,
-                               scratch v: Operand, products m: Operand) throws {
+                               scratch v: Operand, products p: Operand) throws {
         let (h, w) = (image[0], image[1]), (oh, ow) = (result[0], result[1])
-        let (th, tw) = ((oh + 1) / 2, (ow + 1) / 2), tiles = th * tw
+        let (m, alpha) = (tile.m, tile.alpha)
+        let (th, tw) = tile.tiles(oh, ow)
+        let tiles = th * tw
         let (ph, pw) = (pad[0], pad[1])
-        try emitKernel(node, "winograd.input c\(c) h\(h)w\(w) p\(ph)x\(pw) t\(th)x\(tw)", operands: [input, v], tasks: c,
-                       work: c * tiles * 16) { b in
+        try emitKernel(node, "winograd.input m\(m) c\(c) h\(h)w\(w) p\(ph)x\(pw) t\(th)x\(tw)", operands: [input, v], tasks: c,
+                       work: c * tiles * alpha * alpha) { b in
             let (x, transformed) = (b.operand(0), b.operand(1))
             b.forEachTask { channel in
                 b.loop(0..<th) { ty in
                     b.loop(0..<tw) { tx in
                         var d: [[Scalar]] = []
-                        for i in 0..<4 {
-                            let iy = ty * 2 + (i - ph)
+                        for i in 0..<alpha {
+                            let iy = ty * m + (i - ph)
                             let rowInside = iy >= 0 && iy < h
                             let row = channel * (h * w) + b.max(b.index(0), b.min(iy, b.index(h - 1))) * w
-                            d.append((0..<4).map { j in
-                                let ix = tx * 2 + (j - pw)
+                            d.append((0..<alpha).map { j in
+                                let ix = tx * m + (j - pw)
                                 let column = b.max(b.index(0), b.min(ix, b.index(w - 1)))
                                 return b.select(rowInside && (ix >= 0 && ix < w), x[row + column], b.constant(0))
                             })
                         }
-                        // Bᵀ·d, then ·B: rows (columns) r0 − r2, r1 + r2, r2 − r1, r1 − r3.
-                        func transform(_ r: [Scalar]) -> [Scalar] { [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]] }
-                        let left = (0..<4).map { j in transform((0..<4).map { d[$0][j] }) }   // left[j][i] = (Bᵀd)[i][j]
-                        let tile = ty * tw + tx
-                        for i in 0..<4 {
-                            let values = transform((0..<4).map { left[$0][i] })
-                            for j in 0..<4 { transformed[(i * 4 + j) * (c * tiles) + channel * tiles + tile] = values[j] }
+                        // left = Bᵀ·d, then V = left·B.
+                        let left = (0..<alpha).map { i in (0..<alpha).map { j in WinogradTile.combine(b, tile.bt[i], (0..<alpha).map { d[$0][j] }) } }
+                        let position = ty * tw + tx
+                        for i in 0..<alpha {
+                            for j in 0..<alpha {
+                                transformed[(i * alpha + j) * (c * tiles) + channel * tiles + position] = WinogradTile.combine(b, tile.bt[j], left[i])
+                            }
                         }
                     }
                 }
             }
         }
-        var gemm = GemmStep(m: o, n: tiles, k: c, a: Operand(u), lda: c, b: v, ldb: tiles, c: m, ldc: tiles)
-        gemm.repeats = 16
+        var gemm = GemmStep(m: o, n: tiles, k: c, a: Operand(u), lda: c, b: v, ldb: tiles, c: p, ldc: tiles)
+        gemm.repeats = alpha * alpha
         (gemm.strideA, gemm.strideB, gemm.strideC) = (o * c, c * tiles, o * tiles)
         emitGemm(node, gemm)
         let activation = node.fusedActivation
-        let signature = "winograd.output o\(o) t\(th)x\(tw) out\(oh)x\(ow) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
-        try emitKernel(node, signature, operands: [m, output] + (bias.map { [$0] } ?? []), tasks: o, work: o * tiles * 16) { b in
+        let signature = "winograd.output m\(m) o\(o) t\(th)x\(tw) out\(oh)x\(ow) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
+        try emitKernel(node, signature, operands: [p, output] + (bias.map { [$0] } ?? []), tasks: o, work: o * tiles * alpha * alpha) { b in
             let (products, y) = (b.operand(0), b.operand(1))
             let shift = bias.map { _ in b.operand(2) }
             b.forEachTask { channel in
                 let offset = shift.map { $0[channel] }
-                /// Writes the `rows`×`columns` corner of the tile's 2×2 outputs (1 at an odd edge).
-                func tile(_ ty: Index, _ tx: Index, rows: Int, columns: Int) {
+                /// Writes the `rows`×`columns` corner of the tile's m×m outputs (fewer at an edge).
+                func write(_ ty: Index, _ tx: Index, rows: Int, columns: Int) {
                     let at = channel * tiles + ty * tw + tx
-                    let q = (0..<16).map { products[$0 * (o * tiles) + at] }
-                    // Aᵀ·q·A with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
-                    func reduce(_ r: [Scalar]) -> [Scalar] { [r[0] + r[1] + r[2], r[1] - r[2] - r[3]] }
-                    let left = (0..<4).map { j in reduce((0..<4).map { q[$0 * 4 + j] }) }   // left[j][i] = (Aᵀq)[i][j]
+                    let q = (0..<(alpha * alpha)).map { products[$0 * (o * tiles) + at] }
+                    // left = Aᵀ·q (m×α), then Y = left·A.
+                    let left = (0..<rows).map { i in (0..<alpha).map { j in WinogradTile.combine(b, tile.at[i], (0..<alpha).map { q[$0 * alpha + j] }) } }
                     for i in 0..<rows {
-                        let values = reduce((0..<4).map { left[$0][i] })
                         for j in 0..<columns {
-                            var value = values[j]
+                            var value = WinogradTile.combine(b, tile.at[j], left[i])
                             if let offset { value = value + offset }
                             if let activation { value = activation.apply(b, value) }
-                            y[channel * (oh * ow) + (ty * 2 + i) * ow + tx * 2 + j] = value
+                            y[channel * (oh * ow) + (ty * m + i) * ow + tx * m + j] = value
                         }
                     }
                 }
-                let (fullRows, fullColumns) = (oh / 2, ow / 2)
+                let (fullRows, fullColumns) = (oh / m, ow / m)
+                let (lastRows, lastColumns) = (oh % m, ow % m)
                 b.loop(0..<fullRows) { ty in
-                    b.loop(0..<fullColumns) { tx in tile(ty, tx, rows: 2, columns: 2) }
-                    if ow % 2 == 1 { tile(ty, b.index(fullColumns), rows: 2, columns: 1) }
+                    b.loop(0..<fullColumns) { tx in write(ty, tx, rows: m, columns: m) }
+                    if lastColumns > 0 { write(ty, b.index(fullColumns), rows: m, columns: lastColumns) }
                 }
-                if oh % 2 == 1 {
-                    b.loop(0..<fullColumns) { tx in tile(b.index(fullRows), tx, rows: 1, columns: 2) }
-                    if ow % 2 == 1 { tile(b.index(fullRows), b.index(fullColumns), rows: 1, columns: 1) }
+                if lastRows > 0 {
+                    b.loop(0..<fullColumns) { tx in write(b.index(fullRows), tx, rows: lastRows, columns: m) }
+                    if lastColumns > 0 { write(b.index(fullRows), b.index(fullColumns), rows: lastRows, columns: lastColumns) }
                 }
             }
         }

@@ -4,14 +4,23 @@ import Graph
 import NumPy
 import Testing
 
-/// Winograd F(2×2, 3×3) convolutions against Caffe's goldens and against the im2col lowering.
+/// Winograd F(2×2, 3×3) and F(4×4, 3×3) convolutions against Caffe's goldens and against the im2col lowering.
 @Suite("Winograd convolutions")
 struct WinogradTests {
     /// A compiler that runs every eligible 3×3 convolution as Winograd, however small.
     static let always: NetCompiler = {
         do {
             let compiler = try NetCompiler(threads: 2)
-            compiler.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max)
+            compiler.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max, largeTileMinimumTiles: nil)
+            return compiler
+        } catch { fatalError("cannot create the JIT: \(error)") }
+    }()
+
+    /// Every eligible 3×3 convolution as F(4×4, 3×3), however small.
+    static let large: NetCompiler = {
+        do {
+            let compiler = try NetCompiler(threads: 2)
+            compiler.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max, largeTileMinimumTiles: 1)
             return compiler
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()
@@ -24,27 +33,51 @@ struct WinogradTests {
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()
 
-    static func usesWinograd(_ net: CompiledNet) -> Bool {
+    /// Whether a net runs some convolution as Winograd with α×α tiles (α² GEMM repeats).
+    static func usesWinograd(_ net: CompiledNet, alpha: Int = 4) -> Bool {
         net.executable.steps.contains { step in
-            if case .gemm(let g) = step.action { return g.repeats == 16 }
+            if case .gemm(let g) = step.action { return g.repeats == alpha * alpha }
             if case .items(let loop) = step.action {
-                return loop.body.contains { if case .gemm(let g) = $0 { return g.repeats == 16 } else { return false } }
+                return loop.body.contains { if case .gemm(let g) = $0 { return g.repeats == alpha * alpha } else { return false } }
             }
             return false
         }
     }
 
-    @Test("3×3 stride-1 golden convolutions (odd 7×9 and 5×6 images, pad 0 and 1, two bottoms) match Caffe as Winograd",
+    @Test("3×3 stride-1 golden convolutions (odd 7×9 and 5×6 images, pad 0 and 1, two bottoms) match Caffe as Winograd F(2×2) and F(4×4)",
           arguments: ["conv_k3_basic", "conv_two_bottoms"])
     func golden(_ name: String) throws {
         let golden = try GoldenCase("layers", name)
-        #expect(Self.usesWinograd(try Self.always.compile(graph: golden.graph(), parameters: golden.parameters())))
+        #expect(Self.usesWinograd(try Self.always.compile(graph: golden.graph(), parameters: golden.parameters()), alpha: 4))
         try golden.check(with: Self.always, rtol: 1e-5)
+        #expect(Self.usesWinograd(try Self.large.compile(graph: golden.graph(), parameters: golden.parameters()), alpha: 6))
+        try golden.check(with: Self.large, rtol: 1e-5)
     }
 
-    @Test("Winograd equals im2col + GEMM within 2e-6 of the largest output, for pads 0–2, odd and even sizes, batches 1–3, bias and fused ReLU",
-          arguments: [(1, 8, 16, 12, 12, 1), (2, 5, 7, 9, 7, 0), (3, 16, 8, 15, 10, 2), (1, 3, 33, 6, 5, 1)])
+    @Test("the default policy picks F(4×4) for large images, F(2×2) for middling ones, im2col for small ones")
+    func policy() throws {
+        let compiler = try NetCompiler(threads: 2)
+        for (side, alpha) in [(56, 6), (28, 6), (20, 4), (14, 0)] {
+            let text = """
+            layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 8 dim: \(side) dim: \(side) } } }
+            layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+            """
+            let graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: text, file: "policy.prototxt"))
+            let parameters = ["conv": [NDArray(shape: [8, 8, 3, 3], repeating: 0.1), NDArray(shape: [8], repeating: 0)]]
+            let net = try compiler.compile(graph: graph, parameters: parameters)
+            #expect(Self.usesWinograd(net, alpha: 6) == (alpha == 6), "side \(side)")
+            #expect(Self.usesWinograd(net, alpha: 4) == (alpha == 4), "side \(side)")
+        }
+    }
+
+    @Test("Winograd equals im2col + GEMM (F(2×2) within 2e-6 of the largest output, F(4×4) within 1e-5), for pads 0–2, odd and even sizes, batches 1–3, bias and fused ReLU",
+          arguments: [(1, 8, 16, 12, 12, 1), (2, 5, 7, 9, 7, 0), (3, 16, 8, 15, 10, 2), (1, 3, 33, 6, 5, 1), (1, 64, 32, 21, 19, 1)])
     func againstIm2col(_ c: (Int, Int, Int, Int, Int, Int)) throws {
+        try againstIm2col(c, compiler: Self.always, alpha: 4, tolerance: 2e-6)
+        try againstIm2col(c, compiler: Self.large, alpha: 6, tolerance: 1e-5)
+    }
+
+    func againstIm2col(_ c: (Int, Int, Int, Int, Int, Int), compiler: NetCompiler, alpha: Int, tolerance: Float) throws {
         let (n, channels, outputs, h, w, pad) = c
         let text = """
         layer { name: "x" type: "Input" top: "x" input_param { shape { dim: \(n) dim: \(channels) dim: \(h) dim: \(w) } } }
@@ -57,13 +90,13 @@ struct WinogradTests {
         let parameters = ["conv": [NDArray(shape: [outputs, channels, 3, 3], data: random(outputs * channels * 9)),
                                    NDArray(shape: [outputs], data: random(outputs))]]
         let input = NDArray(shape: [n, channels, h, w], data: random(n * channels * h * w))
-        let fast = try Self.always.compile(graph: graph, parameters: parameters)
-        #expect(Self.usesWinograd(fast))
+        let fast = try compiler.compile(graph: graph, parameters: parameters)
+        #expect(Self.usesWinograd(fast, alpha: alpha))
         let reference = try Self.never.compile(graph: graph, parameters: parameters)
-        #expect(!Self.usesWinograd(reference))
+        #expect(!Self.usesWinograd(reference, alpha: 4) && !Self.usesWinograd(reference, alpha: 6))
         let a = try fast.run(inputs: ["x": input])["y"]!.data, b = try reference.run(inputs: ["x": input])["y"]!.data
         let scale = b.map(abs).max()!
         let worst = zip(a, b).map { abs($0 - $1) }.max()!
-        #expect(worst <= 2e-6 * scale, "worst \(worst) of \(scale)")
+        #expect(worst <= tolerance * scale, "α \(alpha): worst \(worst) of \(scale)")
     }
 }
