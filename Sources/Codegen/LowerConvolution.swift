@@ -35,6 +35,26 @@ extension Lowering {
             for (input, output) in zip(node.inputs, node.outputs) {
                 let (n, image, result) = (shape(input)[0], Array(shape(input)[2...]), Array(shape(output)[2...]))
                 let (rows, columns) = tile.tiles(result[0], result[1])
+                if let bandRows = winogradBandRows(tile, result: result, channels: channels, outputs: outputs) {
+                    // Large images: band by band, each band's transforms and GEMMs on one thread.
+                    let bandTiles = bandRows * columns
+                    let v = scratch(node, "winograd input", count: area * channels * bandTiles * threads)
+                    let m = scratch(node, "winograd products", count: area * outputs * bandTiles * threads)
+                    let (x, y) = (buffer(input), buffer(output))
+                    let (imageCount, resultCount) = (channels * image.reduce(1, *), outputs * result.reduce(1, *))
+                    for item in 0..<n {
+                        let first = program.steps.count
+                        try emitWinograd(node, tile: tile, bandRows: bandRows, channels: channels, outputs: outputs, image: image, result: result,
+                                         pad: geometry.pad, input: Operand(x, offset: item * imageCount), output: Operand(y, offset: item * resultCount),
+                                         transformed: transformed, bias: bias.map { Operand($0) }, scratch: Operand(v), products: Operand(m))
+                        let body = program.steps[first...].map(\.action)
+                        program.steps.removeSubrange(first...)
+                        program.steps.append(Step(label: node.name, .items(ItemLoop(
+                            items: rows / bandRows, body: body, strides: [:],
+                            privateSlices: [v: area * channels * bandTiles, m: area * outputs * bandTiles], taskSlices: true))))
+                    }
+                    continue
+                }
                 let tiles = rows * columns
                 let copies = n > 1 ? threads : 1
                 let v = scratch(node, "winograd input", count: area * channels * tiles * copies)

@@ -82,11 +82,22 @@ extension Lowering {
         guard oh > 0, ow > 0 else { return nil }
         func fits(_ tile: WinogradTile, atLeast minimum: Int) -> Bool {
             let (rows, columns) = tile.tiles(oh, ow)
-            let tiles = rows * columns
-            return tiles >= minimum && tile.alpha * tile.alpha * tiles * (dims[1] + o) * MemoryLayout<Float>.size <= policy.maximumBytes
+            let perStep = (winogradBandRows(tile, result: [oh, ow], channels: dims[1], outputs: o) ?? rows) * columns
+            return rows * columns >= minimum && tile.alpha * tile.alpha * perStep * (dims[1] + o) * MemoryLayout<Float>.size <= policy.maximumBytes
         }
         if let minimum = policy.largeTileMinimumTiles, fits(.f4, atLeast: minimum) { return .f4 }
         return fits(.f2, atLeast: policy.minimumTiles) ? .f2 : nil
+    }
+
+    /// Tile rows per band when an image's transformed input and products (α²·T·(C+O) floats) are
+    /// larger than `banding.minimumBytes`: the smallest divisor of the tile rows whose band has at
+    /// least 192 tiles (narrower GEMMs lose more than the cache saves). Nil: the whole image at
+    /// once (small enough, or fewer bands than threads).
+    func winogradBandRows(_ tile: WinogradTile, result: [Int], channels c: Int, outputs o: Int) -> Int? {
+        let (th, tw) = tile.tiles(result[0], result[1])
+        guard tile.alpha * tile.alpha * th * tw * (c + o) * MemoryLayout<Float>.size > banding.minimumBytes else { return nil }
+        let rows = (1...th).first { th % $0 == 0 && $0 * tw >= 192 } ?? th
+        return th / rows >= max(2, threads) ? rows : nil
     }
 
     /// The weights transformed once, at compile time: `U = G·g·Gᵀ` for each 3×3 filter `g`, laid
@@ -107,23 +118,28 @@ extension Lowering {
         }
     }
 
-    /// Winograd F(m×m, 3×3) for one image: the input transform writes `V = Bᵀ·d·B` for every α×α
-    /// input patch `d` (tiles m apart, zero outside the image) as α² matrices C×T; α² GEMMs give
-    /// `M = U·V` (O×T each); the output transform writes `Aᵀ·q·A` (m×m outputs per tile, fewer at
-    /// the bottom and right edges), adds the bias and applies the fused activation.
-    mutating func emitWinograd(_ node: Node, tile: WinogradTile, channels c: Int, outputs o: Int, image: [Int], result: [Int], pad: [Int],
-                               input: Operand, output: Operand, transformed u: BufferID, bias: Operand?,
+    /// Winograd F(m×m, 3×3) for one image, in bands of `bandRows` tile rows (all of them for one
+    /// band): the input transform writes `V = Bᵀ·d·B` for every α×α input patch `d` (tiles m apart,
+    /// zero outside the image) as α² matrices C×T (T: a band's tiles); α² GEMMs give `M = U·V`
+    /// (O×T each); the output transform writes `Aᵀ·q·A` (m×m outputs per tile, fewer at the bottom
+    /// and right edges), adds the bias and applies the fused activation. Each kernel's tasks are
+    /// (band, channel) pairs, band-major, so an item loop over bands with task slices runs one
+    /// band's transforms and GEMMs on one thread while its V and M are still in cache.
+    mutating func emitWinograd(_ node: Node, tile: WinogradTile, bandRows: Int? = nil, channels c: Int, outputs o: Int, image: [Int],
+                               result: [Int], pad: [Int], input: Operand, output: Operand, transformed u: BufferID, bias: Operand?,
                                scratch v: Operand, products p: Operand) throws {
         let (h, w) = (image[0], image[1]), (oh, ow) = (result[0], result[1])
         let (m, alpha) = (tile.m, tile.alpha)
         let (th, tw) = tile.tiles(oh, ow)
-        let tiles = th * tw
+        let rowsPerBand = bandRows ?? th, bands = th / rowsPerBand, tiles = rowsPerBand * tw
         let (ph, pw) = (pad[0], pad[1])
-        try emitKernel(node, "winograd.input m\(m) c\(c) h\(h)w\(w) p\(ph)x\(pw) t\(th)x\(tw)", operands: [input, v], tasks: c,
-                       work: c * tiles * alpha * alpha) { b in
+        try emitKernel(node, "winograd.input m\(m) c\(c) h\(h)w\(w) p\(ph)x\(pw) t\(th)x\(tw) band\(rowsPerBand)", operands: [input, v],
+                       tasks: bands * c, work: c * th * tw * alpha * alpha) { b in
             let (x, transformed) = (b.operand(0), b.operand(1))
-            b.forEachTask { channel in
-                b.loop(0..<th) { ty in
+            b.forEachTask { task in
+                let (band, channel) = bands == 1 ? (b.index(0), task) : (task / c, task % c)
+                b.loop(0..<rowsPerBand) { local in
+                    let ty = band * rowsPerBand + local
                     b.loop(0..<tw) { tx in
                         var d: [[Scalar]] = []
                         for i in 0..<alpha {
@@ -138,7 +154,7 @@ extension Lowering {
                         }
                         // left = Bᵀ·d, then V = left·B.
                         let left = (0..<alpha).map { i in (0..<alpha).map { j in WinogradTile.combine(b, tile.bt[i], (0..<alpha).map { d[$0][j] }) } }
-                        let position = ty * tw + tx
+                        let position = local * tw + tx
                         for i in 0..<alpha {
                             for j in 0..<alpha {
                                 transformed[(i * alpha + j) * (c * tiles) + channel * tiles + position] = WinogradTile.combine(b, tile.bt[j], left[i])
@@ -154,14 +170,17 @@ extension Lowering {
         emitGemm(node, gemm)
         let activation = node.fusedActivation
         let signature = "winograd.output m\(m) o\(o) t\(th)x\(tw) out\(oh)x\(ow) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
-        try emitKernel(node, signature, operands: [p, output] + (bias.map { [$0] } ?? []), tasks: o, work: o * tiles * alpha * alpha) { b in
+        try emitKernel(node, signature + " band\(rowsPerBand)", operands: [p, output] + (bias.map { [$0] } ?? []), tasks: bands * o,
+                       work: o * th * tw * alpha * alpha) { b in
             let (products, y) = (b.operand(0), b.operand(1))
             let shift = bias.map { _ in b.operand(2) }
-            b.forEachTask { channel in
+            b.forEachTask { task in
+                let (band, channel) = bands == 1 ? (b.index(0), task) : (task / o, task % o)
                 let offset = shift.map { $0[channel] }
-                /// Writes the `rows`×`columns` corner of the tile's m×m outputs (fewer at an edge).
-                func write(_ ty: Index, _ tx: Index, rows: Int, columns: Int) {
-                    let at = channel * tiles + ty * tw + tx
+                /// Writes the `rows`×`columns` corner of the m×m outputs of the band's tile (local, tx).
+                func write(_ local: Index, _ tx: Index, rows: Int, columns: Int) {
+                    let ty = band * rowsPerBand + local
+                    let at = channel * tiles + local * tw + tx
                     let q = (0..<(alpha * alpha)).map { products[$0 * (o * tiles) + at] }
                     // left = Aᵀ·q (m×α), then Y = left·A.
                     let left = (0..<rows).map { i in (0..<alpha).map { j in WinogradTile.combine(b, tile.at[i], (0..<alpha).map { q[$0 * alpha + j] }) } }
@@ -174,15 +193,19 @@ extension Lowering {
                         }
                     }
                 }
-                let (fullRows, fullColumns) = (oh / m, ow / m)
+                let fullColumns = ow / m
                 let (lastRows, lastColumns) = (oh % m, ow % m)
-                b.loop(0..<fullRows) { ty in
-                    b.loop(0..<fullColumns) { tx in write(ty, tx, rows: m, columns: m) }
-                    if lastColumns > 0 { write(ty, b.index(fullColumns), rows: m, columns: lastColumns) }
+                // Every tile row of the band is whole, but for the image's last one when oh % m ≠ 0.
+                let fullRows = lastRows == 0 ? b.index(rowsPerBand) : b.select(band >= bands - 1, b.index(rowsPerBand - 1), b.index(rowsPerBand))
+                b.loop(from: b.index(0), to: fullRows) { local in
+                    b.loop(0..<fullColumns) { tx in write(local, tx, rows: m, columns: m) }
+                    if lastColumns > 0 { write(local, b.index(fullColumns), rows: m, columns: lastColumns) }
                 }
                 if lastRows > 0 {
-                    b.loop(0..<fullColumns) { tx in write(b.index(fullRows), tx, rows: lastRows, columns: m) }
-                    if lastColumns > 0 { write(b.index(fullRows), b.index(fullColumns), rows: lastRows, columns: lastColumns) }
+                    b.loop(from: fullRows, to: b.index(rowsPerBand)) { local in
+                        b.loop(0..<fullColumns) { tx in write(local, tx, rows: lastRows, columns: m) }
+                        if lastColumns > 0 { write(local, b.index(fullColumns), rows: lastRows, columns: lastColumns) }
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@ import CaffeFormat
 @testable import Codegen
 import Graph
 import NumPy
+import Runtime
 import Testing
 
 /// Winograd F(2×2, 3×3) and F(4×4, 3×3) convolutions against Caffe's goldens and against the im2col lowering.
@@ -77,7 +78,17 @@ struct WinogradTests {
         try againstIm2col(c, compiler: Self.large, alpha: 6, tolerance: 1e-5)
     }
 
-    func againstIm2col(_ c: (Int, Int, Int, Int, Int, Int), compiler: NetCompiler, alpha: Int, tolerance: Float) throws {
+    @Test("banded Winograd (bands of tile rows, one band per thread at a time) equals im2col, with a partial last tile row, batches 1 and 2",
+          arguments: [1, 2])
+    func banded(_ n: Int) throws {
+        let compiler = try NetCompiler(threads: 2)
+        compiler.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
+        // 78×78 outputs: 20×20 tiles of 4×4 (the last row and column of tiles half full), in two
+        // bands of 10 tile rows (the first divisor of 20 giving ≥ 192 tiles).
+        try againstIm2col((n, 5, 6, 78, 78, 1), compiler: compiler, alpha: 6, tolerance: 1e-5, bands: 2)
+    }
+
+    func againstIm2col(_ c: (Int, Int, Int, Int, Int, Int), compiler: NetCompiler, alpha: Int, tolerance: Float, bands: Int? = nil) throws {
         let (n, channels, outputs, h, w, pad) = c
         let text = """
         layer { name: "x" type: "Input" top: "x" input_param { shape { dim: \(n) dim: \(channels) dim: \(h) dim: \(w) } } }
@@ -92,6 +103,10 @@ struct WinogradTests {
         let input = NDArray(shape: [n, channels, h, w], data: random(n * channels * h * w))
         let fast = try compiler.compile(graph: graph, parameters: parameters)
         #expect(Self.usesWinograd(fast, alpha: alpha))
+        if let bands {
+            let loops = fast.executable.steps.compactMap { step -> ItemLoop? in if case .items(let loop) = step.action { loop } else { nil } }
+            #expect(loops.count == c.0 && loops.allSatisfy { $0.items == bands && $0.taskSlices })
+        }
         let reference = try Self.never.compile(graph: graph, parameters: parameters)
         #expect(!Self.usesWinograd(reference, alpha: 4) && !Self.usesWinograd(reference, alpha: 6))
         let a = try fast.run(inputs: ["x": input])["y"]!.data, b = try reference.run(inputs: ["x": input])["y"]!.data
