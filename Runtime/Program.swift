@@ -71,6 +71,10 @@ public struct KernelStep: Sendable {
     public var operands: [Operand]
     public var taskCount: Int
     public var parallel: Bool
+    /// True for an epilogue whose task `t` reads and writes only row `t` of the C of the GEMM step
+    /// right before it (a bias and activation per output channel): the executable may run it on
+    /// each thread's block of rows as soon as that block's product is done, while it is in cache.
+    public var rowsOfGemm = false
 
     public init(kernel: Kernel, operands: [Operand], taskCount: Int, parallel: Bool) {
         self.kernel = kernel

@@ -225,8 +225,15 @@ extension Lowering {
         let activation = node.fusedActivation
         guard bias != nil || activation != nil else { return }
         let signature = "epilogue c\(channels) i\(inner) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
+        // Row t of the product right before is output channel t: the executable may run each GEMM
+        // row block's epilogue on the same thread, right after the block.
+        var followsRows = false
+        if outer == 1, case .gemm(let g)? = program.steps.last?.action, g.c == output, g.repeats == 1, g.m == channels,
+           g.n == inner, g.ldc == inner {
+            followsRows = true
+        }
         try emitKernel(node, signature, operands: [output] + (bias.map { [$0] } ?? []), tasks: outer * channels,
-                       work: outer * channels * inner) { b in
+                       work: outer * channels * inner, rowsOfGemm: followsRows) { b in
             let y = b.operand(0)
             let shift = bias.map { _ in b.operand(1) }
             b.forEachTask { row in
