@@ -58,7 +58,7 @@ struct WinogradTests {
     @Test("the default policy picks F(4×4) for large images, F(2×2) for middling ones, im2col for small ones")
     func policy() throws {
         let compiler = try NetCompiler(threads: 2)
-        for (side, alpha) in [(56, 6), (28, 6), (20, 4), (14, 0)] {
+        for (side, alpha) in [(56, 6), (28, 6), (20, 4), (14, 4), (12, 0)] {
             let text = """
             layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 8 dim: \(side) dim: \(side) } } }
             layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
