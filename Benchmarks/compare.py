@@ -161,24 +161,17 @@ def bench(name, batch, iterations, rounds, workdir):
                 row["swiftjit_rss"] = max(row.get("swiftjit_rss", 0), rss)
             else:
                 row["swiftjit_error"] = err.strip().splitlines()[0] if err.strip() else f"exit {code}"
-        if "opencv_error" not in row:
-            out, err, code, rss = run_with_rss([sys.executable, str(PEERS), "opencv", str(prototxt), str(weights), *shapes,
+        for peer, model in (("opencv", [str(prototxt), str(weights)]), ("ort", [str(onnx)])):
+            if f"{peer}_error" in row or not Path(model[0]).exists():
+                continue
+            out, err, code, rss = run_with_rss([sys.executable, str(PEERS), peer, *model, *shapes,
                                                 "--iterations", str(iterations), "--threads", "2"])
             if code == 0:
                 result = json.loads(out)
-                runs["opencv"].append(result["ms_median"])
-                row["opencv_load_ms"], row["opencv_rss"] = result["load_ms"], max(row.get("opencv_rss", 0), rss)
+                runs[peer].append(result["ms_median"])
+                row[f"{peer}_load_ms"], row[f"{peer}_rss"] = result["load_ms"], max(row.get(f"{peer}_rss", 0), rss)
             else:
-                row["opencv_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
-        if onnx.exists() and "ort_error" not in row:
-            out, err, code, rss = run_with_rss([sys.executable, str(PEERS), "ort", str(onnx), *shapes,
-                                                "--iterations", str(iterations), "--threads", "2"])
-            if code == 0:
-                result = json.loads(out)
-                runs["ort"].append(result["ms_median"])
-                row["ort_load_ms"], row["ort_rss"] = result["load_ms"], max(row.get("ort_rss", 0), rss)
-            else:
-                row["ort_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+                row[f"{peer}_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
     for runtime, values in runs.items():
         if values:
             row[f"{runtime}_ms"], row[f"{runtime}_runs"] = min(values), values

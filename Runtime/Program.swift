@@ -163,38 +163,34 @@ public struct Step: Sendable {
         /// in (a buffer relocated into a slice of a larger one after its steps were emitted).
         /// Item loops are left alone: their strides and private slices are per buffer.
         public func relocating(_ from: BufferID, into to: BufferID, offset: Int) -> Action {
-            func moved(_ operand: Operand) -> Operand {
-                operand.buffer == from ? Operand(to, offset: offset + operand.offset) : operand
-            }
+            if case .items = self { return self }
+            return mappingOperands { $0.buffer == from ? Operand(to, offset: offset + $0.offset) : $0 }
+        }
+
+        /// The kernel or GEMM action with every operand passed through `map` (an item loop's body
+        /// too, but not its per-buffer strides and slices).
+        private func mappingOperands(_ map: (Operand) -> Operand) -> Action {
             switch self {
             case .kernel(var k):
-                k.operands = k.operands.map(moved)
+                k.operands = k.operands.map(map)
                 return .kernel(k)
             case .gemm(var g):
-                (g.a, g.b, g.c) = (moved(g.a), moved(g.b), moved(g.c))
+                (g.a, g.b, g.c) = (map(g.a), map(g.b), map(g.c))
                 return .gemm(g)
-            case .items:
-                return self
+            case .items(var loop):
+                loop.body = loop.body.map { $0.mappingOperands(map) }
+                return .items(loop)
             }
         }
 
         /// The action with every buffer id passed through `map` (offsets kept), for lowerings that
         /// rebind buffers after emitting steps.
         public func mappingBuffers(_ map: (BufferID) -> BufferID) -> Action {
-            func moved(_ operand: Operand) -> Operand { Operand(map(operand.buffer), offset: operand.offset) }
-            switch self {
-            case .kernel(var k):
-                k.operands = k.operands.map(moved)
-                return .kernel(k)
-            case .gemm(var g):
-                (g.a, g.b, g.c) = (moved(g.a), moved(g.b), moved(g.c))
-                return .gemm(g)
-            case .items(var loop):
-                loop.body = loop.body.map { $0.mappingBuffers(map) }
-                loop.strides = Dictionary(loop.strides.map { (map($0.key), $0.value) }, uniquingKeysWith: { first, _ in first })
-                loop.privateSlices = Dictionary(loop.privateSlices.map { (map($0.key), $0.value) }, uniquingKeysWith: { first, _ in first })
-                return .items(loop)
-            }
+            let moved = mappingOperands { Operand(map($0.buffer), offset: $0.offset) }
+            guard case .items(var loop) = moved else { return moved }
+            loop.strides = Dictionary(loop.strides.map { (map($0.key), $0.value) }, uniquingKeysWith: { first, _ in first })
+            loop.privateSlices = Dictionary(loop.privateSlices.map { (map($0.key), $0.value) }, uniquingKeysWith: { first, _ in first })
+            return .items(loop)
         }
     }
 

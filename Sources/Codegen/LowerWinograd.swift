@@ -1,5 +1,13 @@
+import Dispatch
+import Foundation
 import Graph
 import Runtime
+
+/// A pointer handed to concurrent workers that write disjoint parts of its memory.
+private struct UncheckedPointer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    init(_ pointer: UnsafeMutablePointer<Float>) { self.pointer = pointer }
+}
 
 /// When an inference convolution runs as Winograd instead of im2col + GEMM: a 3×3, stride-1,
 /// undilated, ungrouped 2-D convolution whose transformed input and products take at most
@@ -107,15 +115,29 @@ extension Lowering {
     /// out as α² matrices O×C (one per position of the α×α transform), the GEMMs' left operands.
     static func winogradWeights(_ weights: [Float], outputs o: Int, channels c: Int, tile: WinogradTile,
                                 into u: UnsafeMutablePointer<Float>) {
-        let alpha = tile.alpha
-        for oc in 0..<(o * c) {
-            let g = (0..<9).map { Double(weights[oc * 9 + $0]) }
-            // t = G·g (α×3), then U = t·Gᵀ (α×α), in double so each entry is rounded once.
-            let t = (0..<alpha).map { i in (0..<3).map { j in (0..<3).reduce(0.0) { $0 + tile.g[i][$1] * g[$1 * 3 + j] } } }
-            for i in 0..<alpha {
-                for j in 0..<alpha {
-                    let value = (0..<3).reduce(0.0) { $0 + t[i][$1] * tile.g[j][$1] }
-                    u[(i * alpha + j) * o * c + oc] = Float(value)
+        let alpha = tile.alpha, g = tile.g.flatMap { $0 }  // G, α×3 row-major
+        // This runs for every (O, C) pair of every Winograd layer at each compile (kernel cache or
+        // not): output channels are shared among the cores, and each chunk reuses one scratch for
+        // t = G·f (α×3), allocating nothing per filter.
+        let chunks = min(o, max(1, ProcessInfo.processInfo.activeProcessorCount))
+        let target = UncheckedPointer(u)
+        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+            let u = target.pointer
+            var t = [Double](repeating: 0, count: alpha * 3)
+            for oc in (chunk * o / chunks * c)..<((chunk + 1) * o / chunks * c) {
+                let f = oc * 9
+                for i in 0..<alpha {
+                    for j in 0..<3 {
+                        t[i * 3 + j] = g[i * 3] * Double(weights[f + j]) + g[i * 3 + 1] * Double(weights[f + 3 + j])
+                            + g[i * 3 + 2] * Double(weights[f + 6 + j])
+                    }
+                }
+                // U = t·Gᵀ (α×α), each entry rounded to float once.
+                for i in 0..<alpha {
+                    for j in 0..<alpha {
+                        let value = t[i * 3] * g[j * 3] + t[i * 3 + 1] * g[j * 3 + 1] + t[i * 3 + 2] * g[j * 3 + 2]
+                        u[(i * alpha + j) * o * c + oc] = Float(value)
+                    }
                 }
             }
         }
