@@ -161,14 +161,23 @@ extension Lowering {
         try emitKernel(node, "winograd.input m\(m) c\(c) h\(h)w\(w) p\(ph)x\(pw) t\(th)x\(tw) band\(rowsPerBand)", operands: [input, v],
                        tasks: bands * c, work: c * th * tw * alpha * alpha) { b in
             let (x, transformed) = (b.operand(0), b.operand(1))
+            // Tiles whose whole α×α patch lies inside the image read it at affine offsets (no
+            // clamping, no selects), which the vectorizer turns into interleaved loads across tiles.
+            let rowsInside = Self.interior(count: th, stride: m, pad: ph, kernel: alpha, extent: h)
+            let columnsInside = Self.interior(count: tw, stride: m, pad: pw, kernel: alpha, extent: w)
             b.forEachTask { task in
                 let (band, channel) = bands == 1 ? (b.index(0), task) : (task / c, task % c)
                 b.loop(0..<rowsPerBand) { local in
                     let ty = band * rowsPerBand + local
-                    b.loop(0..<tw) { tx in
+                    func transform(_ tx: Index, inside: Bool) {
                         var d: [[Scalar]] = []
                         for i in 0..<alpha {
                             let iy = ty * m + (i - ph)
+                            if inside {
+                                let row = channel * (h * w) + iy * w
+                                d.append((0..<alpha).map { j in x[row + tx * m + (j - pw)] })
+                                continue
+                            }
                             let rowInside = iy >= 0 && iy < h
                             let row = channel * (h * w) + b.max(b.index(0), b.min(iy, b.index(h - 1))) * w
                             d.append((0..<alpha).map { j in
@@ -186,6 +195,12 @@ extension Lowering {
                             }
                         }
                     }
+                    // Border tiles, the inside run (empty on a border row), border tiles.
+                    let rowInside = ty >= rowsInside.lowerBound && ty < b.index(rowsInside.upperBound)
+                    let insideEnd = b.select(rowInside, b.index(columnsInside.upperBound), b.index(columnsInside.lowerBound))
+                    b.loop(0..<columnsInside.lowerBound) { transform($0, inside: false) }
+                    b.loop(from: b.index(columnsInside.lowerBound), to: insideEnd) { transform($0, inside: true) }
+                    b.loop(from: insideEnd, to: b.index(tw)) { transform($0, inside: false) }
                 }
             }
         }
