@@ -20,23 +20,18 @@ public struct FuseActivation: GraphPass {
 
     public func run(_ context: inout PassContext) throws {
         let graph = context.graph
-        var nodes = graph.nodes
-        var removed = Set<NodeID>()
-        var replacements: [ValueID: ValueID] = [:]
-        for node in graph.nodes where node.kind == .relu && node.inputs.count == 1 && node.outputs.count == 1 {
+        let count = context.foldNodes { node, nodes, removed in
+            guard node.kind == .relu, node.inputs.count == 1 else { return nil }
             let input = graph.values[node.inputs[0]], output = graph.values[node.outputs[0]]
-            guard let producerID = input.producer, !removed.contains(producerID) else { continue }
+            guard let producerID = input.producer, !removed.contains(producerID) else { return nil }
             let producer = nodes[producerID]
             guard Self.producers.contains(producer.kind), producer.outputs.count == 1, producer.fusedActivation == nil,
-                  input.consumers == [node.id], output.consumers.isEmpty == false || output.name == input.name else { continue }
+                  input.consumers == [node.id], output.consumers.isEmpty == false || output.name == input.name else { return nil }
             nodes[producerID].fusedActivation = .relu(negativeSlope: node.layer.reluParam.negativeSlope)
-            removed.insert(node.id)
-            replacements[node.outputs[0]] = node.inputs[0]
+            return node.inputs[0]
         }
-        guard !removed.isEmpty else { return }
-        var rewritten = graph
-        rewritten.nodes = nodes
-        context.graph = rewritten.removing(removed, replacing: replacements)
-        context.report.append("fused \(removed.count) ReLU layer\(removed.count == 1 ? "" : "s") into the epilogues of the layers before them")
+        if count > 0 {
+            context.report.append("fused \(count) ReLU layer\(count == 1 ? "" : "s") into the epilogues of the layers before them")
+        }
     }
 }

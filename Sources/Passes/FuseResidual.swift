@@ -20,32 +20,27 @@ public struct FuseResidual: GraphPass {
 
     public func run(_ context: inout PassContext) throws {
         let graph = context.graph
-        var nodes = graph.nodes
-        var removed = Set<NodeID>()
-        var replacements: [ValueID: ValueID] = [:]
-        for node in graph.nodes where node.kind == .eltwise && node.inputs.count == 2 && node.outputs.count == 1 {
+        let count = context.foldNodes { node, nodes, removed in
+            guard node.kind == .eltwise, node.inputs.count == 2 else { return nil }
             let p = node.layer.eltwiseParam
-            guard p.operation == .sum, p.coeff.allSatisfy({ $0 == 1 }), node.inputs[0] != node.inputs[1] else { continue }
+            guard p.operation == .sum, p.coeff.allSatisfy({ $0 == 1 }), node.inputs[0] != node.inputs[1] else { return nil }
             let output = graph.values[node.outputs[0]]
-            guard !output.consumers.isEmpty, output.shape.count != nil else { continue }
+            guard !output.consumers.isEmpty, output.shape.count != nil else { return nil }
             // The later-produced term is the convolution; the other one must already exist when it runs.
             let candidates = node.inputs.sorted { (graph.values[$0].producer ?? -1) > (graph.values[$1].producer ?? -1) }
             let (term, residual) = (graph.values[candidates[0]], graph.values[candidates[1]])
-            guard let producerID = term.producer, !removed.contains(producerID) else { continue }
+            guard let producerID = term.producer, !removed.contains(producerID) else { return nil }
             let producer = nodes[producerID]
             guard producer.kind == .convolution, producer.inputs.count == 1, producer.outputs.count == 1,
                   producer.fusedActivation == nil, producer.fusedResidual == nil,
                   term.consumers == [node.id], term.shape == residual.shape, term.shape == output.shape,
-                  (residual.producer ?? -1) < producerID else { continue }
+                  (residual.producer ?? -1) < producerID else { return nil }
             nodes[producerID].fusedResidual = residual.id
             nodes[producerID].fusedActivation = node.fusedActivation
-            removed.insert(node.id)
-            replacements[node.outputs[0]] = term.id
+            return term.id
         }
-        guard !removed.isEmpty else { return }
-        var rewritten = graph
-        rewritten.nodes = nodes
-        context.graph = rewritten.removing(removed, replacing: replacements)
-        context.report.append("fused \(removed.count) residual Eltwise layer\(removed.count == 1 ? "" : "s") into the convolutions before them")
+        if count > 0 {
+            context.report.append("fused \(count) residual Eltwise layer\(count == 1 ? "" : "s") into the convolutions before them")
+        }
     }
 }

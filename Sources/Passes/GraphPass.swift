@@ -35,6 +35,29 @@ public enum InferencePasses {
     }
 }
 
+extension PassContext {
+    /// The skeleton of a pass that folds single-output nodes into the node producing one of their
+    /// inputs: `fold` sees each node in order with the (updated) nodes and what was removed so far;
+    /// when it moves the node's work into another node it returns the value that now stands for the
+    /// node's output, and the node is removed. Returns how many nodes were folded.
+    mutating func foldNodes(_ fold: (_ node: Node, _ nodes: inout [Node], _ removed: Set<NodeID>) -> ValueID?) -> Int {
+        let graph = self.graph
+        var nodes = graph.nodes
+        var removed = Set<NodeID>()
+        var replacements: [ValueID: ValueID] = [:]
+        for node in graph.nodes where node.outputs.count == 1 {
+            guard let replacement = fold(node, &nodes, removed) else { continue }
+            removed.insert(node.id)
+            replacements[node.outputs[0]] = replacement
+        }
+        guard !removed.isEmpty else { return 0 }
+        var rewritten = graph
+        rewritten.nodes = nodes
+        self.graph = rewritten.removing(removed, replacing: replacements)
+        return removed.count
+    }
+}
+
 extension Graph {
     /// The graph without `removed` nodes, where each removed node's outputs are replaced by the
     /// values in `replacements` (old output id → old id of the value that now stands for it).
