@@ -109,19 +109,20 @@ public final class Executable: @unchecked Sendable {
             for (i, operand) in k.operands.enumerated() { arguments[i] = bases[operand.buffer] + operand.offset }
             return arguments
         }
-        let threads = pool.threadCount
+        // A per-row epilogue right after a GEMM that keeps whole rows per block is run by that GEMM
+        // (its own entry becomes `.runByPrevious`).
+        var takenByGemm = Set<Int>()
         resolved = program.steps.indices.map { index in
             switch program.steps[index].action {
             case .kernel(let k):
-                if k.rowsOfGemm, index > 0, case .gemm(let g) = program.steps[index - 1].action, Executable.runsEpilogue(GemmSplit(g, threads: threads)) {
-                    return .runByPrevious
-                }
+                if takenByGemm.contains(index) { return .runByPrevious }
                 return .kernel(k.kernel.function!, arguments(k), taskCount: k.taskCount, parallel: k.parallel)  // validate refused nil
             case .gemm(let g):
-                let split = GemmSplit(g, threads: threads)
+                let split = GemmSplit(g, threads: pool.threadCount)
                 var epilogue: Epilogue?
-                if Executable.runsEpilogue(split), index + 1 < program.steps.count, case .kernel(let k) = program.steps[index + 1].action, k.rowsOfGemm {
+                if split.keepsWholeRows, index + 1 < program.steps.count, case .kernel(let k) = program.steps[index + 1].action, k.rowsOfGemm {
                     epilogue = Epilogue(function: k.kernel.function!, arguments: arguments(k))
+                    takenByGemm.insert(index + 1)
                 }
                 return .gemm(g, a: bases[g.a.buffer] + g.a.offset, b: bases[g.b.buffer] + g.b.offset, c: bases[g.c.buffer] + g.c.offset,
                              split: split, epilogue: epilogue)
@@ -364,19 +365,19 @@ public final class Executable: @unchecked Sendable {
     /// not much wider), columns (when C is wide), or whole repeats (convolution groups). Blocks are
     /// multiples of 16 so every thread's slice stays aligned to OpenBLAS's AVX-512 tiles. Measured on
     /// ResNet-50's 1×1 products (N = 196 or 49): rows 200 GFLOP/s on two cores, columns 142–178.
-    /// Whether a GEMM split this way runs a following per-row epilogue itself (whole rows per block).
-    static func runsEpilogue(_ split: GemmSplit) -> Bool {
-        switch split {
-        case .serial, .rows: return true
-        case .columns, .repeats: return false
-        }
-    }
-
     enum GemmSplit: Equatable {
         case serial
         case repeats
         case columns(blocks: Int, width: Int)
         case rows(blocks: Int, height: Int)
+
+        /// Whether every block holds whole rows of C, so that it can run a per-row epilogue itself.
+        var keepsWholeRows: Bool {
+            switch self {
+            case .serial, .rows: return true
+            case .columns, .repeats: return false
+            }
+        }
 
         /// Products smaller than this many multiply-adds are not worth waking a thread for.
         static let parallelWork = 1 << 18
