@@ -27,7 +27,8 @@ extension Lowering {
             return
         }
         let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
-        if let tile = winogradTile(node, geometry, input: shape(first), outputs: outputs) {
+        let path = convolutionPath(node, geometry, input: first, output: node.outputs[0])
+        if case .winograd(let tile) = path {
             let area = tile.alpha * tile.alpha
             let transformed = try preparedConstant(node, "winograd weights", count: area * outputs * channels) { target in
                 Self.winogradWeights(blobs[0], outputs: outputs, channels: channels, tile: tile, into: target)
@@ -43,15 +44,13 @@ extension Lowering {
                     let (x, y) = (buffer(input), buffer(output))
                     let (imageCount, resultCount) = (channels * image.reduce(1, *), outputs * result.reduce(1, *))
                     for item in 0..<n {
-                        let first = program.steps.count
-                        try emitWinograd(node, tile: tile, bandRows: bandRows, channels: channels, outputs: outputs, image: image, result: result,
-                                         pad: geometry.pad, input: Operand(x, offset: item * imageCount), output: Operand(y, offset: item * resultCount),
-                                         transformed: transformed, bias: bias.map { Operand($0) }, scratch: Operand(v), products: Operand(m))
-                        let body = program.steps[first...].map(\.action)
-                        program.steps.removeSubrange(first...)
-                        program.steps.append(Step(label: node.name, .items(ItemLoop(
-                            items: rows / bandRows, body: body, strides: [:],
-                            privateSlices: [v: area * channels * bandTiles, m: area * outputs * bandTiles], taskSlices: true))))
+                        try emitItemLoop(node, items: rows / bandRows, strides: [:],
+                                         privateSlices: [v: area * channels * bandTiles, m: area * outputs * bandTiles], taskSlices: true) { lowering in
+                            try lowering.emitWinograd(node, tile: tile, bandRows: bandRows, channels: channels, outputs: outputs, image: image,
+                                                      result: result, pad: geometry.pad, input: Operand(x, offset: item * imageCount),
+                                                      output: Operand(y, offset: item * resultCount), transformed: transformed,
+                                                      bias: bias.map { Operand($0) }, scratch: Operand(v), products: Operand(m))
+                        }
                     }
                     continue
                 }
@@ -71,8 +70,27 @@ extension Lowering {
         }
         let weights = constant(node, "weights", blobs[0])
         for (input, output) in zip(node.inputs, node.outputs) {
-            try lowerConvolution(node, geometry, input: input, output: output, weights: weights, bias: bias)
+            try lowerConvolution(node, geometry, path: path, input: input, output: output, weights: weights, bias: bias)
         }
+    }
+
+    /// How a convolution runs, decided here alone for the plain and the residual lowering: Winograd
+    /// (3×3, stride 1, by the policy), a direct depthwise kernel, im2col + GEMM band by band
+    /// (large column matrices), or im2col (none for 1×1) + GEMM. Caffe gives every bottom of a
+    /// convolution the same shape, so the first one decides.
+    enum ConvolutionPath: Equatable {
+        case winograd(WinogradTile)
+        case depthwise
+        case banded(rows: Int)
+        case gemm
+    }
+
+    func convolutionPath(_ node: Node, _ g: ConvolutionGeometry, input: ValueID, output: ValueID) -> ConvolutionPath {
+        let dims = shape(input), c = dims[1], result = Array(shape(output)[2...])
+        if let tile = winogradTile(node, g, input: dims, outputs: shape(output)[1]) { return .winograd(tile) }
+        if g.group == c, g.group > 1, dims.count == 4 { return .depthwise }
+        if !g.isPointwise, let rows = bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) { return .banded(rows: rows) }
+        return .gemm
     }
 
     /// A convolution with a residual folded in (`FuseResidual`): `activation(conv(x) + bias + r)`.
@@ -82,18 +100,13 @@ extension Lowering {
     /// the activation.
     private mutating func lowerConvolution(_ node: Node, _ g: ConvolutionGeometry, blobs: [[Float]], residual: ValueID) throws {
         let (input, output) = (node.inputs[0], node.outputs[0])
-        let (c, o) = (shape(input)[1], shape(output)[1])
-        let image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
-        let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
-        let generic = winogradTile(node, g, input: shape(input), outputs: o) == nil && !(g.group == c && g.group > 1 && image.count == 2)
-            && (isPointwise || bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) == nil)
         let r = buffer(residual)
         let free = program.buffers[r].isActivation && program.buffers[r].count == count(output) && r != buffer(input)
             && !program.inputs.contains { $0.buffer == r } && valuesLiving(in: r).allSatisfy { lastUse[$0] <= node.id }
-        if generic, free {
+        if convolutionPath(node, g, input: input, output: output) == .gemm, free {
             bind(output, to: r)
             let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
-            try lowerConvolution(node, g, input: input, output: output, weights: constant(node, "weights", blobs[0]), bias: bias,
+            try lowerConvolution(node, g, path: .gemm, input: input, output: output, weights: constant(node, "weights", blobs[0]), bias: bias,
                                  accumulate: true)
             return
         }
@@ -111,9 +124,10 @@ extension Lowering {
         }
     }
 
-    /// The im2col (or 1×1) + GEMM + epilogue lowering; with `accumulate` the GEMM adds its product
-    /// to what the output buffer holds (β = 1), which only this path supports.
-    private mutating func lowerConvolution(_ node: Node, _ g: ConvolutionGeometry, input: ValueID, output: ValueID,
+    /// The depthwise, banded or im2col (or 1×1) + GEMM + epilogue lowering, as `path` says; with
+    /// `accumulate` (the `.gemm` path only) the GEMM adds its product to what the output buffer
+    /// holds (β = 1).
+    private mutating func lowerConvolution(_ node: Node, _ g: ConvolutionGeometry, path: ConvolutionPath, input: ValueID, output: ValueID,
                                            weights: BufferID, bias: BufferID?, accumulate: Bool = false) throws {
         let (n, c) = (shape(input)[0], shape(input)[1])
         let o = shape(output)[1]
@@ -121,14 +135,13 @@ extension Lowering {
         let groups = g.group
         let k = c / groups * g.kernel.reduce(1, *), spatial = result.reduce(1, *), imageCount = c * image.reduce(1, *)
         let x = buffer(input), y = buffer(output)
-        if groups == c, groups > 1, image.count == 2 {
+        if path == .depthwise {
             try emitDepthwise(node, g, batch: n, channels: c, outputs: o, image: image, result: result,
                               input: Operand(x), output: Operand(y), weights: Operand(weights), bias: bias.map { Operand($0) })
             return
         }
-        let isPointwise = g.kernel.allSatisfy { $0 == 1 } && g.stride.allSatisfy { $0 == 1 } && g.pad.allSatisfy { $0 == 0 }
         let columnCount = c * g.kernel.reduce(1, *) * spatial
-        if !isPointwise, let rows = bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) {
+        if case .banded(let rows) = path {
             for item in 0..<n {
                 try emitBandedConvolution(node, g, channels: c, outputs: o, image: image, result: result, rows: rows,
                                           input: Operand(x, offset: item * imageCount), output: Operand(y, offset: item * o * spatial),
@@ -137,7 +150,7 @@ extension Lowering {
             return
         }
         // A batch runs as an item loop: each thread convolves whole images with its own columns.
-        let columns = isPointwise ? nil : scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
+        let columns = g.isPointwise ? nil : scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
         try emitItemLoop(node, items: n, strides: [x: imageCount, y: o * spatial],
                          privateSlices: columns.map { [$0: columnCount] } ?? [:]) { lowering in
             let source: Operand
@@ -184,39 +197,36 @@ extension Lowering {
         let bands = result[0] / rows, bandWidth = rows * result.dropFirst().reduce(1, *)
         let columns = scratch(node, "columns", count: c * g.kernel.reduce(1, *) * bandWidth * threads)
         let slice = c * g.kernel.reduce(1, *) * bandWidth
-        let first = program.steps.count
-        try emitIm2col(node, g, channels: c, image: image, result: result, input: input, columns: Operand(columns), bandRows: rows)
-        var gemm = GemmStep(m: o / groups, n: bandWidth, k: k, a: Operand(weights), lda: k, b: Operand(columns), ldb: bandWidth,
-                            c: output, ldc: spatial)
-        gemm.repeats = groups
-        gemm.strideA = o / groups * k
-        gemm.strideB = k * bandWidth
-        gemm.strideC = o / groups * spatial
-        emitGemm(node, gemm)
-        let activation = node.fusedActivation
-        if bias != nil || activation != nil {
-            let signature = "epilogue.band c\(o) s\(spatial) w\(bandWidth) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
-            try emitKernel(node, signature, operands: [output] + (bias.map { [Operand($0)] } ?? []), tasks: bands, work: o * spatial) { b in
-                let y = b.operand(0)
-                let shift = bias.map { _ in b.operand(1) }
-                b.forEachTask { band in
-                    b.loop(0..<o) { channel in
-                        let t = shift.map { $0[channel] }
-                        b.loop(0..<bandWidth) { i in
-                            let at = channel * spatial + band * bandWidth + i
-                            var value = y[at]
-                            if let t { value = value + t }
-                            if let activation { value = activation.apply(b, value) }
-                            y[at] = value
+        try emitItemLoop(node, items: bands, strides: [output.buffer: bandWidth], privateSlices: [columns: slice], taskSlices: true) { lowering in
+            try lowering.emitIm2col(node, g, channels: c, image: image, result: result, input: input, columns: Operand(columns), bandRows: rows)
+            var gemm = GemmStep(m: o / groups, n: bandWidth, k: k, a: Operand(weights), lda: k, b: Operand(columns), ldb: bandWidth,
+                                c: output, ldc: spatial)
+            gemm.repeats = groups
+            gemm.strideA = o / groups * k
+            gemm.strideB = k * bandWidth
+            gemm.strideC = o / groups * spatial
+            lowering.emitGemm(node, gemm)
+            let activation = node.fusedActivation
+            if bias != nil || activation != nil {
+                let signature = "epilogue.band c\(o) s\(spatial) w\(bandWidth) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
+                try lowering.emitKernel(node, signature, operands: [output] + (bias.map { [Operand($0)] } ?? []), tasks: bands, work: o * spatial) { b in
+                    let y = b.operand(0)
+                    let shift = bias.map { _ in b.operand(1) }
+                    b.forEachTask { band in
+                        b.loop(0..<o) { channel in
+                            let t = shift.map { $0[channel] }
+                            b.loop(0..<bandWidth) { i in
+                                let at = channel * spatial + band * bandWidth + i
+                                var value = y[at]
+                                if let t { value = value + t }
+                                if let activation { value = activation.apply(b, value) }
+                                y[at] = value
+                            }
                         }
                     }
                 }
             }
         }
-        let body = program.steps[first...].map(\.action)
-        program.steps.removeSubrange(first...)
-        program.steps.append(Step(label: node.name, .items(ItemLoop(items: bands, body: body, strides: [output.buffer: bandWidth],
-                                                                    privateSlices: [columns: slice], taskSlices: true))))
     }
 
     /// The pass after a GEMM: adds the bias per output channel and applies the node's fused

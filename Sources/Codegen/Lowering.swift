@@ -149,14 +149,17 @@ struct Lowering {
     /// (`ItemLoop`): operands on the buffers in `strides` move by that many elements per item,
     /// buffers in `privateSlices` give each thread its own slice. A single item emits the steps as
     /// they are, so each one can use every thread.
-    mutating func emitItemLoop(_ node: Node, items: Int, strides: [BufferID: Int], privateSlices: [BufferID: Int],
+    /// With `taskSlices`, the items are the kernels' tasks (bands of an image): each item runs its
+    /// share of every kernel's tasks (see `ItemLoop.taskSlices`).
+    mutating func emitItemLoop(_ node: Node, items: Int, strides: [BufferID: Int], privateSlices: [BufferID: Int], taskSlices: Bool = false,
                                _ body: (inout Lowering) throws -> Void) throws {
         let first = program.steps.count
         try body(&self)
         guard items > 1, program.steps.count > first else { return }
         let actions = program.steps[first...].map(\.action)
         program.steps.removeSubrange(first...)
-        program.steps.append(Step(label: node.name, .items(ItemLoop(items: items, body: actions, strides: strides, privateSlices: privateSlices))))
+        program.steps.append(Step(label: node.name, .items(ItemLoop(items: items, body: actions, strides: strides, privateSlices: privateSlices,
+                                                                    taskSlices: taskSlices))))
     }
 
     mutating func emitGemm(_ node: Node, _ gemm: GemmStep) {

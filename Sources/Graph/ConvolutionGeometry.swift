@@ -16,6 +16,9 @@ public struct ConvolutionGeometry: Sendable, Equatable {
     public var group: Int
     public var biasTerm: Bool
 
+    /// Caffe's `is_1x1_`: a 1×1 kernel, stride 1, no padding — the column matrix is the image itself.
+    public var isPointwise: Bool { kernel.allSatisfy { $0 == 1 } && stride.allSatisfy { $0 == 1 } && pad.allSatisfy { $0 == 0 } }
+
     /// Reads the geometry for a bottom of rank `rank`, checking what Caffe checks.
     public init(_ p: Caffe_ConvolutionParameter, rank: Int, needsOutputs: Bool = true) throws {
         guard let axis = TensorShape(Array(repeating: 1, count: rank)).canonicalAxis(Int(p.axis)) else {

@@ -9,20 +9,21 @@ struct ColumnLayout {
     var image: [Int]
     var result: [Int]
     var kernel: [Int], stride: [Int], pad: [Int], dilation: [Int]
+    /// Caffe's `is_1x1_` (`ConvolutionGeometry.isPointwise`): the column matrix is the image itself.
+    var isPointwise: Bool
 
     init(channels: Int, image: [Int], result: [Int], _ g: ConvolutionGeometry) {
         self.channels = channels
         self.image = image
         self.result = result
         kernel = g.kernel; stride = g.stride; pad = g.pad; dilation = g.dilation
+        isPointwise = g.isPointwise
     }
 
     var imageCount: Int { channels * image.reduce(1, *) }
     var kernelCount: Int { kernel.reduce(1, *) }
     var resultCount: Int { result.reduce(1, *) }
     var columnCount: Int { channels * kernelCount * resultCount }
-    /// Caffe's `is_1x1_`: the column matrix is the image itself.
-    var isPointwise: Bool { kernel.allSatisfy { $0 == 1 } && stride.allSatisfy { $0 == 1 } && pad.allSatisfy { $0 == 0 } }
 
     var signature: String {
         func list(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
