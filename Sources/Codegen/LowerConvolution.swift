@@ -339,8 +339,10 @@ extension Lowering {
     /// kernel: each output plane sums its KH×KW taps (unrolled, constant offsets) over the clipped
     /// window, then adds the bias. One task per (image, output channel) plane. A GEMM per group
     /// would have one row, so the im2col traffic would dominate; here the input is read in place.
-    /// Outputs whose window lies wholly inside the image read their taps at constant offsets with
-    /// no clamping, so that loop vectorizes; the sum's order is the same everywhere.
+    /// When the horizontal stride is 1 or 2, rows are computed a vector of outputs at a time
+    /// (`emitDepthwiseRows`). Otherwise each output is a scalar: outputs whose window lies wholly
+    /// inside the image read their taps at constant offsets with no clamping, so that loop
+    /// vectorizes; the sum's order is the same everywhere.
     private mutating func emitDepthwise(_ node: Node, _ g: ConvolutionGeometry, batch n: Int, channels c: Int, outputs o: Int,
                                         image: [Int], result: [Int], input: Operand, output: Operand,
                                         weights: Operand, bias: Operand?) throws {
@@ -355,6 +357,25 @@ extension Lowering {
         // Outputs whose whole (dilated) window lies inside the image, known from the geometry.
         let rows = Self.interior(count: oh, stride: sh, pad: ph, kernel: (kh - 1) * dh + 1, extent: h)
         let columns = Self.interior(count: ow, stride: sw, pad: pw, kernel: (kw - 1) * dw + 1, extent: w)
+        if sw <= 2 {
+            let width = ow <= 8 ? 8 : 16
+            try emitKernel(node, signature + " rows of \(width)", operands: operands, tasks: n * o, work: n * o * oh * ow * kh * kw) { b in
+                let biasValues = bias.map { _ in b.operand(3) }
+                b.forEachTask { plane in
+                    let channel = plane % o, item = plane / o
+                    let source = (item * c + channel / multiplier) * (h * w), target = plane * (oh * ow)
+                    let row = DepthwiseRows(
+                        b: b, x: b.operand(0), y: b.operand(1), width: width, image: (h, w), result: (oh, ow),
+                        kernel: (kh, kw), stride: (sh, sw), pad: (ph, pw), dilation: (dh, dw), source: source, target: target,
+                        taps: (0..<(kh * kw)).map { b.splat(b.operand(2)[channel * (kh * kw) + $0], width: width) },
+                        bias: biasValues.map { b.splat($0[channel], width: width) }, activation: activation)
+                    for oy in 0..<rows.lowerBound { row.emit(b.index(oy), fixedRow: oy) }
+                    b.loop(rows) { row.emit($0, fixedRow: nil) }
+                    for oy in rows.upperBound..<oh { row.emit(b.index(oy), fixedRow: oy) }
+                }
+            }
+            return
+        }
         try emitKernel(node, signature, operands: operands, tasks: n * o, work: n * o * oh * ow * kh * kw) { b in
             let (x, y, weight) = (b.operand(0), b.operand(1), b.operand(2))
             let biasValues = bias.map { _ in b.operand(3) }
@@ -427,6 +448,61 @@ extension Lowering {
         gemm.transB = !p.transpose
         emitGemm(node, gemm)
         try emitEpilogue(node, Operand(y), outer: m, channels: n, inner: 1, bias: bias.map { Operand($0) })
+    }
+}
+
+/// One output row of a depthwise plane, `width` outputs at a time: per vector, the KH×KW taps in
+/// Caffe's order (each a vector load of the input row times the broadcast weight), then the bias
+/// and the activation, stored under the row's lane mask. Horizontal padding costs nothing: the
+/// lanes of a load that fall outside the image row are masked off and read as 0, and which lanes
+/// those are is known per (vector, tap) at compile time. Stride 2 reads two vectors and keeps the
+/// even lanes. Rows near the top and bottom are emitted one by one (`fixedRow`), leaving out the
+/// taps whose input row is padding; the rows between run in one loop and read every tap.
+///
+/// This is what makes short rows fast: the 14- and 7-wide planes of MobileNet's later layers are
+/// one masked vector per row, where the scalar kernel's interior loop was too short to vectorize
+/// and its border outputs each clamped and selected per tap.
+struct DepthwiseRows {
+    let b: KernelBuilder
+    let x: Buffer, y: Buffer
+    let width: Int
+    let image: (h: Int, w: Int), result: (h: Int, w: Int)
+    let kernel: (h: Int, w: Int), stride: (h: Int, w: Int), pad: (h: Int, w: Int), dilation: (h: Int, w: Int)
+    /// The plane's first input and output elements.
+    let source: Index, target: Index
+    let taps: [FloatVector]
+    let bias: FloatVector?
+    let activation: FusedActivation?
+
+    /// Output row `oy`; `fixedRow` is its value when known, to leave out taps in the padding.
+    func emit(_ oy: Index, fixedRow: Int?) {
+        for first in Swift.stride(from: 0, to: result.w, by: width) {
+            let lanes = min(width, result.w - first)
+            var sum: FloatVector?
+            for ky in 0..<kernel.h {
+                let offset = ky * dilation.h - pad.h
+                if let fixedRow, !(0..<image.h).contains(fixedRow * stride.h + offset) { continue }
+                let rowStart = source + (oy * stride.h + offset) * image.w
+                for kx in 0..<kernel.w {
+                    let term = read(rowStart, column: first * stride.w + kx * dilation.w - pad.w, lanes: lanes) * taps[ky * kernel.w + kx]
+                    sum = sum.map { $0 + term } ?? term
+                }
+            }
+            var value = sum ?? b.splat(0, width: width)
+            if let bias { value = value + bias }
+            if let activation { value = activation.apply(b, value) }
+            y.store(value, at: target + oy * result.w + first, LaneMask(first: lanes, of: width))
+        }
+    }
+
+    /// Input columns `column + stride·i` of the row starting at `rowStart`, for lanes `i < lanes`;
+    /// columns outside the row read as 0.
+    private func read(_ rowStart: Index, column: Int, lanes: Int) -> FloatVector {
+        let span = width * stride.w
+        let mask = (0..<span).map { j in j / stride.w < lanes && (0..<image.w).contains(column + j) }
+        if stride.w == 1 { return x.load(rowStart + column, LaneMask(mask)) }
+        return b.evenLanes(x.load(rowStart + column, LaneMask(Array(mask[..<width]))),
+                           x.load(rowStart + (column + width), LaneMask(Array(mask[width...]))))
     }
 }
 

@@ -170,4 +170,12 @@ extension FusedActivation {
         case .relu(let slope): return b.max(x, b.constant(0)) + slope * b.min(x, b.constant(0))
         }
     }
+
+    /// The same, lane by lane.
+    func apply(_ b: KernelBuilder, _ x: FloatVector) -> FloatVector {
+        let zero = b.splat(0, width: x.width)
+        switch self {
+        case .relu(let slope): return b.max(x, zero) + b.splat(slope, width: x.width) * b.min(x, zero)
+        }
+    }
 }

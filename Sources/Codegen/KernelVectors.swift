@@ -1,0 +1,132 @@
+import CLLVM
+
+/// A `<width x float>` value in a kernel, for lowerings that vectorize by hand where the loop
+/// vectorizer cannot: rows too short or too ragged for it (a 14-wide output row, a window that
+/// hangs over the image's edge), strided reads it would not interleave.
+///
+/// Arithmetic is lane by lane and in the order written, exactly as the scalar `Scalar` code would
+/// compute each lane (no fused multiply-add, no reassociation), so a vectorized kernel and its
+/// scalar twin give the same bits. Which lanes a load or store touches is a compile-time
+/// `LaneMask`: lanes outside it are neither read (they load 0) nor written, so a vector may start
+/// before a row or run past its end without touching memory there.
+struct FloatVector {
+    let ref: LLVMValueRef
+    let width: Int
+    unowned let b: KernelBuilder
+
+    static func + (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFAdd) }
+    static func * (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFMul) }
+    static func < (l: FloatVector, r: FloatVector) -> LLVMValueRef {
+        LLVMBuildFCmp(l.b.llvm, LLVMRealOLT, l.ref, r.ref, "")
+    }
+
+    private func combine(_ r: FloatVector,
+                         _ build: (LLVMBuilderRef?, LLVMValueRef?, LLVMValueRef?, UnsafePointer<CChar>?) -> LLVMValueRef?) -> FloatVector {
+        precondition(width == r.width, "vector widths differ")
+        return FloatVector(ref: build(b.llvm, ref, r.ref, "")!, width: width, b: b)
+    }
+}
+
+/// Which lanes of a vector access touch memory: a compile-time constant per access site.
+struct LaneMask: Equatable {
+    var lanes: [Bool]
+    /// Lanes `0..<count` of `width`.
+    init(first count: Int, of width: Int) { lanes = (0..<width).map { $0 < count } }
+    init(_ lanes: [Bool]) { self.lanes = lanes }
+    var isFull: Bool { lanes.allSatisfy { $0 } }
+    var isEmpty: Bool { !lanes.contains(true) }
+}
+
+extension KernelBuilder {
+    func vectorType(_ width: Int) -> LLVMTypeRef { LLVMVectorType(f32, UInt32(width)) }
+
+    /// Every lane `value`.
+    func splat(_ value: Float, width: Int) -> FloatVector {
+        var lanes = [LLVMValueRef?](repeating: LLVMConstReal(f32, Double(value)), count: width)
+        return FloatVector(ref: LLVMConstVector(&lanes, UInt32(width)), width: width, b: self)
+    }
+
+    /// Every lane the scalar `value` (an insert and a broadcast shuffle).
+    func splat(_ value: Scalar, width: Int) -> FloatVector {
+        let i32 = LLVMInt32TypeInContext(context)
+        let one = LLVMBuildInsertElement(llvm, LLVMGetUndef(vectorType(width)), value.ref, LLVMConstInt(i32, 0, 0), "")
+        var zeros = [LLVMValueRef?](repeating: LLVMConstInt(i32, 0, 0), count: width)
+        let broadcast = LLVMBuildShuffleVector(llvm, one, LLVMGetUndef(vectorType(width)), LLVMConstVector(&zeros, UInt32(width)), "")!
+        return FloatVector(ref: broadcast, width: width, b: self)
+    }
+
+    /// `std::max` lane by lane: `a < b ? b : a`, as the scalar `max`.
+    func max(_ a: FloatVector, _ b: FloatVector) -> FloatVector {
+        FloatVector(ref: LLVMBuildSelect(llvm, a < b, b.ref, a.ref, ""), width: a.width, b: self)
+    }
+    /// `std::min` lane by lane: `b < a ? b : a`.
+    func min(_ a: FloatVector, _ b: FloatVector) -> FloatVector {
+        FloatVector(ref: LLVMBuildSelect(llvm, b < a, b.ref, a.ref, ""), width: a.width, b: self)
+    }
+
+    /// The even lanes of the 2·width lanes `low ++ high`: lane i is lane 2i of the pair, what a
+    /// stride-2 read of consecutive memory keeps.
+    func evenLanes(_ low: FloatVector, _ high: FloatVector) -> FloatVector {
+        let i32 = LLVMInt32TypeInContext(context)
+        var picks = (0..<low.width).map { LLVMConstInt(i32, UInt64(2 * $0), 0) as LLVMValueRef? }
+        let shuffled = LLVMBuildShuffleVector(llvm, low.ref, high.ref, LLVMConstVector(&picks, UInt32(low.width)), "")!
+        return FloatVector(ref: shuffled, width: low.width, b: self)
+    }
+
+    fileprivate func maskConstant(_ mask: LaneMask) -> LLVMValueRef {
+        var bits = mask.lanes.map { LLVMConstInt(i1, $0 ? 1 : 0, 0) as LLVMValueRef? }
+        return LLVMConstVector(&bits, UInt32(bits.count))
+    }
+
+    /// `llvm.masked.load` / `llvm.masked.store` for `<width x float>` through `pointer`.
+    fileprivate func maskedIntrinsic(_ name: String, width: Int) -> (LLVMValueRef, LLVMTypeRef) {
+        let id = LLVMLookupIntrinsicID(name, name.utf8.count)
+        // Both are overloaded on the vector type and then the pointer type.
+        var overloads: [LLVMTypeRef?] = [vectorType(width), LLVMPointerType(vectorType(width), 0)]
+        let callee = LLVMGetIntrinsicDeclaration(module, id, &overloads, 2)!
+        let type = LLVMIntrinsicGetType(context, id, &overloads, 2)!
+        return (callee, type)
+    }
+}
+
+extension Buffer {
+    /// `width` consecutive floats from element `i` on; lanes outside `mask` read nothing and are 0.
+    func load(_ i: Index, _ mask: LaneMask) -> FloatVector {
+        let width = mask.lanes.count
+        let pointer = vectorAddress(i, width: width)
+        if mask.isFull {
+            let load = LLVMBuildLoad2(b.llvm, b.vectorType(width), pointer, "")!
+            LLVMSetAlignment(load, 4)
+            return FloatVector(ref: load, width: width, b: b)
+        }
+        if mask.isEmpty { return b.splat(0, width: width) }
+        let (callee, type) = b.maskedIntrinsic("llvm.masked.load", width: width)
+        let i32 = LLVMInt32TypeInContext(b.context)
+        var arguments: [LLVMValueRef?] = [pointer, LLVMConstInt(i32, 4, 0), b.maskConstant(mask), b.splat(0, width: width).ref]
+        return FloatVector(ref: LLVMBuildCall2(b.llvm, type, callee, &arguments, 4, "")!, width: width, b: b)
+    }
+
+    /// Stores the lanes of `value` inside `mask` to elements `i..<i + width`.
+    func store(_ value: FloatVector, at i: Index, _ mask: LaneMask) {
+        precondition(mask.lanes.count == value.width, "mask and vector widths differ")
+        guard !mask.isEmpty else { return }
+        let pointer = vectorAddress(i, width: value.width)
+        if mask.isFull {
+            let store = LLVMBuildStore(b.llvm, value.ref, pointer)!
+            LLVMSetAlignment(store, 4)
+            return
+        }
+        let (callee, type) = b.maskedIntrinsic("llvm.masked.store", width: value.width)
+        let i32 = LLVMInt32TypeInContext(b.context)
+        var arguments: [LLVMValueRef?] = [value.ref, pointer, LLVMConstInt(i32, 4, 0), b.maskConstant(mask)]
+        LLVMBuildCall2(b.llvm, type, callee, &arguments, 4, "")
+    }
+
+    /// Element `i`'s address as a vector pointer. Not `inbounds`: a masked access may start before
+    /// the buffer (its first lanes masked off).
+    private func vectorAddress(_ i: Index, width: Int) -> LLVMValueRef {
+        var indices: [LLVMValueRef?] = [i.ref]
+        let element = LLVMBuildGEP2(b.llvm, b.f32, base, &indices, 1, "")
+        return LLVMBuildBitCast(b.llvm, element, LLVMPointerType(b.vectorType(width), 0), "")
+    }
+}
