@@ -73,6 +73,47 @@ extension KernelBuilder {
         return FloatVector(ref: shuffled, width: low.width, b: self)
     }
 
+    /// `a · b + c` lane by lane with one rounding (`llvm.fma`): for GEMM-like inner loops, where
+    /// the product's order is the GEMM's own anyway.
+    func fma(_ a: FloatVector, _ b: FloatVector, _ c: FloatVector) -> FloatVector {
+        let id = LLVMLookupIntrinsicID("llvm.fma", 8)
+        var overloads: [LLVMTypeRef?] = [vectorType(a.width)]
+        let callee = LLVMGetIntrinsicDeclaration(module, id, &overloads, 1)!
+        let type = LLVMIntrinsicGetType(context, id, &overloads, 1)!
+        var arguments: [LLVMValueRef?] = [a.ref, b.ref, c.ref]
+        return FloatVector(ref: LLVMBuildCall2(llvm, type, callee, &arguments, 3, "")!, width: a.width, b: self)
+    }
+
+    /// `for i in range { values = body(i, values) }` with the vectors kept in registers (phi nodes,
+    /// not stack slots): an accumulator tile. Returns the values after the last iteration.
+    func loop(_ range: Range<Int>, carrying initial: [FloatVector], _ body: (Index, [FloatVector]) -> [FloatVector]) -> [FloatVector] {
+        guard !range.isEmpty else { return initial }
+        let preheader = LLVMGetInsertBlock(llvm)
+        let header = LLVMAppendBasicBlockInContext(context, function, "loop")
+        let bodyBlock = LLVMAppendBasicBlockInContext(context, function, "loop.body")
+        let exit = LLVMAppendBasicBlockInContext(context, function, "loop.exit")
+        LLVMBuildBr(llvm, header)
+        LLVMPositionBuilderAtEnd(llvm, header)
+        let counter = LLVMBuildPhi(llvm, i64, "i")!
+        let carried = initial.map { FloatVector(ref: LLVMBuildPhi(llvm, vectorType($0.width), "carried")!, width: $0.width, b: self) }
+        LLVMBuildCondBr(llvm, LLVMBuildICmp(llvm, LLVMIntSLT, counter, index(range.upperBound).ref, ""), bodyBlock, exit)
+        LLVMPositionBuilderAtEnd(llvm, bodyBlock)
+        let updated = body(Index(ref: counter, b: self), carried)
+        precondition(updated.count == initial.count, "a carried loop must return as many values as it carries")
+        let next = LLVMBuildNSWAdd(llvm, counter, LLVMConstInt(i64, 1, 0), "i.next")
+        let latch = LLVMGetInsertBlock(llvm)
+        LLVMBuildBr(llvm, header)
+        var blocks: [LLVMBasicBlockRef?] = [preheader, latch]
+        var counterValues: [LLVMValueRef?] = [index(range.lowerBound).ref, next]
+        LLVMAddIncoming(counter, &counterValues, &blocks, 2)
+        for (phi, (first, last)) in zip(carried, zip(initial, updated)) {
+            var values: [LLVMValueRef?] = [first.ref, last.ref]
+            LLVMAddIncoming(phi.ref, &values, &blocks, 2)
+        }
+        LLVMPositionBuilderAtEnd(llvm, exit)
+        return carried
+    }
+
     fileprivate func maskConstant(_ mask: LaneMask) -> LLVMValueRef {
         var bits = mask.lanes.map { LLVMConstInt(i1, $0 ? 1 : 0, 0) as LLVMValueRef? }
         return LLVMConstVector(&bits, UInt32(bits.count))

@@ -68,6 +68,17 @@ extension Lowering {
             }
             return
         }
+        if path == .gemm, usesPointwiseKernel(geometry, outputs: outputs) {
+            let panels = try preparedConstant(node, "pointwise weights", count: outputs * channels) { target in
+                PointwiseKernel.pack(blobs[0], outputs: outputs, inputs: channels, into: target)
+            }
+            for (input, output) in zip(node.inputs, node.outputs) {
+                try emitPointwise(node, batch: shape(input)[0], inputs: channels, outputs: outputs, spatial: shape(output)[2...].reduce(1, *),
+                                  input: Operand(buffer(input)), output: Operand(buffer(output)), panels: Operand(panels),
+                                  bias: bias.map { Operand($0) })
+            }
+            return
+        }
         let weights = constant(node, "weights", blobs[0])
         for (input, output) in zip(node.inputs, node.outputs) {
             try lowerConvolution(node, geometry, path: path, input: input, output: output, weights: weights, bias: bias)
