@@ -49,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "swiftjit",
             dependencies: [
-                "SwiftJIT",
+                "SwiftJIT", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -37,6 +37,25 @@ public final class KernelCache: @unchecked Sendable {
     private let compileLock = NSLock()
     private var totalCompiled = 0, totalLoaded = 0
     private var totalSeconds = 0.0
+    private var irBySymbol: [String: String]?
+
+    /// Keeps the IR of every kernel this cache builds from now on (`ir(of:)`), for
+    /// `swiftjit compile --emit llvm`. Off by default: the text of a net's kernels runs to MBs.
+    public func keepIR() {
+        tableLock.withLock { if irBySymbol == nil { irBySymbol = [:] } }
+    }
+
+    /// The IR a kernel was built from (as generated, before optimization), when `keepIR` was on.
+    public func ir(of symbol: String) -> String? {
+        tableLock.withLock { irBySymbol?[symbol] }
+    }
+
+    fileprivate func noteIR(_ ir: String, of symbol: String) {
+        tableLock.withLock {
+            // Under the name it is linked by (it was built as `KernelBuilder.name`).
+            if irBySymbol != nil, irBySymbol?[symbol] == nil { irBySymbol?[symbol] = ir.replacingOccurrences(of: KernelBuilder.name, with: symbol) }
+        }
+    }
 
     public init(jit: KernelJIT? = nil, disk: KernelDiskCache? = nil,
                 compileThreads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
@@ -201,6 +220,7 @@ final class KernelBatch {
         let key = KernelDiskCache.key(ir: ir, identity: cache.jit.identity)
         let symbol = KernelBatch.family(of: signature) + "_" + key.hex.prefix(16)
         symbolOf[signature] = symbol
+        cache.noteIR(ir, of: symbol)
         if let known = cache.kernel(symbol: symbol) {
             // Another signature already compiled to this very code.
             cache.register(known, signatures: [signature])

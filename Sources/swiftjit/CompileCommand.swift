@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Runtime
 import SwiftJIT
 
 /// `swiftjit compile`: what every layer of a net produces, and whether weights fit it.
@@ -13,6 +14,10 @@ struct CompileCommand: ParsableCommand {
         With --weights, checks the .caffemodel against the net the way Caffe copies weights (by layer name, shape by shape) and lists the layers it initializes and those it leaves to their fillers.
 
         A TEST-phase net is then JIT-compiled for inference (with --weights, or the prototxt's fillers), and the summary reports the compile time (graph to executable) and how many kernels were compiled or came from the kernel cache; when it cannot be compiled, the summary says why. --no-jit skips this.
+
+        --emit llvm prints, instead of the table, the compiled schedule step by step: each kernel's LLVM IR the first time a layer runs it (as generated, before the optimizer; specialized to the net's shapes), and a comment line for each OpenBLAS GEMM and each later use of a kernel.
+
+          swiftjit compile deploy.prototxt --input data=1,3,224,224 --emit llvm > kernels.ll
         """
     )
 
@@ -40,6 +45,9 @@ struct CompileCommand: ParsableCommand {
     @Flag(name: .long, help: "Only read the net and infer shapes: do not JIT-compile it.")
     var noJit = false
 
+    @Option(name: .long, help: "Print the compiled kernels instead of the table: llvm (their IR, step by step).")
+    var emit: EmitFormat?
+
     @OptionGroup var kernelCache: KernelCacheOptions
 
     func run() throws {
@@ -47,6 +55,13 @@ struct CompileCommand: ParsableCommand {
         let inspection = NetInspection(netPath: net, weightsPath: weights, phase: phase.caffePhase,
                                        stages: stage.isEmpty ? nil : stage, level: level, inputShapes: shapes)
         do {
+            if let emit {
+                guard !noJit, phase == .test, stage.isEmpty, level == nil else {
+                    throw ValidationError("--emit \(emit.rawValue) prints the kernels of the TEST-phase inference net: drop --no-jit, --phase train, --stage and --level")
+                }
+                try emitLLVM(shapes.mapValues(\.dims))
+                return
+            }
             var summary = try inspection.summarize()
             if !noJit, phase == .test, stage.isEmpty, level == nil {
                 summary.compilation = compileForInference(shapes.mapValues(\.dims))
@@ -55,6 +70,36 @@ struct CompileCommand: ParsableCommand {
         } catch {
             throw fail(error)
         }
+    }
+
+    /// Compiles the net as `swiftjit run` would, keeping every kernel's IR, and prints the
+    /// schedule: a kernel's IR at its first step, one comment line for every other step.
+    private func emitLLVM(_ shapes: [String: [Int]]) throws {
+        let cache = try kernelCache.makeCache()
+        cache.keepIR()
+        let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, compiler: NetCompiler(cache: cache))
+        let compiled = try net.compiled(for: Dictionary(net.inputs.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
+        var printed = Set<String>()
+        func show(_ action: Step.Action, layer: String) {
+            switch action {
+            case .kernel(let step):
+                let name = step.kernel.name
+                guard printed.insert(name).inserted else {
+                    print("; \(layer): kernel \(name) (above), \(step.taskCount) task\(step.taskCount == 1 ? "" : "s")")
+                    return
+                }
+                print("; \(layer): kernel \(name), \(step.taskCount) task\(step.taskCount == 1 ? "" : "s")")
+                let ir = cache.ir(of: name) ?? "; (its IR was not built in this process)"
+                print(ir, terminator: ir.hasSuffix("\n") ? "" : "\n")
+            case .gemm(let g):
+                print("; \(layer): OpenBLAS sgemm M=\(g.m) N=\(g.n) K=\(g.k)\(g.repeats > 1 ? " ×\(g.repeats)" : "")\(g.beta != 0 ? " accumulating" : "")")
+            case .items(let loop):
+                print("; \(layer): for each of \(loop.items) items:")
+                for inner in loop.body { show(inner, layer: layer) }
+            }
+        }
+        for step in compiled.executable.steps { show(step.action, layer: step.label) }
+        FileHandle.standardError.write(Data("\(compiled.executable.steps.count) steps, \(printed.count) kernels\n".utf8))
     }
 
     /// Compiles the net as `swiftjit run` would, timing graph to executable (not the weights).
@@ -71,6 +116,11 @@ struct CompileCommand: ParsableCommand {
             return NetSummary.Compilation(notCompiled: (error as? Diagnostic)?.description ?? "\(error)")
         }
     }
+}
+
+/// What `swiftjit compile --emit` prints.
+enum EmitFormat: String, ExpressibleByArgument, CaseIterable {
+    case llvm
 }
 
 enum PhaseOption: String, ExpressibleByArgument, CaseIterable {

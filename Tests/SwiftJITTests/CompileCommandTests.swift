@@ -56,6 +56,28 @@ struct CompileCommandTests {
         #expect(lines.contains("9 layers, 431,080 parameters (1.6 MiB), 294.5 MFLOPs per forward pass"))
     }
 
+    @Test("compile --emit llvm prints the schedule with each kernel's IR once, under the name it is linked by, shaped for the net")
+    func emitLLVM() throws {
+        for run in 0..<2 {  // the second run takes every kernel from the disk cache and must still print its IR
+            let cache = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-emit-\(getpid())")
+            defer { if run == 1 { try? FileManager.default.removeItem(at: cache) } }
+            let result = try Self.run(["compile", "Examples/lenet/lenet.prototxt", "--emit", "llvm"], kernelCache: cache)
+            #expect(result.status == 0, "\(result.err)")
+            let lines = result.out.split(separator: "\n").map(String.init)
+            #expect(result.out.contains("\n; ip1: OpenBLAS sgemm M=64 N=500 K=800\n"))
+            let kernels = lines.filter { $0.hasPrefix("; conv1: kernel im2col_") }
+            #expect(kernels.count == 1)
+            let name = kernels.first?.split(separator: " ")[3].dropLast() ?? ""  // "im2col_…,"
+            #expect(!name.isEmpty && result.out.contains("\ndefine void @\(name)(float** %0, i64 %1, i64 %2) #0 {\n"))
+            #expect(!result.out.contains("(its IR was not built"))
+            // Every kernel's module once: as many ModuleID lines as kernel headers not marked "(above)".
+            let defined = lines.filter { $0.contains(": kernel ") && !$0.contains("(above)") }.count
+            #expect(defined > 0 && lines.filter { $0.hasPrefix("; ModuleID = ") }.count == defined)
+        }
+        let refused = try Self.run(["compile", "Examples/lenet/lenet.prototxt", "--emit", "llvm", "--no-jit"])
+        #expect(refused.status != 0 && refused.err.contains("--emit llvm"))
+    }
+
     @Test("compile JIT-compiles a TEST net and reports the time and where its kernels came from; a second run takes them from the cache")
     func compileTimeAndKernelCache() throws {
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-cli-kernels-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
