@@ -69,14 +69,7 @@ extension Lowering {
             return
         }
         if path == .gemm, usesPointwiseKernel(geometry, outputs: outputs) {
-            let panels = try preparedConstant(node, "pointwise weights", count: outputs * channels) { target in
-                PointwiseKernel.pack(blobs[0], outputs: outputs, inputs: channels, into: target)
-            }
-            for (input, output) in zip(node.inputs, node.outputs) {
-                try emitPointwise(node, batch: shape(input)[0], inputs: channels, outputs: outputs, spatial: shape(output)[2...].reduce(1, *),
-                                  input: Operand(buffer(input)), output: Operand(buffer(output)), panels: Operand(panels),
-                                  bias: bias.map { Operand($0) })
-            }
+            try lowerPointwise(node, weights: blobs[0], bias: bias)
             return
         }
         let weights = constant(node, "weights", blobs[0])
@@ -117,6 +110,10 @@ extension Lowering {
         if convolutionPath(node, g, input: input, output: output) == .gemm, free {
             bind(output, to: r)
             let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
+            if usesPointwiseKernel(g, outputs: shape(output)[1]) {
+                try lowerPointwise(node, weights: blobs[0], bias: bias, accumulate: true)
+                return
+            }
             try lowerConvolution(node, g, path: .gemm, input: input, output: output, weights: constant(node, "weights", blobs[0]), bias: bias,
                                  accumulate: true)
             return

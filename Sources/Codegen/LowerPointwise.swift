@@ -14,8 +14,10 @@ import Runtime
 /// broadcasting `rows` weights. A task is one panel (its weights stay in L1) over one chunk of
 /// columns sized so the chunk's pixels stay in L2 while every panel of the task's thread reads them;
 /// tasks are ordered image, chunk, panel, so a thread's contiguous share of them reuses its chunks.
-/// Columns past the last whole tile run as one masked tile. Used where the host has AVX-512 (with
-/// 16 registers the tile would spill) and M is a multiple of `rows`.
+/// Columns past the last whole tile run as one masked tile. A residual sum folded into the
+/// convolution (`FuseResidual`) is read in the same store: the tile adds what the output buffer
+/// (the shortcut's) holds. Used where the host has AVX-512 (with 16 registers the tile would
+/// spill) and M is a multiple of `rows`.
 enum PointwiseKernel {
     static let rows = 8
     static let vectors = 3
@@ -45,15 +47,32 @@ extension Lowering {
         pointwiseKernels && g.isPointwise && g.group == 1 && outputs % PointwiseKernel.rows == 0
     }
 
-    /// `y = activation(W · x + bias)` for each of the `n` images, by `PointwiseKernel`.
-    mutating func emitPointwise(_ node: Node, batch n: Int, inputs k: Int, outputs m: Int, spatial: Int, input: Operand,
-                                output: Operand, panels: Operand, bias: Operand?) throws {
+    /// Every bottom/top pair of a pointwise convolution by `PointwiseKernel`, its weights packed
+    /// once; with `accumulate`, the product is added to what the top's buffer holds (a residual
+    /// sum folded in, as the GEMM path's β = 1).
+    mutating func lowerPointwise(_ node: Node, weights: [Float], bias: BufferID?, accumulate: Bool = false) throws {
+        let (k, m) = (shape(node.inputs[0])[1], shape(node.outputs[0])[1])
+        let panels = try preparedConstant(node, "pointwise weights", count: m * k) { target in
+            PointwiseKernel.pack(weights, outputs: m, inputs: k, into: target)
+        }
+        for (input, output) in zip(node.inputs, node.outputs) {
+            try emitPointwise(node, batch: shape(input)[0], inputs: k, outputs: m, spatial: shape(output)[2...].reduce(1, *),
+                              input: Operand(buffer(input)), output: Operand(buffer(output)), panels: Operand(panels),
+                              bias: bias.map { Operand($0) }, accumulate: accumulate)
+        }
+    }
+
+    /// `y = activation(W · x + bias)` for each of the `n` images, by `PointwiseKernel`; with
+    /// `accumulate`, `activation((y + W · x) + bias)`.
+    private mutating func emitPointwise(_ node: Node, batch n: Int, inputs k: Int, outputs m: Int, spatial: Int, input: Operand,
+                                        output: Operand, panels: Operand, bias: Operand?, accumulate: Bool) throws {
         let (rows, lanes, tileColumns) = (PointwiseKernel.rows, PointwiseKernel.lanes, PointwiseKernel.tileColumns)
         let wholeTiles = spatial / tileColumns, tail = spatial % tileColumns
         let chunkTiles = PointwiseKernel.chunkTiles(inputs: k)
         let chunks = max(1, (wholeTiles + chunkTiles - 1) / chunkTiles), panelCount = m / rows
         let activation = node.fusedActivation
-        let signature = "conv.pointwise k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (activation.map { " " + $0.signature } ?? "")
+        let signature = "conv.pointwise k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
+            + (activation.map { " " + $0.signature } ?? "")
         try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelCount, work: n * m * spatial * k) { b in
             let (x, y, a) = (b.operand(0), b.operand(1), b.operand(2))
@@ -79,10 +98,11 @@ extension Lowering {
                     for r in 0..<rows {
                         let t = shift.map { b.splat($0[panel * rows + r], width: lanes) }
                         for (j, mask) in masks.enumerated() {
-                            var value = sums[r * masks.count + j]
+                            let at = outputs + r * spatial + first + j * lanes
+                            var value = accumulate ? y.load(at, mask) + sums[r * masks.count + j] : sums[r * masks.count + j]
                             if let t { value = value + t }
                             if let activation { value = activation.apply(b, value) }
-                            y.store(value, at: outputs + r * spatial + first + j * lanes, mask)
+                            y.store(value, at: at, mask)
                         }
                     }
                 }
