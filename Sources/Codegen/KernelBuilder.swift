@@ -147,23 +147,10 @@ final class KernelBuilder {
 
     /// `for i in lower..<upper { body(i) }`; runs no iteration when `upper <= lower`.
     func loop(from lower: Index, to upper: Index, _ body: (Index) -> Void) {
-        let preheader = LLVMGetInsertBlock(llvm)
-        let header = LLVMAppendBasicBlockInContext(context, function, "loop")
-        let bodyBlock = LLVMAppendBasicBlockInContext(context, function, "loop.body")
-        let exit = LLVMAppendBasicBlockInContext(context, function, "loop.exit")
-        LLVMBuildBr(llvm, header)
-        LLVMPositionBuilderAtEnd(llvm, header)
-        let counter = LLVMBuildPhi(llvm, i64, "i")!
-        LLVMBuildCondBr(llvm, LLVMBuildICmp(llvm, LLVMIntSLT, counter, upper.ref, ""), bodyBlock, exit)
-        LLVMPositionBuilderAtEnd(llvm, bodyBlock)
-        body(Index(ref: counter, b: self))
-        let next = LLVMBuildNSWAdd(llvm, counter, LLVMConstInt(i64, 1, 0), "i.next")
-        let latch = LLVMGetInsertBlock(llvm)
-        LLVMBuildBr(llvm, header)
-        var values: [LLVMValueRef?] = [lower.ref, next]
-        var blocks: [LLVMBasicBlockRef?] = [preheader, latch]
-        LLVMAddIncoming(counter, &values, &blocks, 2)
-        LLVMPositionBuilderAtEnd(llvm, exit)
+        _ = loop(from: lower, to: upper, carrying: []) { i, _ in
+            body(i)
+            return []
+        }
     }
 
     /// `for task in begin..<end { body(task) }`: the slice of the task space this call owns.

@@ -88,6 +88,13 @@ extension KernelBuilder {
     /// not stack slots): an accumulator tile. Returns the values after the last iteration.
     func loop(_ range: Range<Int>, carrying initial: [FloatVector], _ body: (Index, [FloatVector]) -> [FloatVector]) -> [FloatVector] {
         guard !range.isEmpty else { return initial }
+        return loop(from: index(range.lowerBound), to: index(range.upperBound), carrying: initial, body)
+    }
+
+    /// `for i in lower..<upper { values = body(i, values) }`; no iteration when `upper <= lower`.
+    /// The plain `loop(from:to:)` is this loop carrying nothing.
+    func loop(from lower: Index, to upper: Index, carrying initial: [FloatVector],
+              _ body: (Index, [FloatVector]) -> [FloatVector]) -> [FloatVector] {
         let preheader = LLVMGetInsertBlock(llvm)
         let header = LLVMAppendBasicBlockInContext(context, function, "loop")
         let bodyBlock = LLVMAppendBasicBlockInContext(context, function, "loop.body")
@@ -96,7 +103,7 @@ extension KernelBuilder {
         LLVMPositionBuilderAtEnd(llvm, header)
         let counter = LLVMBuildPhi(llvm, i64, "i")!
         let carried = initial.map { FloatVector(ref: LLVMBuildPhi(llvm, vectorType($0.width), "carried")!, width: $0.width, b: self) }
-        LLVMBuildCondBr(llvm, LLVMBuildICmp(llvm, LLVMIntSLT, counter, index(range.upperBound).ref, ""), bodyBlock, exit)
+        LLVMBuildCondBr(llvm, LLVMBuildICmp(llvm, LLVMIntSLT, counter, upper.ref, ""), bodyBlock, exit)
         LLVMPositionBuilderAtEnd(llvm, bodyBlock)
         let updated = body(Index(ref: counter, b: self), carried)
         precondition(updated.count == initial.count, "a carried loop must return as many values as it carries")
@@ -104,7 +111,7 @@ extension KernelBuilder {
         let latch = LLVMGetInsertBlock(llvm)
         LLVMBuildBr(llvm, header)
         var blocks: [LLVMBasicBlockRef?] = [preheader, latch]
-        var counterValues: [LLVMValueRef?] = [index(range.lowerBound).ref, next]
+        var counterValues: [LLVMValueRef?] = [lower.ref, next]
         LLVMAddIncoming(counter, &counterValues, &blocks, 2)
         for (phi, (first, last)) in zip(carried, zip(initial, updated)) {
             var values: [LLVMValueRef?] = [first.ref, last.ref]

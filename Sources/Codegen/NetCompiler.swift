@@ -41,13 +41,14 @@ public final class NetCompiler: @unchecked Sendable {
     public var concatInPlace = true
     /// Whether 1×1 convolutions run as the JIT'd `PointwiseKernel` instead of OpenBLAS + epilogue:
     /// by default where the host has AVX-512 (its 32 vector registers hold the kernel's tile).
-    public lazy var pointwiseKernels = cache.jit.cpuFeatures.split(separator: ",").contains("+avx512f")
+    public var pointwiseKernels: Bool
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
     /// thread; executables split large GEMMs across the pool themselves, so kernels and GEMMs share
     /// one set of threads and never compete for the cores.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
+        pointwiseKernels = self.cache.jit.cpuFeatures.split(separator: ",").contains("+avx512f")
         pool = ThreadPool(threads: threads)
         blas = BLAS(threads: 1)
     }
