@@ -68,8 +68,8 @@ extension Lowering {
             }
             return
         }
-        if path == .gemm, usesPointwiseKernel(geometry, outputs: outputs) {
-            try lowerPointwise(node, weights: blobs[0], bias: bias)
+        if path == .gemm, usesPanelGemm(geometry, outputs: outputs) {
+            try lowerPanelGemm(node, geometry, weights: blobs[0], bias: bias)
             return
         }
         let weights = constant(node, "weights", blobs[0])
@@ -110,8 +110,8 @@ extension Lowering {
         if convolutionPath(node, g, input: input, output: output) == .gemm, free {
             bind(output, to: r)
             let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
-            if usesPointwiseKernel(g, outputs: shape(output)[1]) {
-                try lowerPointwise(node, weights: blobs[0], bias: bias, accumulate: true)
+            if usesPanelGemm(g, outputs: shape(output)[1]) {
+                try lowerPanelGemm(node, g, weights: blobs[0], bias: bias, accumulate: true)
                 return
             }
             try lowerConvolution(node, g, path: .gemm, input: input, output: output, weights: constant(node, "weights", blobs[0]), bias: bias,

@@ -43,9 +43,9 @@ struct Lowering {
     /// Whether an InnerProduct over a few rows streams weight panels (`InnerProductPanels`). Off in
     /// training, whose constants must be the parameters themselves (the solver updates them).
     var innerProductPanels = false
-    /// Whether pointwise convolutions run as `PointwiseKernel` (weights packed into panels). Off in
+    /// Whether one-group convolutions multiply by `PanelGemm` (weights packed into panels). Off in
     /// training, for the same reason.
-    var pointwiseKernels = false
+    var panelGemms = false
     /// Whether a Concat over one outer index has its bottoms' producers write straight into its top
     /// (`relocateIntoConcat`). Off in training, whose backward reads the bottoms' own buffers.
     var concatInPlace = false

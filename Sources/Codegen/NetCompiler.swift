@@ -39,16 +39,17 @@ public final class NetCompiler: @unchecked Sendable {
     public var winograd: WinogradPolicy? = WinogradPolicy()
     /// Whether a batch-1 Concat's bottoms are computed straight into its top instead of copied.
     public var concatInPlace = true
-    /// Whether 1×1 convolutions run as the JIT'd `PointwiseKernel` instead of OpenBLAS + epilogue:
-    /// by default where the host has AVX-512 (its 32 vector registers hold the kernel's tile).
-    public var pointwiseKernels: Bool
+    /// Whether one-group convolutions on the GEMM path multiply by the JIT'd `PanelGemm` instead
+    /// of OpenBLAS + epilogue: by default where the host has AVX-512 (its 32 vector registers hold
+    /// the kernel's tile).
+    public var panelGemms: Bool
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
     /// thread; executables split large GEMMs across the pool themselves, so kernels and GEMMs share
     /// one set of threads and never compete for the cores.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
-        pointwiseKernels = self.cache.jit.cpuFeatures.split(separator: ",").contains("+avx512f")
+        panelGemms = self.cache.jit.cpuFeatures.split(separator: ",").contains("+avx512f")
         pool = ThreadPool(threads: threads)
         blas = BLAS(threads: 1)
     }
@@ -82,7 +83,7 @@ public final class NetCompiler: @unchecked Sendable {
         lowering.winograd = winograd
         lowering.innerProductPanels = true
         lowering.concatInPlace = concatInPlace
-        lowering.pointwiseKernels = pointwiseKernels
+        lowering.panelGemms = panelGemms
         for value in graph.externalInputs {
             lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                        buffer: lowering.buffer(value)))

@@ -22,10 +22,10 @@ struct GemmEpilogueTests {
         let weights = values.next(c.outputs * c.channels), bias = values.next(c.outputs)
         let spatial = c.side * c.side
         let input = NDArray(shape: [1, c.channels, c.side, c.side], data: values.next(c.channels * spatial))
-        // The OpenBLAS path (the JIT'd pointwise kernel, which has no separate epilogue, is
-        // PointwiseTests' subject).
+        // The OpenBLAS path (the JIT'd panel GEMM, which has no separate epilogue, is
+        // PanelGemmTests' subject).
         let compiler = try NetCompiler(threads: 2)
-        compiler.pointwiseKernels = false
+        compiler.panelGemms = false
         let net = try compiler.compile(graph: graph, parameters: ["conv": [NDArray(shape: [c.outputs, c.channels, 1, 1], data: weights),
                                                                          NDArray(shape: [c.outputs], data: bias)]])
         let steps = net.executable.steps

@@ -33,15 +33,15 @@ struct FuseResidualTests {
         return (graph, try InferencePasses.run(graph, parameters: [:]))
     }
 
-    /// Two compilers: every eligible 3×3 convolution as Winograd and 1×1 ones as the JIT'd
-    /// pointwise kernel, or neither (im2col + OpenBLAS GEMM).
+    /// Two compilers: every eligible 3×3 convolution as Winograd and one-group ones by the JIT'd
+    /// panel GEMM, or neither (im2col + OpenBLAS GEMM).
     static let compilers: [NetCompiler] = {
         do {
             let always = try NetCompiler(threads: 2), never = try NetCompiler(threads: 2)
             always.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max)
-            always.pointwiseKernels = true
+            always.panelGemms = true
             never.winograd = nil
-            never.pointwiseKernels = false
+            never.panelGemms = false
             return [always, never]
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()
@@ -96,12 +96,12 @@ struct FuseResidualTests {
     }
 
     /// Whether the convolution adds its product onto the shortcut's buffer: a GEMM with β = 1, or
-    /// the pointwise kernel alone (no separate residual kernel after it).
+    /// the panel GEMM kernel alone (no separate residual kernel after it).
     static func accumulates(_ net: CompiledNet) -> Bool {
         net.executable.steps.contains { step in
             guard step.label == "conv" else { return false }
             if case .gemm(let g) = step.action { return g.beta == 1 }
-            if case .kernel(let k) = step.action { return k.kernel.name.hasPrefix("conv_pointwise") && !addsSeparately(net) }
+            if case .kernel(let k) = step.action { return k.kernel.name.hasPrefix("conv_panels") && !addsSeparately(net) }
             if case .items(let loop) = step.action { return loop.body.contains { if case .gemm(let g) = $0 { g.beta == 1 } else { false } } }
             return false
         }

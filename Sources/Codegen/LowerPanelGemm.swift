@@ -1,24 +1,25 @@
 import Graph
 import Runtime
 
-/// A pointwise convolution (1×1, stride 1, no padding, one group) is the product `Y = W · X` of
-/// the M×K weights and the image's K×N pixels, with the bias and activation after it. For nets
-/// made of such products (MobileNet, SqueezeNet's squeezes, ResNet's bottlenecks) OpenBLAS does
-/// three passes over Y besides the product: it zeroes Y (β = 0), it packs both operands on every
-/// call, and the epilogue reads Y back for the bias and ReLU. This kernel does one: the weights are
-/// packed once at compile time into panels of `rows` output channels, the pixels are read in place
-/// (N is contiguous), and each output tile is written once, bias and activation included.
+/// A convolution with one group is the product `Y = W · X` of its M×K weights and, per image,
+/// a K×N matrix: the image itself for a 1×1 convolution (N pixels, read in place), else its
+/// im2col columns; then the bias and activation. On these products OpenBLAS makes three passes
+/// over Y besides the product (it zeroes Y for β = 0, it packs both operands on every call, and
+/// the epilogue reads Y back for the bias and ReLU), and at the small N of late layers (7×7 = 49
+/// columns) its tiles fit badly. This kernel does one: the weights are packed once at compile
+/// time into panels of `rows` output channels, X is read in place (N is contiguous), and each
+/// output tile is written once, bias and activation included.
 ///
 /// The tile is `rows` × `vectors`·16 outputs: 24 `<16 x float>` accumulators that stay in the
-/// AVX-512 registers through the K loop, each step loading `vectors` pixel vectors and
-/// broadcasting `rows` weights. A task is one panel (its weights stay in L1) over one chunk of
-/// columns sized so the chunk's pixels stay in L2 while every panel of the task's thread reads them;
+/// AVX-512 registers through the K loop, each step loading `vectors` vectors of X and
+/// broadcasting `rows` weights. A task is one panel (its weights stream from L1/L2) over one chunk
+/// of columns sized so the chunk of X stays in L2 while every panel of the task's thread reads it;
 /// tasks are ordered image, chunk, panel, so a thread's contiguous share of them reuses its chunks.
 /// Columns past the last whole tile run as one masked tile. A residual sum folded into the
 /// convolution (`FuseResidual`) is read in the same store: the tile adds what the output buffer
 /// (the shortcut's) holds. Used where the host has AVX-512 (with 16 registers the tile would
 /// spill) and M is a multiple of `rows`.
-enum PointwiseKernel {
+enum PanelGemm {
     static let rows = 8
     static let vectors = 3
     static let lanes = 16
@@ -42,36 +43,52 @@ enum PointwiseKernel {
 }
 
 extension Lowering {
-    /// Whether `PointwiseKernel` runs this convolution (see its conditions).
-    func usesPointwiseKernel(_ g: ConvolutionGeometry, outputs: Int) -> Bool {
-        pointwiseKernels && g.isPointwise && g.group == 1 && outputs % PointwiseKernel.rows == 0
+    /// Whether `PanelGemm` runs this convolution's product (see its conditions); the caller has
+    /// chosen the `.gemm` path (not Winograd, depthwise or banded).
+    func usesPanelGemm(_ g: ConvolutionGeometry, outputs: Int) -> Bool {
+        panelGemms && g.group == 1 && outputs % PanelGemm.rows == 0
     }
 
-    /// Every bottom/top pair of a pointwise convolution by `PointwiseKernel`, its weights packed
-    /// once; with `accumulate`, the product is added to what the top's buffer holds (a residual
-    /// sum folded in, as the GEMM path's β = 1).
-    mutating func lowerPointwise(_ node: Node, weights: [Float], bias: BufferID?, accumulate: Bool = false) throws {
-        let (k, m) = (shape(node.inputs[0])[1], shape(node.outputs[0])[1])
-        let panels = try preparedConstant(node, "pointwise weights", count: m * k) { target in
-            PointwiseKernel.pack(weights, outputs: m, inputs: k, into: target)
+    /// Every bottom/top pair of a one-group convolution by `PanelGemm`, its weights packed once:
+    /// 1×1 convolutions over the images in place (the batch in the kernel's tasks), others over
+    /// im2col columns image by image (an item loop, each thread with its own columns). With
+    /// `accumulate`, the product is added to what the top's buffer holds (a residual sum folded
+    /// in, as the GEMM path's β = 1).
+    mutating func lowerPanelGemm(_ node: Node, _ g: ConvolutionGeometry, weights: [Float], bias: BufferID?, accumulate: Bool = false) throws {
+        let c = shape(node.inputs[0])[1], m = shape(node.outputs[0])[1]
+        let k = c * g.kernel.reduce(1, *)
+        let panels = try preparedConstant(node, "weight panels", count: m * k) { target in
+            PanelGemm.pack(weights, outputs: m, inputs: k, into: target)
         }
         for (input, output) in zip(node.inputs, node.outputs) {
-            try emitPointwise(node, batch: shape(input)[0], inputs: k, outputs: m, spatial: shape(output)[2...].reduce(1, *),
-                              input: Operand(buffer(input)), output: Operand(buffer(output)), panels: Operand(panels),
-                              bias: bias.map { Operand($0) }, accumulate: accumulate)
+            let n = shape(input)[0], image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
+            let spatial = result.reduce(1, *)
+            let (x, y) = (buffer(input), buffer(output))
+            if g.isPointwise {
+                try emitPanelGemm(node, batch: n, inputs: k, outputs: m, spatial: spatial, input: Operand(x), output: Operand(y),
+                                  panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
+                continue
+            }
+            let columnCount = k * spatial
+            let columns = scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
+            try emitItemLoop(node, items: n, strides: [x: c * image.reduce(1, *), y: m * spatial], privateSlices: [columns: columnCount]) { lowering in
+                try lowering.emitIm2col(node, g, channels: c, image: image, result: result, input: Operand(x), columns: Operand(columns))
+                try lowering.emitPanelGemm(node, batch: 1, inputs: k, outputs: m, spatial: spatial, input: Operand(columns), output: Operand(y),
+                                           panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
+            }
         }
     }
 
-    /// `y = activation(W · x + bias)` for each of the `n` images, by `PointwiseKernel`; with
+    /// `y = activation(W · x + bias)` for each of the `n` K×N matrices `x`, by `PanelGemm`; with
     /// `accumulate`, `activation((y + W · x) + bias)`.
-    private mutating func emitPointwise(_ node: Node, batch n: Int, inputs k: Int, outputs m: Int, spatial: Int, input: Operand,
+    private mutating func emitPanelGemm(_ node: Node, batch n: Int, inputs k: Int, outputs m: Int, spatial: Int, input: Operand,
                                         output: Operand, panels: Operand, bias: Operand?, accumulate: Bool) throws {
-        let (rows, lanes, tileColumns) = (PointwiseKernel.rows, PointwiseKernel.lanes, PointwiseKernel.tileColumns)
+        let (rows, lanes, tileColumns) = (PanelGemm.rows, PanelGemm.lanes, PanelGemm.tileColumns)
         let wholeTiles = spatial / tileColumns, tail = spatial % tileColumns
-        let chunkTiles = PointwiseKernel.chunkTiles(inputs: k)
+        let chunkTiles = PanelGemm.chunkTiles(inputs: k)
         let chunks = max(1, (wholeTiles + chunkTiles - 1) / chunkTiles), panelCount = m / rows
         let activation = node.fusedActivation
-        let signature = "conv.pointwise k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
+        let signature = "conv.panels k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
             + (activation.map { " " + $0.signature } ?? "")
         try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelCount, work: n * m * spatial * k) { b in
@@ -106,7 +123,7 @@ extension Lowering {
                         }
                     }
                 }
-                let full = Array(repeating: LaneMask(first: lanes, of: lanes), count: PointwiseKernel.vectors)
+                let full = Array(repeating: LaneMask(first: lanes, of: lanes), count: PanelGemm.vectors)
                 b.loop(from: chunk * chunkTiles, to: b.min(chunk * chunkTiles + chunkTiles, b.index(wholeTiles))) { t in
                     tile(t * tileColumns, full)
                 }
