@@ -99,25 +99,31 @@ extension Lowering {
                 let panel = task % panelCount
                 let pixels = image * (k * spatial), weights = panel * (k * rows)
                 let outputs = image * (m * spatial) + panel * (rows * spatial)
-                /// One tile at column `first`: `masks` are its vectors' lanes inside the image.
+                /// One tile at column `first`: `masks` are its vectors' lanes inside the image, vector
+                /// `j` from column `first + 16j` (a last vector of 8 lanes is half the work on
+                /// hosts that split 16-lane operations in two).
                 func tile(_ first: Index, _ masks: [LaneMask]) {
-                    let zero = b.splat(0, width: lanes)
-                    let sums = b.loop(0..<k, carrying: Array(repeating: zero, count: rows * masks.count)) { kk, sums in
+                    let widths = masks.map(\.lanes.count)
+                    let zeros = (0..<rows).flatMap { _ in widths.map { b.splat(0, width: $0) } }
+                    let sums = b.loop(0..<k, carrying: zeros) { kk, sums in
                         let row = pixels + kk * spatial + first
                         let columns = masks.enumerated().map { j, mask in x.load(row + j * lanes, mask) }
                         var next = sums
                         for r in 0..<rows {
-                            let weight = b.splat(a[weights + kk * rows + r], width: lanes)
-                            for j in columns.indices { next[r * columns.count + j] = b.fma(weight, columns[j], sums[r * columns.count + j]) }
+                            // One load; the optimizer merges equal broadcasts of it.
+                            let weight = a[weights + kk * rows + r]
+                            for j in columns.indices {
+                                next[r * columns.count + j] = b.fma(b.splat(weight, width: widths[j]), columns[j], sums[r * columns.count + j])
+                            }
                         }
                         return next
                     }
                     for r in 0..<rows {
-                        let t = shift.map { b.splat($0[panel * rows + r], width: lanes) }
+                        let t = shift.map { $0[panel * rows + r] }
                         for (j, mask) in masks.enumerated() {
                             let at = outputs + r * spatial + first + j * lanes
                             var value = accumulate ? y.load(at, mask) + sums[r * masks.count + j] : sums[r * masks.count + j]
-                            if let t { value = value + t }
+                            if let t { value = value + b.splat(t, width: widths[j]) }
                             if let activation { value = activation.apply(b, value) }
                             y.store(value, at: at, mask)
                         }
@@ -129,7 +135,10 @@ extension Lowering {
                 }
                 if tail > 0 {
                     // Once, in the last chunk's tasks: the loop runs from chunks − 1 to chunk + 1.
-                    let masks = stride(from: 0, to: tail, by: lanes).map { LaneMask(first: min(lanes, tail - $0), of: lanes) }
+                    let masks = stride(from: 0, to: tail, by: lanes).map { start in
+                        let left = tail - start
+                        return left > lanes / 2 ? LaneMask(first: min(lanes, left), of: lanes) : LaneMask(first: left, of: lanes / 2)
+                    }
                     b.loop(from: b.index(chunks - 1), to: chunk + 1) { _ in tile(b.index(wholeTiles * tileColumns), masks) }
                 }
             }

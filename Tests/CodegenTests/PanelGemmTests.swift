@@ -7,7 +7,7 @@ import Testing
 
 /// The JIT'd panel GEMM (`PanelGemm`) against the OpenBLAS GEMM + epilogue lowering. 1×1
 /// convolutions cover its tiling: fewer columns than one vector, one masked tile, whole tiles
-/// plus a tail of one to three vectors, several column chunks per image (large K), batches, with
+/// plus a tail of one to three vectors (the last 8 or 16 lanes wide), several column chunks per image (large K), batches, with
 /// and without bias. Convolutions with im2col columns (3×3 at 7×7, 7×7 stride 2 on 3 channels,
 /// 1×1 stride 2, dilated, padded asymmetric) cover its use image by image in an item loop.
 @Suite("Panel GEMM convolutions")
@@ -27,7 +27,7 @@ struct PanelGemmTests {
 
     static let cases: [Case] = [
         Case(k: 32, m: 64), Case(n: 2, k: 16, m: 8, h: 3, w: 5), Case(h: 1, w: 1, bias: false), Case(n: 3, k: 24, m: 32, h: 4, w: 12),
-        Case(k: 64, m: 24, h: 14, w: 14, bias: false), Case(n: 2, k: 1024, m: 16, h: 10, w: 10), Case(k: 5, m: 8, h: 112, w: 112),
+        Case(k: 64, m: 24, h: 14, w: 14, bias: false), Case(h: 4, w: 17), Case(n: 2, h: 1, w: 73), Case(n: 2, k: 1024, m: 16, h: 10, w: 10), Case(k: 5, m: 8, h: 112, w: 112),
         Case(k: 32, m: 32, conv: "kernel_size: 3 pad: 1"), Case(n: 2, k: 3, m: 16, h: 29, w: 31, conv: "kernel_size: 7 stride: 2 pad: 3"),
         Case(n: 2, k: 16, m: 24, h: 14, w: 13, conv: "kernel_size: 1 stride: 2"),
         Case(k: 4, m: 8, h: 9, w: 11, conv: "kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2"),
