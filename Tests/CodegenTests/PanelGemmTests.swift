@@ -7,8 +7,8 @@ import Testing
 
 /// The JIT'd panel GEMM (`PanelGemm`) against the OpenBLAS GEMM + epilogue lowering. 1×1
 /// convolutions cover its tiling: fewer columns than one vector, one masked tile, whole tiles
-/// plus a tail of one to three vectors (the last 8 or 16 lanes wide), several column chunks per image (large K), batches, with
-/// and without bias. Convolutions with im2col columns (3×3 at 7×7, 7×7 stride 2 on 3 channels,
+/// plus a tail of one to three vectors (the last 8 or 16 lanes wide), several column chunks per
+/// image (large K), batches, with and without bias. Convolutions with im2col columns (3×3 at 7×7, 7×7 stride 2 on 3 channels,
 /// 1×1 stride 2, dilated, padded asymmetric) cover its use image by image in an item loop.
 @Suite("Panel GEMM convolutions")
 struct PanelGemmTests {
