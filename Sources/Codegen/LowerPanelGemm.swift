@@ -1,8 +1,8 @@
 import Graph
 import Runtime
 
-/// A convolution with one group is the product `Y = W · X` of its M×K weights and, per image,
-/// a K×N matrix: the image itself for a 1×1 convolution (N pixels, read in place), else its
+/// A convolution is, per image and group, the product `Y = W · X` of M×K weights and a K×N
+/// matrix: the image itself for a 1×1 convolution (N pixels, read in place), else its
 /// im2col columns; then the bias and activation. On these products OpenBLAS makes three passes
 /// over Y besides the product (it zeroes Y for β = 0, it packs both operands on every call, and
 /// the epilogue reads Y back for the bias and ReLU), and at the small N of late layers (7×7 = 49
@@ -18,7 +18,7 @@ import Runtime
 /// Columns past the last whole tile run as one masked tile. A residual sum folded into the
 /// convolution (`FuseResidual`) is read in the same store: the tile adds what the output buffer
 /// (the shortcut's) holds. Used where the host has AVX-512 (with 16 registers the tile would
-/// spill) and M is a multiple of `rows`.
+/// spill) and each group's M is a multiple of `rows` (depthwise convolutions have their own kernel).
 enum PanelGemm {
     static let rows = 8
     static let vectors = 3
@@ -46,59 +46,64 @@ extension Lowering {
     /// Whether `PanelGemm` runs this convolution's product (see its conditions); the caller has
     /// chosen the `.gemm` path (not Winograd, depthwise or banded).
     func usesPanelGemm(_ g: ConvolutionGeometry, outputs: Int) -> Bool {
-        panelGemms && g.group == 1 && outputs % PanelGemm.rows == 0
+        panelGemms && (outputs / g.group) % PanelGemm.rows == 0
     }
 
-    /// Every bottom/top pair of a one-group convolution by `PanelGemm`, its weights packed once:
-    /// 1×1 convolutions over the images in place (the batch in the kernel's tasks), others over
-    /// im2col columns image by image (an item loop, each thread with its own columns). With
+    /// Every bottom/top pair of a convolution by `PanelGemm`, its weights packed once: 1×1
+    /// convolutions over the images in place (the batch in the kernel's tasks), others over im2col
+    /// columns image by image (an item loop, each thread with its own columns). A grouped
+    /// convolution is one product per group: the groups' channels, column rows, outputs and
+    /// panels are each contiguous, so the kernel takes (image, group) pairs as its matrices. With
     /// `accumulate`, the product is added to what the top's buffer holds (a residual sum folded
     /// in, as the GEMM path's β = 1).
     mutating func lowerPanelGemm(_ node: Node, _ g: ConvolutionGeometry, weights: [Float], bias: BufferID?, accumulate: Bool = false) throws {
-        let c = shape(node.inputs[0])[1], m = shape(node.outputs[0])[1]
-        let k = c * g.kernel.reduce(1, *)
-        let panels = try preparedConstant(node, "weight panels", count: m * k) { target in
-            PanelGemm.pack(weights, outputs: m, inputs: k, into: target)
+        let c = shape(node.inputs[0])[1], o = shape(node.outputs[0])[1], groups = g.group
+        let (k, m) = (c / groups * g.kernel.reduce(1, *), o / groups)  // per group
+        // Caffe's O × (C/G)·KH·KW weights packed as one O-row matrix: panel p lies in group p·rows / m.
+        let panels = try preparedConstant(node, "weight panels", count: o * k) { target in
+            PanelGemm.pack(weights, outputs: o, inputs: k, into: target)
         }
         for (input, output) in zip(node.inputs, node.outputs) {
             let n = shape(input)[0], image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
             let spatial = result.reduce(1, *)
             let (x, y) = (buffer(input), buffer(output))
             if g.isPointwise {
-                try emitPanelGemm(node, batch: n, inputs: k, outputs: m, spatial: spatial, input: Operand(x), output: Operand(y),
-                                  panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
+                try emitPanelGemm(node, matrices: n * groups, groups: groups, inputs: k, outputs: m, spatial: spatial, input: Operand(x),
+                                  output: Operand(y), panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
                 continue
             }
-            let columnCount = k * spatial
+            let columnCount = groups * k * spatial
             let columns = scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
-            try emitItemLoop(node, items: n, strides: [x: c * image.reduce(1, *), y: m * spatial], privateSlices: [columns: columnCount]) { lowering in
+            try emitItemLoop(node, items: n, strides: [x: c * image.reduce(1, *), y: o * spatial], privateSlices: [columns: columnCount]) { lowering in
                 try lowering.emitIm2col(node, g, channels: c, image: image, result: result, input: Operand(x), columns: Operand(columns))
-                try lowering.emitPanelGemm(node, batch: 1, inputs: k, outputs: m, spatial: spatial, input: Operand(columns), output: Operand(y),
-                                           panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
+                try lowering.emitPanelGemm(node, matrices: groups, groups: groups, inputs: k, outputs: m, spatial: spatial, input: Operand(columns),
+                                           output: Operand(y), panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
             }
         }
     }
 
-    /// `y = activation(W · x + bias)` for each of the `n` K×N matrices `x`, by `PanelGemm`; with
-    /// `accumulate`, `activation((y + W · x) + bias)`.
-    private mutating func emitPanelGemm(_ node: Node, batch n: Int, inputs k: Int, outputs m: Int, spatial: Int, input: Operand,
-                                        output: Operand, panels: Operand, bias: Operand?, accumulate: Bool) throws {
+    /// `y = activation(W · x + bias)` for each of the `matrices` K×N matrices `x` (consecutive in
+    /// `input`, their M×N products consecutive in `output`), by `PanelGemm`; matrix `i` is group
+    /// `i % groups`, whose M×K weights and M biases are the group's. With `accumulate`,
+    /// `activation((y + W · x) + bias)`.
+    private mutating func emitPanelGemm(_ node: Node, matrices n: Int, groups: Int, inputs k: Int, outputs m: Int, spatial: Int,
+                                        input: Operand, output: Operand, panels: Operand, bias: Operand?, accumulate: Bool) throws {
         let (rows, lanes, tileColumns) = (PanelGemm.rows, PanelGemm.lanes, PanelGemm.tileColumns)
         let wholeTiles = spatial / tileColumns, tail = spatial % tileColumns
         let chunkTiles = PanelGemm.chunkTiles(inputs: k)
         let chunks = max(1, (wholeTiles + chunkTiles - 1) / chunkTiles), panelCount = m / rows
         let activation = node.fusedActivation
-        let signature = "conv.panels k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
+        let signature = "conv.panels g\(groups) k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
             + (activation.map { " " + $0.signature } ?? "")
         try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelCount, work: n * m * spatial * k) { b in
             let (x, y, a) = (b.operand(0), b.operand(1), b.operand(2))
             let shift = bias.map { _ in b.operand(3) }
             b.forEachTask { task in
-                let image = task / (chunks * panelCount), chunk = (task % (chunks * panelCount)) / panelCount
-                let panel = task % panelCount
-                let pixels = image * (k * spatial), weights = panel * (k * rows)
-                let outputs = image * (m * spatial) + panel * (rows * spatial)
+                let matrix = task / (chunks * panelCount), chunk = (task % (chunks * panelCount)) / panelCount
+                let panel = (matrix % groups) * panelCount + task % panelCount  // among all groups' panels
+                let pixels = matrix * (k * spatial), weights = panel * (k * rows)
+                let outputs = matrix * (m * spatial) + (task % panelCount) * (rows * spatial)
                 /// One tile at column `first`: `masks` are its vectors' lanes inside the image, vector
                 /// `j` from column `first + 16j` (a last vector of 8 lanes is half the work on
                 /// hosts that split 16-lane operations in two).

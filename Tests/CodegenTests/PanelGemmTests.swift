@@ -8,8 +8,9 @@ import Testing
 /// The JIT'd panel GEMM (`PanelGemm`) against the OpenBLAS GEMM + epilogue lowering. 1×1
 /// convolutions cover its tiling: fewer columns than one vector, one masked tile, whole tiles
 /// plus a tail of one to three vectors (the last 8 or 16 lanes wide), several column chunks per
-/// image (large K), batches, with and without bias. Convolutions with im2col columns (3×3 at 7×7, 7×7 stride 2 on 3 channels,
-/// 1×1 stride 2, dilated, padded asymmetric) cover its use image by image in an item loop.
+/// image (large K), batches, with and without bias. Convolutions with im2col columns (3×3 at
+/// 7×7, 7×7 stride 2 on 3 channels, 1×1 stride 2, dilated, padded asymmetric) cover its use image
+/// by image in an item loop; grouped ones, its (image, group) matrices.
 @Suite("Panel GEMM convolutions")
 struct PanelGemmTests {
     static func compiler(panels: Bool) throws -> NetCompiler {
@@ -31,6 +32,8 @@ struct PanelGemmTests {
         Case(k: 32, m: 32, conv: "kernel_size: 3 pad: 1"), Case(n: 2, k: 3, m: 16, h: 29, w: 31, conv: "kernel_size: 7 stride: 2 pad: 3"),
         Case(n: 2, k: 16, m: 24, h: 14, w: 13, conv: "kernel_size: 1 stride: 2"),
         Case(k: 4, m: 8, h: 9, w: 11, conv: "kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2"),
+        Case(n: 2, k: 12, m: 48, h: 13, w: 13, conv: "kernel_size: 5 pad: 2 group: 3"),   // CaffeNet's conv2, smaller
+        Case(n: 3, k: 8, m: 16, h: 5, w: 7, bias: false, conv: "kernel_size: 1 group: 2"),
     ]
 
     @Test("the panel GEMM equals OpenBLAS + epilogue (within 1e-5 of the largest output)", arguments: cases)
@@ -56,8 +59,8 @@ struct PanelGemmTests {
         #expect(worst <= 1e-5 * scale, "\(c): worst \(worst) of \(scale)")
     }
 
-    @Test("output channels that are not a multiple of the kernel's rows, and grouped convolutions, stay with OpenBLAS",
-          arguments: ["num_output: 12 kernel_size: 1", "num_output: 16 kernel_size: 3 pad: 1 group: 2"])
+    @Test("output channels (per group) that are not a multiple of the kernel's rows stay with OpenBLAS",
+          arguments: ["num_output: 12 kernel_size: 1", "num_output: 12 kernel_size: 3 pad: 1 group: 2"])
     func staysWithBLAS(_ conv: String) throws {
         let text = """
         layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4 dim: 3 dim: 3 } } }
