@@ -348,7 +348,7 @@ extension Lowering {
     /// window, then adds the bias. One task per (image, output channel) plane. A GEMM per group
     /// would have one row, so the im2col traffic would dominate; here the input is read in place.
     /// When the horizontal stride is 1 or 2, rows are computed a vector of outputs at a time
-    /// (`emitDepthwiseRows`). Otherwise each output is a scalar: outputs whose window lies wholly
+    /// (`DepthwiseRows`). Otherwise each output is a scalar: outputs whose window lies wholly
     /// inside the image read their taps at constant offsets with no clamping, so that loop
     /// vectorizes; the sum's order is the same everywhere.
     private mutating func emitDepthwise(_ node: Node, _ g: ConvolutionGeometry, batch n: Int, channels c: Int, outputs o: Int,

@@ -39,9 +39,9 @@ public final class NetCompiler: @unchecked Sendable {
     public var winograd: WinogradPolicy? = WinogradPolicy()
     /// Whether a batch-1 Concat's bottoms are computed straight into its top instead of copied.
     public var concatInPlace = true
-    /// Whether one-group convolutions on the GEMM path multiply by the JIT'd `PanelGemm` instead
-    /// of OpenBLAS + epilogue: by default where the host has AVX-512 (its 32 vector registers hold
-    /// the kernel's tile).
+    /// Whether convolutions on the GEMM path (not Winograd, depthwise or banded) multiply by the
+    /// JIT'd `PanelGemm` instead of OpenBLAS + epilogue: by default where the host has AVX-512
+    /// (its 32 vector registers hold the kernel's tile).
     public var panelGemms: Bool
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
