@@ -25,14 +25,21 @@ public final class AlignedBuffer: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
 
     /// Allocates `count` zeroed floats, 64-byte aligned.
-    public init(count: Int) throws {
+    public convenience init(count: Int) throws {
+        try self.init(count: count, zeroed: true)
+    }
+
+    /// Allocates `count` floats, 64-byte aligned; with `zeroed: false` their contents are
+    /// undefined until written (for a caller that writes every element at once, which then
+    /// touches the memory once instead of twice).
+    public init(count: Int, zeroed: Bool) throws {
         guard count >= 0 else { throw RuntimeError("cannot allocate a buffer of \(count) floats") }
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, AlignedBuffer.alignment, bytes) == 0, let raw else {
             throw RuntimeError("out of memory allocating \(bytes) bytes", hint: "use a smaller batch or input size")
         }
-        memset(raw, 0, bytes)
+        if zeroed { memset(raw, 0, bytes) }
         self.count = count
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
     }

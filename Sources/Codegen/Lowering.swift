@@ -117,8 +117,9 @@ struct Lowering {
 
     /// A constant of `count` values computed by `fill` straight into the aligned memory the
     /// executable will use (transformed weights: no second copy of hundreds of MB while compiling).
+    /// `fill` must write every element: the memory is not zeroed first, so it is touched once.
     mutating func preparedConstant(_ node: Node, _ what: String, count: Int, _ fill: (UnsafeMutablePointer<Float>) -> Void) throws -> BufferID {
-        let storage = try AlignedBuffer(count: count)
+        let storage = try AlignedBuffer(count: count, zeroed: false)
         fill(storage.pointer)
         return program.addConstant("\(node.name)/\(what)", prepared: storage)
     }
