@@ -68,7 +68,7 @@ extension Lowering {
             }
             return
         }
-        if path == .gemm, usesPanelGemm(geometry, outputs: outputs) {
+        if path == .panels {
             try lowerPanelGemm(node, geometry, weights: blobs[0], bias: bias)
             return
         }
@@ -80,12 +80,14 @@ extension Lowering {
 
     /// How a convolution runs, decided here alone for the plain and the residual lowering: Winograd
     /// (3×3, stride 1, by the policy), a direct depthwise kernel, im2col + GEMM band by band
-    /// (large column matrices), or im2col (none for 1×1) + GEMM. Caffe gives every bottom of a
+    /// (large column matrices), or im2col (none for 1×1) + a product: the JIT'd `PanelGemm` where
+    /// the host and the shapes allow it, else OpenBLAS + epilogue. Caffe gives every bottom of a
     /// convolution the same shape, so the first one decides.
     enum ConvolutionPath: Equatable {
         case winograd(WinogradTile)
         case depthwise
         case banded(rows: Int)
+        case panels
         case gemm
     }
 
@@ -94,12 +96,12 @@ extension Lowering {
         if let tile = winogradTile(node, g, input: dims, outputs: shape(output)[1]) { return .winograd(tile) }
         if g.group == c, g.group > 1, dims.count == 4 { return .depthwise }
         if !g.isPointwise, let rows = bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) { return .banded(rows: rows) }
-        return .gemm
+        return usesPanelGemm(g, outputs: shape(output)[1]) ? .panels : .gemm
     }
 
     /// A convolution with a residual folded in (`FuseResidual`): `activation(conv(x) + bias + r)`.
-    /// When the im2col/1×1 GEMM path applies and nothing needs `r`'s buffer afterwards, the output
-    /// takes that buffer over and the GEMM accumulates onto it (β = 1), so the addition costs
+    /// When the im2col/1×1 product path applies and nothing needs `r`'s buffer afterwards, the output
+    /// takes that buffer over and the product accumulates onto it (β = 1), so the addition costs
     /// nothing; otherwise the convolution is lowered as usual and one kernel adds `r` and applies
     /// the activation.
     private mutating func lowerConvolution(_ node: Node, _ g: ConvolutionGeometry, blobs: [[Float]], residual: ValueID) throws {
@@ -107,10 +109,11 @@ extension Lowering {
         let r = buffer(residual)
         let free = program.buffers[r].isActivation && program.buffers[r].count == count(output) && r != buffer(input)
             && !program.inputs.contains { $0.buffer == r } && valuesLiving(in: r).allSatisfy { lastUse[$0] <= node.id }
-        if convolutionPath(node, g, input: input, output: output) == .gemm, free {
+        let path = convolutionPath(node, g, input: input, output: output)
+        if path == .gemm || path == .panels, free {
             bind(output, to: r)
             let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
-            if usesPanelGemm(g, outputs: shape(output)[1]) {
+            if path == .panels {
                 try lowerPanelGemm(node, g, weights: blobs[0], bias: bias, accumulate: true)
                 return
             }
@@ -148,7 +151,6 @@ extension Lowering {
                               input: Operand(x), output: Operand(y), weights: Operand(weights), bias: bias.map { Operand($0) })
             return
         }
-        let columnCount = c * g.kernel.reduce(1, *) * spatial
         if case .banded(let rows) = path {
             for item in 0..<n {
                 try emitBandedConvolution(node, g, channels: c, outputs: o, image: image, result: result, rows: rows,
@@ -157,17 +159,7 @@ extension Lowering {
             }
             return
         }
-        // A batch runs as an item loop: each thread convolves whole images with its own columns.
-        let columns = g.isPointwise ? nil : scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
-        try emitItemLoop(node, items: n, strides: [x: imageCount, y: o * spatial],
-                         privateSlices: columns.map { [$0: columnCount] } ?? [:]) { lowering in
-            let source: Operand
-            if let columns {
-                try lowering.emitIm2col(node, g, channels: c, image: image, result: result, input: Operand(x), columns: Operand(columns))
-                source = Operand(columns)
-            } else {
-                source = Operand(x)
-            }
+        try emitImageByImage(node, g, input: input, output: output) { lowering, source in
             var gemm = GemmStep(m: o / groups, n: spatial, k: k, a: Operand(weights), lda: k, b: source, ldb: spatial, c: Operand(y), ldc: spatial)
             gemm.repeats = groups
             gemm.strideA = o / groups * k
@@ -176,6 +168,24 @@ extension Lowering {
             if accumulate { gemm.beta = 1 }
             lowering.emitGemm(node, gemm)
             try lowering.emitEpilogue(node, Operand(y), outer: 1, channels: o, inner: spatial, bias: bias.map { Operand($0) })
+        }
+    }
+
+    /// `product` once per image of `input`'s batch, as an item loop (each thread convolves whole
+    /// images): it gets the image's K×N matrix, the image itself for a 1×1 convolution or else its
+    /// im2col columns, written first into the thread's own scratch; `output` is the image's.
+    mutating func emitImageByImage(_ node: Node, _ g: ConvolutionGeometry, input: ValueID, output: ValueID,
+                                   _ product: (inout Lowering, _ source: Operand) throws -> Void) throws {
+        let (n, c) = (shape(input)[0], shape(input)[1])
+        let image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
+        let (x, y) = (buffer(input), buffer(output))
+        let columnCount = c * g.kernel.reduce(1, *) * result.reduce(1, *)
+        let columns = g.isPointwise ? nil : scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
+        try emitItemLoop(node, items: n, strides: [x: c * image.reduce(1, *), y: count(output) / n],
+                         privateSlices: columns.map { [$0: columnCount] } ?? [:]) { lowering in
+            guard let columns else { return try product(&lowering, Operand(x)) }
+            try lowering.emitIm2col(node, g, channels: c, image: image, result: result, input: Operand(x), columns: Operand(columns))
+            try product(&lowering, Operand(columns))
         }
     }
 

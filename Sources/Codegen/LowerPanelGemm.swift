@@ -43,8 +43,8 @@ enum PanelGemm {
 }
 
 extension Lowering {
-    /// Whether `PanelGemm` runs this convolution's product (see its conditions); the caller has
-    /// chosen the `.gemm` path (not Winograd, depthwise or banded).
+    /// Whether `PanelGemm` can run this convolution's product (see its conditions); for
+    /// `convolutionPath`, which tries Winograd, depthwise and banded first.
     func usesPanelGemm(_ g: ConvolutionGeometry, outputs: Int) -> Bool {
         panelGemms && (outputs / g.group) % PanelGemm.rows == 0
     }
@@ -64,20 +64,15 @@ extension Lowering {
             PanelGemm.pack(weights, outputs: o, inputs: k, into: target)
         }
         for (input, output) in zip(node.inputs, node.outputs) {
-            let n = shape(input)[0], image = Array(shape(input)[2...]), result = Array(shape(output)[2...])
-            let spatial = result.reduce(1, *)
-            let (x, y) = (buffer(input), buffer(output))
+            let n = shape(input)[0], spatial = shape(output)[2...].reduce(1, *), y = Operand(buffer(output))
             if g.isPointwise {
-                try emitPanelGemm(node, matrices: n * groups, groups: groups, inputs: k, outputs: m, spatial: spatial, input: Operand(x),
-                                  output: Operand(y), panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
+                try emitPanelGemm(node, matrices: n * groups, groups: groups, inputs: k, outputs: m, spatial: spatial, input: Operand(buffer(input)),
+                                  output: y, panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
                 continue
             }
-            let columnCount = groups * k * spatial
-            let columns = scratch(node, "columns", count: columnCount * (n > 1 ? threads : 1))
-            try emitItemLoop(node, items: n, strides: [x: c * image.reduce(1, *), y: o * spatial], privateSlices: [columns: columnCount]) { lowering in
-                try lowering.emitIm2col(node, g, channels: c, image: image, result: result, input: Operand(x), columns: Operand(columns))
-                try lowering.emitPanelGemm(node, matrices: groups, groups: groups, inputs: k, outputs: m, spatial: spatial, input: Operand(columns),
-                                           output: Operand(y), panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
+            try emitImageByImage(node, g, input: input, output: output) { lowering, columns in
+                try lowering.emitPanelGemm(node, matrices: groups, groups: groups, inputs: k, outputs: m, spatial: spatial, input: columns,
+                                           output: y, panels: Operand(panels), bias: bias.map { Operand($0) }, accumulate: accumulate)
             }
         }
     }
