@@ -76,10 +76,7 @@ extension KernelBuilder {
     /// `a · b + c` lane by lane with one rounding (`llvm.fma`): for GEMM-like inner loops, where
     /// the product's order is the GEMM's own anyway.
     func fma(_ a: FloatVector, _ b: FloatVector, _ c: FloatVector) -> FloatVector {
-        let id = LLVMLookupIntrinsicID("llvm.fma", 8)
-        var overloads: [LLVMTypeRef?] = [vectorType(a.width)]
-        let callee = LLVMGetIntrinsicDeclaration(module, id, &overloads, 1)!
-        let type = LLVMIntrinsicGetType(context, id, &overloads, 1)!
+        let (callee, type) = intrinsic("llvm.fma", overloadedOn: [vectorType(a.width)])
         var arguments: [LLVMValueRef?] = [a.ref, b.ref, c.ref]
         return FloatVector(ref: LLVMBuildCall2(llvm, type, callee, &arguments, 3, "")!, width: a.width, b: self)
     }
@@ -126,14 +123,19 @@ extension KernelBuilder {
         return LLVMConstVector(&bits, UInt32(bits.count))
     }
 
-    /// `llvm.masked.load` / `llvm.masked.store` for `<width x float>` through `pointer`.
-    fileprivate func maskedIntrinsic(_ name: String, width: Int) -> (LLVMValueRef, LLVMTypeRef) {
+    /// The declaration and type of the overloaded LLVM intrinsic `name` for `types`.
+    fileprivate func intrinsic(_ name: String, overloadedOn types: [LLVMTypeRef]) -> (LLVMValueRef, LLVMTypeRef) {
         let id = LLVMLookupIntrinsicID(name, name.utf8.count)
-        // Both are overloaded on the vector type and then the pointer type.
-        var overloads: [LLVMTypeRef?] = [vectorType(width), LLVMPointerType(vectorType(width), 0)]
-        let callee = LLVMGetIntrinsicDeclaration(module, id, &overloads, 2)!
-        let type = LLVMIntrinsicGetType(context, id, &overloads, 2)!
+        var overloads: [LLVMTypeRef?] = types
+        let callee = LLVMGetIntrinsicDeclaration(module, id, &overloads, types.count)!
+        let type = LLVMIntrinsicGetType(context, id, &overloads, types.count)!
         return (callee, type)
+    }
+
+    /// `llvm.masked.load` / `llvm.masked.store` for `<width x float>`: both are overloaded on the
+    /// vector type and then the pointer type.
+    fileprivate func maskedIntrinsic(_ name: String, width: Int) -> (LLVMValueRef, LLVMTypeRef) {
+        intrinsic(name, overloadedOn: [vectorType(width), LLVMPointerType(vectorType(width), 0)])
     }
 }
 

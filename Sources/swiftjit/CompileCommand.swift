@@ -77,8 +77,7 @@ struct CompileCommand: ParsableCommand {
     private func emitLLVM(_ shapes: [String: [Int]]) throws {
         let cache = try kernelCache.makeCache()
         cache.keepIR()
-        let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, compiler: NetCompiler(cache: cache))
-        let compiled = try net.compiled(for: Dictionary(net.inputs.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
+        let (compiled, _) = try compile(shapes, cache: cache)
         var printed = Set<String>()
         func show(_ action: Step.Action, layer: String) {
             switch action {
@@ -102,13 +101,19 @@ struct CompileCommand: ParsableCommand {
         FileHandle.standardError.write(Data("\(compiled.executable.steps.count) steps, \(printed.count) kernels\n".utf8))
     }
 
+    /// The net compiled for inference as `swiftjit run` compiles it, with its kernels in `cache`,
+    /// and the seconds from graph to executable (not reading the weights).
+    private func compile(_ shapes: [String: [Int]], cache: KernelCache) throws -> (CompiledNet, seconds: Double) {
+        let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, compiler: NetCompiler(cache: cache))
+        let start = DispatchTime.now().uptimeNanoseconds
+        let compiled = try net.compiled(for: Dictionary(net.inputs.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
+        return (compiled, elapsed(since: start))
+    }
+
     /// Compiles the net as `swiftjit run` would, timing graph to executable (not the weights).
     private func compileForInference(_ shapes: [String: [Int]]) -> NetSummary.Compilation {
         do {
-            let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, compiler: NetCompiler(cache: kernelCache.makeCache()))
-            let start = DispatchTime.now().uptimeNanoseconds
-            let compiled = try net.compiled(for: Dictionary(net.inputs.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
-            let seconds = elapsed(since: start)
+            let (compiled, seconds) = try compile(shapes, cache: kernelCache.makeCache())
             for warning in compiled.kernels.warnings { FileHandle.standardError.write(Data(("warning: " + warning + "\n").utf8)) }
             return NetSummary.Compilation(seconds: seconds, kernels: compiled.kernels, plannedActivationBytes: 4 * compiled.memory.planned,
                                           kernelCache: kernelCache.disk?.directory.path)
