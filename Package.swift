@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "Graph", targets: ["Graph"]),
         .library(name: "NumPy", targets: ["NumPy"]),
         .executable(name: "swiftjit", targets: ["swiftjit"]),
+        // The C API (include/swiftjit.h): libswiftjit.so, which the Python package loads too.
+        .library(name: "swiftjit-c", type: .dynamic, targets: ["SwiftJITC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
@@ -53,6 +55,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(name: "SwiftJITC", dependencies: ["SwiftJIT", "Runtime"]),
         .testTarget(name: "CaffeFormatTests", dependencies: ["CaffeFormat"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "NumPyTests", dependencies: ["NumPy"]),
