@@ -69,14 +69,17 @@ public final class Executable: @unchecked Sendable {
     /// parameters, their diffs and running statistics are one state however many shape variants
     /// run it — and so does a constant with the same id, name and values (weights are not copied
     /// again). Other buffers are this executable's own.
-    public init(_ program: Program, pool: ThreadPool, blas: BLAS, sharingBuffersWith other: Executable? = nil) throws {
+    ///
+    /// `plan`, when given, is `MemoryPlan(program)` computed once by the caller (a program that many
+    /// executables are made from).
+    public init(_ program: Program, plan: MemoryPlan? = nil, pool: ThreadPool, blas: BLAS, sharingBuffersWith other: Executable? = nil) throws {
         try Executable.validate(program, threads: pool.threadCount)
         self.pool = pool
         self.blas = blas
         inputs = program.inputs
         outputs = program.outputs
         steps = program.steps
-        memoryPlan = MemoryPlan(program)
+        memoryPlan = plan ?? MemoryPlan(program)
         arena = try AlignedBuffer(count: memoryPlan.arenaCount)
         var owned: [BufferID: (name: String, isPersistent: Bool, buffer: AlignedBuffer)] = [:]
         var bases: [UnsafeMutablePointer<Float>] = []
