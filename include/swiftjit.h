@@ -142,7 +142,8 @@ sj_status *sj_session_reshape(sj_session *session, const sj_tensor *inputs, size
 /** Runs forward. Every input must be given, with exactly the session's shape (an error names the
  *  blob and both shapes). `output_names` selects outputs (NULL: all of the net's outputs, in
  *  order); `outputs` must hold that many entries and receives pointers into the session's memory,
- *  valid until its next run, reshape or free. */
+ *  valid until its next run, reshape or free. With outputs NULL and output_count 0 the
+ *  net runs and nothing is read back. */
 sj_status *sj_session_run(sj_session *session, const sj_tensor *inputs, size_t input_count,
                           const char *const *output_names, size_t output_count, sj_tensor *outputs);
 /** Zero-copy input: the session's own buffer for input `name` (write the values there, then call

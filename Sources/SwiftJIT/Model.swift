@@ -24,7 +24,9 @@ public final class Model: @unchecked Sendable {
     public let definition: NetDefinition
     public let phase: Caffe_Phase
     /// Parameter blobs by layer name, in Caffe's order (`params["conv1"][0]` weights, `[1]` bias).
-    public let params: [String: [NDArray]]
+    /// For a model that does not keep its parameters (`keepsParameters: false`), each read loads
+    /// them again from the caffemodel.
+    public var params: [String: [NDArray]] { (try? parameters()) ?? [:] }
     /// The graph for the prototxt's own input shapes.
     public let graph: Graph
     public let compiler: NetCompiler
@@ -46,38 +48,64 @@ public final class Model: @unchecked Sendable {
     /// Contexts `forward` has finished with, ready for the next call.
     private var idle: [ProgramKey: [CompiledNet]] = [:]
     private var graphs: [[String: [Int]]: Graph] = [:]
+    /// The parameters, while the model keeps them in memory.
+    private var storedParams: [String: [NDArray]]?
+    /// Loads the parameters again from the caffemodel; nil when the model keeps them.
+    private let reloadParams: (() throws -> [String: [NDArray]])?
 
     /// Loads `prototxt` and `weights` (a .caffemodel; without one, parameters come from the fillers
     /// with `seed`, BatchNorm statistics set to mean 0 / variance 1 so outputs stay finite, and
     /// `unfilledWeights` — when given — for convolution/InnerProduct weights the prototxt gives no
     /// filler, which Caffe would set to 0). `inputShapes` overrides the prototxt's input shapes.
+    ///
+    /// With `keepsParameters: false` and a caffemodel, the model drops its parameter arrays once a
+    /// program is compiled and reads the file again only to compile new shapes: it then holds its
+    /// weights once, as the compiled constants, instead of twice (what a server wants).
     public convenience init(prototxt: String, weights: String? = nil, phase: Caffe_Phase = .test,
                             inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, unfilledWeights: Filler? = nil,
-                            compiler: NetCompiler? = nil) throws {
+                            keepsParameters: Bool = true, compiler: NetCompiler? = nil) throws {
         try self.init(definition: try CaffeFiles.loadNet(path: prototxt), weights: try weights.map { path in
             (try CaffeFiles.loadWeights(path: path), path)
-        }, phase: phase, inputShapes: inputShapes, seed: seed, unfilledWeights: unfilledWeights, compiler: compiler)
+        }, phase: phase, inputShapes: inputShapes, seed: seed, unfilledWeights: unfilledWeights,
+           reloadingFrom: keepsParameters ? nil : weights, compiler: compiler)
     }
 
     /// A model from a parsed net and, optionally, decoded weights (`weights.file` names them in
     /// errors) — what loading from memory uses (`CaffeFiles.parseNet(text:)`, `parseWeights`).
-    public init(definition: NetDefinition, weights: (model: Caffe_NetParameter, file: String)?, phase: Caffe_Phase = .test,
-                inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, unfilledWeights: Filler? = nil,
-                compiler: NetCompiler? = nil) throws {
+    public convenience init(definition: NetDefinition, weights: (model: Caffe_NetParameter, file: String)?, phase: Caffe_Phase = .test,
+                            inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, unfilledWeights: Filler? = nil,
+                            compiler: NetCompiler? = nil) throws {
+        try self.init(definition: definition, weights: weights, phase: phase, inputShapes: inputShapes, seed: seed,
+                      unfilledWeights: unfilledWeights, reloadingFrom: nil, compiler: compiler)
+    }
+
+    /// The designated initializer: `reloadingFrom`, a caffemodel path, lets the model drop its
+    /// parameters after compiling and read them from there again when it needs them.
+    private init(definition: NetDefinition, weights: (model: Caffe_NetParameter, file: String)?, phase: Caffe_Phase,
+                 inputShapes: [String: [Int]], seed: UInt64, unfilledWeights: Filler?, reloadingFrom path: String?,
+                 compiler: NetCompiler?) throws {
         self.definition = definition
         self.phase = phase
         let graph = try GraphBuilder(phase: phase, inputShapes: inputShapes.mapValues(TensorShape.init), insertsSplits: false).build(definition)
         self.graph = graph
-        func fillers() throws -> [String: [NDArray]] {
+        let fillers = {
             try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit, unfilledWeights: unfilledWeights)
         }
         if let weights {
-            params = try TrainedLayers.copy(from: weights.model, file: weights.file, into: graph, others: fillers)
+            storedParams = try TrainedLayers.copy(from: weights.model, file: weights.file, into: graph, others: fillers)
         } else {
-            params = try fillers()
+            storedParams = try fillers()
         }
+        reloadParams = path.map { path in { try TrainedLayers.copy(from: path, into: graph, others: fillers) } }
         self.compiler = try compiler ?? NetCompiler()
         graphs[inputShapes.isEmpty ? [:] : inputShapes] = graph
+    }
+
+    /// The parameters: the ones in memory, or loaded again from the caffemodel.
+    func parameters() throws -> [String: [NDArray]] {
+        if let kept = lock.withLock({ storedParams }) { return kept }
+        guard let reloadParams else { return [:] }
+        return try reloadParams()
     }
 
     /// The net's inputs (Input layers' tops) with the prototxt's shapes.
@@ -127,15 +155,22 @@ public final class Model: @unchecked Sendable {
         if case .named(let names) = blobs, let missing = names.first(where: { graph.value(named: $0) == nil }) {
             throw Diagnostic("the net has no blob '\(missing)'" + Diagnostic.didYouMean(missing, among: Array(Set(graph.values.map(\.name)))))
         }
-        let program: CompiledProgram
-        if case .outputs = blobs, optimizes {
-            // Only the outputs are wanted, so intermediate blobs may be fused away.
-            let optimized = try InferencePasses.run(graph, parameters: params)
-            program = try compiler.compileProgram(graph: optimized.graph, parameters: optimized.parameters, keeping: .outputs, constants: constants)
-        } else {
-            program = try compiler.compileProgram(graph: graph, parameters: params, keeping: blobs, constants: constants)
+        let program: CompiledProgram = try { () throws -> CompiledProgram in
+            let params = try parameters()
+            if case .outputs = blobs, optimizes {
+                // Only the outputs are wanted, so intermediate blobs may be fused away.
+                let optimized = try InferencePasses.run(graph, parameters: params)
+                return try compiler.compileProgram(graph: optimized.graph, parameters: optimized.parameters, keeping: .outputs, constants: constants)
+            }
+            return try compiler.compileProgram(graph: graph, parameters: params, keeping: blobs, constants: constants)
+        }()
+        lock.withLock {
+            programs[key] = program
+            if reloadParams != nil { storedParams = nil }
         }
-        lock.withLock { programs[key] = program }
+        // Lowering's temporaries (parameter copies, IR, transformed weights before interning) are
+        // freed by now; hand their pages back so a long-lived model's footprint is what it holds.
+        Heap.trim()
         return program
     }
 

@@ -15,14 +15,24 @@ final class CModel {
         outputs = model.outputShapes.map { CBlobInfo(name: $0.name, shape: $0.shape) }
     }
 
-    /// Builds the model `options` describe from a parsed net and optional decoded weights.
+    /// Builds the model `options` describe from a prototxt file and an optional caffemodel file.
+    /// The model keeps no parameter arrays beside its compiled constants: C callers never read
+    /// them, and the file is there to compile new shapes from.
+    static func load(prototxt: String, weights: String?, options: COptions?) throws -> CModel {
+        let options = options ?? COptions()
+        return CModel(try Model(prototxt: prototxt, weights: weights, phase: options.phase, inputShapes: options.inputShapes,
+                                seed: options.seed, keepsParameters: false, compiler: try compiler(options)))
+    }
+
+    /// The same from a parsed net and optional decoded weights (loading from memory).
     static func load(definition: NetDefinition, weights: (Caffe_NetParameter, String)?, options: COptions?) throws -> CModel {
         let options = options ?? COptions()
-        let compiler = try NetCompiler(threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount,
-                                       cache: options.makeKernelCache())
-        let model = try Model(definition: definition, weights: weights.map { (model: $0.0, file: $0.1) }, phase: options.phase,
-                              inputShapes: options.inputShapes, seed: options.seed, compiler: compiler)
-        return CModel(model)
+        return CModel(try Model(definition: definition, weights: weights.map { (model: $0.0, file: $0.1) }, phase: options.phase,
+                                inputShapes: options.inputShapes, seed: options.seed, compiler: try compiler(options)))
+    }
+
+    private static func compiler(_ options: COptions) throws -> NetCompiler {
+        try NetCompiler(threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount, cache: options.makeKernelCache())
     }
 }
 
@@ -93,12 +103,8 @@ public func sj_model_load(_ prototxt: UnsafePointer<CChar>?, _ weights: UnsafePo
         guard let out else { throw CAPIError(.invalidArgument, "sj_model_load: out is NULL") }
         out.pointee = nil
         let path = try cString(prototxt, "prototxt_path")
-        let definition = try CaffeFiles.loadNet(path: path)
-        let decoded = try weights.map { pointer -> (Caffe_NetParameter, String) in
-            let file = String(cString: pointer)
-            return (try CaffeFiles.loadWeights(path: file), file)
-        }
-        out.pointee = Handle.retain(try CModel.load(definition: definition, weights: decoded, options: Handle.peek(options, as: COptions.self)))
+        out.pointee = Handle.retain(try CModel.load(prototxt: path, weights: weights.map { String(cString: $0) },
+                                                    options: Handle.peek(options, as: COptions.self)))
     }
 }
 
@@ -204,17 +210,16 @@ public func sj_session_run(_ session: OpaquePointer?, _ inputs: UnsafePointer<sj
             guard let data = tensor.data else { throw CAPIError(.invalidArgument, "input '\(name)': data is NULL") }
             given[name] = (shape, UnsafeBufferPointer(start: data, count: shape.reduce(1, *)))
         }
+        guard outputs != nil || outputCount == 0 else { throw CAPIError(.invalidArgument, "outputs is NULL but output_count is \(outputCount)") }
         var names: [String]?
         if let outputNames {
             names = try (0..<outputCount).map { try cString(outputNames[$0], "output_names[\($0)]") }
-        } else {
-            let all = box.session.outputs.count
-            guard outputCount >= all else {
-                throw CAPIError(.invalidArgument, "outputs has room for \(outputCount) tensors, but the net has \(all) outputs")
-            }
+        } else if outputs == nil {
+            names = []  // run only
+        } else if outputCount < box.session.outputs.count {
+            throw CAPIError(.invalidArgument, "outputs has room for \(outputCount) tensors, but the net has \(box.session.outputs.count) outputs")
         }
-        guard outputs != nil || outputCount == 0 else { throw CAPIError(.invalidArgument, "outputs is NULL but output_count is \(outputCount)") }
-        try box.run(given, names: outputs == nil ? [] : names, into: outputs)
+        try box.run(given, names: names, into: outputs)
     }
 }
 
