@@ -69,7 +69,11 @@ public final class Executable: @unchecked Sendable {
     /// parameters, their diffs and running statistics are one state however many shape variants
     /// run it — and so does a constant with the same id, name and values (weights are not copied
     /// again). Other buffers are this executable's own.
-    public init(_ program: Program, pool: ThreadPool, blas: BLAS, sharingBuffersWith other: Executable? = nil) throws {
+    ///
+    /// `adopted` gives persistent buffers memory owned elsewhere (another net's parameters, for
+    /// Caffe's `ShareTrainedLayersWith`): each must hold at least the declared count.
+    public init(_ program: Program, pool: ThreadPool, blas: BLAS, sharingBuffersWith other: Executable? = nil,
+                adopting adopted: [BufferID: AlignedBuffer] = [:]) throws {
         try Executable.validate(program, threads: pool.threadCount)
         self.pool = pool
         self.blas = blas
@@ -81,7 +85,10 @@ public final class Executable: @unchecked Sendable {
         var owned: [BufferID: (name: String, isPersistent: Bool, buffer: AlignedBuffer)] = [:]
         var bases: [UnsafeMutablePointer<Float>] = []
         for (index, declaration) in program.buffers.enumerated() {
-            if !declaration.isActivation, let shared = other?.owned[index], shared.name == declaration.name,
+            if declaration.isPersistent, let buffer = adopted[index], buffer.count >= declaration.count {
+                owned[index] = (declaration.name, true, buffer)
+                bases.append(buffer.pointer)
+            } else if !declaration.isActivation, let shared = other?.owned[index], shared.name == declaration.name,
                shared.isPersistent == declaration.isPersistent, shared.buffer.count == declaration.count,
                declaration.isPersistent || Executable.sameValues(declaration, shared.buffer) {
                 owned[index] = shared
@@ -276,6 +283,11 @@ public final class Executable: @unchecked Sendable {
     /// program keeps it live there (an input, an output, or a buffer the caller manages itself).
     public func pointer(to id: BufferID) -> UnsafeMutablePointer<Float> {
         bases[id]
+    }
+
+    /// The memory of persistent buffer `id` (to share it with another executable), or nil.
+    public func persistentBuffer(_ id: BufferID) -> AlignedBuffer? {
+        owned[id].flatMap { $0.isPersistent ? $0.buffer : nil }
     }
 
     /// Runs steps `range` of the schedule in order, with no input copying or output reading: the
