@@ -55,7 +55,7 @@ public final class Trainer {
             for weights in options.weights { values = try TrainedLayers.copy(from: weights, into: trainGraph) { values } }
         }
         net = try compile(trainGraph, values)
-        feeds = try TrainingFeeds(graph: trainGraph, seed: seed, baseDirectory: base, provider: options.provider)
+        feeds = try TrainingFeeds(graph: trainGraph, seed: seed, baseDirectory: base, provider: options.provider, dataInPlace: options.dataInPlace)
         solver = Solver(hyperparameters: hyper, parameterCounts: net.learnableParameters.map(\.data.count))
         if let state = resumeState {
             let history = state.history.map { $0.data }
@@ -70,7 +70,7 @@ public final class Trainer {
                 throw Diagnostic("test net \(index + 1) has no test_iter", file: solverPath, hint: "add one test_iter line per test net")
             }
             let testNet = try compile(graph, Self.shared(values, with: graph))
-            testNets.append((testNet, Int(p.testIter[index]), try TrainingFeeds(graph: graph, seed: seed, baseDirectory: base, provider: options.provider)))
+            testNets.append((testNet, Int(p.testIter[index]), try TrainingFeeds(graph: graph, seed: seed, baseDirectory: base, provider: options.provider, dataInPlace: options.dataInPlace)))
         }
         log = TrainingLog(options: options, maxIterations: Int(p.maxIter))
         smoothing = LossSmoothing(window: max(1, Int(p.averageLoss)))
@@ -81,15 +81,49 @@ public final class Trainer {
         for test in testNets { test.feeds.close() }
     }
 
-    /// Runs from the current iteration to `max_iter` (or until stopped) and returns what happened.
+    /// Runs from the current iteration to `max_iter` (or until stopped) and returns what happened
+    /// (Caffe's `Solver::Solve`: `Step`, then the final snapshot, logging forward and test).
     @discardableResult
     public func train() throws -> TrainingResult {
         let p = parameter
-        let maxIterations = Int(p.maxIter)
-        let startIteration = solver.iteration
         var result = TrainingResult()
-        log.start(from: startIteration)
-        while solver.iteration < maxIterations {
+        log.start(from: solver.iteration)
+        if try step(Int(p.maxIter) - solver.iteration, into: &result) { return result }
+        if p.snapshotAfterTrain, p.snapshot == 0 || solver.iteration % Int(p.snapshot) != 0 {
+            result.snapshots.append(try snapshot())
+        }
+        if p.display > 0, solver.iteration % Int(p.display) == 0 {
+            let pass = try net.run(try feeds.next(), backward: false)
+            result.finalLoss = pass.loss
+            log.display(iteration: solver.iteration, smoothedLoss: pass.loss, outputs: pass.outputs)
+        }
+        if p.testInterval > 0, solver.iteration % Int(p.testInterval) == 0 {
+            result.tests.append((solver.iteration, try testAll()))
+        }
+        log.finish()
+        return result
+    }
+
+    /// The smoothed loss of the last iteration `step` ran (Caffe's `smoothed_loss_`).
+    public private(set) var smoothedLoss: Float = 0
+
+    /// Runs `iterations` iterations of Caffe's `Solver::Step`: test every `test_interval`,
+    /// `iter_size` forward/backward passes, the smoothed loss (restarted by each call, as Caffe),
+    /// display, the update, snapshots.
+    @discardableResult
+    public func step(_ iterations: Int) throws -> TrainingResult {
+        var result = TrainingResult()
+        _ = try step(iterations, into: &result)
+        return result
+    }
+
+    /// `step`, adding to `result`; true when a stop request ended it early (after a snapshot).
+    private func step(_ iterations: Int, into result: inout TrainingResult) throws -> Bool {
+        let p = parameter
+        let startIteration = solver.iteration
+        let stopIteration = startIteration + max(0, iterations)
+        smoothing = LossSmoothing(window: max(1, Int(p.averageLoss)))
+        while solver.iteration < stopIteration {
             let iteration = solver.iteration
             net.zeroParameterDiffs()
             if p.testInterval > 0, iteration % Int(p.testInterval) == 0, iteration > 0 || p.testInitialization {
@@ -105,6 +139,7 @@ public final class Trainer {
             }
             loss /= Float(passes)
             let smoothed = smoothing.add(loss, iteration: iteration - startIteration)
+            smoothedLoss = smoothed
             if !loss.isFinite {
                 let culprit = net.firstNonFinite()
                 let paths = try snapshot()
@@ -126,22 +161,22 @@ public final class Trainer {
                 result.snapshots.append(try snapshot())
                 result.stoppedEarly = true
                 log.note("stopped at iteration \(solver.iteration) on request; snapshot written")
-                return result
+                return true
             }
         }
-        if p.snapshotAfterTrain, p.snapshot == 0 || solver.iteration % Int(p.snapshot) != 0 {
-            result.snapshots.append(try snapshot())
+        return false
+    }
+
+    /// Restores a `.solverstate` (iteration, history, lr schedule) and the `.caffemodel` it names
+    /// (looked up from the base directory, then beside the state), as Caffe's `Solver::Restore`.
+    public func restore(from statePath: String) throws {
+        let state = try CaffeFiles.loadSolverState(path: statePath)
+        if !state.learnedNet.isEmpty {
+            let learned = Self.resolve(state.learnedNet, base: options.baseDirectory,
+                                       alternate: URL(fileURLWithPath: statePath).deletingLastPathComponent().path)
+            try net.setParameters(try TrainedLayers.copy(from: learned, into: net.graph) { [:] })
         }
-        if p.display > 0, solver.iteration % Int(p.display) == 0 {
-            let pass = try net.run(try feeds.next(), backward: false)
-            result.finalLoss = pass.loss
-            log.display(iteration: solver.iteration, smoothedLoss: pass.loss, outputs: pass.outputs)
-        }
-        if p.testInterval > 0, solver.iteration % Int(p.testInterval) == 0 {
-            result.tests.append((solver.iteration, try testAll()))
-        }
-        log.finish()
-        return result
+        try solver.restore(iteration: Int(state.iter), currentStep: Int(state.currentStep), history: state.history.map { $0.data })
     }
 
     /// Runs every test net for its `test_iter` passes with the train net's current weights; returns

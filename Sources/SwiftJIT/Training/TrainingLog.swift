@@ -34,6 +34,9 @@ public struct TrainingOptions {
     public var baseDirectory: String?
     /// Values for Input/MemoryData tops, for library users.
     public var provider: TrainingFeeds.Provider?
+    /// Leaves Input, MemoryData and DummyData tops to the nets (`LayerwiseNet` solvers, where the
+    /// caller writes them in place); only Data layers are fed.
+    public var dataInPlace = false
     public var stop = StopRequest()
     /// Progress output: a live line on a terminal, plain log lines otherwise, or nothing.
     public enum Progress: Sendable { case automatic, lines, quiet }
