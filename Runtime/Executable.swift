@@ -35,6 +35,8 @@ public final class Executable: @unchecked Sendable {
         case gemm(GemmStep, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>,
                   split: GemmSplit, epilogue: Epilogue?)
         case items(count: Int, body: [LoopAction])
+        /// A host call with its operands' addresses.
+        case host(HostStep, UnsafeMutablePointer<UnsafeMutablePointer<Float>>)
         /// A step the one before it runs (an epilogue run per GEMM row block).
         case runByPrevious
     }
@@ -133,6 +135,10 @@ public final class Executable: @unchecked Sendable {
                 }
                 return .gemm(g, a: bases[g.a.buffer] + g.a.offset, b: bases[g.b.buffer] + g.b.offset, c: bases[g.c.buffer] + g.c.offset,
                              split: split, epilogue: epilogue)
+            case .host(let h):
+                let addresses = UnsafeMutablePointer<UnsafeMutablePointer<Float>>.allocate(capacity: max(1, h.operands.count))
+                for (i, operand) in h.operands.enumerated() { (addresses + i).initialize(to: bases[operand.buffer] + operand.offset) }
+                return .host(h, addresses)
             case .items(let loop):
                 func operand(_ o: Operand) -> LoopOperand {
                     LoopOperand(base: bases[o.buffer] + o.offset, itemStride: loop.strides[o.buffer] ?? 0, slice: loop.privateSlices[o.buffer] ?? 0)
@@ -143,7 +149,7 @@ public final class Executable: @unchecked Sendable {
                         let tasks = loop.taskSlices ? k.taskCount / max(1, loop.items) : k.taskCount
                         return .kernel(k.kernel.function!, k.operands.map(operand), taskCount: tasks, slicesTasks: loop.taskSlices)
                     case .gemm(let g): return .gemm(g, a: operand(g.a), b: operand(g.b), c: operand(g.c))
-                    case .items: return nil  // rejected by validate
+                    case .items, .host: return nil  // rejected by validate
                     }
                 })
             }
@@ -154,6 +160,7 @@ public final class Executable: @unchecked Sendable {
         for step in resolved {
             if case .kernel(_, let arguments, _, _) = step { arguments.deallocate() }
             if case .gemm(_, _, _, _, _, let epilogue?) = step { epilogue.arguments.deallocate() }
+            if case .host(_, let addresses) = step { addresses.deallocate() }
         }
     }
 
@@ -194,8 +201,12 @@ public final class Executable: @unchecked Sendable {
     }
 
     /// Runs step `index` alone (the caller has fed the inputs); used by `run` and by profilers.
-    private func execute(_ index: Int) {
+    /// False when a host step asked to stop the pass.
+    @discardableResult
+    private func execute(_ index: Int) -> Bool {
         switch resolved[index] {
+        case let .host(step, addresses):
+            return step.function(UnsafePointer(addresses))
         case let .kernel(function, arguments, taskCount, parallel):
             if parallel {
                 let args = UnsafePointer(arguments)
@@ -235,6 +246,7 @@ public final class Executable: @unchecked Sendable {
                 }
             }
         }
+        return true
     }
 
     /// One action of an item loop for `item`, on the calling thread, using slice `chunk` of the
@@ -292,11 +304,14 @@ public final class Executable: @unchecked Sendable {
 
     /// Runs steps `range` of the schedule in order, with no input copying or output reading: the
     /// caller has written the inputs through `pointer(to:)` and reads results the same way. Lets a
-    /// training net run its forward steps alone, or forward and backward.
-    public func execute(steps range: Range<Int>) {
+    /// training net run its forward steps alone, or forward and backward. Returns false when a
+    /// host step stopped the pass (the steps after it did not run).
+    @discardableResult
+    public func execute(steps range: Range<Int>) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        for index in range.clamped(to: resolved.indices) { execute(index) }
+        for index in range.clamped(to: resolved.indices) where !execute(index) { return false }
+        return true
     }
 
     /// Seconds each step took in one run over the current arena contents (inputs as last fed), for
@@ -336,6 +351,8 @@ public final class Executable: @unchecked Sendable {
                 for operand in k.operands {
                     try check(operand, extent: buffers.indices.contains(operand.buffer) ? reach(operand.buffer) : 0, in: label)
                 }
+            case .host(let h):
+                for operand in h.operands { try check(operand, extent: 0, in: label) }
             case .gemm(let g):
                 for (operand, extent, isWrite) in g.extents {
                     try check(operand, extent: extent + (buffers.indices.contains(operand.buffer) ? reach(operand.buffer) : 0), in: label)
@@ -346,6 +363,7 @@ public final class Executable: @unchecked Sendable {
             case .items(let loop):
                 for inner in loop.body {
                     if case .items = inner { throw RuntimeError("step '\(label)' nests an item loop in an item loop") }
+                    if case .host = inner { throw RuntimeError("step '\(label)' calls the host inside an item loop") }
                     try checkAction(inner, in: label) { buffer in
                         (loop.items - 1) * (loop.strides[buffer] ?? 0) + (threads - 1) * (loop.privateSlices[buffer] ?? 0)
                     }

@@ -57,10 +57,12 @@ public final class TrainingCompiler: @unchecked Sendable {
     ///
     /// With `sharingParametersWith`, a parameter blob of a layer whose name and blob shape match a
     /// layer of `other` uses `other`'s parameter memory (Caffe's `ShareTrainedLayersWith`: data
-    /// only; diffs stay this net's own).
+    /// only; diffs stay this net's own). `hostLayer` runs "Python" layers (host steps in the schedule).
     public func compile(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool = false,
-                        seed: UInt64 = 1701, sharingParametersWith other: TrainingNet? = nil) throws -> TrainingNet {
-        let first = try build(graph: graph, parameters: parameters, keepingAllBlobs: keepingAllBlobs, sibling: nil, sharing: other)
+                        seed: UInt64 = 1701, sharingParametersWith other: TrainingNet? = nil,
+                        hostLayer: HostLayerFunction? = nil) throws -> TrainingNet {
+        let first = try build(graph: graph, parameters: parameters, keepingAllBlobs: keepingAllBlobs, sibling: nil, sharing: other,
+                              hostLayer: hostLayer)
         let rows = first.layout.rowGuards.isEmpty ? nil : RowSpecializer(first.layout) { [self] rows, guessesFrom in
             // The variant trains the first one's parameter buffers: the arrays only give shapes.
             let specialized = try graph.specializingFilterRows(rows, guessesFrom: guessesFrom)
@@ -93,7 +95,7 @@ public final class TrainingCompiler: @unchecked Sendable {
     /// Lowers and plans `graph` for its shapes; with a `sibling` (a net's first variant), its
     /// persistent buffers and equal constants are the sibling's.
     private func build(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool, sibling: Executable?,
-                       sharing other: TrainingNet? = nil) throws -> Built {
+                       sharing other: TrainingNet? = nil, hostLayer: HostLayerFunction? = nil) throws -> Built {
         if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
             let producer = unknown.producer.map { graph.nodes[$0] }
             throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
@@ -101,6 +103,7 @@ public final class TrainingCompiler: @unchecked Sendable {
         }
         var lowering = try TrainingLowering(graph: graph, parameters: parameters, cache: cache, parallelThreshold: parallelThreshold)
         lowering.keepsAllDiffs = keepingAllBlobs
+        lowering.hostLayer = hostLayer
         lowering.base.threads = pool.threadCount
         lowering.base.banding = convolutionBanding
         for node in graph.nodes {

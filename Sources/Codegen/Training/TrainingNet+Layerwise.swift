@@ -81,27 +81,31 @@ extension TrainingNet {
         }
     }
 
-    /// Runs the forward steps of nodes `nodes` (graph node ids, in order).
-    public func executeForward(nodes: ClosedRange<Int>) throws {
+    /// Runs the forward steps of nodes `nodes` (graph node ids, in order). False when a host
+    /// step (a caller's layer) stopped the pass.
+    @discardableResult
+    public func executeForward(nodes: ClosedRange<Int>) throws -> Bool {
         lock.lock()
         defer { lock.unlock() }
         guard rows == nil else {
             throw Diagnostic("a net with Filter layers cannot run forward layer by layer", hint: "run it whole (TrainingNet.run)")
         }
         let steps = layout.nodeSteps
-        guard nodes.lowerBound >= 0, nodes.upperBound < steps.count else { return }
-        layout.executable.execute(steps: steps[nodes.lowerBound].lowerBound..<steps[nodes.upperBound].upperBound)
+        guard nodes.lowerBound >= 0, nodes.upperBound < steps.count else { return true }
+        return layout.executable.execute(steps: steps[nodes.lowerBound].lowerBound..<steps[nodes.upperBound].upperBound)
     }
 
     /// Runs the backward steps of nodes `nodes`, last node first. Throws when one of them must run
-    /// backward but has none (Caffe aborts there).
-    public func executeBackward(nodes: ClosedRange<Int>) throws {
+    /// backward but has none (Caffe aborts there). False when a host step stopped the pass.
+    @discardableResult
+    public func executeBackward(nodes: ClosedRange<Int>) throws -> Bool {
         lock.lock()
         defer { lock.unlock() }
         let names = Set(nodes.map { graph.nodes[$0].name })
         if let problem = layout.backwardProblems.first(where: { $0.layer.map(names.contains) ?? true }) { throw problem }
         for node in nodes.reversed() where layout.backwardNodeSteps.indices.contains(node) {
-            layout.executable.execute(steps: layout.backwardNodeSteps[node])
+            guard layout.executable.execute(steps: layout.backwardNodeSteps[node]) else { return false }
         }
+        return true
     }
 }

@@ -87,7 +87,8 @@ public final class TrainingNet: @unchecked Sendable {
     private var lastFeeds: [String: NDArray] = [:]
     /// What `setTopDiffs` was given, written again into a layout a run moves to.
     private var topDiffs: [String: NDArray] = [:]
-    let lock = NSLock()
+    /// Recursive: a caller's layer running inside a pass may read blobs (`blobMemory`).
+    let lock = NSRecursiveLock()
 
     init(graph: Graph, layout: Layout, cache: KernelCache, kernels: KernelStatistics, slots: [ParameterSlot], slotOf: [[Int]],
          randomKey: BufferID, seed: UInt64, statisticSlots: Set<Int>, rows: RowSpecializer<Layout>?) {
