@@ -55,14 +55,22 @@ public final class LayerwiseNet: TrainableNet {
     /// Zeroed diff memory for blobs the compiled net gives no diff (tops nothing propagates to).
     private var spareDiffs: [String: AlignedBuffer] = [:]
     private var dataLayerNames: [String] = []
+    private let hostLayers: HostLayers?
 
     /// Builds and compiles the net of `definition` for `phase`. Parameters come from the fillers
     /// (seeded by `seed`), then from `weights` (.caffemodel files, by layer name) when given.
     public convenience init(definition: NetDefinition, phase: Caffe_Phase = .test, level: Int32? = nil, stages: [String]? = nil,
                             inputShapes: [String: [Int]] = [:], weights: [String] = [], seed: UInt64 = 1,
-                            compiler: TrainingCompiler) throws {
+                            compiler: TrainingCompiler, hostLayers: HostLayers? = nil) throws {
+        if let hostLayers {
+            let filter = NetFilter(net: definition.net, phase: phase, level: level, stages: stages)
+            let kept = definition.net.layer.filter { filter.includes($0) }
+            hostLayers.indices = Dictionary(kept.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+        }
         let build: GraphBuild = { shapes in
-            try GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: shapes, insertsSplits: true).build(definition)
+            var builder = GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: shapes, insertsSplits: true)
+            if let hostLayers { builder.hostLayerShapes = { try hostLayers.topShapes($0, bottoms: $1) } }
+            return try builder.build(definition)
         }
         let shapes = inputShapes.mapValues(TensorShape.init)
         let graph = try build(shapes)
@@ -73,13 +81,16 @@ public final class LayerwiseNet: TrainableNet {
         }
         var values = try ParameterInitializer.initialize(graph, seed: seed)
         for path in weights { values = try TrainedLayers.copy(from: path, into: graph) { values } }
-        try self.init(graph: graph, parameters: values, inputShapes: shapes, seed: seed, compiler: compiler, file: definition.file, build: build)
+        try self.init(graph: graph, parameters: values, inputShapes: shapes, seed: seed, compiler: compiler, file: definition.file,
+                      hostLayers: hostLayers, build: build)
     }
 
     /// Compiles an already built graph (with Split layers) and its parameter values; `sharing`
     /// makes matching parameters the same memory as another net's (Caffe's ShareTrainedLayersWith).
     public init(graph: Graph, parameters: [String: [NDArray]], inputShapes: [String: TensorShape] = [:], seed: UInt64,
-                compiler: TrainingCompiler, sharing other: LayerwiseNet? = nil, file: String? = nil, build: @escaping GraphBuild) throws {
+                compiler: TrainingCompiler, sharing other: LayerwiseNet? = nil, file: String? = nil, hostLayers: HostLayers? = nil,
+                build: @escaping GraphBuild) throws {
+        self.hostLayers = hostLayers
         self.graph = graph
         self.compiler = compiler
         self.build = build
@@ -88,7 +99,7 @@ public final class LayerwiseNet: TrainableNet {
         self.inputShapes = inputShapes
         generator = SeededGenerator(seed: seed, stream: "dummy-data")
         compiled = try compiler.compile(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: seed,
-                                        sharingParametersWith: other?.compiled)
+                                        sharingParametersWith: other?.compiled, hostLayer: hostLayers?.hostFunction)
         layers = LayerwiseNet.layers(of: graph)
         blobNames = LayerwiseNet.blobNames(of: graph)
         inputs = graph.nodes.filter { $0.kind == .input }.flatMap { $0.outputs.map { graph.values[$0].name } }
@@ -221,7 +232,7 @@ public final class LayerwiseNet: TrainableNet {
     private func recompile(graph newGraph: Graph, sharing: TrainingNet) throws {
         let previous = compiled
         let next = try compiler.compile(graph: newGraph, parameters: previous.parameterArrays(), keepingAllBlobs: true, seed: seed,
-                                        sharingParametersWith: sharing)
+                                        sharingParametersWith: sharing, hostLayer: hostLayers?.hostFunction)
         retired.append(previous)
         graph = newGraph
         compiled = next
@@ -241,13 +252,30 @@ public final class LayerwiseNet: TrainableNet {
             throw Diagnostic("Data layer '\(data.name)' reads an LMDB, which only a solver feeds", file: file, layer: data.name,
                              hint: "write its tops from Python (net.blobs[...].data) and run forward from the next layer, or use an Input layer")
         }
+        try reshapeHostLayers(in: range)
         try refillDummyData(in: range)
         return try runForward(range)
     }
 
+    /// Caffe reshapes every layer before its forward: when a Python layer now gives other top
+    /// shapes than the net was compiled for, recompile (parameters and blob values kept).
+    private func reshapeHostLayers(in range: ClosedRange<Int>) throws {
+        guard let hostLayers else { return }
+        for layer in layers[range] where graph.nodes[layer.node].kind == .python {
+            let node = graph.nodes[layer.node]
+            let shapes = try hostLayers.topShapes(node.layer, bottoms: node.inputs.map { graph.values[$0].shape })
+            if shapes != node.outputs.map({ graph.values[$0].shape }) {
+                try recompile(graph: try build(inputShapes), sharing: compiled)
+                return
+            }
+        }
+    }
+
     private func runForward(_ range: ClosedRange<Int>) throws -> Float {
         compiled.prepareForward()
-        try compiled.executeForward(nodes: layers[range.lowerBound].node...layers[range.upperBound].lastNode)
+        guard try compiled.executeForward(nodes: layers[range.lowerBound].node...layers[range.upperBound].lastNode) else {
+            throw hostLayers?.takeFailure() ?? Diagnostic("the pass was stopped", file: file)
+        }
         if range.count == layers.count { compiled.resetOutputDiffs() }
         var loss: Float = 0
         for layer in layers[range] {
@@ -263,7 +291,9 @@ public final class LayerwiseNet: TrainableNet {
     public func backward(from start: Int? = nil, to end: Int? = nil) throws {
         let range = try layerRange(start, end)
         let last = range.upperBound == layers.count - 1 ? layers[range.upperBound].lastNode : layers[range.upperBound].node
-        try compiled.executeBackward(nodes: layers[range.lowerBound].node...last)
+        guard try compiled.executeBackward(nodes: layers[range.lowerBound].node...last) else {
+            throw hostLayers?.takeFailure() ?? Diagnostic("the pass was stopped", file: file)
+        }
     }
 
     private func layerRange(_ start: Int?, _ end: Int?) throws -> ClosedRange<Int> {
