@@ -217,6 +217,42 @@ struct LayerwiseNetTests {
         #expect(throws: Diagnostic.self) { try Self.net(text) }  // without a layer function: unsupported, as before
     }
 
+    @Test("a Data layer reads its LMDB batch by batch on each forward, as Caffe's does")
+    func dataLayer() throws {
+        let data = GoldenTrainingRunTests.train.appendingPathComponent("data")
+        let text = """
+            layer { type: 'Data' name: 'data' top: 'data' top: 'label' transform_param { scale: 0.00390625 }
+              data_param { source: '\(data.appendingPathComponent("train_lmdb").path)' batch_size: 16 backend: LMDB } }
+            layer { type: 'InnerProduct' name: 'ip' bottom: 'data' top: 'ip' inner_product_param { num_output: 2 } }
+            """
+        let net = try Self.net(text)
+        #expect(net.blob("data")?.shape == [16, 1, 28, 28])
+        try net.forward()
+        let expected = try NumPyFile.readArchive(path: data.appendingPathComponent("first_batches.npz").path)
+        #expect(Self.values(net.blob("data")) == expected["data_batch0"]?.data)
+        #expect(Self.values(net.blob("label")) == expected["label_batch0"]?.data)
+    }
+
+    @Test("a TEST-phase net with force_backward runs backward too")
+    func testPhaseBackward() throws {
+        let text = """
+            force_backward: true
+            input: 'data' input_shape { dim: 1 dim: 3 }
+            layer { type: 'InnerProduct' name: 'ip' bottom: 'data' top: 'ip'
+              inner_product_param { num_output: 2 weight_filler { type: 'gaussian' } } }
+            layer { type: 'Dropout' name: 'drop' bottom: 'ip' top: 'ip' }
+            """
+        let compiler = try #require(Self.compiler)
+        let net = try LayerwiseNet(definition: try CaffeFiles.loadNet(path: try Self.file(text, "test-phase.prototxt")), phase: .test, compiler: compiler)
+        net.blob("data")!.data!.update(from: [1, 2, 3], count: 3)
+        try net.forward()
+        net.blob("ip")!.diff!.update(from: [1, -2], count: 2)
+        try net.backward()
+        let w = Self.values(net.parameter(layer: 1, index: 0))
+        #expect(Self.close(Self.values(net.blob("data"), diff: true), (0..<3).map { w[$0] - 2 * w[3 + $0] }))
+        #expect(Self.close(Self.values(net.parameter(layer: 1, index: 0), diff: true), [1, 2, 3, -2, -4, -6]))
+    }
+
     @Test("solver step(n) reproduces swiftjit train's losses on Caffe's golden SGD run with a test net")
     func solverMatchesTrain() throws {
         let compiler = try #require(Self.compiler)

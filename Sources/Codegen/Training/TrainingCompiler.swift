@@ -174,7 +174,8 @@ public final class TrainingCompiler: @unchecked Sendable {
         if keepingAllBlobs {
             // Callers read and write any blob between partial passes (pycaffe's forward(start=),
             // backward(end=)): no blob or diff may share arena space with a scratch buffer.
-            let pinned = (values.values.map(\.buffer) + diffs.values.map(\.buffer)).filter { lowering.base.program.buffers[$0].isActivation }
+            let pinned = (values.values.map(\.buffer) + diffs.values.map(\.buffer) + lowering.diffOf.values)
+                .filter { lowering.base.program.buffers[$0].isActivation }
             lowering.base.program.checkpoints.append(Checkpoint(step: 0, live: Array(Set(pinned)).sorted()))
         }
         lowering.base.finishRowGuards()
@@ -193,7 +194,8 @@ public final class TrainingCompiler: @unchecked Sendable {
                                         feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs,
                                         seeds: seeds, losses: losses, nodeSteps: lowering.forwardSteps, backwardNodeSteps: backwardSteps, checks: checks,
                                         backwardProblems: lowering.backwardProblems, zeroRowProblems: zeroRowProblems,
-                                        recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) })
+                                        recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) },
+                                        valueDiffs: lowering.diffOf)
         return Built(layout: layout, slots: lowering.slots, slotOf: lowering.slotOf, randomKey: lowering.randomKey,
                      statisticSlots: lowering.slotsWrittenByForward, kernels: kernels)
     }

@@ -70,13 +70,13 @@ extension TrainingNet {
     }
 
     /// Sets the diffs of loss-weighted outputs to their loss weight (what Caffe's loss layers hold
-    /// after a forward) and other output seeds to zero.
+    /// after a forward). Other outputs' diffs keep what the caller wrote.
     public func resetOutputDiffs() {
         lock.lock()
         defer { lock.unlock() }
         let weights = Dictionary(layout.losses.map { ($0.0.buffer, $0.1) }, uniquingKeysWith: { $1 })
         for (name, seed) in layout.seeds {
-            let weight = layout.values[name].flatMap { weights[$0.buffer] } ?? 0
+            guard let weight = layout.values[name].flatMap({ weights[$0.buffer] }) else { continue }
             layout.executable.pointer(to: seed.buffer).update(repeating: weight, count: seed.count)
         }
     }
@@ -103,9 +103,24 @@ extension TrainingNet {
         defer { lock.unlock() }
         let names = Set(nodes.map { graph.nodes[$0].name })
         if let problem = layout.backwardProblems.first(where: { $0.layer.map(names.contains) ?? true }) { throw problem }
+        seedInPlaceDiffs(below: nodes.upperBound)
         for node in nodes.reversed() where layout.backwardNodeSteps.indices.contains(node) {
             guard layout.executable.execute(steps: layout.backwardNodeSteps[node]) else { return false }
         }
         return true
+    }
+
+    /// Caffe's in-place layers share one diff per blob; here each version has its own. Callers
+    /// write (and read) the blob's diff as the first version's buffer, so before a backward from
+    /// node `last` down, the version the first layer to run reads gets those values.
+    private func seedInPlaceDiffs(below last: Int) {
+        var latest: [String: ValueID] = [:]
+        for value in graph.values where value.producer.map({ $0 <= last }) ?? true && layout.valueDiffs[value.id] != nil {
+            latest[value.name] = value.id
+        }
+        for (name, id) in latest {
+            guard let exposed = layout.diffs[name], let target = layout.valueDiffs[id], target != exposed.buffer else { continue }
+            layout.executable.pointer(to: target).update(from: layout.executable.pointer(to: exposed.buffer), count: exposed.count)
+        }
     }
 }

@@ -54,6 +54,8 @@ public final class TrainingNet: @unchecked Sendable {
         var zeroRowProblems: [Diagnostic]
         /// Recurrent layers' carried h/c: persistent buffers a forward writes and the next reads.
         var recurrentStates: [(buffer: BufferID, count: Int)] = []
+        /// The diff buffer of every value that has one (each version of an in-place blob its own).
+        var valueDiffs: [ValueID: BufferID] = [:]
     }
 
     /// The graph as built: for a net with Filter layers, Caffe's setup shapes (all rows selected).

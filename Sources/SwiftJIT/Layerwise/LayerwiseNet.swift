@@ -7,7 +7,8 @@ import Runtime
 /// shapes can change (the net recompiles, keeping its parameters, and keeps every older layout
 /// alive so pointers handed out earlier never dangle). Data-producing layers are part of the net:
 /// values written into Input tops and constant DummyData tops stay, non-constant DummyData tops
-/// are refilled every forward (as Caffe), and LMDB Data layers are fed only by a solver.
+/// are refilled every forward (as Caffe), and Data layers read their next LMDB batch each forward
+/// (a solver's nets are fed by the solver instead).
 /// Layers are Caffe's, in net order, without the automatic Split layers (which run with the layer
 /// whose top they split). One thread at a time.
 ///
@@ -55,6 +56,8 @@ public final class LayerwiseNet: TrainableNet {
     /// Zeroed diff memory for blobs the compiled net gives no diff (tops nothing propagates to).
     private var spareDiffs: [String: AlignedBuffer] = [:]
     private var dataLayerNames: [String] = []
+    /// Batches for the Data layers of a net built from a prototxt (a solver feeds its nets itself).
+    private var dataFeeds: TrainingFeeds?
     private let hostLayers: HostLayers?
 
     /// Builds and compiles the net of `definition` for `phase`. Parameters come from the fillers
@@ -72,17 +75,22 @@ public final class LayerwiseNet: TrainableNet {
             if let hostLayers { builder.hostLayerShapes = { try hostLayers.topShapes($0, bottoms: $1) } }
             return try builder.build(definition)
         }
-        let shapes = inputShapes.mapValues(TensorShape.init)
-        let graph = try build(shapes)
-        if let data = graph.nodes.first(where: { $0.kind == .data }), !data.outputs.allSatisfy({ graph.values[$0].shape.isFullyKnown }) {
-            throw Diagnostic("Data layer tops have no known shape: a net drives no LMDB reader outside a solver", at: data.location,
-                             file: definition.file, layer: data.name,
-                             hint: "replace it with an Input layer and feed it from Python (net.blobs[...].data), or give its tops' shapes in the options")
+        var shapes = inputShapes.mapValues(TensorShape.init)
+        var graph = try build(shapes)
+        let hasData = graph.nodes.contains { $0.kind == .data }
+        if hasData {
+            // Caffe's DataLayerSetUp reads the first record for the tops' shapes (relative LMDB
+            // paths from the current directory, as Caffe).
+            let read = try TrainingFeeds.dataShapes(definition, phase: phase, level: level ?? definition.net.state.level,
+                                                    stages: stages ?? definition.net.state.stage, baseDirectory: nil)
+            shapes.merge(read) { given, _ in given }
+            graph = try build(shapes)
         }
         var values = try ParameterInitializer.initialize(graph, seed: seed)
         for path in weights { values = try TrainedLayers.copy(from: path, into: graph) { values } }
         try self.init(graph: graph, parameters: values, inputShapes: shapes, seed: seed, compiler: compiler, file: definition.file,
                       hostLayers: hostLayers, build: build)
+        if hasData { dataFeeds = try TrainingFeeds(graph: graph, seed: seed, baseDirectory: nil, dataInPlace: true) }
     }
 
     /// Compiles an already built graph (with Split layers) and its parameter values; `sharing`
@@ -249,8 +257,17 @@ public final class LayerwiseNet: TrainableNet {
     public func forward(from start: Int? = nil, to end: Int? = nil) throws -> Float {
         let range = try layerRange(start, end)
         if let data = layers[range].first(where: { dataLayerNames.contains($0.name) }) {
-            throw Diagnostic("Data layer '\(data.name)' reads an LMDB, which only a solver feeds", file: file, layer: data.name,
-                             hint: "write its tops from Python (net.blobs[...].data) and run forward from the next layer, or use an Input layer")
+            guard let dataFeeds else {
+                throw Diagnostic("Data layer '\(data.name)' of a solver's net is fed by the solver", file: file, layer: data.name,
+                                 hint: "write its tops from Python (net.blobs[...].data) and run forward from the next layer")
+            }
+            for (name, array) in try dataFeeds.next() {
+                guard let memory = compiled.blobMemory(name), let pointer = memory.data, memory.shape.reduce(1, *) == array.count else {
+                    throw Diagnostic("the LMDB batch for '\(name)' has shape \(array.shape), but the net holds \(compiled.blobMemory(name)?.shape ?? [])",
+                                     file: file, layer: data.name, hint: "reshape the net back to the Data layer's batch shape")
+                }
+                pointer.update(from: array.data, count: array.count)
+            }
         }
         try reshapeHostLayers(in: range)
         try refillDummyData(in: range)
