@@ -202,6 +202,31 @@ struct LayerwiseNetTests {
         #expect(stages.contains(.backward))
     }
 
+    @Test("when a caller's layer reshapes its top on a later forward, the net recompiles for it")
+    func hostLayerReshape() throws {
+        let text = """
+            input: 'data' input_shape { dim: 1 }
+            layer { type: 'Python' name: 'grow' bottom: 'data' top: 'grown' python_param { module: 'm' layer: 'Grow' } }
+            """
+        var forwards = 0
+        let layers = HostLayers { _, _, stage, _, tops, _ in
+            switch stage {
+            case .setup, .reshape: tops[0].shape = [forwards + 1]
+            case .forward:
+                forwards += 1
+                tops[0].data!.update(repeating: Float(forwards), count: tops[0].shape[0])
+            case .backward: break
+            }
+            return 0
+        }
+        let net = try Self.net(text, hostLayers: layers)
+        try net.forward()
+        #expect(Self.values(net.blob("grown")) == [1])
+        try net.forward()
+        #expect(net.blob("grown")?.shape == [2])
+        #expect(Self.values(net.blob("grown")) == [2, 2])
+    }
+
     @Test("a caller's layer that fails stops the pass with an error naming it")
     func hostLayerFailure() throws {
         let text = """
@@ -276,6 +301,10 @@ struct LayerwiseNetTests {
         #expect(zip(ours, caffe).allSatisfy { abs($0 - $1) <= 1e-3 * abs($1) })
         // Test nets read the train net's parameter memory.
         #expect(solver.testNets[0].parameter(layer: 2, index: 0)?.data == solver.net.parameter(layer: 2, index: 0)?.data)
+
+        // A forward outside step() reads the test net's next LMDB batch, as pycaffe's does.
+        let testLoss = try solver.testNets[0].forward()
+        #expect(testLoss.isFinite && testLoss > 0)
 
         let paths = try solver.snapshot()
         #expect(paths.state.hasSuffix("_iter_20.solverstate"))

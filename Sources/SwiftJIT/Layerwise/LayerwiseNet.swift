@@ -8,7 +8,7 @@ import Runtime
 /// alive so pointers handed out earlier never dangle). Data-producing layers are part of the net:
 /// values written into Input tops and constant DummyData tops stay, non-constant DummyData tops
 /// are refilled every forward (as Caffe), and Data layers read their next LMDB batch each forward
-/// (a solver's nets are fed by the solver instead).
+/// (a solver's nets read the solver's own readers, so manual forwards advance the same cursor).
 /// Layers are Caffe's, in net order, without the automatic Split layers (which run with the layer
 /// whose top they split). One thread at a time.
 ///
@@ -56,8 +56,8 @@ public final class LayerwiseNet: TrainableNet {
     /// Zeroed diff memory for blobs the compiled net gives no diff (tops nothing propagates to).
     private var spareDiffs: [String: AlignedBuffer] = [:]
     private var dataLayerNames: [String] = []
-    /// Batches for the Data layers of a net built from a prototxt (a solver feeds its nets itself).
-    private var dataFeeds: TrainingFeeds?
+    /// Batches for the Data layers: the net's own, or (for a solver's nets) the solver's feeds.
+    var dataFeeds: TrainingFeeds?
     private let hostLayers: HostLayers?
 
     /// Builds and compiles the net of `definition` for `phase`. Parameters come from the fillers
@@ -258,7 +258,7 @@ public final class LayerwiseNet: TrainableNet {
         let range = try layerRange(start, end)
         if let data = layers[range].first(where: { dataLayerNames.contains($0.name) }) {
             guard let dataFeeds else {
-                throw Diagnostic("Data layer '\(data.name)' of a solver's net is fed by the solver", file: file, layer: data.name,
+                throw Diagnostic("Data layer '\(data.name)' has no reader", file: file, layer: data.name,
                                  hint: "write its tops from Python (net.blobs[...].data) and run forward from the next layer")
             }
             for (name, array) in try dataFeeds.next() {

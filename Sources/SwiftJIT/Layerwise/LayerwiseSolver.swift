@@ -36,6 +36,9 @@ public final class LayerwiseSolver {
         }
         net = first
         testNets = Array(built.dropFirst())
+        // Caffe's data layers belong to the nets: a forward outside `step` reads the next batch.
+        first.dataFeeds = trainer.feeds
+        for (net, test) in zip(testNets, trainer.testNets) { net.dataFeeds = test.feeds }
     }
 
     /// Caffe's `iter_`: updates applied so far.

@@ -21,7 +21,9 @@ public final class Trainer {
     public let solver: Solver
     public let net: any TrainableNet
     public private(set) var testNets: [(net: any TrainableNet, iterations: Int, feeds: TrainingFeeds)] = []
-    private let feeds: TrainingFeeds
+    /// The train net's data feeds (LMDB readers, DummyData fillers), which `LayerwiseSolver`'s
+    /// nets also read on a forward outside `step`, as Caffe's data layers are part of the net.
+    public let feeds: TrainingFeeds
     private let options: TrainingOptions
     private let log: TrainingLog
     private var smoothing = LossSmoothing(window: 1)
