@@ -23,9 +23,10 @@ public struct GraphBuilder: Sendable {
     /// `test_state`/`train_state` would supply), enable that stage and say so in `Graph.notes`.
     /// Caffe itself needs the stage spelled out; someone explaining a net alone wants it built.
     public var enablesMissingStages: Bool
-    /// Top shapes of "Python" layers, from the code implementing them (given the layer and its
-    /// bottom shapes). Without it, Python layers are rejected as unsupported.
-    public var hostLayerShapes: (@Sendable (_ layer: Caffe_LayerParameter, _ bottoms: [TensorShape]) throws -> [TensorShape])?
+    /// Top shapes of "Python" layers, from the code implementing them (given the layer, its index
+    /// among the net's layers without automatic splits, and its bottom shapes). Without it, Python
+    /// layers are rejected as unsupported.
+    public var hostLayerShapes: (@Sendable (_ layer: Caffe_LayerParameter, _ index: Int, _ bottoms: [TensorShape]) throws -> [TensorShape])?
 
     public init(phase: Caffe_Phase = .test, level: Int32? = nil, stages: [String]? = nil,
                 inputShapes: [String: TensorShape] = [:], insertsSplits: Bool = true, enablesMissingStages: Bool = false) {
@@ -113,7 +114,8 @@ public struct GraphBuilder: Sendable {
                                    inputNames: layer.bottom, phase: phase, overrides: inputShapes)
         let signature: LayerSignature
         if kind == .python, let hostLayerShapes {
-            signature = LayerSignature(outputs: try hostLayerShapes(layer, context.inputs))
+            let index = graph.nodes.filter { !$0.isSynthetic }.count
+            signature = LayerSignature(outputs: try hostLayerShapes(layer, index, context.inputs))
         } else {
             signature = try ShapeInference.infer(context)
         }

@@ -268,12 +268,12 @@ typealias CLayerFunction = @convention(c) (UnsafeMutableRawPointer?, Int32, Unsa
 extension COptions {
     /// The caller's layer function as `HostLayers` (nil when none was set): each call lays the
     /// blobs out as `sj_blob_ref` arrays and, in SETUP and RESHAPE, reads the tops' shapes back.
-    func hostLayer() -> HostLayers? {
+    func hostLayer(indexOffset: Int = 0) -> HostLayers? {
         guard let raw = layerFunction else { return nil }
         let function = unsafeBitCast(raw, to: CLayerFunction.self)
         let user = layerUser
         let names = CStrings()
-        return HostLayers { index, name, stage, bottoms, tops, propagateDown in
+        return HostLayers(indexOffset: indexOffset) { index, name, stage, bottoms, tops, propagateDown in
             let refs = UnsafeMutableRawPointer.allocate(byteCount: max(1, bottoms.count + tops.count) * CBlobRef.size, alignment: 8)
             defer { refs.deallocate() }
             for (i, blob) in bottoms.enumerated() {

@@ -34,7 +34,7 @@ public func sj_solver_create(_ path: UnsafePointer<CChar>?, _ options: OpaquePoi
         training.progress = .lines
         training.write = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
         let solver = try LayerwiseSolver(solverPath: solverPath, options: training, threads: settings.threads,
-                                         cache: settings.makeKernelCache())
+                                         cache: settings.makeKernelCache()) { net in settings.hostLayer(indexOffset: net << 16) }
         out.pointee = Handle.retain(CSolver(solver))
     }
 }

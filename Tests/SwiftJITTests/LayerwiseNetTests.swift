@@ -278,6 +278,37 @@ struct LayerwiseNetTests {
         #expect(Self.close(Self.values(net.parameter(layer: 1, index: 0), diff: true), [1, 2, 3, -2, -4, -6]))
     }
 
+    @Test("a solver's train and test nets run their Python layers, told apart by net × 65536 + layer")
+    func solverHostLayers() throws {
+        let solverText = """
+            net_param { name: 's'
+              layer { type: 'DummyData' name: 'data' top: 'data' top: 'label'
+                dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 }
+                  data_filler { type: 'constant' value: 1 } data_filler { type: 'constant' } } }
+              layer { type: 'Python' name: 'double' bottom: 'data' top: 'doubled' python_param { module: 'm' layer: 'Double' } }
+              layer { type: 'InnerProduct' name: 'ip' bottom: 'doubled' top: 'ip'
+                inner_product_param { num_output: 2 weight_filler { type: 'gaussian' std: 0.1 } } }
+              layer { type: 'SoftmaxWithLoss' name: 'loss' bottom: 'ip' bottom: 'label' top: 'loss' } }
+            test_iter: 1 test_interval: 2 base_lr: 0.1 lr_policy: 'fixed' max_iter: 4 display: 0 snapshot_after_train: false
+            """
+        var seen = Set<String>()
+        let solver = try LayerwiseSolver(solverPath: try Self.file(solverText, "host-solver.prototxt"), threads: 2) { net in
+            HostLayers(indexOffset: net << 16) { index, _, stage, bottoms, tops, _ in
+                seen.insert("\(index) \(stage)")
+                switch stage {
+                case .setup, .reshape: tops[0].shape = bottoms[0].shape
+                case .forward: for i in 0..<12 { tops[0].data![i] = 2 * bottoms[0].data![i] }
+                case .backward: break
+                }
+                return 0
+            }
+        }
+        let losses = try solver.trainer.step(4).losses.map(\.loss)
+        #expect(losses.count == 4 && losses[3] < losses[0])
+        #expect(Self.values(solver.net.blob("doubled")) == Array(repeating: 2, count: 12))
+        #expect(seen.isSuperset(of: ["1 setup", "1 forward", "65537 setup", "65537 forward"]))
+    }
+
     @Test("solver step(n) reproduces swiftjit train's losses on Caffe's golden SGD run with a test net")
     func solverMatchesTrain() throws {
         let compiler = try #require(Self.compiler)

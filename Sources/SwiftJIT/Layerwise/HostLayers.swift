@@ -49,21 +49,33 @@ public final class HostLayers: @unchecked Sendable {
 
     private let function: Function
     private var setUp = Set<String>()
-    /// Each Python layer's index among the net's layers (set by the net that uses these layers).
-    var indices: [String: Int] = [:]
+    /// Each Python layer's index among the net's layers, as its graph was built.
+    private var indices: [String: Int] = [:]
+    /// Added to every layer index the function sees: `net × 65536` for a solver's net `net`
+    /// (0: the train net, i + 1: test net i), so one function can tell the nets apart.
+    public let indexOffset: Int
     /// Why the last pass stopped, if a layer stopped it.
     private(set) var failure: HostLayerError?
     private let lock = NSLock()
 
-    public init(_ function: @escaping Function) { self.function = function }
+    public init(indexOffset: Int = 0, _ function: @escaping Function) {
+        self.indexOffset = indexOffset
+        self.function = function
+    }
+
+    /// Installs these layers' shape hook in `builder`.
+    public func install(in builder: inout GraphBuilder) {
+        builder.hostLayerShapes = { [self] layer, index, bottoms in try topShapes(layer, index: index, bottoms: bottoms) }
+    }
 
     /// The tops' shapes of `layer` for these bottom shapes: `setup` the first time, then `reshape`.
-    func topShapes(_ layer: Caffe_LayerParameter, bottoms: [TensorShape]) throws -> [TensorShape] {
+    func topShapes(_ layer: Caffe_LayerParameter, index layerIndex: Int, bottoms: [TensorShape]) throws -> [TensorShape] {
         lock.lock()
         defer { lock.unlock() }
         let bottomBlobs = zip(layer.bottom, bottoms).map { HostLayerBlob(name: $0, shape: $1.dims) }
         var tops = layer.top.map { HostLayerBlob(name: $0, shape: []) }
-        let index = indices[layer.name] ?? -1
+        indices[layer.name] = layerIndex + indexOffset
+        let index = layerIndex + indexOffset
         if setUp.insert(layer.name).inserted {
             let code = function(index, layer.name, .setup, bottomBlobs, &tops, [])
             guard code == 0 else { throw HostLayerError(layer: layer.name, stage: .setup, code: code) }

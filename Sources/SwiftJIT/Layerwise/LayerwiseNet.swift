@@ -65,14 +65,9 @@ public final class LayerwiseNet: TrainableNet {
     public convenience init(definition: NetDefinition, phase: Caffe_Phase = .test, level: Int32? = nil, stages: [String]? = nil,
                             inputShapes: [String: [Int]] = [:], weights: [String] = [], seed: UInt64 = 1,
                             compiler: TrainingCompiler, hostLayers: HostLayers? = nil) throws {
-        if let hostLayers {
-            let filter = NetFilter(net: definition.net, phase: phase, level: level, stages: stages)
-            let kept = definition.net.layer.filter { filter.includes($0) }
-            hostLayers.indices = Dictionary(kept.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
-        }
         let build: GraphBuild = { shapes in
             var builder = GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: shapes, insertsSplits: true)
-            if let hostLayers { builder.hostLayerShapes = { try hostLayers.topShapes($0, bottoms: $1) } }
+            hostLayers?.install(in: &builder)
             return try builder.build(definition)
         }
         var shapes = inputShapes.mapValues(TensorShape.init)
@@ -278,9 +273,9 @@ public final class LayerwiseNet: TrainableNet {
     /// shapes than the net was compiled for, recompile (parameters and blob values kept).
     private func reshapeHostLayers(in range: ClosedRange<Int>) throws {
         guard let hostLayers else { return }
-        for layer in layers[range] where graph.nodes[layer.node].kind == .python {
+        for (index, layer) in zip(range, layers[range]) where graph.nodes[layer.node].kind == .python {
             let node = graph.nodes[layer.node]
-            let shapes = try hostLayers.topShapes(node.layer, bottoms: node.inputs.map { graph.values[$0].shape })
+            let shapes = try hostLayers.topShapes(node.layer, index: index, bottoms: node.inputs.map { graph.values[$0].shape })
             if shapes != node.outputs.map({ graph.values[$0].shape }) {
                 try recompile(graph: try build(inputShapes), sharing: compiled)
                 return

@@ -17,17 +17,22 @@ public final class LayerwiseSolver {
     public let testNets: [LayerwiseNet]
 
     /// Reads the solver and builds its nets. `options.dataInPlace` is always set; `threads` and
-    /// `cache` configure the one compiler every net uses.
-    public init(solverPath: String, options: TrainingOptions = TrainingOptions(), threads: Int? = nil, cache: KernelCache? = nil) throws {
+    /// `cache` configure the one compiler every net uses; `hostLayers` gives each net (0: the
+    /// train net, i + 1: test net i) the implementation of its "Python" layers.
+    public init(solverPath: String, options: TrainingOptions = TrainingOptions(), threads: Int? = nil, cache: KernelCache? = nil,
+                hostLayers: ((_ net: Int) -> HostLayers?)? = nil) throws {
         var options = options
         options.dataInPlace = true
+        let hosts = HostLayerSet(hostLayers)
+        options.prepareGraph = { net, builder in hosts[net]?.install(in: &builder) }
         let solverSeed = try CaffeFiles.loadSolver(path: solverPath).randomSeed
         let seed = solverSeed >= 0 ? UInt64(solverSeed) : 1701
         let compiler = try TrainingCompiler(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, cache: cache)
         var built: [LayerwiseNet] = []
         trainer = try Trainer(solverPath: solverPath, options: options) { graph, parameters in
+            let host = hosts[built.count]
             let net = try LayerwiseNet(graph: graph, parameters: parameters, seed: seed, compiler: compiler, sharing: built.first,
-                                       file: solverPath, build: LayerwiseNet.rebuilding(graph))
+                                       file: solverPath, hostLayers: host, build: LayerwiseNet.rebuilding(graph, hostLayers: host))
             built.append(net)
             return net
         }
@@ -70,7 +75,7 @@ public final class LayerwiseSolver {
 extension LayerwiseNet {
     /// A graph builder for new input shapes of a net already built as `graph` (its layers after
     /// phase filtering, their rules dropped so that the same layers are kept).
-    public static func rebuilding(_ graph: Graph) -> GraphBuild {
+    public static func rebuilding(_ graph: Graph, hostLayers: HostLayers? = nil) -> GraphBuild {
         var net = Caffe_NetParameter()
         net.name = graph.name
         net.forceBackward = graph.forceBackward
@@ -82,6 +87,26 @@ extension LayerwiseNet {
         }
         let definition = NetDefinition(net: net, file: graph.name)
         let phase = graph.phase
-        return { shapes in try GraphBuilder(phase: phase, inputShapes: shapes, insertsSplits: true).build(definition) }
+        return { shapes in
+            var builder = GraphBuilder(phase: phase, inputShapes: shapes, insertsSplits: true)
+            hostLayers?.install(in: &builder)
+            return try builder.build(definition)
+        }
+    }
+}
+
+/// One `HostLayers` per solver net, made on first use (the graph hook and the compile step of a
+/// net both ask for it).
+private final class HostLayerSet {
+    private let make: ((Int) -> HostLayers?)?
+    private var made: [Int: HostLayers] = [:]
+
+    init(_ make: ((Int) -> HostLayers?)?) { self.make = make }
+
+    subscript(net: Int) -> HostLayers? {
+        if let existing = made[net] { return existing }
+        let layers = make?(net)
+        made[net] = layers
+        return layers
     }
 }

@@ -42,8 +42,10 @@ public final class Trainer {
         let trainDefinition = try Self.trainNet(p, solverPath: solverPath, base: base)
         let trainShapes = try TrainingFeeds.dataShapes(trainDefinition, phase: .train, level: p.trainState.level,
                                                        stages: p.trainState.stage, baseDirectory: base)
-        let trainGraph = try GraphBuilder(phase: .train, level: p.trainState.level, stages: p.trainState.stage,
-                                          inputShapes: trainShapes, insertsSplits: true).build(trainDefinition)
+        var trainBuilder = GraphBuilder(phase: .train, level: p.trainState.level, stages: p.trainState.stage,
+                                        inputShapes: trainShapes, insertsSplits: true)
+        options.prepareGraph?(0, &trainBuilder)
+        let trainGraph = try trainBuilder.build(trainDefinition)
         var values = try ParameterInitializer.initialize(trainGraph, seed: seed)
         var resumeState: Caffe_SolverState?
         if let resume = options.resume {
@@ -66,8 +68,9 @@ public final class Trainer {
         for (index, definition) in try Self.testNetDefinitions(p, solverPath: solverPath, base: base).enumerated() {
             let rule = index < p.testState.count ? p.testState[index] : Caffe_NetState()
             let shapes = try TrainingFeeds.dataShapes(definition, phase: .test, level: rule.level, stages: rule.stage, baseDirectory: base)
-            let graph = try GraphBuilder(phase: .test, level: rule.level, stages: rule.stage, inputShapes: shapes,
-                                         insertsSplits: true).build(definition)
+            var builder = GraphBuilder(phase: .test, level: rule.level, stages: rule.stage, inputShapes: shapes, insertsSplits: true)
+            options.prepareGraph?(index + 1, &builder)
+            let graph = try builder.build(definition)
             guard index < p.testIter.count else {
                 throw Diagnostic("test net \(index + 1) has no test_iter", file: solverPath, hint: "add one test_iter line per test net")
             }
