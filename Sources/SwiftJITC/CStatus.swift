@@ -36,6 +36,7 @@ final class CStatus {
         let text = (error as? Diagnostic)?.description ?? "\(error)"
         let code: Code
         switch error {
+        case is HostLayerError: code = .callback
         case is Diagnostic:
             code = text.contains("no such file") || text.contains("does not exist") ? .notFound : diagnosticCode
         default: code = .runtime
