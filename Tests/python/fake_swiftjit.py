@@ -371,9 +371,11 @@ class FakeNet:
             for name, shape in zip(layer.tops, layer.reshape()):
                 self.blobs[name].reshape(shape)
             self.layers.append(layer)
-        consumed = {b for layer in self.layers for b in layer.bottoms}
+        available = []
+        for layer in self.layers:   # Caffe's rule: tops nobody consumes afterwards (in place counts)
+            available = [b for b in available if b not in layer.bottoms] + list(layer.tops)
         self.inputs = [t for layer in self.layers if layer.type == "Input" for t in layer.tops]
-        self.outputs = [n for n in self.blob_order if n not in consumed]
+        self.outputs = [n for n in self.blob_order if n in available]
         self.loss_weights = {}
         for layer in self.layers:
             for i, top in enumerate(layer.tops):
@@ -736,9 +738,104 @@ class FakeLibrary:
             _objects[s["train"]].copy_from(state.learned_net)
 
 
+# --- models and sessions (inference) ---------------------------------------------------------
+
+class FakeLibraryWithSessions(FakeLibrary):
+    @_guard
+    def sj_model_load(self, path, weights, options, out):
+        opts = dict(_objects[options]) if options else {}
+        model = {"path": path.decode(), "weights": weights and weights.decode(), "options": opts}
+        net = FakeNet(model["path"], model["weights"], _new(opts))
+        for name, shape in opts.get("inputs", {}).items():
+            net.pending_shapes[name] = shape
+        net.reshape()
+        model["net"] = net
+        model["names"] = {}
+        _out(out).value = _new(model)
+
+    def sj_model_free(self, model):
+        FREED.append(model)
+        _objects.pop(model, None)
+
+    def sj_model_input_count(self, model):
+        return len(_objects[model]["net"].inputs)
+
+    def sj_model_output_count(self, model):
+        return len(_objects[model]["net"].outputs)
+
+    def _describe(self, model, name, info):
+        m = _objects[model]
+        shape = m["net"].blobs[name].data.shape
+        keep = m["names"].setdefault(name, (name.encode(), (ctypes.c_int64 * max(len(shape), 1))(*shape)))
+        info.name, info.ndim = keep[0], len(shape)
+        info.dims = ctypes.cast(keep[1], ctypes.POINTER(ctypes.c_int64))
+        info.data = None
+
+    @_guard
+    def sj_model_input(self, model, i, info):
+        self._describe(model, _objects[model]["net"].inputs[i], _out(info))
+
+    @_guard
+    def sj_model_output(self, model, i, info):
+        self._describe(model, _objects[model]["net"].outputs[i], _out(info))
+
+    def sj_model_constant_bytes(self, model):
+        return sum(b.data.nbytes for layer in _objects[model]["net"].layers for b in layer.params)
+
+    @_guard
+    def sj_session_create(self, model, out):
+        m = _objects[model]
+        net = FakeNet(m["path"], None, _new(dict(m["options"])))
+        FakeLibrary._share(net, m["net"])
+        for name in net.inputs:
+            net.pending_shapes[name] = m["net"].blobs[name].data.shape
+        net.reshape()
+        _out(out).value = _new({"net": net, "model": model, "names": []})
+
+    def sj_session_free(self, session):
+        FREED.append(session)
+        _objects.pop(session, None)
+
+    @_guard
+    def sj_session_reshape(self, session, tensors, count):
+        net = _objects[session]["net"]
+        for i in range(count):
+            t = tensors[i]
+            net.pending_shapes[t.name.decode()] = tuple(t.dims[d] for d in range(t.ndim))
+        net.reshape()
+
+    @_guard
+    def sj_session_run(self, session, tensors, count, names, output_count, outputs):
+        s = _objects[session]
+        net = s["net"]
+        given = set()
+        for i in range(count):
+            t = tensors[i]
+            name = t.name.decode()
+            if name not in net.inputs:
+                raise _Error(_capi.NOT_FOUND, "the net has no input %r" % name)
+            shape = tuple(t.dims[d] for d in range(t.ndim))
+            if shape != net.blobs[name].data.shape:
+                raise _Error(_capi.INVALID_ARGUMENT, "input %r has shape %s, the session expects %s"
+                             % (name, shape, net.blobs[name].data.shape))
+            size = int(np.prod(shape, dtype=np.int64))
+            net.blobs[name].data[...] = np.ctypeslib.as_array(t.data, shape=(size,)).reshape(shape)
+            given.add(name)
+        net.forward(-1, -1)
+        wanted = [names[i].decode() for i in range(output_count)] if names else list(net.outputs)
+        s["names"] = []
+        for i, name in enumerate(wanted):
+            blob = net.blobs[name]
+            entry = (name.encode(), (ctypes.c_int64 * max(blob.data.ndim, 1))(*blob.data.shape))
+            s["names"].append(entry)
+            outputs[i].name, outputs[i].ndim = entry[0], blob.data.ndim
+            outputs[i].dims = ctypes.cast(entry[1], ctypes.POINTER(ctypes.c_int64))
+            outputs[i].data = blob.data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
 def install():
     """Makes the binding call this fake instead of loading libswiftjit.so."""
-    fake = FakeLibrary()
+    fake = FakeLibraryWithSessions()
     lib = _capi.lib
     for name in list(vars(lib)):
         if name.startswith("sj_"):

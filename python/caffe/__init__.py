@@ -35,4 +35,9 @@ def __getattr__(name):
     if name == "__version__":
         import swiftjit
         return swiftjit.__version__
+    if name in ("draw", "coord_map"):
+        # Imported on first use, as pycaffe scripts expect `caffe.draw` after `import caffe.draw`;
+        # draw needs pydot, which plain inference does not.
+        import importlib
+        return importlib.import_module("." + name, __name__)
     raise AttributeError("module 'caffe' has no attribute %r" % name)
