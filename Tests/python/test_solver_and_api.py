@@ -53,15 +53,39 @@ def test_solver_nets_outlive_the_solver(solver_file):
     assert np.isfinite(weights.sum()) and net.forward()["loss"].shape == ()
 
 
-def test_swiftjit_net_forward_returns_arrays_like_numpy(write):
-    path = write("linear.prototxt", nets.LINEAR)
-    net = swiftjit.Net(path, inputs={"data": (2, 3, 2, 2)})
-    assert net.inputs == {"data": (2, 3, 2, 2)} and list(net.outputs) == ["ip"]
-    x = np.random.default_rng(4).standard_normal((2, 3, 2, 2)).astype(np.float32)
+def write_linear_weights(path, rng):
+    """A .caffemodel for nets.LINEAR with known weights, written with caffe_pb2."""
+    weights = rng.standard_normal((4, 12)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    model = caffe.proto.caffe_pb2.NetParameter(name="linear")
+    layer = model.layer.add(name="ip", type="InnerProduct")
+    layer.blobs.extend([caffe.io.array_to_blobproto(weights), caffe.io.array_to_blobproto(bias)])
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    return weights, bias
+
+
+def test_swiftjit_net_forward_matches_numpy(write, tmp_path):
+    rng = np.random.default_rng(4)
+    weights, bias = write_linear_weights(str(tmp_path / "linear.caffemodel"), rng)
+    net = swiftjit.Net(write("linear.prototxt", nets.LINEAR), weights=str(tmp_path / "linear.caffemodel"),
+                       inputs={"data": (3, 3, 2, 2)})
+    assert net.inputs == {"data": (3, 3, 2, 2)} and net.outputs == {"ip": (3, 4)}
+    x = rng.standard_normal((3, 3, 2, 2)).astype(np.float32)
     out = net.forward(data=x)
-    assert set(out) == {"ip"} and out["ip"].shape == (2, 4)
-    reference = caffe.Net(path, caffe.TEST)                  # same fillers, same seed
-    np.testing.assert_allclose(out["ip"], reference.forward(data=x)["ip"], rtol=1e-5, atol=1e-6)
+    assert set(out) == {"ip"} and out["ip"].shape == (3, 4)
+    np.testing.assert_allclose(out["ip"], np.maximum(nets.inner_product(x, weights, bias), 0), rtol=1e-5, atol=1e-5)
+    again = net.forward(data=2 * x)["ip"]                    # results are copies, not the session's memory
+    np.testing.assert_allclose(out["ip"], np.maximum(nets.inner_product(x, weights, bias), 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again, np.maximum(nets.inner_product(2 * x, weights, bias), 0), rtol=1e-5, atol=1e-5)
+
+
+def test_swiftjit_net_reshape_changes_this_threads_session(write):
+    net = swiftjit.Net(write("linear.prototxt", nets.LINEAR))
+    net.reshape(data=(5, 3, 2, 2))
+    assert net.forward(data=np.ones((5, 3, 2, 2), np.float32))["ip"].shape == (5, 4)
+    with pytest.raises(KeyError, match="'image'"):
+        net.reshape(image=(1, 3, 2, 2))
 
 
 def test_swiftjit_errors_name_the_blob_and_shapes(write):

@@ -86,8 +86,11 @@ def check(status, pending=None):
     which is chained to it as the context.
     """
     if not status:
-        if pending is not None:
-            pending.discard()
+        # A Python layer that failed while the call still succeeded (a library that ignored the
+        # callback's result) must not be lost either.
+        original = pending.take() if pending is not None else None
+        if original is not None:
+            raise original
         return
     error = error_from_status(status)
     if pending is not None:

@@ -159,8 +159,7 @@ class Net:
         count = len(names) if names is not None else len(self._model.output_shapes)
         c_names = (ctypes.c_char_p * count)(*[_capi.text(n) for n in names]) if names is not None else None
         results = (_capi.Tensor * max(count, 1))()
-        errors.check(lib.sj_session_run(session.pointer, tensors, len(arrays), c_names, count if names is not None else count,
-                                        results))
+        errors.check(lib.sj_session_run(session.pointer, tensors, len(arrays), c_names, count, results))
         out = {}
         for i in range(count):
             t = results[i]
