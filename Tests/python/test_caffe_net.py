@@ -139,3 +139,15 @@ def test_the_runtime_net_is_freed_only_after_the_last_view(write):
     del view
     gc.collect()
     assert pointer in fake_swiftjit.FREED
+
+
+def test_forward_all_batches_and_drops_the_padding(linear):
+    x = np.random.default_rng(5).standard_normal((5, 3, 2, 2)).astype(np.float32)   # batch size 2: 2 + 2 + 1
+    out = linear.forward_all(data=x)
+    weights, bias = (p.data for p in linear.params["ip"])
+    assert out["ip"].shape == (5, 4)
+    np.testing.assert_allclose(out["ip"], np.maximum(nets.inner_product(x, weights, bias), 0), rtol=1e-5, atol=1e-6)
+    outs, diffs = linear.forward_backward_all(data=x, ip=np.ones((5, 4), np.float32))
+    assert outs["ip"].shape == (5, 4) and diffs["data"].shape == (5, 3, 2, 2)
+    through_relu = (nets.inner_product(x, weights, bias) > 0).astype(np.float32)
+    np.testing.assert_allclose(diffs["data"], (through_relu @ weights).reshape(x.shape), rtol=1e-4, atol=1e-5)

@@ -297,6 +297,8 @@ class Net:
         ``net.forward_all(data=images)`` returns {output name: array of len(images) items}
         (plus the blobs named in `blobs`).
         """
+        if not kwargs:   # nothing to batch: one forward over what the blobs hold
+            return {name: values.copy() for name, values in self.forward(blobs=blobs).items()}
         results = OrderedDict((name, []) for name in OrderedDict.fromkeys(self.outputs + list(blobs or [])))
         for batch in self._batch(kwargs):
             for name, values in self.forward(blobs=blobs, **batch).items():

@@ -136,7 +136,14 @@ class PythonLayerHost:
         self.error = None
 
     def layer(self, index, name):
-        return self.layers.get((index, name))
+        """The instance of Python layer `name` (at net position `index`), or None."""
+        instance = self.layers.get((index, name))
+        if instance is None:
+            # The callback's layer_index and sj_net_layer_name's index should agree; if a library
+            # counts differently (e.g. hidden Split layers), a unique name still identifies it.
+            matches = [layer for (i, n), layer in self.layers.items() if n == name]
+            instance = matches[0] if len(matches) == 1 else None
+        return instance
 
     def _create(self, name):
         if self._params is None:
