@@ -13,3 +13,7 @@ swift test --skip-build
 # Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it.
 swift build -c release --product swiftjit
 python3 -m pytest -q Tests/peers
+# The Python package (python/) over the C library, as users install it; tests in Tests/python.
+swift build -c release --product swiftjit-c
+python3 -m pip install -q -e python
+python3 -m pytest -q Tests/python

@@ -163,8 +163,10 @@ def candidate_paths():
     candidates = []
     if env:
         candidates.append(("$SWIFTJIT_LIBRARY", env))
-    candidates.append(("beside the package (editable install)",
-                       os.path.normpath(os.path.join(here, "..", "..", ".build", "release", "libswiftjit.so"))))
+    release = os.path.normpath(os.path.join(here, "..", "..", ".build", "release"))
+    candidates.append(("beside the package (editable install)", os.path.join(release, "libswiftjit.so")))
+    # SwiftPM names the file after the dynamic product (`swift build --product swiftjit-c`).
+    candidates.append(("beside the package, SwiftPM's product name", os.path.join(release, "libswiftjit-c.so")))
     candidates.append(("ctypes.util.find_library('swiftjit')", ctypes.util.find_library("swiftjit")))
     return candidates
 
