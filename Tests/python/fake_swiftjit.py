@@ -14,7 +14,6 @@ library's own behaviour is the engine's tests' business. Use it with ``SWIFTJIT_
 
 import ctypes
 import itertools
-import os
 
 import numpy as np
 
@@ -152,7 +151,7 @@ class _Layer:
         bshapes = [self.net.blobs[b].data.shape for b in self.bottoms]
         if self.type == "Convolution":
             c = p.convolution_param
-            k, s, pad = _first(c.kernel_size, 1), _first(c.stride, 1), _first(c.pad, 0)
+            k = _first(c.kernel_size, 1)
             shape = (c.num_output, bshapes[0][1], k, k)
             self.params = [_Blob(shape), _Blob((c.num_output,))]
             self.params[0].data[...] = _fill(c.weight_filler, shape, rng)

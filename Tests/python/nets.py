@@ -1,6 +1,5 @@
 """Small nets the tests build, with NumPy versions of what they compute."""
 
-import numpy as np
 
 # An inner product on a 2 x 3 x 2 x 2 input, then a ReLU (in place).
 LINEAR = """

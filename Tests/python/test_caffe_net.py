@@ -1,7 +1,6 @@
 """caffe.Net over the C API: views, passes, structure and errors. Needs the engine's sj_net_*."""
 
 import gc
-import traceback
 
 import numpy as np
 import pytest

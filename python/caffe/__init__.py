@@ -28,6 +28,12 @@ from .detector import Detector
 from . import io
 from .net_spec import layers, params, NetSpec, to_proto
 
+__all__ = ["Net", "Layer", "TRAIN", "TEST", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
+           "AdaDeltaSolver", "AdamSolver", "get_solver", "set_mode_cpu", "set_mode_gpu", "set_device",
+           "set_random_seed", "layer_type_list", "init_log", "log", "solver_count", "set_solver_count",
+           "solver_rank", "set_solver_rank", "set_multiprocess", "has_nccl", "NCCL", "Timer", "Classifier",
+           "Detector", "io", "layers", "params", "NetSpec", "to_proto"]
+
 
 def __getattr__(name):
     # The version comes from the C library, loaded on first use so that `import caffe` works

@@ -345,19 +345,19 @@ class Net:
                                   "use an Input layer and net.blobs[name].data[...] = array instead")
 
     # --- parameters on disk --------------------------------------------------------------------
-    def _python_layers(self):
+    def _python_layers_by_name(self):
+        """[(layer name, caffe.Layer object)] for the net's Python layers."""
         host = self._handle.host
         if host is None:
             return []
-        return [layer for i, name in enumerate(self._layer_names) for layer in [host.layer(i, name)]
-                if layer is not None]
+        found = ((name, host.layer(i, name)) for i, name in enumerate(self._layer_names))
+        return [(name, layer) for name, layer in found if layer is not None]
+
+    def _python_layers(self):
+        return [layer for _, layer in self._python_layers_by_name()]
 
     def _python_layers_with_blobs(self):
-        host = self._handle.host
-        if host is None:
-            return []
-        return [(name, host.layer(i, name)) for i, name in enumerate(self._layer_names)
-                if host.layer(i, name) is not None and len(host.layer(i, name).blobs)]
+        return [(name, layer) for name, layer in self._python_layers_by_name() if len(layer.blobs)]
 
     def save(self, filename):
         """Writes the parameters as a .caffemodel (Caffe's binary NetParameter)."""

@@ -27,6 +27,10 @@ from ._net import Layer
 TRAIN = 0
 TEST = 1
 
+__all__ = ["Net", "Solver", "Layer", "Error", "InvalidArgumentError", "NotFoundError", "InvalidModelError",
+           "ExecutionError", "CallbackError", "LibraryNotFound", "MissingSymbol", "TRAIN", "TEST", "version",
+           "library_path"]
+
 
 def version():
     """The C library's version string ("MAJOR.MINOR.PATCH")."""

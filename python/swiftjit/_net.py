@@ -9,7 +9,6 @@ object, a blob, or a NumPy view of a blob). Nets that belong to a solver hold th
 import ctypes
 import importlib
 import os
-import sys
 
 from . import _capi, errors
 from ._blob import Blob, BlobVec, CallbackBlob, view
@@ -131,9 +130,6 @@ class PythonLayerHost:
     def take(self):
         error, self.error = self.error, None
         return error
-
-    def discard(self):
-        self.error = None
 
     def layer(self, index, name):
         """The instance of Python layer `name` (at net position `index`), or None."""
