@@ -619,7 +619,7 @@ class FakeLibrary:
         opts = dict(_objects[options]) if options else {}
         train_options = _new(dict(opts, phase=_capi.PHASE_TRAIN))
         test_options = _new(dict(opts, phase=_capi.PHASE_TEST))
-        net_path = param.net or param.train_net
+        net_path = param.train_net or param.net
         train = FakeNet(net_path, None, train_options)
         tests = []
         for i in range(len(param.test_iter)):

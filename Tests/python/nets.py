@@ -50,3 +50,15 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 
 def inner_product(x, weights, bias):
     return x.reshape(len(x), -1) @ weights.T + bias
+
+
+def python_source_net(value):
+    """A Python data layer named "data" giving `value`, an inner product and a Python loss."""
+    return """
+layer { name: "data" type: "Python" top: "data"
+  python_param { module: "py_layers" layer: "ConstantSource" param_str: "%s" } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 2 weight_filler { type: "constant" value: 1 } } }
+layer { name: "loss" type: "Python" bottom: "ip" top: "loss" loss_weight: 1
+  python_param { module: "py_layers" layer: "SumOfSquares" } }
+""" % value

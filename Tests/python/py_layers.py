@@ -52,3 +52,16 @@ def explode_with_a_clear_message():
 class FailsInSetup(caffe.Layer):
     def setup(self, bottom, top):
         raise ValueError("bad param_str: %r" % self.param_str)
+
+
+class ConstantSource(caffe.Layer):
+    """A data layer: one 2 x 3 top filled with float(param_str)."""
+
+    def setup(self, bottom, top):
+        self.value = float(self.param_str)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(2, 3)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.value

@@ -50,3 +50,21 @@ def test_a_missing_python_module_is_an_import_error(write):
     text = nets.FAILS_IN_FORWARD.replace('module: "py_layers"', 'module: "no_such_module_here"')
     with pytest.raises(ImportError, match="no_such_module_here"):
         caffe.Net(write("missing.prototxt", text), caffe.TEST)
+
+
+def test_a_solvers_train_and_test_nets_get_their_own_python_layers(write, tmp_path):
+    train = write("train.prototxt", nets.python_source_net(1))
+    test = write("test.prototxt", nets.python_source_net(5))
+    solver = caffe.SGDSolver(write("solver.prototxt", """train_net: "%s" test_net: "%s" test_iter: 1
+        test_interval: 1000 base_lr: 0.01 lr_policy: "fixed" max_iter: 10 display: 0
+        snapshot_prefix: "%s" """ % (train, test, tmp_path / "snap")))
+    train_source = solver.net.layer_dict["data"]
+    test_source = solver.test_nets[0].layer_dict["data"]
+    assert train_source is not test_source
+    assert (train_source.value, train_source.phase) == (1.0, caffe.TRAIN)
+    assert (test_source.value, test_source.phase) == (5.0, caffe.TEST)
+    np.testing.assert_array_equal(solver.test_nets[0].forward(end="ip")["ip"], 15)   # 3 inputs of 5, weights 1
+    np.testing.assert_array_equal(solver.net.forward(end="ip")["ip"], 3)
+    solver.step(1)                                        # runs the train net's layers
+    assert solver.iter == 1
+    np.testing.assert_array_equal(solver.net.blobs["data"].data, 1)

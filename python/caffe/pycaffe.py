@@ -132,7 +132,7 @@ class Net:
             layers = []
             host = self._handle.host
             for i, name in enumerate(self._layer_names):
-                python_layer = host.layer(i, name) if host is not None else None
+                python_layer = host.layer(i, name, self._handle.position) if host is not None else None
                 layers.append(python_layer if python_layer is not None else LayerView(self, i))
             return layers
         return self._cached("layers", build)
@@ -350,7 +350,7 @@ class Net:
         host = self._handle.host
         if host is None:
             return []
-        found = ((name, host.layer(i, name)) for i, name in enumerate(self._layer_names))
+        found = ((name, host.layer(i, name, self._handle.position)) for i, name in enumerate(self._layer_names))
         return [(name, layer) for name, layer in found if layer is not None]
 
     def _python_layers(self):
@@ -543,24 +543,24 @@ class Solver:
         Returns the smoothed loss of the last one."""
         import ctypes
         loss = ctypes.c_float()
-        self._handle.check(_capi.lib.sj_solver_step(self._handle.pointer, int(iters), ctypes.byref(loss)))
+        self._handle.run(_capi.lib.sj_solver_step, int(iters), ctypes.byref(loss))
         return float(loss.value)
 
     def solve(self, resume_file=None):
         """Runs until max_iter (with the final snapshot and test), optionally resuming from a .solverstate."""
         if resume_file is not None:
             self.restore(resume_file)
-        self._handle.check(_capi.lib.sj_solver_solve(self._handle.pointer))
+        self._handle.run(_capi.lib.sj_solver_solve)
 
     def apply_update(self):
         """Applies one update (learning rate, momentum, decay) from the diffs the train net holds."""
-        self._handle.check(_capi.lib.sj_solver_apply_update(self._handle.pointer))
+        self._handle.run(_capi.lib.sj_solver_apply_update)
 
     def snapshot(self):
         """Writes <snapshot_prefix>_iter_<N>.caffemodel and .solverstate; returns their paths."""
         import ctypes
         model, state = ctypes.c_char_p(), ctypes.c_char_p()
-        self._handle.check(_capi.lib.sj_solver_snapshot(self._handle.pointer, ctypes.byref(model), ctypes.byref(state)))
+        self._handle.run(_capi.lib.sj_solver_snapshot, ctypes.byref(model), ctypes.byref(state))
         return _capi.decode(model.value), _capi.decode(state.value)
 
     def restore(self, state_file):
@@ -568,7 +568,7 @@ class Solver:
         path = os.fspath(state_file)
         if not os.path.isfile(path):
             raise FileNotFoundError("solver state %r does not exist" % path)
-        self._handle.check(_capi.lib.sj_solver_restore(self._handle.pointer, _capi.text(path)))
+        self._handle.run(_capi.lib.sj_solver_restore, _capi.text(path))
 
 
 class SGDSolver(Solver):

@@ -112,18 +112,28 @@ def python_params(net_param, phase):
 
 
 class PythonLayerHost:
-    """Runs the Python layers of one net (or of one solver's nets) for the runtime.
+    """Runs the Python layers of one net, or of all the nets of one solver, for the runtime.
 
     The runtime calls :meth:`callback` (through a ctypes function pointer this object keeps alive)
     for every stage of every "Python" layer. Exceptions never cross into C: the first one is kept
     in ``self.error``, the callback returns 1, and :func:`errors.check` re-raises it.
+
+    A solver's nets share one callback, and the C API does not say which net a call is for. The
+    nets are built in Caffe's order (train net, then test nets), so the n-th SETUP of a layer key
+    (index, name) belongs to the n-th of those nets that has a Python layer with that name: that
+    is how each instance gets its own param_str and phase. Later stages go to the instance of the
+    net Python is driving (``active``, set around net.forward()/backward(); the train net during
+    solver.step()). Layer keys found in only one net — the common case — are never ambiguous.
     """
 
-    def __init__(self, params_loader, phase):
-        self._params_loader = params_loader   # () -> {name: (module, class, param_str)}
-        self._params = None
-        self.phase = phase
-        self.layers = {}                      # (layer index, layer name) -> Layer instance
+    def __init__(self, roles_loader):
+        # roles_loader() -> [(phase, {name: (module, class, param_str)})], one entry per net in
+        # the order the runtime builds them.
+        self._roles_loader = roles_loader
+        self._roles = None
+        self.layers = {}          # (layer index, layer name) -> [Layer instance per net having it]
+        self.active = 0           # which net (position in build order) Python is running
+        self.net_keys = None      # per net position: the keys of its Python layers (set by the solver)
         self.error = None
         self.function = _capi.LAYER_FUNCTION(self.callback)
 
@@ -131,22 +141,34 @@ class PythonLayerHost:
         error, self.error = self.error, None
         return error
 
-    def layer(self, index, name):
-        """The instance of Python layer `name` (at net position `index`), or None."""
-        instance = self.layers.get((index, name))
+    def _instance(self, key, position):
+        instances = self.layers.get(key)
+        if not instances:
+            return None
+        if len(instances) == 1 or self.net_keys is None:
+            return instances[0]
+        earlier = sum(1 for keys in self.net_keys[:position] if key in keys)
+        return instances[min(earlier, len(instances) - 1)]
+
+    def layer(self, index, name, position=0):
+        """The object of Python layer `name` (at `index` in the net at `position`), or None."""
+        instance = self._instance((index, name), position)
         if instance is None:
             # The callback's layer_index and sj_net_layer_name's index should agree; if a library
             # counts differently (e.g. hidden Split layers), a unique name still identifies it.
-            matches = [layer for (i, n), layer in self.layers.items() if n == name]
-            instance = matches[0] if len(matches) == 1 else None
+            matches = [instances for (i, n), instances in self.layers.items() if n == name]
+            instance = matches[0][0] if len(matches) == 1 and len(matches[0]) == 1 else None
         return instance
 
-    def _create(self, name):
-        if self._params is None:
-            self._params = self._params_loader()
-        if name not in self._params:
+    def _create(self, key):
+        if self._roles is None:
+            self._roles = self._roles_loader()
+        name = key[1]
+        having = [(phase, params[name]) for phase, params in self._roles if name in params]
+        already = len(self.layers.get(key, ()))
+        if not having:
             raise KeyError("Python layer %r: no python_param found for it in the prototxt" % name)
-        module_name, class_name, param_str = self._params[name]
+        phase, (module_name, class_name, param_str) = having[min(already, len(having) - 1)]
         if not module_name or not class_name:
             raise ValueError("Python layer %r needs python_param { module: ... layer: ... }" % name)
         module = importlib.import_module(module_name)
@@ -156,7 +178,7 @@ class PythonLayerHost:
                                  % (name, module_name, getattr(module, "__file__", "?"), class_name))
         instance = cls()
         instance.param_str = param_str
-        instance.phase = self.phase
+        instance.phase = phase
         return instance
 
     def callback(self, user, index, name, stage, bottom_count, bottoms, top_count, tops, propagate_down):
@@ -165,15 +187,13 @@ class PythonLayerHost:
             bottom = [CallbackBlob(bottoms[i], self) for i in range(bottom_count)]
             top = [CallbackBlob(tops[i], self) for i in range(top_count)]
             key = (int(index), name)
-            if stage == _capi.LAYER_SETUP:
-                instance = self.layers.get(key)
-                if instance is None:
-                    instance = self._create(name)
-                    instance.setup(bottom, top)
-                    self.layers[key] = instance
+            if stage == _capi.LAYER_SETUP:    # once per net: a new instance
+                instance = self._create(key)
+                instance.setup(bottom, top)
+                self.layers.setdefault(key, []).append(instance)
                 instance.reshape(bottom, top)
                 return 0
-            instance = self.layers.get(key)
+            instance = self._instance(key, self.active)
             if instance is None:
                 raise RuntimeError("the runtime asked Python layer %r (index %d) for stage %d before setting it up"
                                    % (name, index, stage))
@@ -251,10 +271,11 @@ def _contains_python_layer(path):
 class NetHandle:
     """Owns one sj_net (or borrows one from a solver) and everything it calls back into."""
 
-    def __init__(self, pointer, host=None, owner=None):
+    def __init__(self, pointer, host=None, owner=None, position=0):
         self.pointer = pointer
         self.host = host          # PythonLayerHost or None
         self.owner = owner        # SolverHandle for a solver's nets (which it frees)
+        self.position = position  # 0: a net of its own or a solver's train net; k + 1: test net k
         self.needs_reshape = False
         self._free = lib.sj_net_free
 
@@ -268,8 +289,8 @@ class NetHandle:
         if _contains_python_layer(prototxt):
             def loader():
                 from caffe.proto import caffe_pb2
-                return python_params(_read_prototxt(prototxt, caffe_pb2.NetParameter()), phase)
-            host = PythonLayerHost(loader, int(phase))
+                return [(int(phase), python_params(_read_prototxt(prototxt, caffe_pb2.NetParameter()), phase))]
+            host = PythonLayerHost(loader)
         out = ctypes.c_void_p()
         with _Options(phase=phase, level=level, stages=stages, seed=seed, threads=threads, inputs=inputs,
                       host=host) as options:
@@ -284,6 +305,16 @@ class NetHandle:
 
     def check(self, status):
         errors.check(status, self.host)
+
+    def _run(self, function, *args):
+        """Calls a C function that may run Python layers, telling the host which net runs them."""
+        if self.host is None:
+            return self.check(function(self.pointer, *args))
+        previous, self.host.active = self.host.active, self.position
+        try:
+            return self.check(function(self.pointer, *args))
+        finally:
+            self.host.active = previous
 
     # --- structure ---------------------------------------------------------------------------
     def layer_names(self):
@@ -335,7 +366,7 @@ class NetHandle:
 
     def reshape(self):
         self.needs_reshape = False
-        self.check(lib.sj_net_reshape(self.pointer))
+        self._run(lib.sj_net_reshape)
 
     def reshape_if_needed(self):
         if self.needs_reshape:
@@ -345,12 +376,12 @@ class NetHandle:
     def forward(self, start=-1, end=-1):
         self.reshape_if_needed()
         loss = ctypes.c_float()
-        self.check(lib.sj_net_forward(self.pointer, int(start), int(end), ctypes.byref(loss)))
+        self._run(lib.sj_net_forward, int(start), int(end), ctypes.byref(loss))
         return float(loss.value)
 
     def backward(self, start=-1, end=-1):
         self.reshape_if_needed()
-        self.check(lib.sj_net_backward(self.pointer, int(start), int(end)))
+        self._run(lib.sj_net_backward, int(start), int(end))
 
     def clear_param_diffs(self):
         lib.sj_net_clear_param_diffs(self.pointer)
@@ -432,14 +463,17 @@ class SolverHandle:
     def create(cls, solver_path, seed=None, threads=None):
         solver_path = _existing_file(solver_path, "solver prototxt")
         host = None
-        sources = _solver_net_sources(solver_path)
-        if any(_contains_python_layer(p) for p in sources["files"]) or sources["inline_python"]:
-            host = PythonLayerHost(lambda: _solver_python_params(solver_path), _capi.PHASE_TRAIN)
+        if _solver_has_python_layers(solver_path):
+            host = PythonLayerHost(lambda: _solver_python_roles(solver_path))
         out = ctypes.c_void_p()
         with _Options(seed=seed, threads=threads, host=host) as options:
             status = lib.sj_solver_create(_capi.text(solver_path), options.pointer, ctypes.byref(out))
         errors.check(status, host)
-        return cls(out.value, host)
+        solver = cls(out.value, host)
+        if host is not None:
+            host.net_keys = [{(i, name) for i, name in enumerate(net.layer_names()) if net.layer_type(i) == "Python"}
+                             for net in [solver.net()] + solver.test_nets()]
+        return solver
 
     def __del__(self):
         if getattr(self, "pointer", None):
@@ -449,11 +483,17 @@ class SolverHandle:
     def check(self, status):
         errors.check(status, self.host)
 
+    def run(self, function, *args):
+        """Calls a solver function; its Python layers run as the train net's."""
+        if self.host is not None:
+            self.host.active = 0
+        self.check(function(self.pointer, *args))
+
     def net(self):
-        return NetHandle(lib.sj_solver_net(self.pointer), self.host, owner=self)
+        return NetHandle(lib.sj_solver_net(self.pointer), self.host, owner=self, position=0)
 
     def test_nets(self):
-        return [NetHandle(lib.sj_solver_test_net(self.pointer, i), self.host, owner=self)
+        return [NetHandle(lib.sj_solver_test_net(self.pointer, i), self.host, owner=self, position=i + 1)
                 for i in range(lib.sj_solver_test_net_count(self.pointer))]
 
 
@@ -464,40 +504,40 @@ def _resolve(path, solver_dir):
     return beside if os.path.exists(beside) else path
 
 
-def _solver_net_sources(solver_path):
-    """The net prototxt files a solver names (resolved like the runtime: cwd, then the solver's folder)."""
+def _solver_nets(solver_path):
+    """The solver's nets in the order Caffe builds them, as (phase, NetParameter): the train net
+    (train_net_param, train_net, net_param or net), then the test nets (test_net_param entries,
+    test_net files, then net_param/net for the remaining test_iter entries)."""
     from caffe.proto import caffe_pb2
-    try:
-        solver = _read_prototxt(solver_path, caffe_pb2.SolverParameter())
-    except Exception:
-        return {"files": [], "inline_python": False, "solver": None}
+    solver = _read_prototxt(solver_path, caffe_pb2.SolverParameter())
     folder = os.path.dirname(os.path.abspath(solver_path))
-    files = []
-    if solver.net:
-        files.append(("net", _resolve(solver.net, folder)))
-    if solver.train_net:
-        files.append(("train", _resolve(solver.train_net, folder)))
-    files += [("test", _resolve(p, folder)) for p in solver.test_net]
-    inline = [solver.net_param, solver.train_net_param] + list(solver.test_net_param)
-    inline_python = any(layer.type == "Python" for n in inline for layer in n.layer)
-    return {"files": [p for _, p in files], "named": files, "inline_python": inline_python, "solver": solver}
+
+    def from_file(path):
+        return _read_prototxt(_resolve(path, folder), caffe_pb2.NetParameter())
+    if solver.HasField("train_net_param"):
+        train = solver.train_net_param
+    elif solver.train_net:
+        train = from_file(solver.train_net)
+    elif solver.HasField("net_param"):
+        train = solver.net_param
+    elif solver.net:
+        train = from_file(solver.net)
+    else:
+        train = None
+    nets = [] if train is None else [(_capi.PHASE_TRAIN, train)]
+    tests = list(solver.test_net_param) + [from_file(p) for p in solver.test_net]
+    generic = solver.net_param if solver.HasField("net_param") else (from_file(solver.net) if solver.net else None)
+    if generic is not None:
+        tests += [generic] * max(0, len(solver.test_iter) - len(tests))
+    return nets + [(_capi.PHASE_TEST, net) for net in tests]
 
 
-def _solver_python_params(solver_path):
-    from caffe.proto import caffe_pb2
-    sources = _solver_net_sources(solver_path)
-    solver = sources["solver"]
-    found = {}
-    for role, path in sources.get("named", []):
-        net = _read_prototxt(path, caffe_pb2.NetParameter())
-        for phase in ((_capi.PHASE_TRAIN, _capi.PHASE_TEST) if role == "net" else
-                      ((_capi.PHASE_TRAIN,) if role == "train" else (_capi.PHASE_TEST,))):
-            for name, value in python_params(net, phase).items():
-                found.setdefault(name, value)
-    if solver is not None:
-        for net, phases in [(solver.net_param, (0, 1)), (solver.train_net_param, (0,))] + \
-                [(n, (1,)) for n in solver.test_net_param]:
-            for phase in phases:
-                for name, value in python_params(net, phase).items():
-                    found.setdefault(name, value)
-    return found
+def _solver_has_python_layers(solver_path):
+    try:
+        return any(layer.type == "Python" for _, net in _solver_nets(solver_path) for layer in net.layer)
+    except Exception:  # an unreadable file: the runtime reports it, with its position
+        return False
+
+
+def _solver_python_roles(solver_path):
+    return [(phase, python_params(net, phase)) for phase, net in _solver_nets(solver_path)]
