@@ -4,6 +4,7 @@
 # An inner product on a 2 x 3 x 2 x 2 input, then a ReLU (in place).
 LINEAR = """
 name: "linear"
+force_backward: true
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 2 dim: 2 } } }
 layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
   inner_product_param { num_output: 4
