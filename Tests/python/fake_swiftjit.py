@@ -319,7 +319,8 @@ class _PythonLayer(_Layer):
         bottoms = self._refs(self.bottoms, with_memory)
         tops = self._refs(self.tops, with_memory)
         down = (ctypes.c_int32 * max(len(self.bottoms), 1))(*([1] * len(self.bottoms))) if propagate else None
-        result = function(None, self.index, self.name.encode(), stage, len(self.bottoms), bottoms,
+        index = self.net.number * 65536 + self.index   # a solver's nets: net * 65536 + layer
+        result = function(None, index, self.name.encode(), stage, len(self.bottoms), bottoms,
                           len(self.tops), tops, down)
         if result != 0:
             raise _Error(_capi.CALLBACK, "layer %r (Python): the caller's layer function failed" % self.name)
@@ -346,6 +347,7 @@ class FakeNet:
         opts = _objects[options] if options else {}
         self.phase = opts.get("phase", _capi.PHASE_TEST)
         self.layer_function = opts.get("layer_function")
+        self.number = opts.get("net_number", 0)
         self.rng = np.random.default_rng(opts.get("seed", 1))
         proto = _read_net(path)
         self.name = proto.name
@@ -623,6 +625,7 @@ class FakeLibrary:
         train = FakeNet(net_path, None, train_options)
         tests = []
         for i in range(len(param.test_iter)):
+            _objects[test_options]["net_number"] = i + 1
             test = FakeNet(param.test_net[i] if len(param.test_net) > i else param.net, None, test_options)
             self._share(test, train)
             tests.append(test)

@@ -118,22 +118,20 @@ class PythonLayerHost:
     for every stage of every "Python" layer. Exceptions never cross into C: the first one is kept
     in ``self.error``, the callback returns 1, and :func:`errors.check` re-raises it.
 
-    A solver's nets share one callback, and the C API does not say which net a call is for. The
-    nets are built in Caffe's order (train net, then test nets), so the n-th SETUP of a layer key
-    (index, name) belongs to the n-th of those nets that has a Python layer with that name: that
-    is how each instance gets its own param_str and phase. Later stages go to the instance of the
-    net Python is driving (``active``, set around net.forward()/backward(); the train net during
-    solver.step()). Layer keys found in only one net — the common case — are never ambiguous.
+    A solver's nets share one callback; the runtime tells them apart in ``layer_index``, which is
+    ``net * 65536 + layer`` there (net 0: the train net, net i + 1: test net i) and the plain layer
+    index for a net of its own. Each (net, layer) gets its own instance, with its net's
+    param_str and phase.
     """
 
+    NET_STRIDE = 65536
+
     def __init__(self, roles_loader):
-        # roles_loader() -> [(phase, {name: (module, class, param_str)})], one entry per net in
-        # the order the runtime builds them.
+        # roles_loader() -> [(phase, {name: (module, class, param_str)})], one entry per net:
+        # the net itself, or a solver's train net then its test nets.
         self._roles_loader = roles_loader
         self._roles = None
-        self.layers = {}          # (layer index, layer name) -> [Layer instance per net having it]
-        self.active = 0           # which net (position in build order) Python is running
-        self.net_keys = None      # per net position: the keys of its Python layers (set by the solver)
+        self.layers = {}          # (net, layer index, layer name) -> Layer instance
         self.error = None
         self.function = _capi.LAYER_FUNCTION(self.callback)
 
@@ -141,34 +139,26 @@ class PythonLayerHost:
         error, self.error = self.error, None
         return error
 
-    def _instance(self, key, position):
-        instances = self.layers.get(key)
-        if not instances:
-            return None
-        if len(instances) == 1 or self.net_keys is None:
-            return instances[0]
-        earlier = sum(1 for keys in self.net_keys[:position] if key in keys)
-        return instances[min(earlier, len(instances) - 1)]
-
-    def layer(self, index, name, position=0):
-        """The object of Python layer `name` (at `index` in the net at `position`), or None."""
-        instance = self._instance((index, name), position)
+    def layer(self, index, name, net=0):
+        """The object of Python layer `name` (at `index` in net `net`), or None."""
+        instance = self.layers.get((net, index, name))
         if instance is None:
-            # The callback's layer_index and sj_net_layer_name's index should agree; if a library
+            # The callback's layer index and sj_net_layer_name's should agree; if a library
             # counts differently (e.g. hidden Split layers), a unique name still identifies it.
-            matches = [instances for (i, n), instances in self.layers.items() if n == name]
-            instance = matches[0][0] if len(matches) == 1 and len(matches[0]) == 1 else None
+            matches = [layer for (n, _, layer_name), layer in self.layers.items() if n == net and layer_name == name]
+            instance = matches[0] if len(matches) == 1 else None
         return instance
 
-    def _create(self, key):
+    def _create(self, net, name):
         if self._roles is None:
             self._roles = self._roles_loader()
-        name = key[1]
-        having = [(phase, params[name]) for phase, params in self._roles if name in params]
-        already = len(self.layers.get(key, ()))
-        if not having:
+        if not 0 <= net < len(self._roles):
+            raise RuntimeError("Python layer %r: the runtime named net %d, but the prototxt describes %d"
+                               % (name, net, len(self._roles)))
+        phase, params = self._roles[net]
+        if name not in params:
             raise KeyError("Python layer %r: no python_param found for it in the prototxt" % name)
-        phase, (module_name, class_name, param_str) = having[min(already, len(having) - 1)]
+        module_name, class_name, param_str = params[name]
         if not module_name or not class_name:
             raise ValueError("Python layer %r needs python_param { module: ... layer: ... }" % name)
         module = importlib.import_module(module_name)
@@ -186,14 +176,17 @@ class PythonLayerHost:
             name = _capi.decode(name)
             bottom = [CallbackBlob(bottoms[i], self) for i in range(bottom_count)]
             top = [CallbackBlob(tops[i], self) for i in range(top_count)]
-            key = (int(index), name)
-            if stage == _capi.LAYER_SETUP:    # once per net: a new instance
-                instance = self._create(key)
-                instance.setup(bottom, top)
-                self.layers.setdefault(key, []).append(instance)
+            net, layer = divmod(int(index), self.NET_STRIDE)
+            key = (net, layer, name)
+            if stage == _capi.LAYER_SETUP:
+                instance = self.layers.get(key)
+                if instance is None:
+                    instance = self._create(net, name)
+                    instance.setup(bottom, top)
+                    self.layers[key] = instance
                 instance.reshape(bottom, top)
                 return 0
-            instance = self._instance(key, self.active)
+            instance = self.layers.get(key)
             if instance is None:
                 raise RuntimeError("the runtime asked Python layer %r (index %d) for stage %d before setting it up"
                                    % (name, index, stage))
@@ -275,7 +268,7 @@ class NetHandle:
         self.pointer = pointer
         self.host = host          # PythonLayerHost or None
         self.owner = owner        # SolverHandle for a solver's nets (which it frees)
-        self.position = position  # 0: a net of its own or a solver's train net; k + 1: test net k
+        self.position = position  # 0: a net of its own or a solver's train net; i + 1: test net i
         self.needs_reshape = False
         self._free = lib.sj_net_free
 
@@ -307,14 +300,7 @@ class NetHandle:
         errors.check(status, self.host)
 
     def _run(self, function, *args):
-        """Calls a C function that may run Python layers, telling the host which net runs them."""
-        if self.host is None:
-            return self.check(function(self.pointer, *args))
-        previous, self.host.active = self.host.active, self.position
-        try:
-            return self.check(function(self.pointer, *args))
-        finally:
-            self.host.active = previous
+        self.check(function(self.pointer, *args))
 
     # --- structure ---------------------------------------------------------------------------
     def layer_names(self):
@@ -469,11 +455,7 @@ class SolverHandle:
         with _Options(seed=seed, threads=threads, host=host) as options:
             status = lib.sj_solver_create(_capi.text(solver_path), options.pointer, ctypes.byref(out))
         errors.check(status, host)
-        solver = cls(out.value, host)
-        if host is not None:
-            host.net_keys = [{(i, name) for i, name in enumerate(net.layer_names()) if net.layer_type(i) == "Python"}
-                             for net in [solver.net()] + solver.test_nets()]
-        return solver
+        return cls(out.value, host)
 
     def __del__(self):
         if getattr(self, "pointer", None):
@@ -484,9 +466,6 @@ class SolverHandle:
         errors.check(status, self.host)
 
     def run(self, function, *args):
-        """Calls a solver function; its Python layers run as the train net's."""
-        if self.host is not None:
-            self.host.active = 0
         self.check(function(self.pointer, *args))
 
     def net(self):
