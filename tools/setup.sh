@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # First run: install what is missing, build SwiftJIT in release mode (the swiftjit CLI and the C
-# library .build/release/libswiftjit.so), and explain the bundled LeNet.
+# library .build/release/libswiftjit.so), install the Python package (`import swiftjit, caffe`)
+# into the python3 on PATH, and explain the bundled LeNet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 swift build -c release --product swiftjit
 tools/build-c-library.sh
+python3 -m pip install -q -e python
 .build/release/swiftjit compile Examples/lenet/lenet.prototxt

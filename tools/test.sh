@@ -15,4 +15,6 @@ swift test --skip-build
 # tests compile C programs against the release library.
 swift build -c release --product swiftjit
 tools/build-c-library.sh
-python3 -m pytest -q Tests/peers Tests/c
+# The Python package (python/) over the C library, installed as tools/setup.sh installs it.
+python3 -m pip install -q -e python
+python3 -m pytest -q Tests/peers Tests/c Tests/python
