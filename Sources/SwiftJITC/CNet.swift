@@ -177,7 +177,7 @@ public func sj_net_blob_loss_weight(_ net: OpaquePointer?, _ name: UnsafePointer
 
 @_cdecl("sj_net_blob")
 public func sj_net_blob(_ net: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ blob: UnsafeMutableRawPointer?) -> OpaquePointer? {
-    CStatus.catching {
+    CStatus.catching(diagnosticCode: .invalidArgument) {
         let box = try Handle.borrow(net, as: CNet.self, "net")
         let text = try cString(name, "name")
         guard let blob else { throw CAPIError(.invalidArgument, "blob is NULL") }
@@ -190,7 +190,7 @@ public func sj_net_blob(_ net: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ 
 
 @_cdecl("sj_net_param")
 public func sj_net_param(_ net: OpaquePointer?, _ layer: Int32, _ index: Int32, _ blob: UnsafeMutableRawPointer?) -> OpaquePointer? {
-    CStatus.catching {
+    CStatus.catching(diagnosticCode: .invalidArgument) {
         let box = try Handle.borrow(net, as: CNet.self, "net")
         let info = try box.layerOrThrow(layer)
         guard let blob else { throw CAPIError(.invalidArgument, "blob is NULL") }
@@ -204,7 +204,7 @@ public func sj_net_param(_ net: OpaquePointer?, _ layer: Int32, _ index: Int32, 
 @_cdecl("sj_net_set_input_shape")
 public func sj_net_set_input_shape(_ net: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dims: UnsafePointer<Int64>?,
                                    _ ndim: Int32) -> OpaquePointer? {
-    CStatus.catching {
+    CStatus.catching(diagnosticCode: .invalidArgument) {
         let box = try Handle.borrow(net, as: CNet.self, "net")
         let text = try cString(name, "name")
         do {
@@ -222,7 +222,7 @@ public func sj_net_reshape(_ net: OpaquePointer?) -> OpaquePointer? {
 
 @_cdecl("sj_net_forward")
 public func sj_net_forward(_ net: OpaquePointer?, _ start: Int32, _ end: Int32, _ loss: UnsafeMutablePointer<Float>?) -> OpaquePointer? {
-    CStatus.catching {
+    CStatus.catching(diagnosticCode: .invalidArgument) {
         let box = try Handle.borrow(net, as: CNet.self, "net")
         let value = try box.net.forward(from: start < 0 ? nil : Int(start), to: end < 0 ? nil : Int(end))
         loss?.pointee = value
@@ -231,7 +231,7 @@ public func sj_net_forward(_ net: OpaquePointer?, _ start: Int32, _ end: Int32, 
 
 @_cdecl("sj_net_backward")
 public func sj_net_backward(_ net: OpaquePointer?, _ start: Int32, _ end: Int32) -> OpaquePointer? {
-    CStatus.catching {
+    CStatus.catching(diagnosticCode: .invalidArgument) {
         let box = try Handle.borrow(net, as: CNet.self, "net")
         try box.net.backward(from: start < 0 ? nil : Int(start), to: end < 0 ? nil : Int(end))
     }
