@@ -9,7 +9,7 @@
 #
 # Their files are copied to a scratch folder, never into this repository. What the notebooks would
 # download is made locally in scratch/swiftjit-data: CaffeNet weights from
-# `swiftjit init deploy.prototxt --seed 7 --unfilled-weights msra` (deploy.prototxt names no fillers;
+# `swiftjit init deploy.prototxt --seed 7 --unfilled-weights xavier` (deploy.prototxt names no fillers;
 # Caffe's zero default would make every probability 0.001), ImageNet-style labels "n0000XXXX class XXX",
 # and MNIST-shaped LMDBs from tools/notebooks/mnist_like.py. The substitutions, the Python 2 → 3
 # rewrites and the IPython translations are listed in tools/notebooks/replay.py.
@@ -49,7 +49,7 @@ data="$scratch/swiftjit-data"
 mkdir -p "$data"
 echo "making data: CaffeNet weights (swiftjit init --seed 7), labels, MNIST-shaped LMDBs"
 "$SWIFTJIT_CLI" init "$scratch/models/bvlc_reference_caffenet/deploy.prototxt" --seed 7 \
-    --unfilled-weights msra -o "$data/caffenet_seed7.caffemodel" >/dev/null
+    --unfilled-weights xavier -o "$data/caffenet_seed7.caffemodel" >/dev/null
 mv "$scratch/python/caffe/imagenet/ilsvrc_2012_mean.npy" "$data/" && rm -rf "$scratch/python"
 python3 -c "import sys; sys.stdout.write(''.join('n%08d class %d\n' % (i, i) for i in range(1000)))" \
     > "$data/synset_words.txt"

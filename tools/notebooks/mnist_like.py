@@ -50,6 +50,21 @@ def write_lmdb(path, images, labels):
     env.close()
 
 
+def rotated_lmdb(source, target, shift):
+    """A copy of a Datum LMDB whose records start `shift` records later (and wrap around): what a
+    Data layer reads after `shift` records were consumed, for a reader that starts at the first."""
+    import lmdb
+    with lmdb.open(source, readonly=True, lock=False).begin() as txn:
+        values = [v for _, v in txn.cursor()]
+    shift %= len(values)
+    values = values[shift:] + values[:shift]
+    env = lmdb.open(target, map_size=max(1 << 24, 4 * sum(map(len, values))))
+    with env.begin(write=True) as txn:
+        for i, v in enumerate(values):
+            txn.put(b"%08d" % i, v)
+    env.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")

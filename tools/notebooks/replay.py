@@ -270,19 +270,6 @@ def check_net_surgery(c, p):
              "%d of 64 locations agree; classes %s" % ((ours == theirs).sum(), sorted(set(ours.ravel()))))
 
 
-def rotated_lmdb(source, target, shift):
-    """A copy of a Datum LMDB whose records start `shift` records later (and wrap around)."""
-    import lmdb
-    with lmdb.open(source, readonly=True, lock=False).begin() as txn:
-        values = [v for _, v in txn.cursor()]
-    values = values[shift % len(values):] + values[:shift % len(values)]
-    env = lmdb.open(target, map_size=1 << 28)
-    with env.begin(write=True) as txn:
-        for i, v in enumerate(values):
-            txn.put(b"%08d" % i, v)
-    env.close()
-
-
 def train_losses(solver_path, edits, iterations):
     """`swiftjit train` on a copy of the solver with max_iter = iterations and no snapshots; the
     per-iteration losses from --loss-csv."""
@@ -306,6 +293,7 @@ def check_lenet(c, p):
     # Cell 20's solver.net.forward() read the first train batch (64 records) before the first
     # step, as a Caffe Data layer does; `swiftjit train` starts at the first record, so it gets the
     # same records from an LMDB rotated by one batch.
+    from mnist_like import rotated_lmdb
     rotated_lmdb("../swiftjit-data/mnist_train_lmdb", "_check_train_lmdb_from_64", 64)
     train = open("mnist/lenet_auto_train.prototxt").read().replace("../swiftjit-data/mnist_train_lmdb",
                                                                   "_check_train_lmdb_from_64")
