@@ -87,7 +87,8 @@ def test_classification_with_init_weights_matches_swiftjit_run(tmp_path):
     deploy = os.path.join(ZOO, "squeezenet_v1.1", "deploy.prototxt")
     weights = tmp_path / "squeeze.caffemodel"
     swiftjit("init", deploy, "--seed", 7, "--unfilled-weights", "xavier", "-o", weights)
-    net = caffe.Net(deploy, str(weights), caffe.TEST)   # the notebooks' (deprecated) argument order
+    with pytest.warns(DeprecationWarning, match="weights=weights"):   # the notebooks' order, as BVLC warns
+        net = caffe.Net(deploy, str(weights), caffe.TEST)
     transformer = notebook_transformer(net.blobs["data"].data.shape, np.array([104.0, 117.0, 123.0]))
     net.blobs["data"].reshape(2, 3, 227, 227)
     yy, xx = np.mgrid[0:240, 0:300] / 300.0
@@ -143,8 +144,8 @@ def test_net_surgery_transplants_fc_weights_into_a_fully_convolutional_net(tmp_p
     fc_file, full_file = write("fc.prototxt", FC_NET), write("full_conv.prototxt", FULL_CONV_NET)
     init = tmp_path / "fc.caffemodel"
     swiftjit("init", fc_file, "--seed", 7, "-o", init)
-    net = caffe.Net(fc_file, str(init), caffe.TEST)
-    full = caffe.Net(full_file, str(init), caffe.TEST)  # conv1 by name; fc-conv is new
+    net = caffe.Net(fc_file, caffe.TEST, weights=str(init))
+    full = caffe.Net(full_file, caffe.TEST, weights=str(init))  # conv1 by name; fc-conv is new
     assert net.params["fc"][0].data.shape == (5, 48) and full.params["fc-conv"][0].data.shape == (5, 3, 4, 4)
     np.testing.assert_array_equal(full.params["conv1"][0].data, net.params["conv1"][0].data)
     full.params["fc-conv"][0].data.flat = net.params["fc"][0].data.flat

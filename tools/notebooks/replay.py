@@ -9,7 +9,7 @@ What is changed in a notebook's code, and nothing else, is in NOTEBOOKS below:
 - `paths`: exact (old, new) file-path substitutions; each must occur, or the replay stops. BVLC's
   mean file is read from swiftjit-data/, not python/caffe/imagenet/: a python/caffe folder beside
   examples/ would be the namespace package `import caffe` finds after `sys.path.insert(0, '../python')`.
-- `python3`: rewrites Python 3 needs besides 2to3's print and dict fixers (which run on every cell).
+- `python3`: rewrites Python 3 needs besides 2to3's print, dict and zip fixers (which run on every cell).
 - IPython lines: `%matplotlib` and `%%time` are dropped, `%timeit STMT` runs STMT once, `!CMD` runs
   in a shell unless it downloads or builds data (DROPPED_SHELL), which the wrapper made locally.
 - Plotting is headless (matplotlib's Agg backend; figures are closed after each cell).
@@ -100,11 +100,12 @@ def translate_magics(source):
 
 
 def python3(source):
-    """2to3's print and dict fixers: `print x` → `print(x)`, `d.iteritems()` → `d.items()`."""
+    """2to3's print, dict and zip fixers: `print x` → `print(x)`, `d.iteritems()` → `d.items()`,
+    `zip(a, b)` → `list(zip(a, b))` where a list is shown."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from lib2to3 import refactor
-    tool = refactor.RefactoringTool(["lib2to3.fixes.fix_print", "lib2to3.fixes.fix_dict"])
+    tool = refactor.RefactoringTool(["lib2to3.fixes.fix_print", "lib2to3.fixes.fix_dict", "lib2to3.fixes.fix_zip"])
     return str(tool.refactor_string(source.rstrip("\n") + "\n", "<cell>"))
 
 
