@@ -268,7 +268,7 @@ def check_net_surgery(c, p):
     c.compare("full-conv prob %s" % (p["full_conv_prob"].shape,), p["full_conv_prob"], out["prob"])
     ours, theirs = p["full_conv_prob"][0].argmax(0), out["prob"][0].argmax(0)
     c.report("8×8 classification map (argmax per location)", np.array_equal(ours, theirs),
-             "%d of 64 locations agree; classes %s" % ((ours == theirs).sum(), sorted(set(ours.ravel()))))
+             "%d of 64 locations agree; classes %s" % ((ours == theirs).sum(), sorted(set(ours.ravel().tolist()))))
 
 
 def train_losses(solver_path, edits, iterations):
