@@ -32,3 +32,9 @@ if ! python3 -c "import google.protobuf, pydot, skimage, scipy, h5py, six, sys; 
   echo "installing protobuf, pydot, scikit-image, scipy, h5py and six for $(command -v python3)"
   python3 -m pip install -q "protobuf>=7.35.1,<8" pydot scikit-image scipy h5py six
 fi
+# BVLC's example notebooks (tools/replay-pycaffe-notebooks.sh) plot with matplotlib, and their MNIST
+# stand-in, like Tests/python/test_notebook_flows.py's, is written as Caffe LMDBs with lmdb.
+if ! python3 -c "import matplotlib, lmdb" 2>/dev/null; then
+  echo "installing matplotlib and lmdb for $(command -v python3)"
+  python3 -m pip install -q matplotlib lmdb
+fi

@@ -3,12 +3,14 @@
 import os
 import re
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 
 import caffe
 from caffe import layers as L, params as P
 from caffe.proto import caffe_pb2
+import nets
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -76,8 +78,13 @@ def test_layer_type_list_matches_the_compiler_and_python_layers():
     assert set(caffe.layer_type_list()) == compiler_types | {"Python"}
 
 
-def test_gpu_mode_says_there_is_no_gpu_build():
-    caffe.set_mode_cpu()
+def test_gpu_mode_warns_and_nets_keep_running_on_the_cpu(write):
     caffe.set_device(0)
-    with pytest.raises(RuntimeError, match="CPU only"):
+    with pytest.warns(caffe.GPUUnavailableWarning, match="CPU only"):
         caffe.set_mode_gpu()
+    net = caffe.Net(write("linear.prototxt", nets.LINEAR), caffe.TEST)
+    net.blobs["data"].data[...] = 1
+    weights, bias = (p.data for p in net.params["ip"])
+    expected = np.maximum(nets.inner_product(np.ones((2, 3, 2, 2)), weights, bias), 0)
+    np.testing.assert_allclose(net.forward()["ip"], expected, rtol=1e-5)
+    caffe.set_mode_cpu()

@@ -14,7 +14,7 @@ What is here: ``Net`` (blobs and params as NumPy views of the runtime's memory),
 (``SGDSolver`` ... ``AdamSolver``, ``get_solver``), ``Layer`` (base class of Python layers),
 ``io``, ``proto.caffe_pb2``, ``NetSpec``/``layers``/``params`` (net_spec), ``coord_map``,
 ``draw``, ``Classifier`` and ``Detector``. SwiftJIT runs on the CPU only: ``set_mode_gpu``
-raises.
+warns and the nets keep running on the CPU.
 """
 
 from swiftjit._net import Layer
@@ -22,7 +22,7 @@ from .pycaffe import (Net, Solver, SGDSolver, NesterovSolver, AdaGradSolver, RMS
                       AdamSolver, get_solver, TRAIN, TEST)
 from ._runtime import (set_mode_cpu, set_mode_gpu, set_device, set_random_seed, layer_type_list, init_log, log,
                        solver_count, set_solver_count, solver_rank, set_solver_rank, set_multiprocess, has_nccl,
-                       NCCL, Timer)
+                       NCCL, Timer, GPUUnavailableWarning)
 from .classifier import Classifier
 from .detector import Detector
 from . import io
@@ -32,7 +32,7 @@ __all__ = ["Net", "Layer", "TRAIN", "TEST", "Solver", "SGDSolver", "NesterovSolv
            "AdaDeltaSolver", "AdamSolver", "get_solver", "set_mode_cpu", "set_mode_gpu", "set_device",
            "set_random_seed", "layer_type_list", "init_log", "log", "solver_count", "set_solver_count",
            "solver_rank", "set_solver_rank", "set_multiprocess", "has_nccl", "NCCL", "Timer", "Classifier",
-           "Detector", "io", "layers", "params", "NetSpec", "to_proto"]
+           "Detector", "io", "layers", "params", "NetSpec", "to_proto", "GPUUnavailableWarning"]
 
 
 def __getattr__(name):

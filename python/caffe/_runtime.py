@@ -2,6 +2,7 @@
 
 import sys
 import time
+import warnings
 
 from swiftjit import errors
 from . import _config
@@ -24,7 +25,11 @@ _LAYER_TYPES = (
 
 
 class GPUUnavailableError(errors.Error, RuntimeError):
-    """Raised by caffe.set_mode_gpu(): SwiftJIT is a CPU runtime."""
+    """Raised for multi-GPU training (set_solver_count/set_solver_rank): SwiftJIT is a CPU runtime."""
+
+
+class GPUUnavailableWarning(RuntimeWarning):
+    """Warned by caffe.set_mode_gpu(): the nets keep running on the CPU."""
 
 
 def set_mode_cpu():
@@ -32,9 +37,15 @@ def set_mode_cpu():
 
 
 def set_mode_gpu():
-    """Always raises: SwiftJIT has no GPU build. Use caffe.set_mode_cpu() (the default)."""
-    raise GPUUnavailableError("caffe.set_mode_gpu(): SwiftJIT runs on the CPU only (there is no GPU build); "
-                              "remove the call or use caffe.set_mode_cpu()")
+    """Warns (GPUUnavailableWarning) and keeps running on the CPU: SwiftJIT has no GPU build.
+
+    Scripts and notebooks written for GPU machines (BVLC's 01-learning-lenet calls
+    set_device(0); set_mode_gpu() before it builds its solver) then run unchanged, with the numbers a
+    CPU run gives. Turn the warning into an error with
+    ``warnings.simplefilter("error", caffe.GPUUnavailableWarning)``.
+    """
+    warnings.warn("caffe.set_mode_gpu(): SwiftJIT runs on the CPU only (there is no GPU build); "
+                  "continuing on the CPU", GPUUnavailableWarning, stacklevel=2)
 
 
 def set_device(device_id):
