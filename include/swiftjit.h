@@ -54,7 +54,7 @@ typedef struct sj_status sj_status;
 typedef enum sj_code {
     SJ_OK = 0,
     SJ_INVALID_ARGUMENT = 1, /* a bad shape, unknown blob name, NULL where an object is needed   */
-    SJ_NOT_FOUND = 2,        /* a file that does not exist, a blob or layer the net lacks          */
+    SJ_NOT_FOUND = 2,        /* a file that does not exist, an input, blob or layer the net lacks  */
     SJ_INVALID_MODEL = 3,    /* a malformed prototxt, truncated caffemodel, unsupported layer      */
     SJ_RUNTIME = 4,          /* a failure while running: out of memory, a caller's layer failed    */
     SJ_CALLBACK = 5          /* a layer implemented by the caller returned an error                */

@@ -75,6 +75,16 @@ final class CSession {
         session = try owner.model.session()
     }
 
+    /// Throws SJ_NOT_FOUND, with the library's did-you-mean message, for a name that is not an input.
+    func requireInput(_ name: String) throws {
+        let inputs = session.inputs.map(\.name)
+        guard inputs.contains(name) else {
+            let message = Diagnostic("'\(name)' is not an input of this net" + Diagnostic.didYouMean(name, among: inputs),
+                                     hint: "net inputs: " + inputs.joined(separator: ", "))
+            throw CAPIError(.notFound, message.description)
+        }
+    }
+
     func reshape(_ shapes: [String: [Int]]) throws {
         try session.reshape(shapes)
         lastOutputs = [:]
@@ -191,6 +201,7 @@ public func sj_session_reshape(_ session: OpaquePointer?, _ inputs: UnsafePointe
         var shapes: [String: [Int]] = [:]
         for tensor in try tensors(inputs, count) {
             let name = try cString(tensor.name, "input name")
+            try box.requireInput(name)
             shapes[name] = try cShape(tensor.dims, tensor.ndim, of: name)
         }
         try box.reshape(shapes)
@@ -206,6 +217,7 @@ public func sj_session_run(_ session: OpaquePointer?, _ inputs: UnsafePointer<sj
         var given: [String: CompiledNet.BlobView] = [:]
         for tensor in try tensors(inputs, inputCount) {
             let name = try cString(tensor.name, "input name")
+            try box.requireInput(name)
             let shape = try cShape(tensor.dims, tensor.ndim, of: name)
             guard let data = tensor.data else { throw CAPIError(.invalidArgument, "input '\(name)': data is NULL") }
             given[name] = (shape, UnsafeBufferPointer(start: data, count: shape.reduce(1, *)))

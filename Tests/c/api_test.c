@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     sj_tensor unknown = input_info;
     unknown.name = "no_such_blob";
     unknown.data = inputs[0];
-    expect_error(sj_session_run(reference, &unknown, 1, NULL, 1, &out), SJ_INVALID_ARGUMENT, "no_such_blob", "unknown input name");
+    expect_error(sj_session_run(reference, &unknown, 1, NULL, 1, &out), SJ_NOT_FOUND, "no_such_blob", "unknown input name");
     const char *bad_output = "nope";
     sj_tensor good = input_info;
     good.data = inputs[0];

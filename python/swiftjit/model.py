@@ -130,23 +130,20 @@ class Net:
         """Runs the net on `inputs` (name=array, every input, float32-convertible, of exactly the
         session's shape) and returns {name: array} for `outputs` (default: all outputs)."""
         session = self._session()
-        unknown = [n for n in inputs if n not in session.shapes]
-        if unknown:
-            raise errors.NotFoundError("forward(): the net has no input %s (inputs: %s)"
-                                       % (", ".join(repr(n) for n in unknown), ", ".join(session.shapes)))
-        missing = [n for n in session.shapes if n not in inputs]
-        if missing:
-            raise errors.InvalidArgumentError("forward(): missing input %s" % ", ".join(repr(n) for n in missing))
+        # Names and shapes are checked by the library, so Python and C report the same message
+        # (an unknown input: KeyError; a wrong shape: ValueError). The dtype (the C API takes
+        # float32) and completeness (sj_session_run may read inputs written in place) are Python's.
         arrays = []
         for name, value in inputs.items():
             array = np.asarray(value)
             if array.dtype.kind not in "biuf":
                 raise errors.InvalidArgumentError("input %r has dtype %s; it must be a real number array (float32)"
                                                   % (name, array.dtype))
-            if tuple(array.shape) != session.shapes[name]:
-                raise errors.InvalidArgumentError("input %r has shape %s, the net expects %s (net.reshape(%s=...) changes it)"
-                                                  % (name, tuple(array.shape), session.shapes[name], name))
             arrays.append((name, np.ascontiguousarray(array, dtype=np.float32)))
+        missing = [n for n in session.shapes if n not in inputs]
+        if missing:
+            raise errors.InvalidArgumentError("forward(): input %s is missing (the net's inputs: %s)"
+                                              % (", ".join(repr(n) for n in missing), ", ".join(session.shapes)))
         tensors = (_capi.Tensor * max(len(arrays), 1))()
         keep = []
         for t, (name, array) in zip(tensors, arrays):
