@@ -23,16 +23,7 @@ class Classifier(Net):
                  channel_swap=None):
         Net.__init__(self, model_file, TEST, weights=pretrained_file)
         name = self.inputs[0]
-        self.transformer = io.Transformer({name: self.blobs[name].data.shape})
-        self.transformer.set_transpose(name, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(name, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(name, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(name, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(name, channel_swap)
+        self.transformer = io.input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.crop_dims = np.array(self.blobs[name].data.shape[2:])
         self.image_dims = self.crop_dims if image_dims is None or len(image_dims) == 0 else image_dims
 

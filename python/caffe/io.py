@@ -273,3 +273,20 @@ class Transformer:
         """Multiplier applied last (after the mean), e.g. 0.017 for some normalizations."""
         self._check_input(in_)
         self.input_scale[in_] = scale
+
+
+def input_transformer(net, mean=None, input_scale=None, raw_scale=None, channel_swap=None):
+    """A :class:`Transformer` for `net`'s first input (H x W x K images in, C x H x W out) with
+    the given mean, scales and channel order — what ``Classifier`` and ``Detector`` preprocess with."""
+    name = net.inputs[0]
+    transformer = Transformer({name: net.blobs[name].data.shape})
+    transformer.set_transpose(name, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(name, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(name, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(name, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(name, channel_swap)
+    return transformer

@@ -190,6 +190,19 @@ class Net:
                                     % (name, ", ".join(self._layer_names))) from None
 
     # --- passes --------------------------------------------------------------------------------
+    def _set_all(self, given, names, field, call, kind):
+        """Writes `given` ({blob: values}) into each blob's `field`: all of `names` or none of them."""
+        if not given:
+            return
+        if set(given) != set(names):
+            unknown = sorted(set(given) - set(names))
+            if unknown:
+                raise errors.NotFoundError("%s(): %s not among the net's %ss %s"
+                                           % (call, ", ".join(repr(u) for u in unknown), kind, names))
+            raise errors.InvalidArgumentError("%s(): give every %s of the net (%s), or none" % (call, kind, ", ".join(names)))
+        for name, values in given.items():
+            self._set_blob_values(name, values, field, kind if field == "data" else kind + " diff")
+
     def _set_blob_values(self, name, values, field, what):
         blob = self.blobs[name]
         target = getattr(blob, field)
@@ -233,16 +246,7 @@ class Net:
         else:
             last = len(self._layer_names) - 1
             names = self.outputs + blobs
-        if kwargs:
-            if set(kwargs) != set(self.inputs):
-                unknown = sorted(set(kwargs) - set(self.inputs))
-                if unknown:
-                    raise errors.NotFoundError("forward(): %s not among the net's inputs %s"
-                                               % (", ".join(repr(u) for u in unknown), self.inputs))
-                raise errors.InvalidArgumentError("forward(): give every input of the net (%s), or none"
-                                                  % ", ".join(self.inputs))
-            for name, values in kwargs.items():
-                self._set_blob_values(name, values, "data", "input")
+        self._set_all(kwargs, self.inputs, "data", "forward", "input")
         self._forward(first, last)
         return {name: self.blobs[name].data for name in OrderedDict.fromkeys(names)}
 
@@ -263,16 +267,7 @@ class Net:
         else:
             last = 0
             names = self.inputs + diffs
-        if kwargs:
-            if set(kwargs) != set(self.outputs):
-                unknown = sorted(set(kwargs) - set(self.outputs))
-                if unknown:
-                    raise errors.NotFoundError("backward(): %s not among the net's outputs %s"
-                                               % (", ".join(repr(u) for u in unknown), self.outputs))
-                raise errors.InvalidArgumentError("backward(): give every output of the net (%s), or none"
-                                                  % ", ".join(self.outputs))
-            for name, values in kwargs.items():
-                self._set_blob_values(name, values, "diff", "output diff")
+        self._set_all(kwargs, self.outputs, "diff", "backward", "output")
         self._backward(first, last)
         return {name: self.blobs[name].diff for name in OrderedDict.fromkeys(names)}
 
