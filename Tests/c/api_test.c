@@ -130,6 +130,26 @@ int main(int argc, char **argv) {
     const char broken[] = "layer { name: 'a' type: 'Input' top: 'a' input_param { shape { dim: 1 } }\n";
     expect_error(sj_model_load_from_memory(broken, sizeof broken - 1, NULL, 0, NULL, &none), SJ_INVALID_MODEL, "<prototxt in memory>:",
                  "malformed prototxt in memory");
+    /* The same net from memory (the prototxt's text; fillers with the same seed): the same outputs. */
+    FILE *file = fopen(argv[1], "rb");
+    if (!file) { fail("reading the prototxt back", NULL); return 1; }
+    char text[1 << 16];
+    size_t length = fread(text, 1, sizeof text, file);
+    fclose(file);
+    sj_options *seeded = sj_options_create();
+    sj_options_set_seed(seeded, 7);
+    sj_model *from_memory = NULL;
+    sj_session *memory_session = NULL;
+    sj_tensor memory_out;
+    if ((status = sj_model_load_from_memory(text, length, NULL, 0, seeded, &from_memory))) fail("sj_model_load_from_memory", status);
+    else if ((status = sj_session_create(from_memory, &memory_session))) fail("a session of the model from memory", status);
+    else if ((status = sj_session_run(memory_session, &good, 1, NULL, 1, &memory_out))) fail("running the model from memory", status);
+    else if (memcmp(memory_out.data, expected[0], (size_t)output_count * sizeof(float)) != 0) fail("the model from memory differs", NULL);
+    else printf("ok: a model loaded from memory computes what the one loaded from its file does\n");
+    sj_session_free(memory_session);
+    sj_model_free(from_memory);
+    sj_options_free(seeded);
+
     if ((status = sj_session_run(reference, &good, 1, NULL, 1, &out))) fail("a good run after errors", status);
     else if (memcmp(out.data, expected[0], (size_t)output_count * sizeof(float)) != 0) fail("a good run after errors differs", NULL);
 

@@ -99,3 +99,4 @@ def test_one_model_eight_threads_a_session_each(work):
     for check in ["wrong input shape", "unknown input name", "unknown output name", "NULL session", "missing prototxt",
                   "malformed prototxt in memory"]:
         assert f"ok: {check} ->" in result.stdout
+    assert "ok: a model loaded from memory computes what the one loaded from its file does" in result.stdout
