@@ -1,0 +1,145 @@
+import Foundation
+import SwiftJIT
+
+/// Where one model's files are: the deploy prototxt, the weights, the optional `config.pbtxt`.
+public struct ModelSource: Sendable, Equatable {
+    public var name: String
+    public var version: String
+    public var prototxt: String
+    public var weights: String?
+    public var configuration: String?
+
+    public init(name: String, version: String = "1", prototxt: String, weights: String?, configuration: String? = nil) {
+        self.name = name
+        self.version = version
+        self.prototxt = prototxt
+        self.weights = weights
+        self.configuration = configuration
+    }
+}
+
+/// A loaded model version: the net, its configuration, what it takes and gives, and its batcher.
+///
+/// Shapes follow Triton: with `max_batch_size > 0` the metadata shows -1 for the batch dimension and
+/// requests may send any batch up to the maximum; with 0, requests send the net's full input shape.
+public final class ServedModel: Sendable {
+    /// One input or output in the protocol's terms.
+    public struct TensorInfo: Sendable, Equatable {
+        public var name: String
+        /// The shape without the batch dimension when the model batches; the full shape otherwise.
+        public var dims: [Int]
+    }
+
+    public let source: ModelSource
+    public let configuration: ModelConfiguration
+    public let inputs: [TensorInfo]
+    public let outputs: [TensorInfo]
+    public let batcher: DynamicBatcher
+    public let metrics: ModelMetrics
+    let net: Net
+
+    public var name: String { source.name }
+    public var version: String { source.version }
+    public var batches: Bool { configuration.maxBatchSize > 0 }
+
+    /// Loads the net (weights once, shared by every execution context) and starts its batcher.
+    public init(source: ModelSource, compiler: NetCompiler, metrics: ServeMetricsRegistry, queueCapacity: Int,
+                warnings: (String) -> Void) throws {
+        self.source = source
+        var configuration = ModelConfiguration.standard
+        if let path = source.configuration {
+            let text: String
+            do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                throw ServeError(.badRequest, "model '\(source.name)': cannot read \(path): \(error.localizedDescription)")
+            }
+            configuration = try ModelConfiguration.parse(text, file: path)
+        }
+        configuration.warnings.forEach(warnings)
+        if let declared = configuration.name, declared != source.name {
+            warnings("model '\(source.name)': config.pbtxt names it '\(declared)'; serving it as '\(source.name)' (its folder's name)")
+        }
+        // The prototxt's own input shapes, then the configuration's dims where it gives them.
+        let definition = try CaffeFiles.loadNet(path: source.prototxt)
+        let graph = try GraphBuilder(phase: .test, insertsSplits: false).build(definition)
+        let probe = (inputs: graph.nodes.filter { $0.kind == .input }.flatMap(\.outputs).map { (name: graph.values[$0].name, shape: graph.values[$0].shape.dims) }, ())
+        var shapes: [String: [Int]] = [:]
+        for input in probe.inputs {
+            guard let declared = configuration.inputs.first(where: { $0.name == input.name }), !declared.dims.isEmpty else { continue }
+            if declared.dataType != "TYPE_FP32" {
+                throw ServeError(.badRequest, "model '\(source.name)': input '\(input.name)' is \(declared.dataType) in config.pbtxt; these nets take TYPE_FP32")
+            }
+            shapes[input.name] = configuration.maxBatchSize > 0 ? [1] + declared.dims : declared.dims
+        }
+        if let unknown = configuration.inputs.first(where: { declared in !probe.inputs.contains { $0.name == declared.name } }) {
+            throw ServeError(.badRequest, "model '\(source.name)': config.pbtxt declares input '\(unknown.name)' but the net's inputs are " + probe.inputs.map { "'\($0.name)'" }.joined(separator: ", "))
+        }
+        if configuration.maxBatchSize > 0 { for input in probe.inputs where shapes[input.name] == nil { shapes[input.name] = [1] + input.shape.dropFirst() } }
+        let net = try Net(prototxt: source.prototxt, weights: source.weights, inputShapes: shapes, compiler: compiler)
+        let batches = configuration.maxBatchSize > 0
+        inputs = net.inputs.map { TensorInfo(name: $0.name, dims: batches ? Array($0.shape.dropFirst()) : $0.shape) }
+        outputs = net.outputs.map { name in
+            let dims = net.graph.value(named: name)?.shape.dims ?? []
+            return TensorInfo(name: name, dims: batches ? Array(dims.dropFirst()) : dims)
+        }
+        for declared in configuration.outputs where !outputs.contains(where: { $0.name == declared.name }) {
+            throw ServeError(.badRequest, "model '\(source.name)': config.pbtxt declares output '\(declared.name)' but the net's outputs are " + outputs.map { "'\($0.name)'" }.joined(separator: ", "))
+        }
+        self.configuration = configuration
+        self.net = net
+        let metrics = metrics.model(source.name, version: source.version)
+        self.metrics = metrics
+        let batching = configuration.dynamicBatching
+        let policy = BatchPolicy(maxBatchSize: configuration.maxBatchSize, dynamic: batching != nil,
+                                 maxQueueDelayMicroseconds: batching?.maxQueueDelayMicroseconds ?? 0,
+                                 preferredBatchSizes: batching?.preferredBatchSizes ?? [], queueCapacity: queueCapacity,
+                                 instances: configuration.instanceCount)
+        batcher = DynamicBatcher(name: source.name, policy: policy, observer: { _, _ in metrics.recordExecution() }) { inputs in
+            try net.forward(inputs)
+        }
+    }
+
+    /// Compiles an execution context for every batch size the batcher forms (kernels from the cache).
+    public func warmUp() throws {
+        let sizes = batches ? batcher.policy.batchSizes : [0]
+        for size in sizes {
+            var feed: [String: NDArray] = [:]
+            for input in inputs { feed[input.name] = NDArray(shape: batches ? [size] + input.dims : input.dims) }
+            _ = try net.forward(feed)
+        }
+    }
+
+    /// Checks a decoded request against this model and returns the net's inputs and the batch rows.
+    public func validate(_ request: InferenceRequest) throws(ServeError) -> (inputs: [String: NDArray], rows: Int) {
+        var feed: [String: NDArray] = [:]
+        var rows: Int?
+        for input in request.inputs {
+            guard let expected = inputs.first(where: { $0.name == input.name }) else {
+                throw ServeError(.badRequest, "model '\(name)' has no input '\(input.name)'; its inputs are " + inputs.map { "'\($0.name)'" }.joined(separator: ", "))
+            }
+            let wanted = batches ? [-1] + expected.dims : expected.dims
+            let matches = batches ? (input.shape.count == wanted.count && Array(input.shape.dropFirst()) == expected.dims)
+                                  : input.shape == expected.dims
+            guard matches else {
+                throw ServeError(.badRequest, "model '\(name)': input '\(input.name)': expected shape \(shapeText(wanted)), got \(shapeText(input.shape))")
+            }
+            if batches {
+                let batch = input.shape[0]
+                guard batch >= 1, batch <= configuration.maxBatchSize else {
+                    throw ServeError(.badRequest, "model '\(name)': input '\(input.name)': batch size \(batch) is outside 1...\(configuration.maxBatchSize) (max_batch_size)")
+                }
+                if let rows, rows != batch {
+                    throw ServeError(.badRequest, "model '\(name)': inputs have different batch sizes (\(rows) and \(batch))")
+                }
+                rows = batch
+            }
+            feed[input.name] = NDArray(shape: input.shape, data: input.values)
+        }
+        if let missing = inputs.first(where: { feed[$0.name] == nil }) {
+            throw ServeError(.badRequest, "model '\(name)': input '\(missing.name)' is missing (shape \(shapeText(batches ? [-1] + missing.dims : missing.dims)), FP32)")
+        }
+        if let outputs = request.outputs, let unknown = outputs.first(where: { requested in !self.outputs.contains { $0.name == requested.name } }) {
+            throw ServeError(.badRequest, "model '\(name)' has no output '\(unknown.name)'; its outputs are " + self.outputs.map { "'\($0.name)'" }.joined(separator: ", "))
+        }
+        return (feed, rows ?? 1)
+    }
+}
