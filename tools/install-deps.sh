@@ -25,3 +25,8 @@ if ! python3 -c "import onnx, onnxruntime" 2>/dev/null; then
   echo "installing onnx and onnxruntime for $(command -v python3)"
   python3 -m pip install -q onnx onnxruntime numpy
 fi
+# The inference server's tests talk to it through Triton's own client (PyPI).
+if ! python3 -c "import tritonclient.http" 2>/dev/null; then
+  echo "installing tritonclient[http] for $(command -v python3)"
+  python3 -m pip install -q "tritonclient[http]"
+fi

@@ -13,3 +13,5 @@ swift test --skip-build
 # Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it.
 swift build -c release --product swiftjit
 python3 -m pytest -q Tests/peers
+# `swiftjit serve` against the real tritonclient[http], on loopback ports.
+python3 -m pytest -q Tests/serve
