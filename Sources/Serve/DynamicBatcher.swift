@@ -107,6 +107,12 @@ public final class DynamicBatcher: @unchecked Sendable {
         return queue.count + running
     }
 
+    /// Requests waiting for an execution context (not yet running).
+    var queued: Int {
+        condition.lock(); defer { condition.unlock() }
+        return queue.count
+    }
+
     /// Queues `inputs` (each with `rows` rows along axis 0 when the model batches) and waits for its outputs.
     public func submit(_ inputs: [String: NDArray], rows: Int) async throws -> ([String: NDArray], BatchTiming) {
         let key = policy.maxBatchSize > 0 ? inputs.mapValues { Array($0.shape.dropFirst()) } : inputs.mapValues(\.shape)

@@ -30,7 +30,8 @@ public final class ModelRepository: @unchecked Sendable {
     private let lock = NSLock()
     private var models: [String: ServedModel] = [:]
     private var failures: [String: String] = [:]
-    private var loading: Set<String> = []
+    /// Loads under way per name (a reload may start while another is still compiling).
+    private var loading: [String: Int] = [:]
 
     public init(directory: String?, models fixed: [ModelSource] = [], compiler: NetCompiler, metrics: ServeMetricsRegistry,
                 queueCapacity: Int, warmUp: Bool, logger: Logger) {
@@ -109,11 +110,17 @@ public final class ModelRepository: @unchecked Sendable {
     }
 
     private func loadNow(_ name: String) -> Result<ServedModel, ServeError> {
-        lock.withLock { _ = loading.insert(name) }
-        defer { lock.withLock { _ = loading.remove(name) } }
         let started = Date()
+        let source: ModelSource
+        do { source = try self.source(named: name) } catch { return .failure(error) }
+        lock.withLock { loading[name, default: 0] += 1 }
+        defer {
+            lock.withLock {
+                let left = (loading[name] ?? 1) - 1
+                loading[name] = left > 0 ? left : nil
+            }
+        }
         do {
-            let source = try source(named: name)
             let model: ServedModel
             do {
                 model = try ServedModel(source: source, compiler: compiler, metrics: metrics, queueCapacity: queueCapacity) { [logger] in
@@ -136,26 +143,28 @@ public final class ModelRepository: @unchecked Sendable {
             previous?.batcher.finish()
             logger.info("model '\(name)' version \(source.version) ready (\(String(format: "%.2f", Date().timeIntervalSince(started))) s\(warmUp ? ", batch sizes \(model.batcher.policy.batchSizes) compiled" : ""))")
             return .success(model)
-        } catch let error as ServeError {
-            lock.withLock { failures[name] = error.message }
-            logger.error("\(error.message)")
-            return .failure(error)
         } catch {
-            return .failure(ServeError(.internalServerError, "model '\(name)': \(error)"))
+            let failure = error as? ServeError ?? ServeError(.internalServerError, "model '\(name)': \(error)")
+            lock.withLock { failures[name] = failure.message }
+            logger.error("\(failure.message)")
+            return .failure(failure)
         }
     }
 
     /// Takes a model out of service; requests it already has still finish.
     public func unload(_ name: String) throws(ServeError) {
-        let model = lock.withLock { models.removeValue(forKey: name) }
-        guard let model else { throw ServeError(.badRequest, "model '\(name)' is not loaded") }
+        let (model, failed) = lock.withLock { (models.removeValue(forKey: name), failures.removeValue(forKey: name)) }
+        guard let model else {
+            if failed != nil { return }   // a failed load no longer holds the server back from ready
+            throw ServeError(.badRequest, "model '\(name)' is not loaded")
+        }
         model.batcher.finish()
         logger.info("model '\(name)' unloaded")
     }
 
     /// The model in service under `name` (and `version`, when given).
     public func model(_ name: String, version: String? = nil) throws(ServeError) -> ServedModel {
-        let (model, failure, isLoading) = lock.withLock { (models[name], failures[name], loading.contains(name)) }
+        let (model, failure, isLoading) = lock.withLock { (models[name], failures[name], loading[name] != nil) }
         guard let model else {
             if isLoading { throw ServeError(.serviceUnavailable, "model '\(name)' is loading") }
             if let failure { throw ServeError(.badRequest, "model '\(name)' is not available: \(failure)") }
@@ -170,9 +179,10 @@ public final class ModelRepository: @unchecked Sendable {
     /// Every model in service.
     public var loaded: [ServedModel] { lock.withLock { Array(models.values) } }
 
-    /// Whether every model that should be up is: all available models loaded, none still loading.
+    /// Whether every model that should be up is: none loading, none whose load failed and left it
+    /// out of service (a failed reload keeps the previous version serving), at least one loaded.
     public var allReady: Bool {
-        lock.withLock { loading.isEmpty && failures.isEmpty && !models.isEmpty }
+        lock.withLock { loading.isEmpty && !models.isEmpty && failures.keys.allSatisfy { models[$0] != nil } }
     }
 
     /// The repository index: every model the folder offers or the server holds, with its state.
@@ -181,13 +191,9 @@ public final class ModelRepository: @unchecked Sendable {
         return names.sorted().map { name in
             lock.withLock {
                 if let model = models[name] { return Entry(name: name, version: model.version, state: "READY", reason: "") }
-                if loading.contains(name) { return Entry(name: name, version: nil, state: "LOADING", reason: "") }
+                if loading[name] != nil { return Entry(name: name, version: nil, state: "LOADING", reason: "") }
                 return Entry(name: name, version: nil, state: "UNAVAILABLE", reason: failures[name] ?? "unloaded")
             }
         }
     }
-
-    /// Marks a load that never started (the folder could not be read) as failed.
-    func recordFailure(_ name: String, _ message: String) { lock.withLock { failures[name] = message } }
-    func clearFailure(_ name: String) { lock.withLock { failures[name] = nil } }
 }

@@ -145,8 +145,14 @@ def test_bad_request_is_refused_and_the_next_succeeds(server, reference, case):
 def test_unknown_model_is_404(server):
     code, text = post(server, "/v2/models/resnet/infer", b"{}")
     assert code == 404 and "unknown model 'resnet'" in json.loads(text)["error"]
+    client = triton.InferenceServerClient(server.url)
     with pytest.raises(InferenceServerException, match="unknown model"):
-        triton.InferenceServerClient(server.url).get_model_metadata("resnet")
+        client.get_model_metadata("resnet")
+    with pytest.raises(InferenceServerException, match="no model 'resnet'"):
+        client.load_model("resnet")
+    assert client.is_server_ready(), "a failed load of a model the repository does not have must not unready the server"
+    code, text = post(server, "/v2/models/squeezenet/versions/2/infer", b"{}")
+    assert code == 404 and "no version '2'" in json.loads(text)["error"]
 
 
 def test_terabyte_content_length_is_refused_at_once(server, reference):
@@ -272,10 +278,14 @@ def test_unload_lets_in_flight_requests_finish(server, reference):
 
 
 def test_sigterm_answers_in_flight_requests_and_exits_zero(repository, reference, workdir):
+    """Also the one-net form: `swiftjit serve NET.prototxt --weights W --name NAME --config C`."""
     images, expected = reference
-    server = Server(["--model-repository", repository, "--warmup"], workdir / "sigterm.log")
+    model = repository / "squeezenet"
+    server = Server([model / "1" / "deploy.prototxt", "--weights", model / "1" / "weights.caffemodel", "--name", "squeezenet",
+                     "--config", model / "config.pbtxt", "--warmup"], workdir / "sigterm.log")
     try:
         server.wait_ready()
+        assert triton.InferenceServerClient(server.url).get_model_config("squeezenet")["max_batch_size"] == 8
         requests = InFlight(server, images, 48)
         assert requests.wait_pending(server, 8), "the requests were never in flight together"
         server.process.send_signal(signal.SIGTERM)
