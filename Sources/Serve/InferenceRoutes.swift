@@ -118,11 +118,14 @@ struct InferenceRoutes: Sendable {
     /// Reads the whole body, refusing more than `limits.maxRequestBytes` and a body still arriving
     /// after `limits.bodyTimeout` (a client stalled outright is closed by the connection's idle timeout).
     private func readBody(_ request: Request, model: String) async throws -> [UInt8] {
-        if let text = request.headers[.contentLength], let declared = Int(text), declared > limits.maxRequestBytes {
+        let declared = request.headers[.contentLength].flatMap { Int($0) }
+        if let declared, declared > limits.maxRequestBytes {
             throw ServeError(.contentTooLarge, "model '\(model)': the request declares \(declared) bytes (Content-Length); the limit is \(limits.maxRequestBytes) (--max-request-bytes)")
         }
         let deadline = ContinuousClock.now + limits.bodyTimeout
         var bytes: [UInt8] = []
+        // Reserve what the client declares, up to a first chunk's worth: a lying Content-Length costs nothing.
+        bytes.reserveCapacity(min(declared ?? 0, 16 << 20))
         for try await chunk in request.body {
             guard bytes.count + chunk.readableBytes <= limits.maxRequestBytes else {
                 throw ServeError(.contentTooLarge, "model '\(model)': the request body exceeds \(limits.maxRequestBytes) bytes (--max-request-bytes)")

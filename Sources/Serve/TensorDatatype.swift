@@ -32,6 +32,12 @@ public enum TensorDatatype: String, Sendable, CaseIterable {
     public func floats(fromLittleEndian bytes: ArraySlice<UInt8>, count: Int) throws(ServeError) -> [Float] {
         guard let size = byteSize else { throw ServeError(.badRequest, "datatype BYTES is not supported: these models take numeric tensors (FP32)") }
         precondition(bytes.count == count * size, "the caller checks the byte count")
+        if self == .fp32 {
+            // The common case (tritonclient's default): one pass, no per-byte work.
+            return bytes.withUnsafeBytes { raw in
+                (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+            }
+        }
         var result = [Float](repeating: 0, count: count)
         let base = bytes.startIndex
         func word(_ i: Int, _ n: Int) -> UInt64 {
