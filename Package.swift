@@ -75,7 +75,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .target(name: "SwiftJITC", dependencies: ["SwiftJIT", "Runtime"]),
+        .systemLibrary(name: "CSwiftJIT", path: "Sources/CSwiftJIT"),
+        .target(name: "SwiftJITC", dependencies: ["SwiftJIT", "Runtime", "CSwiftJIT"]),
         .testTarget(name: "CaffeFormatTests", dependencies: ["CaffeFormat"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "NumPyTests", dependencies: ["NumPy"]),

@@ -109,3 +109,21 @@ public struct Tensor: @unchecked Sendable {
         return n
     }
 }
+
+/// The C heap, as far as a long-lived process needs to manage it.
+public enum Heap {
+    /// Returns freed heap pages to the operating system (glibc's `malloc_trim`), so that memory a
+    /// compilation used only while it ran stops counting in the process's resident size. A no-op
+    /// where the C library has no such call.
+    public static func trim() {
+        #if os(Linux)
+        _ = glibcMallocTrim(0)
+        #endif
+    }
+}
+
+#if os(Linux)
+/// glibc's `int malloc_trim(size_t pad)`, which Swift's Glibc module does not import (<malloc.h>).
+@_silgen_name("malloc_trim")
+private func glibcMallocTrim(_ pad: Int) -> Int32
+#endif

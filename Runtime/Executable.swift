@@ -35,6 +35,8 @@ public final class Executable: @unchecked Sendable {
         case gemm(GemmStep, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>,
                   split: GemmSplit, epilogue: Epilogue?)
         case items(count: Int, body: [LoopAction])
+        /// A host call with its operands' addresses.
+        case host(HostStep, UnsafeMutablePointer<UnsafeMutablePointer<Float>>)
         /// A step the one before it runs (an epilogue run per GEMM row block).
         case runByPrevious
     }
@@ -69,19 +71,27 @@ public final class Executable: @unchecked Sendable {
     /// parameters, their diffs and running statistics are one state however many shape variants
     /// run it — and so does a constant with the same id, name and values (weights are not copied
     /// again). Other buffers are this executable's own.
-    public init(_ program: Program, pool: ThreadPool, blas: BLAS, sharingBuffersWith other: Executable? = nil) throws {
+    ///
+    /// `plan`, when given, is `MemoryPlan(program)` computed once by the caller (a program that many
+    /// executables are made from). `adopted` gives persistent buffers memory owned elsewhere (another
+    /// net's parameters, for Caffe's `ShareTrainedLayersWith`): each must hold at least the declared count.
+    public init(_ program: Program, plan: MemoryPlan? = nil, pool: ThreadPool, blas: BLAS, sharingBuffersWith other: Executable? = nil,
+                adopting adopted: [BufferID: AlignedBuffer] = [:]) throws {
         try Executable.validate(program, threads: pool.threadCount)
         self.pool = pool
         self.blas = blas
         inputs = program.inputs
         outputs = program.outputs
         steps = program.steps
-        memoryPlan = MemoryPlan(program)
+        memoryPlan = plan ?? MemoryPlan(program)
         arena = try AlignedBuffer(count: memoryPlan.arenaCount)
         var owned: [BufferID: (name: String, isPersistent: Bool, buffer: AlignedBuffer)] = [:]
         var bases: [UnsafeMutablePointer<Float>] = []
         for (index, declaration) in program.buffers.enumerated() {
-            if !declaration.isActivation, let shared = other?.owned[index], shared.name == declaration.name,
+            if declaration.isPersistent, let buffer = adopted[index], buffer.count >= declaration.count {
+                owned[index] = (declaration.name, true, buffer)
+                bases.append(buffer.pointer)
+            } else if !declaration.isActivation, let shared = other?.owned[index], shared.name == declaration.name,
                shared.isPersistent == declaration.isPersistent, shared.buffer.count == declaration.count,
                declaration.isPersistent || Executable.sameValues(declaration, shared.buffer) {
                 owned[index] = shared
@@ -126,6 +136,10 @@ public final class Executable: @unchecked Sendable {
                 }
                 return .gemm(g, a: bases[g.a.buffer] + g.a.offset, b: bases[g.b.buffer] + g.b.offset, c: bases[g.c.buffer] + g.c.offset,
                              split: split, epilogue: epilogue)
+            case .host(let h):
+                let addresses = UnsafeMutablePointer<UnsafeMutablePointer<Float>>.allocate(capacity: max(1, h.operands.count))
+                for (i, operand) in h.operands.enumerated() { (addresses + i).initialize(to: bases[operand.buffer] + operand.offset) }
+                return .host(h, addresses)
             case .items(let loop):
                 func operand(_ o: Operand) -> LoopOperand {
                     LoopOperand(base: bases[o.buffer] + o.offset, itemStride: loop.strides[o.buffer] ?? 0, slice: loop.privateSlices[o.buffer] ?? 0)
@@ -136,7 +150,7 @@ public final class Executable: @unchecked Sendable {
                         let tasks = loop.taskSlices ? k.taskCount / max(1, loop.items) : k.taskCount
                         return .kernel(k.kernel.function!, k.operands.map(operand), taskCount: tasks, slicesTasks: loop.taskSlices)
                     case .gemm(let g): return .gemm(g, a: operand(g.a), b: operand(g.b), c: operand(g.c))
-                    case .items: return nil  // rejected by validate
+                    case .items, .host: return nil  // rejected by validate
                     }
                 })
             }
@@ -147,6 +161,7 @@ public final class Executable: @unchecked Sendable {
         for step in resolved {
             if case .kernel(_, let arguments, _, _) = step { arguments.deallocate() }
             if case .gemm(_, _, _, _, _, let epilogue?) = step { epilogue.arguments.deallocate() }
+            if case .host(_, let addresses) = step { addresses.deallocate() }
         }
     }
 
@@ -187,8 +202,12 @@ public final class Executable: @unchecked Sendable {
     }
 
     /// Runs step `index` alone (the caller has fed the inputs); used by `run` and by profilers.
-    private func execute(_ index: Int) {
+    /// False when a host step asked to stop the pass.
+    @discardableResult
+    private func execute(_ index: Int) -> Bool {
         switch resolved[index] {
+        case let .host(step, addresses):
+            return step.function(UnsafePointer(addresses))
         case let .kernel(function, arguments, taskCount, parallel):
             if parallel {
                 let args = UnsafePointer(arguments)
@@ -228,6 +247,7 @@ public final class Executable: @unchecked Sendable {
                 }
             }
         }
+        return true
     }
 
     /// One action of an item loop for `item`, on the calling thread, using slice `chunk` of the
@@ -278,13 +298,21 @@ public final class Executable: @unchecked Sendable {
         bases[id]
     }
 
+    /// The memory of persistent buffer `id` (to share it with another executable), or nil.
+    public func persistentBuffer(_ id: BufferID) -> AlignedBuffer? {
+        owned[id].flatMap { $0.isPersistent ? $0.buffer : nil }
+    }
+
     /// Runs steps `range` of the schedule in order, with no input copying or output reading: the
     /// caller has written the inputs through `pointer(to:)` and reads results the same way. Lets a
-    /// training net run its forward steps alone, or forward and backward.
-    public func execute(steps range: Range<Int>) {
+    /// training net run its forward steps alone, or forward and backward. Returns false when a
+    /// host step stopped the pass (the steps after it did not run).
+    @discardableResult
+    public func execute(steps range: Range<Int>) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        for index in range.clamped(to: resolved.indices) { execute(index) }
+        for index in range.clamped(to: resolved.indices) where !execute(index) { return false }
+        return true
     }
 
     /// Seconds each step took in one run over the current arena contents (inputs as last fed), for
@@ -324,6 +352,8 @@ public final class Executable: @unchecked Sendable {
                 for operand in k.operands {
                     try check(operand, extent: buffers.indices.contains(operand.buffer) ? reach(operand.buffer) : 0, in: label)
                 }
+            case .host(let h):
+                for operand in h.operands { try check(operand, extent: 0, in: label) }
             case .gemm(let g):
                 for (operand, extent, isWrite) in g.extents {
                     try check(operand, extent: extent + (buffers.indices.contains(operand.buffer) ? reach(operand.buffer) : 0), in: label)
@@ -334,6 +364,7 @@ public final class Executable: @unchecked Sendable {
             case .items(let loop):
                 for inner in loop.body {
                     if case .items = inner { throw RuntimeError("step '\(label)' nests an item loop in an item loop") }
+                    if case .host = inner { throw RuntimeError("step '\(label)' calls the host inside an item loop") }
                     try checkAction(inner, in: label) { buffer in
                         (loop.items - 1) * (loop.strides[buffer] ?? 0) + (threads - 1) * (loop.privateSlices[buffer] ?? 0)
                     }

@@ -141,6 +141,19 @@ public struct ItemLoop: Sendable {
     }
 }
 
+/// A call into the host program between kernels (a layer the caller implements, such as Caffe's
+/// "Python" layers): `function` receives the addresses of `operands`, in order, and returns false
+/// to stop the pass (the caller's owner records why). Runs on the executing thread, never split.
+public struct HostStep: Sendable {
+    public var operands: [Operand]
+    public var function: @Sendable (UnsafePointer<UnsafeMutablePointer<Float>>) -> Bool
+
+    public init(operands: [Operand], function: @escaping @Sendable (UnsafePointer<UnsafeMutablePointer<Float>>) -> Bool) {
+        self.operands = operands
+        self.function = function
+    }
+}
+
 /// One entry of an `Executable`'s schedule, labelled with the layer it implements (for `time`).
 public struct Step: Sendable {
     /// What the step does.
@@ -149,6 +162,8 @@ public struct Step: Sendable {
         case gemm(GemmStep)
         /// A per-item loop of kernel and GEMM actions (not nested).
         case items(ItemLoop)
+        /// A call into the host (not allowed inside an item loop).
+        case host(HostStep)
 
         /// Every operand the action names (for an item loop: those of item 0).
         public var operands: [Operand] {
@@ -156,6 +171,7 @@ public struct Step: Sendable {
             case .kernel(let k): return k.operands
             case .gemm(let g): return [g.a, g.b, g.c]
             case .items(let loop): return loop.body.flatMap(\.operands)
+            case .host(let h): return h.operands
             }
         }
 
@@ -180,6 +196,9 @@ public struct Step: Sendable {
             case .items(var loop):
                 loop.body = loop.body.map { $0.mappingOperands(map) }
                 return .items(loop)
+            case .host(var h):
+                h.operands = h.operands.map(map)
+                return .host(h)
             }
         }
 

@@ -142,7 +142,8 @@ sj_status *sj_session_reshape(sj_session *session, const sj_tensor *inputs, size
 /** Runs forward. Every input must be given, with exactly the session's shape (an error names the
  *  blob and both shapes). `output_names` selects outputs (NULL: all of the net's outputs, in
  *  order); `outputs` must hold that many entries and receives pointers into the session's memory,
- *  valid until its next run, reshape or free. */
+ *  valid until its next run, reshape or free. With outputs NULL and output_count 0 the
+ *  net runs and nothing is read back. */
 sj_status *sj_session_run(sj_session *session, const sj_tensor *inputs, size_t input_count,
                           const char *const *output_names, size_t output_count, sj_tensor *outputs);
 /** Zero-copy input: the session's own buffer for input `name` (write the values there, then call
@@ -177,7 +178,10 @@ typedef struct sj_blob_ref {
 
 /** A layer the caller implements (prototxt `type: "Python"`, identified by `layer_index` and
  *  `layer_name`). Return 0 on success; any other value stops the pass, and the call that ran it
- *  returns an SJ_CALLBACK status naming the layer (the caller keeps its own error details). */
+ *  returns an SJ_CALLBACK status naming the layer (the caller keeps its own error details).
+ *  In a solver's nets, which share one options' function and user pointer, `layer_index` is
+ *  `net * 65536 + layer` (net 0: the train net, net i + 1: test net i), so that each net's layer
+ *  gets its own instance; for sj_net_create nets it is the layer index. */
 typedef int32_t (*sj_layer_function)(void *user, int32_t layer_index, const char *layer_name, sj_layer_stage stage,
                                      int32_t bottom_count, sj_blob_ref *bottoms, int32_t top_count, sj_blob_ref *tops,
                                      const int32_t *propagate_down);
@@ -252,7 +256,9 @@ typedef struct sj_solver sj_solver;
 
 /** Reads a solver prototxt (its type picks SGD, Nesterov, AdaGrad, RMSProp, AdaDelta or Adam) and
  *  builds its train net and test nets as sj_nets. Relative paths in it are resolved from the
- *  current directory, then from the solver's folder. `options` may be NULL. */
+ *  current directory, then from the solver's folder. `options` may be NULL; of them the solver
+ *  uses threads, the kernel cache and the layer function (phase, shapes, seed and net state come
+ *  from the solver prototxt). */
 sj_status *sj_solver_create(const char *solver_path, const sj_options *options, sj_solver **out);
 void sj_solver_free(sj_solver *solver);
 /** The train net and the test nets; owned by the solver (do not free), valid for its lifetime.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: Swift tests (front end, graph, numerics against ../shared/golden).
+# The whole test suite: Swift tests (front end, graph, numerics against ../shared/golden), then
+# the release binary against other runtimes and the C API from C programs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -10,8 +11,10 @@ export SWIFTJIT_CACHE_DIR
 trap 'rm -rf "$SWIFTJIT_CACHE_DIR"' EXIT
 swift build --build-tests
 swift test --skip-build
-# Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it.
+# Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it; the C API's
+# tests compile C programs against the release library.
 swift build -c release --product swiftjit
-python3 -m pytest -q Tests/peers
+tools/build-c-library.sh
+python3 -m pytest -q Tests/peers Tests/c
 # `swiftjit serve` against the real tritonclient[http], on loopback ports.
 python3 -m pytest -q Tests/serve

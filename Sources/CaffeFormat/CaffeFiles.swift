@@ -96,8 +96,13 @@ public enum CaffeFiles {
 
     /// Reads a `.caffemodel` (V2 `layer` or V1 `layers`) and upgrades it to V2.
     public static func loadWeights(path: String) throws -> Caffe_NetParameter {
-        var net: Caffe_NetParameter = try decodeBinary(path: path, what: "a .caffemodel (binary NetParameter)")
-        _ = try NetUpgrader.upgrade(&net, file: path)
+        try parseWeights(try readData(path), file: path)
+    }
+
+    /// Decodes `.caffemodel` bytes already in memory (`file` names them in errors) and upgrades them to V2.
+    public static func parseWeights(_ data: Data, file: String = "<weights>") throws -> Caffe_NetParameter {
+        var net: Caffe_NetParameter = try decodeBinary(data, file: file, what: "a .caffemodel (binary NetParameter)")
+        _ = try NetUpgrader.upgrade(&net, file: file)
         return net
     }
 

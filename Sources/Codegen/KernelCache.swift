@@ -271,7 +271,7 @@ final class KernelBatch {
             guard step.kernel.function == nil else { return action }
             step.kernel = try resolved(step.kernel)
             return .kernel(step)
-        case .gemm:
+        case .gemm, .host:
             return action
         case .items(var loop):
             loop.body = try loop.body.map(resolve)

@@ -98,7 +98,7 @@ struct InputCheck: Sendable {
     var kind: Kind
 
     /// Throws a `RuntimeError` naming the layer and the first offending row.
-    func validate(_ values: [Float]) throws {
+    func validate(_ values: UnsafeBufferPointer<Float>) throws {
         switch kind {
         case .roiBatchIndex(let batch):
             for row in 0..<(values.count / 5) {

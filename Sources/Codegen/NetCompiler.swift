@@ -62,15 +62,41 @@ public final class NetCompiler: @unchecked Sendable {
     /// A net with Filter layers is compiled for Caffe's setup shapes (all N rows) and re-specializes
     /// itself when a run selects another count (`RowSpecializer`); the variants it compiles then
     /// reuse this compiler, `graph` and `parameters`, which the returned net keeps for that purpose.
+    ///
+    /// The result is one execution context of a program of its own; to run many contexts over one
+    /// set of constants, use `compileProgram` and `CompiledProgram.makeContext()`.
     public func compile(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection = .all) throws -> CompiledNet {
-        try compile(graph: graph, parameters: parameters, keeping: selection, sibling: nil)
+        try compileProgram(graph: graph, parameters: parameters, keeping: selection, constants: ConstantStore()).makeContext()
     }
 
-    /// Compiles `graph`; a `sibling` (the first variant of a net with Filter layers) shares its
-    /// constants with the result, which is one variant and gets no specializer of its own.
-    private func compile(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection, sibling: Executable?) throws -> CompiledNet {
+    /// Compiles `graph` into a `CompiledProgram`: the schedule and its constants, held in
+    /// `constants` (shared with every other program compiled into the same store, so a model's
+    /// programs for several input shapes hold each weight once), with no execution context yet.
+    /// Throws as `compile` does.
+    public func compileProgram(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection = .all,
+                               constants: ConstantStore) throws -> CompiledProgram {
+        let built = try build(graph: graph, parameters: parameters, keeping: selection, constants: constants)
+        let respecialize: (([Int], Int, Executable) throws -> CompiledNet.Variant)?
+        if built.rowGuards.isEmpty {
+            respecialize = nil
+        } else {
+            respecialize = { [self] rows, guessesFrom, first in
+                let specialized = try graph.specializingFilterRows(rows, guessesFrom: guessesFrom)
+                let variant = try build(graph: specialized, parameters: parameters, keeping: selection, constants: constants)
+                return CompiledNet.Variant(executable: try variant.makeExecutable(sharingBuffersWith: first),
+                                           rowGuards: variant.rowGuards, inputChecks: variant.inputChecks)
+            }
+        }
+        return CompiledProgram(program: built.program, cache: cache, pool: pool, blas: blas, kernels: built.kernels,
+                               compileSeconds: built.compileSeconds, phases: built.phases, rowGuards: built.rowGuards,
+                               inputChecks: built.inputChecks, respecialize: respecialize)
+    }
+
+    /// Lowers `graph`, compiles its kernels and materializes its constants: one program, which a
+    /// net with Filter layers gets once per row-count variant.
+    private func build(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection,
+                       constants: ConstantStore) throws -> CompiledProgram {
         let start = DispatchTime.now().uptimeNanoseconds
-        func seconds(since: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - since) / 1e9 }
         if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
             let producer = unknown.producer.map { graph.nodes[$0] }
             throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
@@ -105,17 +131,16 @@ public final class NetCompiler: @unchecked Sendable {
         let lowered = DispatchTime.now().uptimeNanoseconds
         let kernels = try lowering.compileKernels()
         let compiled = DispatchTime.now().uptimeNanoseconds
-        let executable = try Executable(lowering.program, pool: pool, blas: blas, sharingBuffersWith: sibling)
+        var program = lowering.program
+        try program.materializeConstants(in: constants)
+        let finished = DispatchTime.now().uptimeNanoseconds
         // Kernel IR is built while lowering; count it with the kernels.
         let phases = CompilePhases(lowering: Double(lowered - start) / 1e9 - kernels.generateSeconds,
                                    kernels: Double(compiled - lowered) / 1e9 + kernels.generateSeconds,
-                                   executable: seconds(since: compiled))
-        let variant = CompiledNet.Variant(executable: executable, rowGuards: lowering.rowGuards, inputChecks: lowering.inputChecks)
-        let rows = variant.rowGuards.isEmpty || sibling != nil ? nil : RowSpecializer(variant) { [self] rows, guessesFrom in
-            try compile(graph: graph.specializingFilterRows(rows, guessesFrom: guessesFrom), parameters: parameters, keeping: selection,
-                        sibling: executable).first
-        }
-        return CompiledNet(first: variant, cache: cache, kernels: kernels, compileSeconds: seconds(since: start), phases: phases, rows: rows)
+                                   executable: Double(finished - compiled) / 1e9)
+        return CompiledProgram(program: program, cache: cache, pool: pool, blas: blas, kernels: kernels,
+                               compileSeconds: Double(finished - start) / 1e9, phases: phases, rowGuards: lowering.rowGuards,
+                               inputChecks: lowering.inputChecks, respecialize: nil)
     }
 
     private func lower(_ node: Node, _ lowering: inout Lowering) throws {

@@ -23,6 +23,10 @@ public struct GraphBuilder: Sendable {
     /// `test_state`/`train_state` would supply), enable that stage and say so in `Graph.notes`.
     /// Caffe itself needs the stage spelled out; someone explaining a net alone wants it built.
     public var enablesMissingStages: Bool
+    /// Top shapes of "Python" layers, from the code implementing them (given the layer, its index
+    /// among the net's layers without automatic splits, and its bottom shapes). Without it, Python
+    /// layers are rejected as unsupported.
+    public var hostLayerShapes: (@Sendable (_ layer: Caffe_LayerParameter, _ index: Int, _ bottoms: [TensorShape]) throws -> [TensorShape])?
 
     public init(phase: Caffe_Phase = .test, level: Int32? = nil, stages: [String]? = nil,
                 inputShapes: [String: TensorShape] = [:], insertsSplits: Bool = true, enablesMissingStages: Bool = false) {
@@ -32,6 +36,7 @@ public struct GraphBuilder: Sendable {
         self.inputShapes = inputShapes
         self.insertsSplits = insertsSplits
         self.enablesMissingStages = enablesMissingStages
+        hostLayerShapes = nil
     }
 
     /// Raised inside `buildOnce` when only a stage is missing and `enablesMissingStages` is on.
@@ -98,7 +103,7 @@ public struct GraphBuilder: Sendable {
 
     private func addNode(_ layer: Caffe_LayerParameter, location: SourcePosition?, isSynthetic: Bool, to graph: inout Graph,
                          latest: inout [String: ValueID], excluded: [Caffe_LayerParameter], filter: NetFilter) throws {
-        guard let kind = OpKind(caffeType: layer.type) else { throw unsupported(layer) }
+        guard let kind = OpKind(caffeType: layer.type), kind != .python || hostLayerShapes != nil else { throw unsupported(layer) }
         // Bottoms: the latest version of each named blob.
         var inputs: [ValueID] = []
         for bottom in layer.bottom {
@@ -107,7 +112,13 @@ public struct GraphBuilder: Sendable {
         }
         let context = ShapeContext(layer: layer, kind: kind, inputs: inputs.map { graph.values[$0].shape },
                                    inputNames: layer.bottom, phase: phase, overrides: inputShapes)
-        let signature = try ShapeInference.infer(context)
+        let signature: LayerSignature
+        if kind == .python, let hostLayerShapes {
+            let index = graph.nodes.filter { !$0.isSynthetic }.count
+            signature = LayerSignature(outputs: try hostLayerShapes(layer, index, context.inputs))
+        } else {
+            signature = try ShapeInference.infer(context)
+        }
         guard signature.outputs.count == layer.top.count || (kind == .accuracy && layer.top.count <= 2) else {
             throw Diagnostic("\(kind.rawValue) produces \(signature.outputs.count) top blob\(signature.outputs.count == 1 ? "" : "s"), but the layer lists \(layer.top.count)",
                              hint: "check the layer's top: lines")
@@ -185,7 +196,7 @@ public struct GraphBuilder: Sendable {
     }
 
     private func unsupported(_ layer: Caffe_LayerParameter) -> Diagnostic {
-        let supported = OpKind.allCases.map(\.rawValue)
+        let supported = OpKind.allCases.filter { $0 != .python }.map(\.rawValue)
         if layer.type.isEmpty {
             return Diagnostic("the layer has no type", hint: "add type: \"Convolution\" (or another layer type)")
         }

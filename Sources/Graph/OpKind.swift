@@ -33,6 +33,8 @@ public enum OpKind: String, CaseIterable, Sendable {
     case euclideanLoss = "EuclideanLoss", hingeLoss = "HingeLoss", infogainLoss = "InfogainLoss"
     case multinomialLogisticLoss = "MultinomialLogisticLoss", contrastiveLoss = "ContrastiveLoss"
     case smoothL1Loss = "SmoothL1Loss", accuracy = "Accuracy"
+    // Implemented by the caller (pycaffe's Python layers): only with a `GraphBuilder.hostLayerShapes` hook
+    case python = "Python"
 
     /// Caffe's loss layers: their first top gets loss weight 1 unless the prototxt says otherwise.
     public var isLoss: Bool {

@@ -103,6 +103,9 @@ public enum ShapeInference {
             return LayerSignature(outputs: [shape])
         case .lstm, .rnn: return try recurrent(c)
         case .lstmUnit: return try lstmUnit(c)
+        case .python:
+            throw Diagnostic("a Python layer's top shapes come from the code implementing it",
+                             hint: "build the net through the C API or LayerwiseNet with a layer function")
         case .softmaxWithLoss, .sigmoidCrossEntropyLoss, .euclideanLoss, .hingeLoss, .infogainLoss,
              .multinomialLogisticLoss, .contrastiveLoss, .smoothL1Loss, .accuracy:
             return try loss(c)
@@ -119,6 +122,7 @@ public enum ShapeInference {
         case .crop, .roiPooling, .batchReindex, .euclideanLoss, .hingeLoss, .multinomialLogisticLoss, .embed:
             return kind == .embed ? 1...1 : 2...2
         case .filter: return 2...Int.max
+        case .python: return 0...Int.max
         case .lstm, .rnn: return 2...5  // x, cont, [static], [h0, [c0]]
         case .lstmUnit, .contrastiveLoss: return 3...3
         case .softmaxWithLoss, .sigmoidCrossEntropyLoss, .accuracy: return 2...2

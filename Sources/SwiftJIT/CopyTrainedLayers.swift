@@ -8,7 +8,12 @@
 public enum TrainedLayers {
     public static func copy(from path: String, into graph: Graph,
                             others: () throws -> [String: [NDArray]]) throws -> [String: [NDArray]] {
-        let model = try CaffeFiles.loadWeights(path: path)
+        try copy(from: try CaffeFiles.loadWeights(path: path), file: path, into: graph, others: others)
+    }
+
+    /// The same for a caffemodel already decoded; `file` names it in errors.
+    public static func copy(from model: Caffe_NetParameter, file path: String, into graph: Graph,
+                            others: () throws -> [String: [NDArray]]) throws -> [String: [NDArray]] {
         let report = try WeightBinding.check(graph, weights: model, file: path)
         let loaded = try CaffeParameters.arrays(from: model)
         var values = report.notInitialized.isEmpty ? [:] : try others()

@@ -25,8 +25,10 @@ final class CStatus {
 
     deinit { free(message) }
 
-    /// The status for a thrown error: its text is what `swiftjit` prints after "error: ".
-    convenience init(_ error: Error) {
+    /// The status for a thrown error: its text is what `swiftjit` prints after "error: ". A
+    /// `Diagnostic` gets `diagnosticCode` (a bad model while loading, a bad argument while running),
+    /// or SJ_NOT_FOUND when it is about a missing file.
+    convenience init(_ error: Error, diagnosticCode: Code) {
         if let known = error as? CAPIError {
             self.init(known.code, known.message)
             return
@@ -34,21 +36,22 @@ final class CStatus {
         let text = (error as? Diagnostic)?.description ?? "\(error)"
         let code: Code
         switch error {
+        case is HostLayerError: code = .callback
         case is Diagnostic:
-            code = text.contains("no such file") || text.contains("does not exist") ? .notFound : .invalidModel
-        case is RuntimeError: code = .runtime
+            code = text.contains("no such file") || text.contains("does not exist") ? .notFound : diagnosticCode
         default: code = .runtime
         }
         self.init(code, text)
     }
 
-    /// Runs `body`; returns NULL when it succeeds, or a retained status for C when it throws.
-    static func catching(_ body: () throws -> Void) -> OpaquePointer? {
+    /// Runs `body`; returns NULL when it succeeds, or a retained status for C when it throws
+    /// (see `init(_:diagnosticCode:)` for the codes).
+    static func catching(diagnosticCode: Code = .invalidModel, _ body: () throws -> Void) -> OpaquePointer? {
         do {
             try body()
             return nil
         } catch {
-            return OpaquePointer(Unmanaged.passRetained(CStatus(error)).toOpaque())
+            return OpaquePointer(Unmanaged.passRetained(CStatus(error, diagnosticCode: diagnosticCode)).toOpaque())
         }
     }
 }

@@ -92,6 +92,8 @@ struct CompileCommand: ParsableCommand {
                 print(ir, terminator: ir.hasSuffix("\n") ? "" : "\n")
             case .gemm(let g):
                 print("; \(layer): OpenBLAS sgemm M=\(g.m) N=\(g.n) K=\(g.k)\(g.repeats > 1 ? " ×\(g.repeats)" : "")\(g.beta != 0 ? " accumulating" : "")")
+            case .host:
+                print("; \(layer): a call into the host (a caller-implemented layer)")
             case .items(let loop):
                 print("; \(layer): for each of \(loop.items) items:")
                 for inner in loop.body { show(inner, layer: layer) }

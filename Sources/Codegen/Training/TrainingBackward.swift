@@ -47,6 +47,7 @@ extension TrainingLowering {
         case .softmaxWithLoss: try lowerSoftmaxWithLossBackward(node)
         case .eltwise: try lowerEltwiseBackward(node)
         case .dropout where graph.phase == .train: try lowerDropoutBackward(node)
+        case .python: try lowerHostBackward(node)
         case .accuracy, .argMax:
             recordMissingBackward(node, "\(node.kind.rawValue) has no backward in Caffe (Caffe leaves it NOT_IMPLEMENTED)")
         default:

@@ -54,9 +54,15 @@ public final class TrainingCompiler: @unchecked Sendable {
     /// A net with Filter layers is compiled for Caffe's setup shapes (all N rows) and re-specializes
     /// itself when a run selects another count (`RowSpecializer`); its variants share one set of
     /// parameters, diffs and statistics.
+    ///
+    /// With `sharingParametersWith`, a parameter blob of a layer whose name and blob shape match a
+    /// layer of `other` uses `other`'s parameter memory (Caffe's `ShareTrainedLayersWith`: data
+    /// only; diffs stay this net's own). `hostLayer` runs "Python" layers (host steps in the schedule).
     public func compile(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool = false,
-                        seed: UInt64 = 1701) throws -> TrainingNet {
-        let first = try build(graph: graph, parameters: parameters, keepingAllBlobs: keepingAllBlobs, sibling: nil)
+                        seed: UInt64 = 1701, sharingParametersWith other: TrainingNet? = nil,
+                        hostLayer: HostLayerFunction? = nil) throws -> TrainingNet {
+        let first = try build(graph: graph, parameters: parameters, keepingAllBlobs: keepingAllBlobs, sibling: nil, sharing: other,
+                              hostLayer: hostLayer)
         let rows = first.layout.rowGuards.isEmpty ? nil : RowSpecializer(first.layout) { [self] rows, guessesFrom in
             // The variant trains the first one's parameter buffers: the arrays only give shapes.
             let specialized = try graph.specializingFilterRows(rows, guessesFrom: guessesFrom)
@@ -88,7 +94,8 @@ public final class TrainingCompiler: @unchecked Sendable {
 
     /// Lowers and plans `graph` for its shapes; with a `sibling` (a net's first variant), its
     /// persistent buffers and equal constants are the sibling's.
-    private func build(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool, sibling: Executable?) throws -> Built {
+    private func build(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool, sibling: Executable?,
+                       sharing other: TrainingNet? = nil, hostLayer: HostLayerFunction? = nil) throws -> Built {
         if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
             let producer = unknown.producer.map { graph.nodes[$0] }
             throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
@@ -96,6 +103,7 @@ public final class TrainingCompiler: @unchecked Sendable {
         }
         var lowering = try TrainingLowering(graph: graph, parameters: parameters, cache: cache, parallelThreshold: parallelThreshold)
         lowering.keepsAllDiffs = keepingAllBlobs
+        lowering.hostLayer = hostLayer
         lowering.base.threads = pool.threadCount
         lowering.base.banding = convolutionBanding
         for node in graph.nodes {
@@ -103,8 +111,11 @@ public final class TrainingCompiler: @unchecked Sendable {
         }
         let forwardCount = lowering.base.program.steps.count
         try lowering.declareSeeds()
+        var backwardSteps = Array(repeating: 0..<0, count: graph.nodes.count)
         for node in graph.nodes.reversed() {
+            let first = lowering.base.program.steps.count
             try located(node) { try lowering.lowerBackward(node) }
+            backwardSteps[node.id] = first..<lowering.base.program.steps.count
         }
 
         // Readable blobs: the latest version of each name (all, or the net outputs and feeds).
@@ -160,14 +171,31 @@ public final class TrainingCompiler: @unchecked Sendable {
                               hint: "make every batch select at least one row, or run this batch forward only (backward: false)")
         }
 
+        if keepingAllBlobs {
+            // Callers read and write any blob between partial passes (pycaffe's forward(start=),
+            // backward(end=)): no blob or diff may share arena space with a scratch buffer.
+            let pinned = (values.values.map(\.buffer) + diffs.values.map(\.buffer) + lowering.diffOf.values)
+                .filter { lowering.base.program.buffers[$0].isActivation }
+            lowering.base.program.checkpoints.append(Checkpoint(step: 0, live: Array(Set(pinned)).sorted()))
+        }
         lowering.base.finishRowGuards()
         let kernels = try lowering.base.compileKernels()
-        let executable = try Executable(lowering.base.program, pool: pool, blas: blas, sharingBuffersWith: sibling)
+        var adopted: [BufferID: AlignedBuffer] = [:]
+        if let other {
+            for node in graph.nodes {
+                for (k, parameter) in node.parameters.enumerated() {
+                    guard let memory = other.parameterMemory(layer: node.name, index: k, shape: parameter.shape.dims) else { continue }
+                    adopted[lowering.slots[lowering.slotOf[node.id][k]].data] = memory
+                }
+            }
+        }
+        let executable = try Executable(lowering.base.program, pool: pool, blas: blas, sharingBuffersWith: sibling, adopting: adopted)
         let layout = TrainingNet.Layout(executable: executable, forwardStepCount: forwardCount, rowGuards: lowering.base.rowGuards,
                                         feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs,
-                                        seeds: seeds, losses: losses, nodeSteps: lowering.forwardSteps, checks: checks,
+                                        seeds: seeds, losses: losses, nodeSteps: lowering.forwardSteps, backwardNodeSteps: backwardSteps, checks: checks,
                                         backwardProblems: lowering.backwardProblems, zeroRowProblems: zeroRowProblems,
-                                        recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) })
+                                        recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) },
+                                        valueDiffs: lowering.diffOf)
         return Built(layout: layout, slots: lowering.slots, slotOf: lowering.slotOf, randomKey: lowering.randomKey,
                      statisticSlots: lowering.slotsWrittenByForward, kernels: kernels)
     }

@@ -25,6 +25,7 @@ extension TrainingLowering {
         case .dropout where graph.phase == .train: try lowerDropoutForward(node)
         case .softmaxWithLoss: try lowerSoftmaxWithLossForward(node)
         case .accuracy: try lowerAccuracy(node)
+        case .python: try lowerHostForward(node)
         default:
             if try lowerExtraForward(node) {
                 break

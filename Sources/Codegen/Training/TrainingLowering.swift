@@ -187,6 +187,8 @@ struct TrainingLowering {
 
     /// When callers read every diff back, no diff is overwritten in place.
     var keepsAllDiffs = false
+    /// Runs "Python" layers (host steps); nil: such layers are unsupported.
+    var hostLayer: HostLayerFunction?
 
     // MARK: Common kernels
 

@@ -45,6 +45,8 @@ public final class TrainingNet: @unchecked Sendable {
         var seeds: [String: Blob]
         var losses: [(Blob, Float)]
         var nodeSteps: [Range<Int>]
+        /// Backward steps of each node (by node id; empty for nodes that run no backward).
+        var backwardNodeSteps: [Range<Int>] = []
         var checks: [(layer: String, tops: [(name: String, buffer: BufferID, count: Int)])]
         /// Why backward cannot run in any layout (a layer Caffe cannot run backward).
         var backwardProblems: [Diagnostic]
@@ -52,6 +54,8 @@ public final class TrainingNet: @unchecked Sendable {
         var zeroRowProblems: [Diagnostic]
         /// Recurrent layers' carried h/c: persistent buffers a forward writes and the next reads.
         var recurrentStates: [(buffer: BufferID, count: Int)] = []
+        /// The diff buffer of every value that has one (each version of an in-place blob its own).
+        var valueDiffs: [ValueID: BufferID] = [:]
     }
 
     /// The graph as built: for a net with Filter layers, Caffe's setup shapes (all rows selected).
@@ -67,25 +71,26 @@ public final class TrainingNet: @unchecked Sendable {
         defer { lock.unlock() }
         return layout.forwardStepCount
     }
-    private var layout: Layout
+    var layout: Layout
     /// For a net with Filter layers: its layouts by selected row counts; nil otherwise.
-    private let rows: RowSpecializer<Layout>?
+    let rows: RowSpecializer<Layout>?
     /// Where the first compilation's kernels came from (compiled, disk cache, already in the process).
     public let kernels: KernelStatistics
     private let cache: KernelCache
-    private let slots: [ParameterSlot]
-    private let slotOf: [[Int]]
+    let slots: [ParameterSlot]
+    let slotOf: [[Int]]
     private let randomKey: BufferID
     private let seed: UInt64
     private let statisticSlots: Set<Int>
     /// The recurrent layers' carried h/c (see `Layout.recurrentStates`) before the last run, so
     /// `firstNonFinite` replays that run from the same state.
     private var statesBeforeLastRun: [[Float]] = []
-    private var runCount: UInt64 = 0
+    var runCount: UInt64 = 0
     private var lastFeeds: [String: NDArray] = [:]
     /// What `setTopDiffs` was given, written again into a layout a run moves to.
     private var topDiffs: [String: NDArray] = [:]
-    private let lock = NSLock()
+    /// Recursive: a caller's layer running inside a pass may read blobs (`blobMemory`).
+    let lock = NSRecursiveLock()
 
     init(graph: Graph, layout: Layout, cache: KernelCache, kernels: KernelStatistics, slots: [ParameterSlot], slotOf: [[Int]],
          randomKey: BufferID, seed: UInt64, statisticSlots: Set<Int>, rows: RowSpecializer<Layout>?) {
@@ -190,7 +195,7 @@ public final class TrainingNet: @unchecked Sendable {
 
     /// This run's 64-bit dropout key, mixed from the seed and the run count, stored as four exact
     /// 16-bit chunks.
-    private func writeRandomKey() {
+    func writeRandomKey() {
         var z = seed &+ runCount &* 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB

@@ -21,7 +21,9 @@ public final class Trainer {
     public let solver: Solver
     public let net: any TrainableNet
     public private(set) var testNets: [(net: any TrainableNet, iterations: Int, feeds: TrainingFeeds)] = []
-    private let feeds: TrainingFeeds
+    /// The train net's data feeds (LMDB readers, DummyData fillers), which `LayerwiseSolver`'s
+    /// nets also read on a forward outside `step`, as Caffe's data layers are part of the net.
+    public let feeds: TrainingFeeds
     private let options: TrainingOptions
     private let log: TrainingLog
     private var smoothing = LossSmoothing(window: 1)
@@ -40,8 +42,10 @@ public final class Trainer {
         let trainDefinition = try Self.trainNet(p, solverPath: solverPath, base: base)
         let trainShapes = try TrainingFeeds.dataShapes(trainDefinition, phase: .train, level: p.trainState.level,
                                                        stages: p.trainState.stage, baseDirectory: base)
-        let trainGraph = try GraphBuilder(phase: .train, level: p.trainState.level, stages: p.trainState.stage,
-                                          inputShapes: trainShapes, insertsSplits: true).build(trainDefinition)
+        var trainBuilder = GraphBuilder(phase: .train, level: p.trainState.level, stages: p.trainState.stage,
+                                        inputShapes: trainShapes, insertsSplits: true)
+        options.prepareGraph?(0, &trainBuilder)
+        let trainGraph = try trainBuilder.build(trainDefinition)
         var values = try ParameterInitializer.initialize(trainGraph, seed: seed)
         var resumeState: Caffe_SolverState?
         if let resume = options.resume {
@@ -55,7 +59,7 @@ public final class Trainer {
             for weights in options.weights { values = try TrainedLayers.copy(from: weights, into: trainGraph) { values } }
         }
         net = try compile(trainGraph, values)
-        feeds = try TrainingFeeds(graph: trainGraph, seed: seed, baseDirectory: base, provider: options.provider)
+        feeds = try TrainingFeeds(graph: trainGraph, seed: seed, baseDirectory: base, provider: options.provider, dataInPlace: options.dataInPlace)
         solver = Solver(hyperparameters: hyper, parameterCounts: net.learnableParameters.map(\.data.count))
         if let state = resumeState {
             let history = state.history.map { $0.data }
@@ -64,13 +68,14 @@ public final class Trainer {
         for (index, definition) in try Self.testNetDefinitions(p, solverPath: solverPath, base: base).enumerated() {
             let rule = index < p.testState.count ? p.testState[index] : Caffe_NetState()
             let shapes = try TrainingFeeds.dataShapes(definition, phase: .test, level: rule.level, stages: rule.stage, baseDirectory: base)
-            let graph = try GraphBuilder(phase: .test, level: rule.level, stages: rule.stage, inputShapes: shapes,
-                                         insertsSplits: true).build(definition)
+            var builder = GraphBuilder(phase: .test, level: rule.level, stages: rule.stage, inputShapes: shapes, insertsSplits: true)
+            options.prepareGraph?(index + 1, &builder)
+            let graph = try builder.build(definition)
             guard index < p.testIter.count else {
                 throw Diagnostic("test net \(index + 1) has no test_iter", file: solverPath, hint: "add one test_iter line per test net")
             }
             let testNet = try compile(graph, Self.shared(values, with: graph))
-            testNets.append((testNet, Int(p.testIter[index]), try TrainingFeeds(graph: graph, seed: seed, baseDirectory: base, provider: options.provider)))
+            testNets.append((testNet, Int(p.testIter[index]), try TrainingFeeds(graph: graph, seed: seed, baseDirectory: base, provider: options.provider, dataInPlace: options.dataInPlace)))
         }
         log = TrainingLog(options: options, maxIterations: Int(p.maxIter))
         smoothing = LossSmoothing(window: max(1, Int(p.averageLoss)))
@@ -81,15 +86,49 @@ public final class Trainer {
         for test in testNets { test.feeds.close() }
     }
 
-    /// Runs from the current iteration to `max_iter` (or until stopped) and returns what happened.
+    /// Runs from the current iteration to `max_iter` (or until stopped) and returns what happened
+    /// (Caffe's `Solver::Solve`: `Step`, then the final snapshot, logging forward and test).
     @discardableResult
     public func train() throws -> TrainingResult {
         let p = parameter
-        let maxIterations = Int(p.maxIter)
-        let startIteration = solver.iteration
         var result = TrainingResult()
-        log.start(from: startIteration)
-        while solver.iteration < maxIterations {
+        log.start(from: solver.iteration)
+        if try step(Int(p.maxIter) - solver.iteration, into: &result) { return result }
+        if p.snapshotAfterTrain, p.snapshot == 0 || solver.iteration % Int(p.snapshot) != 0 {
+            result.snapshots.append(try snapshot())
+        }
+        if p.display > 0, solver.iteration % Int(p.display) == 0 {
+            let pass = try net.run(try feeds.next(), backward: false)
+            result.finalLoss = pass.loss
+            log.display(iteration: solver.iteration, smoothedLoss: pass.loss, outputs: pass.outputs)
+        }
+        if p.testInterval > 0, solver.iteration % Int(p.testInterval) == 0 {
+            result.tests.append((solver.iteration, try testAll()))
+        }
+        log.finish()
+        return result
+    }
+
+    /// The smoothed loss of the last iteration `step` ran (Caffe's `smoothed_loss_`).
+    public private(set) var smoothedLoss: Float = 0
+
+    /// Runs `iterations` iterations of Caffe's `Solver::Step`: test every `test_interval`,
+    /// `iter_size` forward/backward passes, the smoothed loss (restarted by each call, as Caffe),
+    /// display, the update, snapshots.
+    @discardableResult
+    public func step(_ iterations: Int) throws -> TrainingResult {
+        var result = TrainingResult()
+        _ = try step(iterations, into: &result)
+        return result
+    }
+
+    /// `step`, adding to `result`; true when a stop request ended it early (after a snapshot).
+    private func step(_ iterations: Int, into result: inout TrainingResult) throws -> Bool {
+        let p = parameter
+        let startIteration = solver.iteration
+        let stopIteration = startIteration + max(0, iterations)
+        smoothing = LossSmoothing(window: max(1, Int(p.averageLoss)))
+        while solver.iteration < stopIteration {
             let iteration = solver.iteration
             net.zeroParameterDiffs()
             if p.testInterval > 0, iteration % Int(p.testInterval) == 0, iteration > 0 || p.testInitialization {
@@ -105,6 +144,7 @@ public final class Trainer {
             }
             loss /= Float(passes)
             let smoothed = smoothing.add(loss, iteration: iteration - startIteration)
+            smoothedLoss = smoothed
             if !loss.isFinite {
                 let culprit = net.firstNonFinite()
                 let paths = try snapshot()
@@ -126,22 +166,22 @@ public final class Trainer {
                 result.snapshots.append(try snapshot())
                 result.stoppedEarly = true
                 log.note("stopped at iteration \(solver.iteration) on request; snapshot written")
-                return result
+                return true
             }
         }
-        if p.snapshotAfterTrain, p.snapshot == 0 || solver.iteration % Int(p.snapshot) != 0 {
-            result.snapshots.append(try snapshot())
+        return false
+    }
+
+    /// Restores a `.solverstate` (iteration, history, lr schedule) and the `.caffemodel` it names
+    /// (looked up from the base directory, then beside the state), as Caffe's `Solver::Restore`.
+    public func restore(from statePath: String) throws {
+        let state = try CaffeFiles.loadSolverState(path: statePath)
+        if !state.learnedNet.isEmpty {
+            let learned = Self.resolve(state.learnedNet, base: options.baseDirectory,
+                                       alternate: URL(fileURLWithPath: statePath).deletingLastPathComponent().path)
+            try net.setParameters(try TrainedLayers.copy(from: learned, into: net.graph) { [:] })
         }
-        if p.display > 0, solver.iteration % Int(p.display) == 0 {
-            let pass = try net.run(try feeds.next(), backward: false)
-            result.finalLoss = pass.loss
-            log.display(iteration: solver.iteration, smoothedLoss: pass.loss, outputs: pass.outputs)
-        }
-        if p.testInterval > 0, solver.iteration % Int(p.testInterval) == 0 {
-            result.tests.append((solver.iteration, try testAll()))
-        }
-        log.finish()
-        return result
+        try solver.restore(iteration: Int(state.iter), currentStep: Int(state.currentStep), history: state.history.map { $0.data })
     }
 
     /// Runs every test net for its `test_iter` passes with the train net's current weights; returns

@@ -16,11 +16,15 @@ public final class TrainingFeeds {
     private var pass = 0
 
     /// Feeds for the data-source layers of `graph`; relative LMDB paths resolve against `baseDirectory`.
-    public init(graph: Graph, seed: UInt64, baseDirectory: String?, provider: Provider? = nil) throws {
+    ///
+    /// With `dataInPlace`, Input, MemoryData and DummyData tops are left to the net, which holds
+    /// what its caller wrote (pycaffe's solver nets); only Data layers are fed.
+    public init(graph: Graph, seed: UInt64, baseDirectory: String?, provider: Provider? = nil, dataInPlace: Bool = false) throws {
         generator = SeededGenerator(seed: seed, stream: "dummy-data")
         self.provider = provider
         var provided: [String] = []
         for node in graph.nodes where node.kind.isDataSource {
+            if dataInPlace, [.input, .memoryData, .dummyData].contains(node.kind) { continue }
             let tops = node.outputs.map { graph.values[$0] }
             switch node.kind {
             case .data:

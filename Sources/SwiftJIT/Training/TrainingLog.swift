@@ -34,6 +34,12 @@ public struct TrainingOptions {
     public var baseDirectory: String?
     /// Values for Input/MemoryData tops, for library users.
     public var provider: TrainingFeeds.Provider?
+    /// Leaves Input, MemoryData and DummyData tops to the nets (`LayerwiseNet` solvers, where the
+    /// caller writes them in place); only Data layers are fed.
+    public var dataInPlace = false
+    /// Adjusts each net's graph builder before it builds (net 0: the train net, i + 1: test net
+    /// i), e.g. to install caller-implemented layers' shape hook.
+    public var prepareGraph: ((_ net: Int, _ builder: inout GraphBuilder) -> Void)?
     public var stop = StopRequest()
     /// Progress output: a live line on a terminal, plain log lines otherwise, or nothing.
     public enum Progress: Sendable { case automatic, lines, quiet }
