@@ -115,27 +115,39 @@ struct InferenceRoutes: Sendable {
         }
     }
 
-    /// Reads the whole body, refusing more than `limits.maxRequestBytes` and a body still arriving
-    /// after `limits.bodyTimeout` (a client stalled outright is closed by the connection's idle timeout).
+    /// Reads the whole body, refusing more than `limits.maxRequestBytes` (413) and a body that has not
+    /// fully arrived after `limits.bodyTimeout` (408, and the connection is closed: the rest of that
+    /// body will never be read). The connections' idle timeout, a little longer, is the backstop.
     private func readBody(_ request: Request, model: String) async throws -> [UInt8] {
         let declared = request.headers[.contentLength].flatMap { Int($0) }
-        if let declared, declared > limits.maxRequestBytes {
-            throw ServeError(.contentTooLarge, "model '\(model)': the request declares \(declared) bytes (Content-Length); the limit is \(limits.maxRequestBytes) (--max-request-bytes)")
+        let limit = limits.maxRequestBytes, timeout = limits.bodyTimeout
+        if let declared, declared > limit {
+            throw ServeError(.contentTooLarge, "model '\(model)': the request declares \(declared) bytes (Content-Length); the limit is \(limit) (--max-request-bytes)")
         }
-        let deadline = ContinuousClock.now + limits.bodyTimeout
-        var bytes: [UInt8] = []
-        // Reserve what the client declares, up to a first chunk's worth: a lying Content-Length costs nothing.
-        bytes.reserveCapacity(min(declared ?? 0, 16 << 20))
-        for try await chunk in request.body {
-            guard bytes.count + chunk.readableBytes <= limits.maxRequestBytes else {
-                throw ServeError(.contentTooLarge, "model '\(model)': the request body exceeds \(limits.maxRequestBytes) bytes (--max-request-bytes)")
+        let body = request.body
+        return try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+            group.addTask {
+                var bytes: [UInt8] = []
+                // Reserve what the client declares, up to a first chunk's worth: a lying Content-Length costs nothing.
+                bytes.reserveCapacity(min(declared ?? 0, 16 << 20))
+                for try await chunk in body {
+                    guard bytes.count + chunk.readableBytes <= limit else {
+                        throw ServeError(.contentTooLarge, "model '\(model)': the request body exceeds \(limit) bytes (--max-request-bytes)")
+                    }
+                    bytes.append(contentsOf: chunk.readableBytesView)
+                }
+                return bytes
             }
-            bytes.append(contentsOf: chunk.readableBytesView)
-            if ContinuousClock.now > deadline {
-                throw ServeError(.requestTimeout, "model '\(model)': the request body was still arriving after \(limits.bodyTimeout) (\(bytes.count) bytes read); send it faster or raise --request-timeout")
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
             }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let bytes = first else {
+                throw ServeError(.requestTimeout, "model '\(model)': the request body had not fully arrived after \(timeout)" + (declared.map { " (Content-Length \($0))" } ?? "") + "; send it faster or raise --request-timeout")
+            }
+            return bytes
         }
-        return bytes
     }
 
     static func metadata(_ model: ServedModel) -> String {
@@ -171,8 +183,11 @@ struct InferenceRoutes: Sendable {
     }
 
     static func error(_ error: ServeError) -> Response {
-        Response(status: HTTPResponse.Status(code: error.status.rawValue), headers: [.contentType: "application/json"],
-                 body: .init(byteBuffer: ByteBuffer(bytes: errorBody(error.message))))
+        var headers: HTTPFields = [.contentType: "application/json"]
+        // The rest of a body that timed out or is too large is never read: the connection cannot be reused.
+        if error.status == .requestTimeout || error.status == .contentTooLarge { headers[.connection] = "close" }
+        return Response(status: HTTPResponse.Status(code: error.status.rawValue), headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(bytes: errorBody(error.message))))
     }
 
     static func answer(_ body: () throws(ServeError) -> Response) -> Response {

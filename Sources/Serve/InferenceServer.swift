@@ -50,8 +50,9 @@ public struct InferenceServer: Sendable {
     public func run() async throws {
         let router = Router(context: BasicRequestContext.self)
         InferenceRoutes(repository: repository, limits: options.limits, version: options.version).register(on: router)
-        let idle = TimeAmount.nanoseconds(Int64(options.limits.bodyTimeout.components.seconds) * 1_000_000_000
-            + options.limits.bodyTimeout.components.attoseconds / 1_000_000_000)
+        // Idle connections close a little after a stalled body's 408 would be sent, as a backstop.
+        let timeout = options.limits.bodyTimeout + .seconds(2)
+        let idle = TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
         let logger = self.logger
         let api = Application(
             router: router,

@@ -166,7 +166,7 @@ def test_terabyte_content_length_is_refused_at_once(server, reference):
 
 @pytest.mark.parametrize("drip", [False, True], ids=["stalled", "dripping"])
 def test_slow_client_is_cut_off(server, reference, drip):
-    """A body that never finishes: 408 (still dripping past --request-timeout 3 s) or the connection closed (stalled)."""
+    """A body that never finishes, stalled or dripping: 408 naming the problem after --request-timeout (3 s), connection closed."""
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=20) as s:
         s.sendall(b"POST /v2/models/squeezenet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"inputs\"")
@@ -190,9 +190,8 @@ def test_slow_client_is_cut_off(server, reference, drip):
             if b"\r\n\r\n" in reply:
                 break
     elapsed = time.monotonic() - start
-    assert elapsed < 15
-    if reply:
-        assert reply.startswith(b"HTTP/1.1 408") and b"still arriving" in reply, reply
+    assert 2.5 < elapsed < 15
+    assert reply.startswith(b"HTTP/1.1 408") and b"had not fully arrived after 3" in reply, reply
     images, expected = reference
     close(infer(triton.InferenceServerClient(server.url), images[:1]), expected[:1])
 
