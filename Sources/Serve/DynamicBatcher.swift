@@ -55,11 +55,12 @@ public struct BatchTiming: Sendable {
 /// does not stall the HTTP server). `finish()` lets the queue drain and then ends the threads;
 /// requests submitted after it are refused.
 ///
-///     let batcher = DynamicBatcher(name: "squeezenet", policy: policy) { try net.forward($0) }
+///     let batcher = DynamicBatcher(name: "squeezenet", policy: policy) { _, inputs in try model.forward(inputs) }
 ///     let (outputs, timing) = try await batcher.submit(["data": image], rows: 1)
 public final class DynamicBatcher: @unchecked Sendable {
-    /// Runs one batch: inputs stacked along axis 0, outputs with the batch along axis 0.
-    public typealias Execute = @Sendable ([String: NDArray]) throws -> [String: NDArray]
+    /// Runs one batch on execution context `instance` (always from that instance's own thread):
+    /// inputs stacked along axis 0, outputs with the batch along axis 0.
+    public typealias Execute = @Sendable (_ instance: Int, _ inputs: [String: NDArray]) throws -> [String: NDArray]
     /// Told of every batch run: its rows and its compute time in microseconds.
     public typealias Observer = @Sendable (_ rows: Int, _ computeMicroseconds: Int) -> Void
 
@@ -94,7 +95,7 @@ public final class DynamicBatcher: @unchecked Sendable {
         self.sizes = Set(policy.batchSizes)
         threadsLeft = policy.instances
         for instance in 0..<policy.instances {
-            let thread = Thread { [self] in work() }
+            let thread = Thread { [self] in work(instance: instance) }
             thread.name = "batcher \(name) #\(instance)"
             thread.stackSize = 8 << 20
             thread.start()
@@ -140,7 +141,7 @@ public final class DynamicBatcher: @unchecked Sendable {
         condition.unlock()
     }
 
-    private func work() {
+    private func work(instance: Int) {
         condition.lock()
         while true {
             while queue.isEmpty && !finishing { condition.wait() }
@@ -161,7 +162,7 @@ public final class DynamicBatcher: @unchecked Sendable {
             let batch = takeBatch()
             running += batch.count
             condition.unlock()
-            run(batch)
+            run(batch, instance: instance)
             condition.lock()
             running -= batch.count
         }
@@ -193,11 +194,11 @@ public final class DynamicBatcher: @unchecked Sendable {
         return jobs
     }
 
-    private func run(_ jobs: [Job]) {
+    private func run(_ jobs: [Job], instance: Int) {
         let start = DispatchTime.now().uptimeNanoseconds
         let rows = jobs.reduce(0) { $0 + $1.rows }
         let results: Result<[[String: NDArray]], Error> = Result {
-            let outputs = try execute(jobs.count == 1 ? jobs[0].inputs : Self.stack(jobs.map(\.inputs)))
+            let outputs = try execute(instance, jobs.count == 1 ? jobs[0].inputs : Self.stack(jobs.map(\.inputs)))
             return jobs.count == 1 ? [outputs] : try Self.split(outputs, rows: jobs.map(\.rows), model: name)
         }
         let end = DispatchTime.now().uptimeNanoseconds

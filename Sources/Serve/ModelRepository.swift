@@ -123,7 +123,8 @@ public final class ModelRepository: @unchecked Sendable {
         do {
             let model: ServedModel
             do {
-                model = try ServedModel(source: source, compiler: compiler, metrics: metrics, queueCapacity: queueCapacity) { [logger] in
+                model = try ServedModel(source: source, compiler: compiler, metrics: metrics, queueCapacity: queueCapacity,
+                                        keepsParameters: !warmUp) { [logger] in
                     logger.warning("\($0)")
                 }
                 if warmUp {

@@ -18,7 +18,12 @@ public struct ModelSource: Sendable, Equatable {
     }
 }
 
-/// A loaded model version: the net, its configuration, what it takes and gives, and its batcher.
+/// A loaded model version: the `Model` (weights and compiled constants held once), its
+/// configuration, what it takes and gives, and its batcher.
+///
+/// Each of the batcher's instances (threads) runs batches on its own `Session` per batch size, so
+/// a batch of 8 always runs on the same execution context, compiled once for 8 (kernels from the
+/// cache, constants shared with every other size and instance).
 ///
 /// Shapes follow Triton: with `max_batch_size > 0` the metadata shows -1 for the batch dimension and
 /// requests may send any batch up to the maximum; with 0, requests send the net's full input shape.
@@ -36,15 +41,19 @@ public final class ServedModel: Sendable {
     public let outputs: [TensorInfo]
     public let batcher: DynamicBatcher
     public let metrics: ModelMetrics
-    let net: Net
+    let model: Model
+    private let sessions: InstanceSessions
 
     public var name: String { source.name }
     public var version: String { source.version }
     public var batches: Bool { configuration.maxBatchSize > 0 }
 
-    /// Loads the net (weights once, shared by every execution context) and starts its batcher.
+    /// Loads the model (weights once, shared by every execution context) and starts its batcher.
+    /// `keepsParameters: false` drops the parameter arrays once compiled (weights held once, as
+    /// constants) and reads the caffemodel again for a batch size not compiled yet: what a server
+    /// that compiles its batch sizes up front (`--warmup`) wants.
     public init(source: ModelSource, compiler: NetCompiler, metrics: ServeMetricsRegistry, queueCapacity: Int,
-                warnings: (String) -> Void) throws {
+                keepsParameters: Bool = true, warnings: (String) -> Void) throws {
         self.source = source
         var configuration = ModelConfiguration.standard
         if let path = source.configuration {
@@ -74,18 +83,21 @@ public final class ServedModel: Sendable {
             throw ServeError(.badRequest, "model '\(source.name)': config.pbtxt declares input '\(unknown.name)' but the net's inputs are " + probe.inputs.map { "'\($0.name)'" }.joined(separator: ", "))
         }
         if configuration.maxBatchSize > 0 { for input in probe.inputs where shapes[input.name] == nil { shapes[input.name] = [1] + input.shape.dropFirst() } }
-        let net = try Net(prototxt: source.prototxt, weights: source.weights, inputShapes: shapes, compiler: compiler)
+        let model = try Model(prototxt: source.prototxt, weights: source.weights, inputShapes: shapes,
+                              keepsParameters: keepsParameters, compiler: compiler)
         let batches = configuration.maxBatchSize > 0
-        inputs = net.inputs.map { TensorInfo(name: $0.name, dims: batches ? Array($0.shape.dropFirst()) : $0.shape) }
-        outputs = net.outputs.map { name in
-            let dims = net.graph.value(named: name)?.shape.dims ?? []
+        inputs = model.inputs.map { TensorInfo(name: $0.name, dims: batches ? Array($0.shape.dropFirst()) : $0.shape) }
+        outputs = model.outputs.map { name in
+            let dims = model.graph.value(named: name)?.shape.dims ?? []
             return TensorInfo(name: name, dims: batches ? Array(dims.dropFirst()) : dims)
         }
         for declared in configuration.outputs where !outputs.contains(where: { $0.name == declared.name }) {
             throw ServeError(.badRequest, "model '\(source.name)': config.pbtxt declares output '\(declared.name)' but the net's outputs are " + outputs.map { "'\($0.name)'" }.joined(separator: ", "))
         }
         self.configuration = configuration
-        self.net = net
+        self.model = model
+        let sessions = InstanceSessions(model: model, instances: configuration.instanceCount)
+        self.sessions = sessions
         let metrics = metrics.model(source.name, version: source.version)
         self.metrics = metrics
         let batching = configuration.dynamicBatching
@@ -93,18 +105,19 @@ public final class ServedModel: Sendable {
                                  maxQueueDelayMicroseconds: batching?.maxQueueDelayMicroseconds ?? 0,
                                  preferredBatchSizes: batching?.preferredBatchSizes ?? [], queueCapacity: queueCapacity,
                                  instances: configuration.instanceCount)
-        batcher = DynamicBatcher(name: source.name, policy: policy, observer: { _, _ in metrics.recordExecution() }) { inputs in
-            try net.forward(inputs)
+        batcher = DynamicBatcher(name: source.name, policy: policy, observer: { _, _ in metrics.recordExecution() }) { instance, inputs in
+            try sessions.run(inputs, on: instance)
         }
     }
 
-    /// Compiles an execution context for every batch size the batcher forms (kernels from the cache).
+    /// Makes every instance's session for every batch size the batcher forms, compiling each size's
+    /// program once (kernels from the cache), and runs each once so its arena is touched.
     public func warmUp() throws {
         let sizes = batches ? batcher.policy.batchSizes : [0]
         for size in sizes {
             var feed: [String: NDArray] = [:]
             for input in inputs { feed[input.name] = NDArray(shape: batches ? [size] + input.dims : input.dims) }
-            _ = try net.forward(feed)
+            for instance in 0..<configuration.instanceCount { _ = try sessions.run(feed, on: instance) }
         }
     }
 
@@ -141,5 +154,25 @@ public final class ServedModel: Sendable {
             throw ServeError(.badRequest, "model '\(name)' has no output '\(unknown.name)'; its outputs are " + self.outputs.map { "'\($0.name)'" }.joined(separator: ", "))
         }
         return (feed, rows ?? 1)
+    }
+}
+
+/// Each batcher instance's sessions by input shapes. Instance `i`'s table is touched only from
+/// instance `i`'s thread (and by `warmUp` before the model is in service), so it needs no lock.
+final class InstanceSessions: @unchecked Sendable {
+    private let model: Model
+    private var tables: [[[String: [Int]]: Session]]
+
+    init(model: Model, instances: Int) {
+        self.model = model
+        tables = Array(repeating: [:], count: instances)
+    }
+
+    func run(_ inputs: [String: NDArray], on instance: Int) throws -> [String: NDArray] {
+        let shapes = inputs.mapValues(\.shape)
+        if let session = tables[instance][shapes] { return try session.run(inputs) }
+        let session = try model.session(inputShapes: shapes)
+        tables[instance][shapes] = session
+        return try session.run(inputs)
     }
 }

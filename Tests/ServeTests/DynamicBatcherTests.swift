@@ -21,7 +21,7 @@ struct DynamicBatcherTests {
     func concurrentRequests() async throws {
         let executions = Executions()
         let policy = BatchPolicy(maxBatchSize: 8, dynamic: true, maxQueueDelayMicroseconds: 20_000, queueCapacity: 100)
-        let batcher = DynamicBatcher(name: "double", policy: policy) { inputs in
+        let batcher = DynamicBatcher(name: "double", policy: policy) { _, inputs in
             executions.record(inputs["x"]!.shape[0])
             Thread.sleep(forTimeInterval: 0.005)
             return ["y": NDArray(shape: inputs["x"]!.shape, data: inputs["x"]!.data.map { $0 * 2 })]
@@ -43,7 +43,7 @@ struct DynamicBatcherTests {
     @Test("past the queue's capacity requests are refused at once with 503")
     func boundedQueue() async throws {
         let gate = Gate()
-        let batcher = DynamicBatcher(name: "slow", policy: BatchPolicy(maxBatchSize: 1, dynamic: false, queueCapacity: 2)) { inputs in
+        let batcher = DynamicBatcher(name: "slow", policy: BatchPolicy(maxBatchSize: 1, dynamic: false, queueCapacity: 2)) { _, inputs in
             gate.wait()
             return inputs
         }
