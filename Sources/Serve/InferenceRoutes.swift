@@ -62,16 +62,19 @@ struct InferenceRoutes: Sendable {
         }
     }
 
-    private func model(_ context: BasicRequestContext) throws(ServeError) -> ServedModel {
-        try repository.model(context.parameters.get("name") ?? "", version: context.parameters.get("version"))
+    private func model(_ context: BasicRequestContext, lease: Bool = false) throws(ServeError) -> ServedModel {
+        try repository.model(context.parameters.get("name") ?? "", version: context.parameters.get("version"), lease: lease)
     }
 
     private func infer(_ request: Request, _ context: BasicRequestContext) async -> Response {
         let start = DispatchTime.now().uptimeNanoseconds
         let model: ServedModel
-        do { model = try self.model(context) } catch { return Self.error(error) }
+        do { model = try self.model(context, lease: true) } catch { return Self.error(error) }
         model.metrics.pending.increment()
-        defer { model.metrics.pending.decrement() }
+        defer {
+            model.metrics.pending.decrement()
+            model.release()
+        }
         func microseconds() -> Int { Int((DispatchTime.now().uptimeNanoseconds - start) / 1000) }
         do {
             var headerLength: Int?

@@ -141,7 +141,7 @@ public final class ModelRepository: @unchecked Sendable {
                 models[name] = model
                 return previous
             }
-            previous?.batcher.finish()
+            previous?.retire()
             logger.info("model '\(name)' version \(source.version) ready (\(String(format: "%.2f", Date().timeIntervalSince(started))) s\(warmUp ? ", batch sizes \(model.batcher.policy.batchSizes) compiled" : ""))")
             return .success(model)
         } catch {
@@ -159,13 +159,18 @@ public final class ModelRepository: @unchecked Sendable {
             if failed != nil { return }   // a failed load no longer holds the server back from ready
             throw ServeError(.badRequest, "model '\(name)' is not loaded")
         }
-        model.batcher.finish()
+        model.retire()
         logger.info("model '\(name)' unloaded")
     }
 
-    /// The model in service under `name` (and `version`, when given).
-    public func model(_ name: String, version: String? = nil) throws(ServeError) -> ServedModel {
-        let (model, failure, isLoading) = lock.withLock { (models[name], failures[name], loading[name] != nil) }
+    /// The model in service under `name` (and `version`, when given). With `lease`, the caller
+    /// holds it until `release()`, and a reload or unload meanwhile lets it finish on this version.
+    public func model(_ name: String, version: String? = nil, lease: Bool = false) throws(ServeError) -> ServedModel {
+        let (model, failure, isLoading) = lock.withLock {
+            let model = models[name]
+            if lease, let model, (version ?? "").isEmpty || version == model.version { model.acquire() }
+            return (model, failures[name], loading[name] != nil)
+        }
         guard let model else {
             if isLoading { throw ServeError(.serviceUnavailable, "model '\(name)' is loading") }
             if let failure { throw ServeError(.badRequest, "model '\(name)' is not available: \(failure)") }

@@ -25,9 +25,13 @@ public struct ModelSource: Sendable, Equatable {
 /// a batch of 8 always runs on the same execution context, compiled once for 8 (kernels from the
 /// cache, constants shared with every other size and instance).
 ///
+/// Requests hold a lease on the version they were given (`acquire`/`release`); a version replaced or
+/// unloaded is `retire`d and its batcher finishes only once the last lease is released, so a request
+/// still reading its body when a reload swaps versions is served by the version it started with.
+///
 /// Shapes follow Triton: with `max_batch_size > 0` the metadata shows -1 for the batch dimension and
 /// requests may send any batch up to the maximum; with 0, requests send the net's full input shape.
-public final class ServedModel: Sendable {
+public final class ServedModel: @unchecked Sendable {
     /// One input or output in the protocol's terms.
     public struct TensorInfo: Sendable, Equatable {
         public var name: String
@@ -43,6 +47,9 @@ public final class ServedModel: Sendable {
     public let metrics: ModelMetrics
     let model: Model
     private let sessions: InstanceSessions
+    private let leaseLock = NSLock()
+    private var leases = 0
+    private var retired = false
 
     public var name: String { source.name }
     public var version: String { source.version }
@@ -108,6 +115,27 @@ public final class ServedModel: Sendable {
         batcher = DynamicBatcher(name: source.name, policy: policy, observer: { _, _ in metrics.recordExecution() }) { instance, inputs in
             try sessions.run(inputs, on: instance)
         }
+    }
+
+    /// A request starts using this version (the repository calls it under its own lock).
+    func acquire() { leaseLock.withLock { leases += 1 } }
+
+    /// A request is done with the version `ModelRepository.model(_:version:lease: true)` gave it.
+    public func release() {
+        let last = leaseLock.withLock {
+            leases -= 1
+            return retired && leases == 0
+        }
+        if last { batcher.finish() }
+    }
+
+    /// Takes this version out of service: its batcher finishes once no request holds it.
+    func retire() {
+        let idle = leaseLock.withLock {
+            retired = true
+            return leases == 0
+        }
+        if idle { batcher.finish() }
     }
 
     /// Makes every instance's session for every batch size the batcher forms, compiling each size's

@@ -230,6 +230,28 @@ def test_repository_index_and_reload_under_load(server, reference):
     assert client.is_model_ready("squeezenet")
 
 
+def test_reload_while_a_request_is_still_uploading(server, reference):
+    """The request was given the old version before the swap: it finishes on it, not with a 503."""
+    images, expected = reference
+    body, headers = binary_request(images[:1])
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as s:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        s.sendall(f"POST /v2/models/squeezenet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode())
+        s.sendall(body[:len(body) // 2])
+        time.sleep(0.2)
+        started = time.monotonic()
+        triton.InferenceServerClient(server.url).load_model("squeezenet")
+        assert time.monotonic() - started < 2.5, "the reload took longer than the server's --request-timeout allows this test"
+        s.sendall(body[len(body) // 2:])
+        response = http.client.HTTPResponse(s)
+        response.begin()
+        payload = response.read()
+    assert response.status == 200, payload
+    length = int(response.getheader("Inference-Header-Content-Length"))
+    prob = np.frombuffer(payload[length:], dtype=np.float32).reshape(expected[:1].shape)
+    close(prob, expected[:1])
+
+
 class InFlight:
     """`count` batch-1 requests sent at once from their own threads (each with its own client)."""
 
