@@ -43,9 +43,16 @@ struct InferenceRoutes: Sendable {
             }
             return Self.json(.ok, "[" + entries.joined(separator: ",") + "]")
         }
-        router.post("/v2/repository/models/{name}/load") { _, context in
+        router.post("/v2/repository/models/{name}/load") { request, context in
             let name = context.parameters.get("name") ?? ""
             do {
+                // Triton lets a load carry a configuration or files; this server loads from the repository only.
+                let body = try await request.body.collect(upTo: 1 << 20)
+                if body.readableBytes > 0,
+                   let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
+                   let parameters = object["parameters"] as? [String: Any], let key = parameters.keys.sorted().first {
+                    throw ServeError(.badRequest, "model '\(name)': load parameter '\(key)' is not supported; edit \(name)/config.pbtxt in the model repository and load again")
+                }
                 try await repository.load(name)
                 return Self.json(.ok, "{}")
             } catch let error as ServeError {

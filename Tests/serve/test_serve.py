@@ -82,15 +82,8 @@ def test_64_concurrent_requests_are_batched(server, reference):
     images, expected = reference
     count_before = server.metric("nv_inference_count")
     exec_before = server.metric("nv_inference_exec_count")
-    client = triton.InferenceServerClient(server.url, concurrency=64, network_timeout=300)
-    pending = []
-    for i in range(64):
-        tensor = triton.InferInput("data", [1, 3, 227, 227], "FP32")
-        tensor.set_data_from_numpy(images[i:i + 1])
-        pending.append(client.async_infer("squeezenet", [tensor], request_id=str(i)))
-    for i, request in enumerate(pending):
-        close(request.get_result(timeout=300).as_numpy("prob"), expected[i:i + 1])
-    client.close()
+    # One thread and client per request (tritonclient's gevent async_infer sends them one after another).
+    InFlight(server, images, 64).check(expected)
     count = server.metric("nv_inference_count") - count_before
     executions = server.metric("nv_inference_exec_count") - exec_before
     assert count == 64
@@ -196,6 +189,13 @@ def test_slow_client_is_cut_off(server, reference, drip):
     close(infer(triton.InferenceServerClient(server.url), images[:1]), expected[:1])
 
 
+def test_load_with_a_configuration_override_is_refused_clearly(server):
+    client = triton.InferenceServerClient(server.url)
+    with pytest.raises(InferenceServerException, match="load parameter 'config' is not supported"):
+        client.load_model("squeezenet", config=json.dumps({"max_batch_size": 4}))
+    assert client.is_model_ready("squeezenet")
+
+
 def test_repository_index_and_reload_under_load(server, reference):
     images, expected = reference
     client = triton.InferenceServerClient(server.url)
@@ -284,11 +284,53 @@ class InFlight:
             close(prob, expected[i:i + 1])
 
 
+class Uploaded:
+    """`count` requests of `rows` images each, sent at once over raw HTTP from their own threads;
+    `wait_sent` returns once every body has been written, so all of them are in the server's hands."""
+
+    def __init__(self, server, images, count, rows=8):
+        self.results, self.errors, self.sent, self.lock = {}, [], 0, threading.Lock()
+        self.threads = [threading.Thread(target=self.send, args=(server, images, i, rows)) for i in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def send(self, server, images, i, rows):
+        start = i % (len(images) - rows + 1)
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=300)
+            body, headers = binary_request(images[start:start + rows])
+            connection.request("POST", "/v2/models/squeezenet/infer", body=body, headers=headers)
+            with self.lock:
+                self.sent += 1
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                raise AssertionError(f"{response.status}: {payload[:300]}")
+            length = int(response.getheader("Inference-Header-Content-Length"))
+            self.results[i] = (start, np.frombuffer(payload[length:], dtype=np.float32).reshape(rows, 1000, 1, 1))
+        except Exception as error:  # noqa: BLE001 - every failure is the finding
+            self.errors.append(repr(error))
+
+    def wait_sent(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while self.sent < len(self.threads) and time.monotonic() < deadline and not self.errors:
+            time.sleep(0.002)
+        return self.sent == len(self.threads)
+
+    def check(self, expected):
+        for thread in self.threads:
+            thread.join(timeout=300)
+        assert not self.errors, self.errors[:3]
+        assert len(self.results) == len(self.threads)
+        for start, prob in self.results.values():
+            close(prob, expected[start:start + len(prob)])
+
+
 def test_unload_lets_in_flight_requests_finish(server, reference):
     images, expected = reference
     client = triton.InferenceServerClient(server.url)
-    requests = InFlight(server, images, 48)
-    assert requests.wait_pending(server, 8), "the requests were never in flight together"
+    requests = Uploaded(server, images, 24)   # 192 images: about a second of work
+    assert requests.wait_sent(), requests.errors[:3]
     client.unload_model("squeezenet")
     requests.check(expected)
     assert not client.is_model_ready("squeezenet")
@@ -307,8 +349,10 @@ def test_sigterm_answers_in_flight_requests_and_exits_zero(repository, reference
     try:
         server.wait_ready()
         assert triton.InferenceServerClient(server.url).get_model_config("squeezenet")["max_batch_size"] == 8
-        requests = InFlight(server, images, 48)
-        assert requests.wait_pending(server, 8), "the requests were never in flight together"
+        requests = Uploaded(server, images, 24)
+        assert requests.wait_sent(), requests.errors[:3]
+        time.sleep(0.05)   # every request read by the server, none answered yet
+        assert server.metric("nv_inference_pending_request_count") > 0
         server.process.send_signal(signal.SIGTERM)
         requests.check(expected)
         assert server.process.wait(timeout=60) == 0, server.output()
