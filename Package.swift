@@ -19,6 +19,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // The inference server (Sources/Serve): HTTP, logging, metrics, lifecycle.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .target(
@@ -48,10 +55,23 @@ let package = Package(
             exclude: ["Proto"]
         ),
         .target(name: "SwiftJIT", dependencies: ["CaffeFormat", "Graph", "NumPy", "Solvers", "Codegen", "Runtime", "Export", "DataPipeline", "Passes"]),
+        // The KServe v2 / Triton HTTP inference server; knows SwiftJIT's public API, nothing of LLVM.
+        .target(
+            name: "Serve",
+            dependencies: [
+                "SwiftJIT",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "swiftjit",
             dependencies: [
-                "SwiftJIT", "Runtime",
+                "SwiftJIT", "Runtime", "Serve",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,6 +84,7 @@ let package = Package(
         .testTarget(name: "CodegenTests", dependencies: ["Codegen", "Runtime", "Graph", "CaffeFormat", "NumPy"]),
         .testTarget(name: "SwiftJITTests", dependencies: ["SwiftJIT"]),
         .testTarget(name: "ExportTests", dependencies: ["Export", "SwiftJIT"]),
+        .testTarget(name: "ServeTests", dependencies: ["Serve", "SwiftJIT"]),
         .testTarget(name: "SolversTests", dependencies: ["Solvers"]),
         .testTarget(name: "TrainingTests", dependencies: ["Codegen", "Runtime", "Graph", "CaffeFormat", "NumPy", "Solvers"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "Graph", "CaffeFormat", "NumPy", "Codegen", "Runtime"]),

@@ -38,3 +38,8 @@ if ! python3 -c "import matplotlib, lmdb" 2>/dev/null; then
   echo "installing matplotlib and lmdb for $(command -v python3)"
   python3 -m pip install -q matplotlib lmdb
 fi
+# The inference server's tests talk to it through Triton's own client (PyPI).
+if ! python3 -c "import tritonclient.http" 2>/dev/null; then
+  echo "installing tritonclient[http] for $(command -v python3)"
+  python3 -m pip install -q "tritonclient[http]"
+fi

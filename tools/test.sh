@@ -15,6 +15,7 @@ swift test --skip-build
 # tests compile C programs against the release library.
 swift build -c release --product swiftjit
 tools/build-c-library.sh
-# The Python package (python/) over the C library, installed as tools/setup.sh installs it.
+# The Python package (python/) over the C library, installed as tools/setup.sh installs it, and
+# `swiftjit serve` against the real tritonclient[http] on loopback ports: one pytest run.
 python3 -m pip install -q -e python
-python3 -m pytest -q Tests/peers Tests/c Tests/python
+python3 -m pytest -q Tests/peers Tests/c Tests/python Tests/serve

@@ -4,7 +4,7 @@ import SwiftJIT
 
 /// The `swiftjit` command line: one subcommand per job, Caffe's tools as the model.
 @main
-struct SwiftJITCommand: ParsableCommand {
+struct SwiftJITCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftjit",
         abstract: "A Caffe-compatible deep-learning runtime: read Caffe nets and weights, explain them, run them.",
@@ -17,8 +17,9 @@ struct SwiftJITCommand: ParsableCommand {
           swiftjit export deploy.prototxt --weights net.caffemodel --layout hwio --output params.npz --onnx net.onnx
           swiftjit draw deploy.prototxt --output net.svg
           swiftjit init deploy.prototxt --seed 7 -o random.caffemodel
+          swiftjit serve --model-repository models/ --http-port 8000
         """,
-        subcommands: [CompileCommand.self, RunCommand.self, TimeCommand.self, TrainCommand.self, TestCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self]
+        subcommands: [CompileCommand.self, RunCommand.self, ServeCommand.self, TimeCommand.self, TrainCommand.self, TestCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self]
     )
 }
 
