@@ -123,3 +123,16 @@ def test_swiftjit_net_gives_each_thread_its_own_session(write):
 def test_version_comes_from_the_library():
     version = swiftjit.__version__
     assert version.count(".") >= 2 and caffe.__version__ == version
+
+
+def test_swiftjit_net_blobs_and_params(write):
+    """net.params reads the weights Caffe's way; net.blobs holds the last forward's inputs and outputs."""
+    net = swiftjit.Net(write("linear.prototxt", nets.LINEAR))
+    assert list(net.params) == ["ip"]
+    weights, bias = net.params["ip"]
+    x = np.random.default_rng(3).standard_normal((2, 3, 2, 2)).astype(np.float32)
+    out = net.forward(data=x)["ip"]   # the in-place ReLU's output
+    np.testing.assert_allclose(out, np.maximum(nets.inner_product(x, weights, bias), 0), rtol=1e-5, atol=1e-5)
+    assert set(net.blobs) == {"data", "ip"}
+    np.testing.assert_array_equal(net.blobs["data"], x)
+    np.testing.assert_array_equal(net.blobs["ip"], out)

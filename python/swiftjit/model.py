@@ -93,6 +93,7 @@ class Net:
             errors.check(lib.sj_model_load(_capi.text(prototxt), _capi.text(weights), options.pointer, ctypes.byref(out)))
         self._model = _Model(out.value)
         self._local = threading.local()
+        self._phase, self._seed, self._params = phase, seed, None
         self.prototxt = prototxt
         self.weights = weights
 
@@ -110,6 +111,27 @@ class Net:
     def constant_bytes(self):
         """Bytes of weights and prepared constants, shared by all sessions."""
         return int(lib.sj_model_constant_bytes(self._model.pointer))
+
+    @property
+    def blobs(self):
+        """{name: array} of this thread's last ``forward``: its inputs and outputs. An inference
+        model fuses the blobs in between away (BatchNorm into convolutions, ReLUs into their
+        producers); for every blob, in place, use ``caffe.Net``."""
+        return dict(getattr(self._local, "blobs", {}))
+
+    @property
+    def params(self):
+        """{layer name: [arrays]} of the weights, in Caffe's order ([0] weights, [1] bias ...),
+        for layers that have parameters. Read from the files on first use (a separate, read-only
+        copy: the model itself holds them only as compiled constants)."""
+        if self._params is None:
+            from collections import OrderedDict
+            from ._net import NetHandle, ParamBlob
+            handle = NetHandle.create(self.prototxt, self.weights, phase=self._phase, seed=self._seed)
+            self._params = OrderedDict(
+                (name, [ParamBlob(handle, i, k).data.copy() for k in range(handle.layer_param_count(i))])
+                for i, name in enumerate(handle.layer_names()) if handle.layer_param_count(i) > 0)
+        return self._params
 
     def _session(self):
         session = getattr(self._local, "session", None)
@@ -167,6 +189,8 @@ class Net:
             else:
                 values = np.zeros(shape, np.float32)
             out[_capi.decode(t.name) or names[i]] = values
+        self._local.blobs = dict((name, array) for name, array in arrays)
+        self._local.blobs.update(out)
         return out
 
     def __repr__(self):
