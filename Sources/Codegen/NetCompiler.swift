@@ -41,7 +41,8 @@ public final class NetCompiler: @unchecked Sendable {
     public var concatInPlace = true
     /// Whether convolutions on the GEMM path (not Winograd, depthwise or banded) multiply by the
     /// JIT'd `PanelGemm` instead of OpenBLAS + epilogue: by default where the JIT's features (the
-    /// host's, or fewer) have AVX-512 (its 32 vector registers hold the kernel's tile).
+    /// host's, or fewer) have AVX-512 or AVX2 + FMA (`PanelGemm.isNative`); its tile follows the
+    /// vector width.
     public var panelGemms: Bool
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
@@ -49,7 +50,7 @@ public final class NetCompiler: @unchecked Sendable {
     /// one set of threads and never compete for the cores.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
-        panelGemms = self.cache.jit.features.contains("avx512f")
+        panelGemms = PanelGemm.isNative(self.cache.jit.features)
         pool = ThreadPool(threads: threads)
         blas = BLAS(threads: 1)
     }
