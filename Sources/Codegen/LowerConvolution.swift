@@ -109,7 +109,8 @@ extension Lowering {
         let r = buffer(residual)
         let free = program.buffers[r].isActivation && program.buffers[r].count == count(output) && r != buffer(input)
             && !program.inputs.contains { $0.buffer == r } && valuesLiving(in: r).allSatisfy { lastUse[$0] <= node.id }
-        let path = convolutionPath(node, g, input: input, output: output)
+        var path = convolutionPath(node, g, input: input, output: output)
+        if path == .panels, !panelTile.addsResiduals { path = .gemm }
         if path == .gemm || path == .panels, free {
             bind(output, to: r)
             let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil

@@ -21,8 +21,9 @@ import Runtime
 /// Columns past the last whole tile run as one masked tile. A residual sum folded into the
 /// convolution (`FuseResidual`) is read in the same store: the tile adds what the output buffer
 /// (the shortcut's) holds. Used by default where the host has AVX-512, or AVX2 and FMA
-/// (`isNative`), each group's M is a multiple of the tile's `rows` and K is at most the tile's
-/// `maximumDepth` (depthwise convolutions have their own kernel).
+/// (`isNative`), each group's M is a multiple of the tile's `rows`, K is at most the tile's
+/// `maximumDepth` and, with a residual to add, the tile `addsResiduals` (depthwise convolutions
+/// have their own kernel).
 ///
 /// Tiles tried for AVX2 (Benchmarks/README.md, "AVX2 path"; 1×1 convolutions of ResNet-50,
 /// MobileNet and SqueezeNet, interleaved with OpenBLAS's Zen kernels + epilogue): 4 × 3·8 was the
@@ -43,13 +44,18 @@ enum PanelGemm {
         var unrolled: Bool
         /// The deepest product (K) the tile takes; deeper ones stay with OpenBLAS.
         var maximumDepth = Int.max
+        /// Whether the tile takes convolutions that add their product to a folded residual (β =
+        /// 1). The AVX2 tile does not: on ResNet-50's res2/res3 branch2c layers it ran at 0.79× of
+        /// OpenBLAS with β = 1, reading the cold residual at the end of each tile (prefetching it
+        /// before the K loop made it slower still).
+        var addsResiduals = true
         var columns: Int { vectors * lanes }
 
         /// One tile per vector width (`CPUFeatures.vectorLanes`); the 4-lane one (SSE, 16 xmm)
         /// is used only when a caller asks for panel GEMMs on such a host.
         static let table = [Tile(lanes: 16, rows: 8, vectors: 3, unrolled: true),
-                            Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256),
-                            Tile(lanes: 4, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256)]
+                            Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false),
+                            Tile(lanes: 4, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false)]
 
         /// The tile for vectors of `lanes` floats.
         static func forLanes(_ lanes: Int) -> Tile { table.first { $0.lanes == lanes } ?? table[table.count - 1] }
