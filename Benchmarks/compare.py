@@ -19,6 +19,16 @@ the cold run filled (every kernel linked from the cache). Neither touches the us
   python3 Benchmarks/compare.py --iterations 10 --markdown BENCHMARKS.md
   python3 Benchmarks/compare.py --nets resnet50 --batches 1
   python3 Benchmarks/compare.py --compile-only --batches 1 --repeat 5
+  python3 Benchmarks/compare.py --avx2 --nets resnet50        # also swiftjit's AVX2 path, on an AVX-512 host
+  python3 Benchmarks/compare.py --avx2-only --baseline /tmp/swiftjit-before   # AVX2 path, this build vs another
+
+--avx2 adds a column for swiftjit's AVX2 path on the same host: SWIFTJIT_CPU_FEATURES=-avx512f (the JIT
+generates, and the compiler chooses, kernels for the host's features without AVX-512) and
+OPENBLAS_CORETYPE=Zen (OpenBLAS, which swiftjit calls for InnerProducts and the convolutions its own
+kernels do not take, runs its AVX2 kernels too), i.e. what an AVX2-only machine would run. The peers
+keep their own ISA choice (AVX-512 on such a host), so their ratio to the AVX2 column is not the ratio
+an AVX2 host would show. --baseline BINARY runs another swiftjit build (e.g. an earlier commit) in the
+same interleaved rounds, for every swiftjit path asked for; --avx2-only drops the host path.
 Needs: .build/release/swiftjit (swift build -c release --product swiftjit), pip opencv-python-headless<5, onnxruntime.
 """
 import argparse
@@ -48,14 +58,33 @@ NETS = {
 }
 
 
-def run_with_rss(command, kernel_cache=None):
+# The environment of swiftjit's AVX2 path on an AVX-512 host (see the docstring).
+AVX2_ENV = {"SWIFTJIT_CPU_FEATURES": "-avx512f", "OPENBLAS_CORETYPE": "Zen"}
+
+
+class Variant:
+    """One way of running swiftjit: a binary and the environment it runs in, under a column label."""
+
+    def __init__(self, key, label, binary=SWIFTJIT, env=None):
+        self.key, self.label, self.binary, self.env = key, label, Path(binary), env or {}
+
+
+def variants(args):
+    paths = ([] if args.avx2_only else [("", "", {})]) + ([("_avx2", " AVX2", AVX2_ENV)] if args.avx2 or args.avx2_only else [])
+    builds = [("swiftjit", "swiftjit", SWIFTJIT)] + ([("before", "before", Path(args.baseline))] if args.baseline else [])
+    return [Variant(key + suffix, label + path_label, binary, env) for key, label, binary in builds for suffix, path_label, env in paths]
+
+
+def run_with_rss(command, kernel_cache=None, extra_env=None):
     """Runs `command` in its own process and returns (stdout, stderr, code, peak RSS MiB).
     swiftjit keeps its kernels in `kernel_cache` (a directory), or caches none."""
     env = dict(os.environ)
     env.pop("SWIFTJIT_CACHE_DIR", None)
+    env.pop("SWIFTJIT_CPU_FEATURES", None)
+    env.update(extra_env or {})
     if kernel_cache is not None:
         env["SWIFTJIT_CACHE_DIR"] = str(kernel_cache)
-    elif command and str(command[0]) == str(SWIFTJIT) and command[1] in ("time", "run", "compile"):
+    elif command and command[1:2] and command[1] in ("time", "run", "compile") and "swiftjit" in Path(command[0]).name:
         command = [*command, "--no-kernel-cache"]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
@@ -102,11 +131,12 @@ def fresh_cache(workdir, name, batch):
     return Path(tempfile.mkdtemp(prefix=f"kernels-{name}-{batch}-", dir=workdir))
 
 
-def compile_once(name, batch, workdir, kernel_cache):
+def compile_once(name, batch, workdir, kernel_cache, variant=None):
     """`swiftjit compile --json` in a new process: (seconds, compiled kernels, kernels from the cache)."""
     prototxt, inputs = NETS[name]
-    out, err, code, _ = run_with_rss([str(SWIFTJIT), "compile", str(ZOO / prototxt), "--weights", str(weights_for(name, workdir)),
-                                      *shape_args(inputs, batch), "--json"], kernel_cache=kernel_cache)
+    variant = variant or Variant("swiftjit", "swiftjit")
+    out, err, code, _ = run_with_rss([str(variant.binary), "compile", str(ZOO / prototxt), "--weights", str(weights_for(name, workdir)),
+                                      *shape_args(inputs, batch), "--json"], kernel_cache=kernel_cache, extra_env=variant.env)
     if code != 0:
         raise RuntimeError(err.strip().splitlines()[0] if err.strip() else f"exit {code}")
     compilation = json.loads(out).get("compilation") or {}
@@ -136,9 +166,10 @@ def bench_compile(name, batch, repeat, workdir):
     return row
 
 
-def bench(name, batch, iterations, rounds, workdir):
+def bench(name, batch, iterations, rounds, workdir, ours):
     """Each runtime `rounds` times, interleaved (ours, OpenCV, ORT, ours, ...), so that a slow spell of
-    this shared machine hits all three alike; each runtime's best median is reported."""
+    this shared machine hits all of them alike; each runtime's best median is reported. `ours` are
+    the swiftjit variants, each with its own kernel cache directory."""
     prototxt, inputs = NETS[name]
     prototxt = ZOO / prototxt
     shapes = shape_args(inputs, batch)
@@ -149,18 +180,20 @@ def bench(name, batch, iterations, rounds, workdir):
         export = subprocess.run([SWIFTJIT, "export", prototxt, "--weights", weights, "--onnx", onnx], capture_output=True, text=True)
         if export.returncode != 0:
             row["ort_error"] = export.stderr.strip().splitlines()[0]
-    cache = fresh_cache(workdir, name, batch)
-    runs = {"swiftjit": [], "opencv": [], "ort": []}
+    caches = {v.key: fresh_cache(workdir, name, batch) for v in ours}
+    runs = {**{v.key: [] for v in ours}, "opencv": [], "ort": []}
     for _ in range(rounds):
-        if "swiftjit_error" not in row:
-            out, err, code, rss = run_with_rss([str(SWIFTJIT), "time", str(prototxt), "--weights", str(weights), *shapes,
-                                                "--iterations", str(iterations)], kernel_cache=cache)
+        for v in ours:
+            if f"{v.key}_error" in row:
+                continue
+            out, err, code, rss = run_with_rss([str(v.binary), "time", str(prototxt), "--weights", str(weights), *shapes,
+                                                "--iterations", str(iterations)], kernel_cache=caches[v.key], extra_env=v.env)
             if code == 0:
-                runs["swiftjit"].append(float(re.search(r"Average Forward pass: ([0-9.]+) ms", out).group(1)))
-                row.setdefault("swiftjit_compile_s", float(re.search(r"compile: ([0-9.]+) s", out).group(1)))  # the cold one
-                row["swiftjit_rss"] = max(row.get("swiftjit_rss", 0), rss)
+                runs[v.key].append(float(re.search(r"Average Forward pass: ([0-9.]+) ms", out).group(1)))
+                row.setdefault(f"{v.key}_compile_s", float(re.search(r"compile: ([0-9.]+) s", out).group(1)))  # the cold one
+                row[f"{v.key}_rss"] = max(row.get(f"{v.key}_rss", 0), rss)
             else:
-                row["swiftjit_error"] = err.strip().splitlines()[0] if err.strip() else f"exit {code}"
+                row[f"{v.key}_error"] = err.strip().splitlines()[0] if err.strip() else f"exit {code}"
         for peer, model in (("opencv", [str(prototxt), str(weights)]), ("ort", [str(onnx)])):
             if f"{peer}_error" in row or not Path(model[0]).exists():
                 continue
@@ -175,13 +208,15 @@ def bench(name, batch, iterations, rounds, workdir):
     for runtime, values in runs.items():
         if values:
             row[f"{runtime}_ms"], row[f"{runtime}_runs"] = min(values), values
-    if "swiftjit_ms" in row:
+    for v in ours:
+        if f"{v.key}_ms" not in row:
+            continue
         try:
-            row["swiftjit_compile_warm_s"], compiled, _ = compile_once(name, batch, workdir, cache)
+            row[f"{v.key}_compile_warm_s"], compiled, _ = compile_once(name, batch, workdir, caches[v.key], v)
             if compiled:
-                row["swiftjit_warm_note"] = f"warm compile compiled {compiled} kernels"
+                row[f"{v.key}_warm_note"] = f"warm compile compiled {compiled} kernels"
         except RuntimeError as error:
-            row["swiftjit_warm_error"] = str(error)
+            row[f"{v.key}_warm_error"] = str(error)
     return row
 
 
@@ -189,19 +224,29 @@ def fmt(value, spec):
     return format(value, spec) if value is not None else "—"
 
 
-def table(rows):
-    header = ("| net | batch | swiftjit ms | OpenCV ms | ORT ms | OpenCV/swiftjit | ORT/swiftjit | RSS MiB (ours/OpenCV/ORT) "
-              "| compile s cold/warm (ours) |")
-    lines = [header, "|" + "---|" * 9]
+def table(rows, ours):
+    """One row per net and batch: each swiftjit variant's and each peer's ms, the baseline's time
+    over this build's per path (a speed-up), each peer's ratio to this build's variants, RSS and
+    the first variant's compile times."""
+    peers = [("opencv", "OpenCV"), ("ort", "ORT")]
+    current = [v for v in ours if not v.key.startswith("before")]
+    pairs = [(v, next(b for b in ours if b.key == "before" + v.key[len("swiftjit"):])) for v in current
+             if any(b.key == "before" + v.key[len("swiftjit"):] for b in ours)]
+    header = ("| net | batch | " + "".join(f"{v.label} ms | " for v in ours) + "OpenCV ms | ORT ms | "
+              + "".join(f"{b.label}/{v.label} | " for v, b in pairs)
+              + "".join(f"{p}/{v.label} | " for _, p in peers for v in current)
+              + f"RSS MiB ({'/'.join(v.label for v in ours)}/OpenCV/ORT) | compile s cold/warm ({ours[0].label}) |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    ratio = lambda a, b: fmt(a / b if a and b else None, ".2f") + "×"
     for r in rows:
-        ours, cv, ort = r.get("swiftjit_ms"), r.get("opencv_ms"), r.get("ort_ms")
-        ratio_cv = cv / ours if ours and cv else None
-        ratio_ort = ort / ours if ours and ort else None
-        rss = "/".join(fmt(r.get(k), ".0f") for k in ("swiftjit_rss", "opencv_rss", "ort_rss"))
-        lines.append(f"| {r['net']} | {r['batch']} | {fmt(ours, '.2f')} | {fmt(cv, '.2f')} | {fmt(ort, '.2f')} | "
-                     f"{fmt(ratio_cv, '.2f')}× | {fmt(ratio_ort, '.2f')}× | {rss} | "
-                     f"{fmt(r.get('swiftjit_compile_s'), '.2f')}/{fmt(r.get('swiftjit_compile_warm_s'), '.2f')} |")
-    notes = [f"- {r['net']} batch {r['batch']}: {k.split('_')[0]}: {v}" for r in rows for k, v in r.items()
+        times = {k: r.get(f"{k}_ms") for k in [v.key for v in ours] + [p for p, _ in peers]}
+        cells = ([f"{fmt(times[v.key], '.2f')}" for v in ours] + [fmt(times["opencv"], ".2f"), fmt(times["ort"], ".2f")]
+                 + [ratio(times[b.key], times[v.key]) for v, b in pairs]
+                 + [ratio(times[p], times[v.key]) for p, _ in peers for v in current]
+                 + ["/".join(fmt(r.get(f"{k}_rss"), ".0f") for k in [v.key for v in ours] + [p for p, _ in peers]),
+                    f"{fmt(r.get(f'{ours[0].key}_compile_s'), '.2f')}/{fmt(r.get(f'{ours[0].key}_compile_warm_s'), '.2f')}"])
+        lines.append(f"| {r['net']} | {r['batch']} | " + " | ".join(cells) + " |")
+    notes = [f"- {r['net']} batch {r['batch']}: {k.rsplit('_', 1)[0]}: {v}" for r in rows for k, v in r.items()
              if k.endswith("_error") or k.endswith("_note")]
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -226,9 +271,14 @@ def main():
     parser.add_argument("--markdown", help="also write the results with the machine description here")
     parser.add_argument("--compile-only", action="store_true", help="only swiftjit's cold and warm compile times (no peers, no run times)")
     parser.add_argument("--repeat", type=int, default=3, help="with --compile-only: cold/warm pairs per net (medians reported)")
+    parser.add_argument("--avx2", action="store_true", help="also run swiftjit's AVX2 path (SWIFTJIT_CPU_FEATURES=-avx512f, OPENBLAS_CORETYPE=Zen)")
+    parser.add_argument("--avx2-only", action="store_true", help="run only swiftjit's AVX2 path")
+    parser.add_argument("--baseline", help="another swiftjit binary to run beside this one, for every path asked for")
     args = parser.parse_args()
-    if not SWIFTJIT.exists():
-        sys.exit(f"error: {SWIFTJIT} is missing; build it with `swift build -c release --product swiftjit`")
+    ours = variants(args)
+    for binary in {v.binary for v in ours}:
+        if not binary.exists():
+            sys.exit(f"error: {binary} is missing; build it with `swift build -c release --product swiftjit`")
     rows = []
     with tempfile.TemporaryDirectory(prefix="swiftjit-bench-") as folder:
         for name in args.nets:
@@ -236,13 +286,13 @@ def main():
                 if args.compile_only:
                     row = bench_compile(name, batch, max(1, args.repeat), Path(folder))
                 else:
-                    row = bench(name, batch, args.iterations, max(1, args.rounds), Path(folder))
+                    row = bench(name, batch, args.iterations, max(1, args.rounds), Path(folder), ours)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.compile_only:
         print(compile_table(rows, max(1, args.repeat)))
         return
-    text = table(rows)
+    text = table(rows, ours)
     print(text)
     if args.markdown:
         stamp = time.strftime("%Y-%m-%d")

@@ -64,6 +64,12 @@ public final class KernelCache: @unchecked Sendable {
         self.compileThreads = max(1, compileThreads)
     }
 
+    /// A cache whose JIT generates code for `cpuFeatures` only (e.g. the host's without AVX-512).
+    public convenience init(cpuFeatures: CPUFeatures, disk: KernelDiskCache? = nil,
+                            compileThreads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        try self.init(jit: KernelJIT(cpuFeatures: cpuFeatures), disk: disk, compileThreads: compileThreads)
+    }
+
     /// The number of distinct kernel signatures held.
     public var count: Int { tableLock.withLock { bySignature.count } }
     /// How many kernels have been optimized and compiled from IR so far.

@@ -6,7 +6,7 @@ import Runtime
 /// code, and links object code into an ORC LLJIT so kernels become callable functions.
 ///
 /// Compiling and linking are separate steps so object code can come from two places: `compile`
-/// (O3 for the host's CPU name and features, AVX-512 here, then machine code) or the on-disk
+/// (O3 for the host's CPU name and its features — or fewer, see `CPUFeatures` — then machine code) or the on-disk
 /// `KernelDiskCache`, which stores what `compile` produced in an earlier process. `compile` is
 /// thread-safe for modules built in different LLVM contexts: each call borrows a target machine of
 /// its own, so a batch of kernels compiles on several threads. Linking (`link`, `lookupKernel`) is
@@ -52,6 +52,9 @@ public final class KernelJIT: @unchecked Sendable {
     }()
 
     public let identity: Identity
+    /// The features kernels are generated for (`identity.cpuFeatures`); the compiler chooses
+    /// kernels by them (`vectorLanes`, the panel GEMM's tile).
+    public let features: CPUFeatures
     public var cpuName: String { identity.cpuName }
     public var cpuFeatures: String { identity.cpuFeatures }
     /// The target triple and data layout modules are built for.
@@ -62,6 +65,9 @@ public final class KernelJIT: @unchecked Sendable {
     /// (for inspection and tests, e.g. to check that a loop vectorized); nil by default. Kernels
     /// linked from the disk cache are not optimized again, so it does not see them.
     public var inspectOptimizedIR: (@Sendable (_ kernel: String, _ ir: String) -> Void)?
+    /// Called with each compiled kernel's name and assembly (from a copy of the optimized module),
+    /// on the compiling thread; nil by default. Tests use it to see which registers kernels use.
+    public var inspectAssembly: (@Sendable (_ kernel: String, _ assembly: String) -> Void)?
 
     private let jit: LLVMOrcLLJITRef
     private let target: LLVMTargetRef
@@ -72,15 +78,16 @@ public final class KernelJIT: @unchecked Sendable {
 
     /// A JIT for this host. `llvmVersion` stands in for the linked LLVM's version in `identity`
     /// only, and `cpuFeatures` (a subset of the host's, such as the host's without AVX-512)
-    /// replaces the host's feature string everywhere; tests use them to see that the disk cache
-    /// does not reuse code made for another LLVM or another CPU.
+    /// replaces the host's feature string everywhere: the optimizer, code generation and the disk
+    /// cache key see only these features. Tests use them to see that the disk cache does not
+    /// reuse code made for another LLVM or another CPU.
     init(llvmVersion: String, cpuFeatures: String? = nil) throws {
         guard LLVMInitializeNativeTarget() == 0, LLVMInitializeNativeAsmPrinter() == 0 else {
             throw CodegenError("initializing LLVM", "the native target is not available in this LLVM build")
         }
         _ = KernelJIT.codegenArgumentsParsed
         let cpuName = LLVMErrors.take(LLVMGetHostCPUName())
-        let cpuFeatures = cpuFeatures ?? LLVMErrors.take(LLVMGetHostCPUFeatures())
+        let cpuFeatures = cpuFeatures ?? KernelJIT.hostFeatureString()
 
         var machineBuilder: LLVMOrcJITTargetMachineBuilderRef?
         try LLVMErrors.check(LLVMOrcJITTargetMachineBuilderDetectHost(&machineBuilder), "detecting the host CPU")
@@ -115,11 +122,25 @@ public final class KernelJIT: @unchecked Sendable {
         let pipeline = "default<O3> loop-vectorize slp-vectorize loop-unroll; codegen Default, JIT code model, default relocation; "
             + KernelJIT.codegenArguments.joined(separator: " ")
         identity = Identity(llvmVersion: llvmVersion, triple: triple, cpuName: cpuName, cpuFeatures: cpuFeatures, pipeline: pipeline)
+        features = CPUFeatures(llvm: cpuFeatures)
     }
 
-    /// A JIT for this host CPU.
+    /// A JIT for this host CPU, narrowed by `$SWIFTJIT_CPU_FEATURES` when it is set: the one place
+    /// the variable is read (the command line, the C API and `Model` all get their JIT here).
+    /// Throws `CPUFeaturesError` for a malformed or impossible value.
     public convenience init() throws {
-        try self.init(llvmVersion: LLVM_VERSION_STRING)
+        try self.init(cpuFeatures: CPUFeatures.effective())
+    }
+
+    /// A JIT that generates code for `cpuFeatures` only (e.g. `CPUFeatures.host().applying("-avx512f")`).
+    public convenience init(cpuFeatures: CPUFeatures) throws {
+        try self.init(llvmVersion: LLVM_VERSION_STRING, cpuFeatures: cpuFeatures.llvmString)
+    }
+
+
+    /// The host CPU's LLVM feature string, as LLVM detects it.
+    static func hostFeatureString() -> String {
+        LLVMErrors.take(LLVMGetHostCPUFeatures())
     }
 
     deinit {
@@ -171,6 +192,7 @@ public final class KernelJIT: @unchecked Sendable {
         try LLVMErrors.check(LLVMRunPasses(module, "default<O3>", machine, options), "optimizing kernel \(name)")
         let optimized = threadCPUSeconds()
         inspectOptimizedIR?(name, KernelJIT.text(of: module))
+        if let inspectAssembly { inspectAssembly(name, try assembly(of: module, machine: machine, name: name)) }
 
         var buffer: LLVMMemoryBufferRef?
         let emitted = threadCPUSeconds()
@@ -181,6 +203,21 @@ public final class KernelJIT: @unchecked Sendable {
         defer { LLVMDisposeMemoryBuffer(buffer) }
         let bytes = [UInt8](UnsafeRawBufferPointer(start: LLVMGetBufferStart(buffer), count: LLVMGetBufferSize(buffer)))
         return CompiledObject(bytes: bytes, optimizeSeconds: optimized - start, codegenSeconds: threadCPUSeconds() - emitted)
+    }
+
+    /// The assembly `machine` generates for a copy of `module` (code generation changes the IR it
+    /// runs on, so the module itself is left for the object code).
+    private func assembly(of module: LLVMModuleRef, machine: LLVMTargetMachineRef, name: String) throws -> String {
+        let copy = LLVMCloneModule(module)
+        defer { LLVMDisposeModule(copy) }
+        var message: UnsafeMutablePointer<CChar>?
+        var buffer: LLVMMemoryBufferRef?
+        if LLVMTargetMachineEmitToMemoryBuffer(machine, copy, LLVMAssemblyFile, &message, &buffer) != 0 {
+            throw CodegenError("generating assembly for kernel \(name)", LLVMErrors.take(message))
+        }
+        guard let buffer else { return "" }
+        defer { LLVMDisposeMemoryBuffer(buffer) }
+        return String(decoding: UnsafeRawBufferPointer(start: LLVMGetBufferStart(buffer), count: LLVMGetBufferSize(buffer)), as: UTF8.self)
     }
 
     /// CPU time of the calling thread: what a compilation costs, whoever else shares the cores.

@@ -83,14 +83,18 @@ extension KernelBuilder {
 
     /// `for i in range { values = body(i, values) }` with the vectors kept in registers (phi nodes,
     /// not stack slots): an accumulator tile. Returns the values after the last iteration.
-    func loop(_ range: Range<Int>, carrying initial: [FloatVector], _ body: (Index, [FloatVector]) -> [FloatVector]) -> [FloatVector] {
+    /// `unrolled: false` keeps the optimizer from unrolling the loop (see `loop(from:to:…)`).
+    func loop(_ range: Range<Int>, carrying initial: [FloatVector], unrolled: Bool = true,
+              _ body: (Index, [FloatVector]) -> [FloatVector]) -> [FloatVector] {
         guard !range.isEmpty else { return initial }
-        return loop(from: index(range.lowerBound), to: index(range.upperBound), carrying: initial, body)
+        return loop(from: index(range.lowerBound), to: index(range.upperBound), carrying: initial, unrolled: unrolled, body)
     }
 
     /// `for i in lower..<upper { values = body(i, values) }`; no iteration when `upper <= lower`.
-    /// The plain `loop(from:to:)` is this loop carrying nothing.
-    func loop(from lower: Index, to upper: Index, carrying initial: [FloatVector],
+    /// The plain `loop(from:to:)` is this loop carrying nothing. With `unrolled: false` the loop
+    /// carries `llvm.loop.unroll.disable`: for a tile that fills the register file, where the
+    /// scheduler would start an unrolled copy's loads early and spill accumulators to make room.
+    func loop(from lower: Index, to upper: Index, carrying initial: [FloatVector], unrolled: Bool = true,
               _ body: (Index, [FloatVector]) -> [FloatVector]) -> [FloatVector] {
         let preheader = LLVMGetInsertBlock(llvm)
         let header = LLVMAppendBasicBlockInContext(context, function, "loop")
@@ -106,7 +110,8 @@ extension KernelBuilder {
         precondition(updated.count == initial.count, "a carried loop must return as many values as it carries")
         let next = LLVMBuildNSWAdd(llvm, counter, LLVMConstInt(i64, 1, 0), "i.next")
         let latch = LLVMGetInsertBlock(llvm)
-        LLVMBuildBr(llvm, header)
+        let backEdge = LLVMBuildBr(llvm, header)!
+        if !unrolled { LLVMSetMetadata(backEdge, LLVMGetMDKindIDInContext(context, "llvm.loop", 9), noUnrollLoopID()) }
         var blocks: [LLVMBasicBlockRef?] = [preheader, latch]
         var counterValues: [LLVMValueRef?] = [lower.ref, next]
         LLVMAddIncoming(counter, &counterValues, &blocks, 2)
@@ -116,6 +121,20 @@ extension KernelBuilder {
         }
         LLVMPositionBuilderAtEnd(llvm, exit)
         return carried
+    }
+
+    /// A loop ID (`!0 = !{!0, !{!"llvm.loop.unroll.disable"}}`) for a loop's back edge: its
+    /// first operand must be the node itself, made here by replacing a temporary node.
+    private func noUnrollLoopID() -> LLVMValueRef {
+        let name = "llvm.loop.unroll.disable"
+        var disable: [LLVMMetadataRef?] = [LLVMMDStringInContext2(context, name, name.utf8.count)]
+        let property = LLVMMDNodeInContext2(context, &disable, 1)
+        var none: [LLVMMetadataRef?] = []
+        let placeholder = LLVMTemporaryMDNode(context, &none, 0)
+        var operands: [LLVMMetadataRef?] = [placeholder, property]
+        let id = LLVMMDNodeInContext2(context, &operands, 2)!
+        LLVMMetadataReplaceAllUsesWith(placeholder, id)
+        return LLVMMetadataAsValue(context, id)
     }
 
     fileprivate func maskConstant(_ mask: LaneMask) -> LLVMValueRef {

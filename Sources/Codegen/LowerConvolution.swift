@@ -96,7 +96,7 @@ extension Lowering {
         if let tile = winogradTile(node, g, input: dims, outputs: shape(output)[1]) { return .winograd(tile) }
         if g.group == c, g.group > 1, dims.count == 4 { return .depthwise }
         if !g.isPointwise, let rows = bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) { return .banded(rows: rows) }
-        return usesPanelGemm(g, outputs: shape(output)[1]) ? .panels : .gemm
+        return usesPanelGemm(g, inputs: c, outputs: shape(output)[1]) ? .panels : .gemm
     }
 
     /// A convolution with a residual folded in (`FuseResidual`): `activation(conv(x) + bias + r)`.
@@ -109,7 +109,8 @@ extension Lowering {
         let r = buffer(residual)
         let free = program.buffers[r].isActivation && program.buffers[r].count == count(output) && r != buffer(input)
             && !program.inputs.contains { $0.buffer == r } && valuesLiving(in: r).allSatisfy { lastUse[$0] <= node.id }
-        let path = convolutionPath(node, g, input: input, output: output)
+        var path = convolutionPath(node, g, input: input, output: output)
+        if path == .panels, !panelTile.addsResiduals { path = .gemm }
         if path == .gemm || path == .panels, free {
             bind(output, to: r)
             let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
@@ -376,7 +377,9 @@ extension Lowering {
         let rows = Self.interior(count: oh, stride: sh, pad: ph, kernel: (kh - 1) * dh + 1, extent: h)
         let columns = Self.interior(count: ow, stride: sw, pad: pw, kernel: (kw - 1) * dw + 1, extent: w)
         if sw <= 2 {
-            let width = ow <= 8 ? 8 : 16
+            // The host's vector width (16 lanes with AVX-512, 8 with AVX2), half of it for rows that fit.
+            let lanes = cache.jit.features.vectorLanes
+            let width = ow <= lanes / 2 ? lanes / 2 : lanes
             try emitKernel(node, signature + " rows of \(width)", operands: operands, tasks: n * o, work: n * o * oh * ow * kh * kw) { b in
                 let biasValues = bias.map { _ in b.operand(3) }
                 b.forEachTask { plane in

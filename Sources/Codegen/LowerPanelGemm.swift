@@ -10,25 +10,68 @@ import Runtime
 /// time into panels of `rows` output channels, X is read in place (N is contiguous), and each
 /// output tile is written once, bias and activation included.
 ///
-/// The tile is `rows` × `vectors`·16 outputs: 24 `<16 x float>` accumulators that stay in the
-/// AVX-512 registers through the K loop, each step loading `vectors` vectors of X and
-/// broadcasting `rows` weights. A task is one panel (its weights stream from L1/L2) over one chunk
+/// The tile is `rows` × `vectors`·`lanes` outputs, its accumulators kept in vector registers
+/// through the K loop, each step loading `vectors` vectors of X and broadcasting `rows` weights.
+/// One emitter serves every vector ISA; `Tile.table` sizes the tile for its register file
+/// (accumulators + X vectors + one broadcast ≤ registers): AVX-512, 32 zmm: 8 × 3·16 (24
+/// accumulators); AVX2 + FMA, 16 ymm: 4 × 3·8 (12 accumulators, 3 loads of X and 4 broadcasts per
+/// K step, its K loop not unrolled). A task is one panel (its weights stream from L1/L2) over one chunk
 /// of columns sized so the chunk of X stays in L2 while every panel of the task's thread reads it;
 /// tasks are ordered image, chunk, panel, so a thread's contiguous share of them reuses its chunks.
 /// Columns past the last whole tile run as one masked tile. A residual sum folded into the
 /// convolution (`FuseResidual`) is read in the same store: the tile adds what the output buffer
-/// (the shortcut's) holds. Used where the host has AVX-512 (with 16 registers the tile would
-/// spill) and each group's M is a multiple of `rows` (depthwise convolutions have their own kernel).
+/// (the shortcut's) holds. Used by default where the host has AVX-512, or AVX2 and FMA
+/// (`isNative`), each group's M is a multiple of the tile's `rows`, K is at most the tile's
+/// `maximumDepth` and, with a residual to add, the tile `addsResiduals` (depthwise convolutions
+/// have their own kernel).
+///
+/// Tiles tried for AVX2 (Benchmarks/README.md, "AVX2 path"; 1×1 convolutions of ResNet-50,
+/// MobileNet and SqueezeNet, interleaved with OpenBLAS's Zen kernels + epilogue): 4 × 3·8 was the
+/// fastest; 6 × 2·8 (2 loads, 6 broadcasts per 12 FMAs) was ~13 % slower in sum, 8 × 1·8 (8
+/// accumulators, bound by the FMA latency) ~40 % slower. Against OpenBLAS, 4 × 3·8 wins up to
+/// K = 256 and loses on most layers from K = 512 on (it reads X in place, 3 strided rows of 96
+/// bytes per step, where OpenBLAS packs it): `maximumDepth` leaves those to OpenBLAS.
 enum PanelGemm {
-    static let rows = 8
-    static let vectors = 3
-    static let lanes = 16
-    static var tileColumns: Int { vectors * lanes }
+    /// An accumulator tile: `rows` output channels × `vectors` vectors of `lanes` columns.
+    struct Tile: Equatable, Sendable {
+        var lanes: Int
+        var rows: Int
+        var vectors: Int
+        /// Whether the optimizer may unroll the K loop. Not when the tile fills all 16 registers:
+        /// unrolled, the scheduler starts the next step's loads early and spills accumulators
+        /// (SqueezeNet's conv10 on AVX2: 59 spills and reloads in the kernel, 17 without
+        /// unrolling, none of them in the K loop).
+        var unrolled: Bool
+        /// The deepest product (K) the tile takes; deeper ones stay with OpenBLAS.
+        var maximumDepth = Int.max
+        /// Whether the tile takes convolutions that add their product to a folded residual (β =
+        /// 1). The AVX2 tile does not: on ResNet-50's res2/res3 branch2c layers it ran at 0.79× of
+        /// OpenBLAS with β = 1, reading the cold residual at the end of each tile (prefetching it
+        /// before the K loop made it slower still).
+        var addsResiduals = true
+        var columns: Int { vectors * lanes }
+
+        /// One tile per vector width (`CPUFeatures.vectorLanes`); the 4-lane one (SSE, 16 xmm)
+        /// is used only when a caller asks for panel GEMMs on such a host.
+        static let table = [Tile(lanes: 16, rows: 8, vectors: 3, unrolled: true),
+                            Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false),
+                            Tile(lanes: 4, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false)]
+
+        /// The tile for vectors of `lanes` floats.
+        static func forLanes(_ lanes: Int) -> Tile { table.first { $0.lanes == lanes } ?? table[table.count - 1] }
+    }
+
+    /// Whether the panel GEMM beats OpenBLAS + epilogue on a CPU with `features`: AVX-512, or AVX2
+    /// with FMA (without FMA, `llvm.fma` would be a library call per lane).
+    static func isNative(_ features: CPUFeatures) -> Bool {
+        features.contains("avx512f") || (features.contains("avx2") && features.contains("fma"))
+    }
+
     /// The pixels one task reads (K × chunk columns) are kept under this size.
     static let chunkBytes = 256 << 10
 
     /// Writes panels `[M / rows][K][rows]` from Caffe's M×K weights.
-    static func pack(_ weights: [Float], outputs m: Int, inputs k: Int, into panels: UnsafeMutablePointer<Float>) {
+    static func pack(_ weights: [Float], outputs m: Int, inputs k: Int, rows: Int, into panels: UnsafeMutablePointer<Float>) {
         weights.withUnsafeBufferPointer { w in
             for panel in 0..<(m / rows) {
                 for kk in 0..<k {
@@ -38,16 +81,20 @@ enum PanelGemm {
         }
     }
 
-    /// Whole tiles per task chunk for K input channels.
-    static func chunkTiles(inputs k: Int) -> Int { max(1, chunkBytes / (k * tileColumns * MemoryLayout<Float>.size)) }
+    /// Whole tiles of `tile` per task chunk for K input channels.
+    static func chunkTiles(inputs k: Int, tile: Tile) -> Int { max(1, chunkBytes / (k * tile.columns * MemoryLayout<Float>.size)) }
 }
 
 extension Lowering {
     /// Whether `PanelGemm` can run this convolution's product (see its conditions); for
     /// `convolutionPath`, which tries Winograd, depthwise and banded first.
-    func usesPanelGemm(_ g: ConvolutionGeometry, outputs: Int) -> Bool {
-        panelGemms && (outputs / g.group) % PanelGemm.rows == 0
+    func usesPanelGemm(_ g: ConvolutionGeometry, inputs c: Int, outputs: Int) -> Bool {
+        let tile = panelTile
+        return panelGemms && (outputs / g.group) % tile.rows == 0 && c / g.group * g.kernel.reduce(1, *) <= tile.maximumDepth
     }
+
+    /// The panel GEMM's tile for the JIT's vector width.
+    var panelTile: PanelGemm.Tile { PanelGemm.Tile.forLanes(cache.jit.features.vectorLanes) }
 
     /// Every bottom/top pair of a convolution by `PanelGemm`, its weights packed once: 1×1
     /// convolutions over the images in place (the batch in the kernel's tasks), others over im2col
@@ -60,8 +107,9 @@ extension Lowering {
         let c = shape(node.inputs[0])[1], o = shape(node.outputs[0])[1], groups = g.group
         let (k, m) = (c / groups * g.kernel.reduce(1, *), o / groups)  // per group
         // Caffe's O × (C/G)·KH·KW weights packed as one O-row matrix: panel p lies in group p·rows / m.
+        let rows = panelTile.rows
         let panels = try preparedConstant(node, "weight panels", count: o * k) { target in
-            PanelGemm.pack(weights, outputs: o, inputs: k, into: target)
+            PanelGemm.pack(weights, outputs: o, inputs: k, rows: rows, into: target)
         }
         for (input, output) in zip(node.inputs, node.outputs) {
             let n = shape(input)[0], spatial = shape(output)[2...].reduce(1, *), y = Operand(buffer(output))
@@ -83,12 +131,13 @@ extension Lowering {
     /// `activation((y + W · x) + bias)`.
     private mutating func emitPanelGemm(_ node: Node, matrices n: Int, groups: Int, inputs k: Int, outputs m: Int, spatial: Int,
                                         input: Operand, output: Operand, panels: Operand, bias: Operand?, accumulate: Bool) throws {
-        let (rows, lanes, tileColumns) = (PanelGemm.rows, PanelGemm.lanes, PanelGemm.tileColumns)
+        let tileShape = panelTile
+        let (rows, lanes, tileColumns) = (tileShape.rows, tileShape.lanes, tileShape.columns)
         let wholeTiles = spatial / tileColumns, tail = spatial % tileColumns
-        let chunkTiles = PanelGemm.chunkTiles(inputs: k)
+        let chunkTiles = PanelGemm.chunkTiles(inputs: k, tile: tileShape)
         let chunks = max(1, (wholeTiles + chunkTiles - 1) / chunkTiles), panelCount = m / rows
         let activation = node.fusedActivation
-        let signature = "conv.panels g\(groups) k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
+        let signature = "conv.panels \(rows)x\(tileShape.vectors)x\(lanes) g\(groups) k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
             + (activation.map { " " + $0.signature } ?? "")
         try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelCount, work: n * m * spatial * k) { b in
@@ -100,12 +149,12 @@ extension Lowering {
                 let pixels = matrix * (k * spatial), weights = panel * (k * rows)
                 let outputs = matrix * (m * spatial) + (task % panelCount) * (rows * spatial)
                 /// One tile at column `first`: `masks` are its vectors' lanes inside the image, vector
-                /// `j` from column `first + 16j` (a last vector of 8 lanes is half the work on
-                /// hosts that split 16-lane operations in two).
+                /// `j` from column `first + lanes·j` (a last vector of half the lanes is half the
+                /// work on hosts that split full-width operations in two).
                 func tile(_ first: Index, _ masks: [LaneMask]) {
                     let widths = masks.map(\.lanes.count)
                     let zeros = (0..<rows).flatMap { _ in widths.map { b.splat(0, width: $0) } }
-                    let sums = b.loop(0..<k, carrying: zeros) { kk, sums in
+                    let sums = b.loop(0..<k, carrying: zeros, unrolled: tileShape.unrolled) { kk, sums in
                         let row = pixels + kk * spatial + first
                         let columns = masks.enumerated().map { j, mask in x.load(row + j * lanes, mask) }
                         var next = sums
@@ -129,7 +178,7 @@ extension Lowering {
                         }
                     }
                 }
-                let full = Array(repeating: LaneMask(first: lanes, of: lanes), count: PanelGemm.vectors)
+                let full = Array(repeating: LaneMask(first: lanes, of: lanes), count: tileShape.vectors)
                 b.loop(from: chunk * chunkTiles, to: b.min(chunk * chunkTiles + chunkTiles, b.index(wholeTiles))) { t in
                     tile(t * tileColumns, full)
                 }

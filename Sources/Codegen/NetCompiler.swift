@@ -40,8 +40,9 @@ public final class NetCompiler: @unchecked Sendable {
     /// Whether a batch-1 Concat's bottoms are computed straight into its top instead of copied.
     public var concatInPlace = true
     /// Whether convolutions on the GEMM path (not Winograd, depthwise or banded) multiply by the
-    /// JIT'd `PanelGemm` instead of OpenBLAS + epilogue: by default where the host has AVX-512
-    /// (its 32 vector registers hold the kernel's tile).
+    /// JIT'd `PanelGemm` instead of OpenBLAS + epilogue: by default where the JIT's features (the
+    /// host's, or fewer) have AVX-512 or AVX2 + FMA (`PanelGemm.isNative`); its tile follows the
+    /// vector width.
     public var panelGemms: Bool
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
@@ -49,9 +50,16 @@ public final class NetCompiler: @unchecked Sendable {
     /// one set of threads and never compete for the cores.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
-        panelGemms = self.cache.jit.cpuFeatures.split(separator: ",").contains("+avx512f")
+        panelGemms = PanelGemm.isNative(self.cache.jit.features)
         pool = ThreadPool(threads: threads)
         blas = BLAS(threads: 1)
+    }
+
+    /// A compiler whose kernels are generated and chosen for `cpuFeatures` only, e.g. the AVX2
+    /// path on an AVX-512 host: `NetCompiler(cpuFeatures: CPUFeatures.host().applying("-avx512f"))`.
+    public convenience init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cpuFeatures: CPUFeatures,
+                            disk: KernelDiskCache? = nil) throws {
+        try self.init(threads: threads, cache: KernelCache(cpuFeatures: cpuFeatures, disk: disk))
     }
 
     /// Compiles `graph` for its inferred shapes. `parameters` maps layer names to their blobs in

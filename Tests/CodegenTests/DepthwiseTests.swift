@@ -34,8 +34,9 @@ struct DepthwiseTests {
         Case(n: 2, channels: 2, h: 11, w: 13, stride: (3, 3)),              // stride 3: the scalar kernel
     ]
 
-    @Test("depthwise convolution equals Caffe's arithmetic (within 1e-6 of the largest output)", arguments: cases)
-    func againstReference(_ c: Case) throws {
+    @Test("depthwise convolution equals Caffe's arithmetic (within 1e-6 of the largest output), in 16- and 8-lane rows",
+          arguments: cases, VectorISA.allCases)
+    func againstReference(_ c: Case, _ isa: VectorISA) throws {
         let o = c.channels * c.multiplier
         let text = """
         layer { name: "x" type: "Input" top: "x" input_param { shape { dim: \(c.n) dim: \(c.channels) dim: \(c.h) dim: \(c.w) } } }
@@ -49,7 +50,7 @@ struct DepthwiseTests {
         let (kh, kw) = c.kernel
         let weights = values.next(o * kh * kw), bias = values.next(o)
         let input = NDArray(shape: [c.n, c.channels, c.h, c.w], data: values.next(c.n * c.channels * c.h * c.w))
-        let net = try NetCompiler(threads: 2).compile(
+        let net = try isa.compiler().compile(
             graph: graph, parameters: ["conv": [NDArray(shape: [o, 1, kh, kw], data: weights), NDArray(shape: [o], data: bias)]])
         let y = try net.run(inputs: ["x": input])["y"]!
 

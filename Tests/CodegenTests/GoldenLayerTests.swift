@@ -29,9 +29,10 @@ struct GoldenLayerTests {
         "lstm", "lstm_expose_hidden", "lstm_static", "rnn", "lstm_unit",
     ]
 
-    @Test("forward matches Caffe within 1e-5 of the blob's largest value", arguments: cases)
-    func forward(_ name: String) throws {
-        try GoldenCase("layers", name).check(with: sharedCompiler, rtol: 1e-5)
+    @Test("forward matches Caffe within 1e-5 of the blob's largest value, with the host's kernels and the AVX2 ones",
+          arguments: cases, VectorISA.allCases)
+    func forward(_ name: String, _ isa: VectorISA) throws {
+        try GoldenCase("layers", name).check(with: isa.shared, rtol: 1e-5)
     }
 }
 
@@ -66,9 +67,10 @@ struct BandedConvolutionTests {
 /// Whole nets against Caffe's forward outputs for every blob.
 @Suite("Caffe golden nets")
 struct GoldenNetTests {
-    @Test("whole-net forward matches Caffe on every blob within 1e-4 of its largest value", arguments: ["lenet_deploy", "cifar10_quick", "conv3d_5d_pool", "cms_rcnn_head"])
-    func forward(_ name: String) throws {
-        try GoldenCase("nets", name).check(with: sharedCompiler, rtol: 1e-4)
+    @Test("whole-net forward matches Caffe on every blob within 1e-4 of its largest value, with the host's kernels and the AVX2 ones",
+          arguments: ["lenet_deploy", "cifar10_quick", "conv3d_5d_pool", "cms_rcnn_head"], VectorISA.allCases)
+    func forward(_ name: String, _ isa: VectorISA) throws {
+        try GoldenCase("nets", name).check(with: isa.shared, rtol: 1e-4)
     }
 }
 

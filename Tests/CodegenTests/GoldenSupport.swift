@@ -95,6 +95,36 @@ let sharedCompiler: NetCompiler = {
     do { return try NetCompiler() } catch { fatalError("cannot create the JIT: \(error)") }
 }()
 
+/// The vector ISAs kernel tests run under, on any host: the host's own features (as
+/// `$SWIFTJIT_CPU_FEATURES` leaves them) and the AVX2 path, the host's features without AVX-512 —
+/// so an AVX-512 machine also tests the kernels an AVX2-only machine runs. On an AVX2 host the two
+/// are the same features.
+enum VectorISA: String, CaseIterable, Sendable, CustomStringConvertible {
+    case host
+    case avx2
+
+    var description: String { rawValue }
+
+    func features() throws -> CPUFeatures {
+        switch self {
+        case .host: try CPUFeatures.effective()
+        case .avx2: try CPUFeatures.effective().applying("-avx512f", from: "the tests' AVX2 path")
+        }
+    }
+
+    /// A new compiler for these features.
+    func compiler(threads: Int = 2) throws -> NetCompiler {
+        try NetCompiler(threads: threads, cpuFeatures: features())
+    }
+
+    /// One compiler per ISA for the whole test process, like `sharedCompiler`.
+    var shared: NetCompiler { self == .host ? sharedCompiler : sharedAVX2Compiler }
+}
+
+private let sharedAVX2Compiler: NetCompiler = {
+    do { return try VectorISA.avx2.compiler(threads: ProcessInfo.processInfo.activeProcessorCount) } catch { fatalError("cannot create the JIT: \(error)") }
+}()
+
 /// Reproducible test values: multiples of `step` in [−1000·step, 1000·step] from a 64-bit LCG,
 /// the same on every run and machine.
 struct SeededValues {

@@ -7,14 +7,16 @@ import Testing
 
 /// The JIT'd panel GEMM (`PanelGemm`) against the OpenBLAS GEMM + epilogue lowering. 1×1
 /// convolutions cover its tiling: fewer columns than one vector, one masked tile, whole tiles
-/// plus a tail of one to three vectors (the last 8 or 16 lanes wide), several column chunks per
+/// plus a tail of one to three vectors (the last half or all of a vector's lanes), several column chunks per
 /// image (large K), batches, with and without bias. Convolutions with im2col columns (3×3 at
 /// 7×7, 7×7 stride 2 on 3 channels, 1×1 stride 2, dilated, padded asymmetric) cover its use image
-/// by image in an item loop; grouped ones, its (image, group) matrices.
+/// by image in an item loop; grouped ones, its (image, group) matrices. Every case runs with the
+/// host's tile and the AVX2 one (8 × 3·16 and 4 × 3·8 on an AVX-512 host; the AVX2 tile takes
+/// products up to K = 256, so its cases with K = 288 and 1024 check that those stay with OpenBLAS).
 @Suite("Panel GEMM convolutions")
 struct PanelGemmTests {
-    static func compiler(panels: Bool) throws -> NetCompiler {
-        let compiler = try NetCompiler(threads: 2)
+    static func compiler(panels: Bool, _ isa: VectorISA) throws -> NetCompiler {
+        let compiler = try isa.compiler()
         compiler.panelGemms = panels
         compiler.winograd = nil
         return compiler
@@ -36,8 +38,9 @@ struct PanelGemmTests {
         Case(n: 3, k: 8, m: 16, h: 5, w: 7, bias: false, conv: "kernel_size: 1 group: 2"),
     ]
 
-    @Test("the panel GEMM equals OpenBLAS + epilogue (within 1e-5 of the largest output)", arguments: cases)
-    func againstBLAS(_ c: Case) throws {
+    @Test("the panel GEMM equals OpenBLAS + epilogue (within 1e-5 of the largest output), with the host's tile and the AVX2 one",
+          arguments: cases, VectorISA.allCases)
+    func againstBLAS(_ c: Case, _ isa: VectorISA) throws {
         let text = """
         layer { name: "x" type: "Input" top: "x" input_param { shape { dim: \(c.n) dim: \(c.k) dim: \(c.h) dim: \(c.w) } } }
         layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: \(c.m) \(c.conv) bias_term: \(c.bias) } }
@@ -49,9 +52,11 @@ struct PanelGemmTests {
         let weights = NDArray(shape: weightShape, data: values.next(weightShape.reduce(1, *)))
         let parameters = ["conv": [weights] + (c.bias ? [NDArray(shape: [c.m], data: values.next(c.m))] : [])]
         let input = NDArray(shape: [c.n, c.k, c.h, c.w], data: values.next(c.n * c.k * c.h * c.w))
-        let fast = try Self.compiler(panels: true).compile(graph: graph, parameters: parameters)
-        let reference = try Self.compiler(panels: false).compile(graph: graph, parameters: parameters)
-        #expect(!Self.runsGemm(fast) && Self.runsGemm(reference))
+        let fast = try Self.compiler(panels: true, isa).compile(graph: graph, parameters: parameters)
+        let reference = try Self.compiler(panels: false, isa).compile(graph: graph, parameters: parameters)
+        // Products deeper than the tile's limit (K > 256 on AVX2) stay with OpenBLAS.
+        let depth = weightShape[1...].reduce(1, *), limit = PanelGemm.Tile.forLanes(try isa.features().vectorLanes).maximumDepth
+        #expect(Self.runsGemm(fast) == (depth > limit) && Self.runsGemm(reference))
         let a = try fast.run(inputs: ["x": input])["y"]!, b = try reference.run(inputs: ["x": input])["y"]!
         #expect(a.shape == b.shape)
         let scale = b.data.map(abs).max()!
@@ -59,9 +64,9 @@ struct PanelGemmTests {
         #expect(worst <= 1e-5 * scale, "\(c): worst \(worst) of \(scale)")
     }
 
-    @Test("output channels (per group) that are not a multiple of the kernel's rows stay with OpenBLAS",
-          arguments: ["num_output: 12 kernel_size: 1", "num_output: 12 kernel_size: 3 pad: 1 group: 2"])
-    func staysWithBLAS(_ conv: String) throws {
+    @Test("output channels (per group) that are not a multiple of the tile's rows (8 with AVX-512, 4 with AVX2) stay with OpenBLAS",
+          arguments: ["num_output: 5 kernel_size: 1", "num_output: 6 kernel_size: 3 pad: 1 group: 2"], VectorISA.allCases)
+    func staysWithBLAS(_ conv: String, _ isa: VectorISA) throws {
         let text = """
         layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4 dim: 3 dim: 3 } } }
         layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param { \(conv) } }
@@ -69,7 +74,7 @@ struct PanelGemmTests {
         let graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: text, file: "ragged.prototxt"))
         let weightShape = graph.nodes[1].parameters[0].shape.dims, m = weightShape[0]
         let parameters = ["conv": [NDArray(shape: weightShape, repeating: 0.5), NDArray(shape: [m], repeating: 1)]]
-        let net = try Self.compiler(panels: true).compile(graph: graph, parameters: parameters)
+        let net = try Self.compiler(panels: true, isa).compile(graph: graph, parameters: parameters)
         #expect(Self.runsGemm(net))
         let y = try net.run(inputs: ["x": NDArray(shape: [1, 4, 3, 3], repeating: 1)])["y"]!
         // Every input is 1: an output is 1 + 0.5 × its taps inside the image (a group's 2 channels × 9 at the centre).

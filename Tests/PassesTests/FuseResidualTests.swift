@@ -33,16 +33,20 @@ struct FuseResidualTests {
         return (graph, try InferencePasses.run(graph, parameters: [:]))
     }
 
-    /// Two compilers: every eligible 3×3 convolution as Winograd and one-group ones by the JIT'd
-    /// panel GEMM, or neither (im2col + OpenBLAS GEMM).
+    /// Three compilers: every eligible 3×3 convolution as Winograd and one-group ones by the JIT'd
+    /// panel GEMM, or neither (im2col + OpenBLAS GEMM), or the first on the AVX2 path (whose panel
+    /// GEMM leaves convolutions that add a residual to OpenBLAS with β = 1).
     static let compilers: [NetCompiler] = {
         do {
             let always = try NetCompiler(threads: 2), never = try NetCompiler(threads: 2)
-            always.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max)
-            always.panelGemms = true
+            let avx2 = try NetCompiler(threads: 2, cpuFeatures: CPUFeatures.effective().applying("-avx512f", from: "the tests' AVX2 path"))
+            for compiler in [always, avx2] {
+                compiler.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max)
+                compiler.panelGemms = true
+            }
             never.winograd = nil
             never.panelGemms = false
-            return [always, never]
+            return [always, never, avx2]
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()
 
