@@ -67,6 +67,19 @@ def rss_kib(pid):
     return 0
 
 
+def wait_ready(client, seconds):
+    """Polls the server's readiness (it compiles every batch size under --warmup first)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if client.is_server_ready():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.5)
+    sys.exit(f"the server was not ready after {seconds} s")
+
+
 def drive(url, model, shape, concurrency, seconds, output):
     """`concurrency` threads, each with its own client, sending batch-1 requests back to back."""
     latencies, errors, stop = [], [0], time.monotonic() + seconds
@@ -132,15 +145,7 @@ def bench(name, args, folder, rows):
                                "--http-port", str(http_port), "--metrics-port", str(metrics_port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{http_port}"
     try:
-        client = triton.InferenceServerClient(url)
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            time.sleep(0.5)
+        wait_ready(triton.InferenceServerClient(url), 900)
         for concurrency in (1, 4, 16, 64):
             before = metrics(metrics_port, name)
             result = drive(url, name, shape, concurrency, args.seconds, output)

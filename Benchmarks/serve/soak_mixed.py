@@ -28,7 +28,7 @@ import numpy as np
 import tritonclient.http as triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import CONFIG, NETS, SWIFTJIT, free_port, rss_kib  # noqa: E402
+from load import CONFIG, NETS, SWIFTJIT, free_port, rss_kib, wait_ready  # noqa: E402
 
 SHAPE = [3, 227, 227]
 
@@ -81,13 +81,7 @@ def main():
         url = f"127.0.0.1:{port}"
         try:
             client = triton.InferenceServerClient(url)
-            for _ in range(1800):
-                try:
-                    if client.is_server_ready():
-                        break
-                except Exception:  # noqa: BLE001 - not up yet
-                    pass
-                time.sleep(0.5)
+            wait_ready(client, 900)
             images = [np.random.default_rng(k).random([1] + SHAPE, dtype=np.float32) for k in range(4)]
             expected = []
             for image in images:
