@@ -18,7 +18,6 @@ import platform
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,7 +203,7 @@ def main():
             print(f"{name} swiftjit time: " + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in timings[name].items()), flush=True)
     avx512 = int(subprocess.run("grep -c avx512f /proc/cpuinfo", shell=True, capture_output=True, text=True).stdout.strip() or 0)
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
-    lines = [f"\n## swiftjit serve — tritonclient load, dynamic batching (Benchmarks/serve/load.py)\n",
+    lines = ["\n## swiftjit serve — tritonclient load, dynamic batching (Benchmarks/serve/load.py)\n",
              f"Measured {time.strftime('%Y-%m-%d')} on {cpu}, {os.cpu_count()} cores, ISA {'AVX-512' if avx512 else 'AVX2'} "
              f"(`grep -c avx512f /proc/cpuinfo` → {avx512}), {platform.platform()}; max_batch_size {args.max_batch}, "
              f"max_queue_delay_microseconds {args.delay}, one instance, batch-1 binary requests, {args.seconds:g} s per level; "
