@@ -19,7 +19,11 @@ public enum TrainedLayers {
         var values = report.notInitialized.isEmpty ? [:] : try others()
         for name in report.initialized {
             guard let node = graph.node(named: name), let blobs = loaded[name] else { continue }
-            values[name] = zip(blobs, node.parameters).map { NDArray(shape: $1.shape.dims, data: $0.data) }
+            // The net's shape where it is known; where only data can tell an extent (a Data layer's
+            // image size before its LMDB is read), the caffemodel's, which the check above matched.
+            values[name] = zip(blobs, node.parameters).map { blob, parameter in
+                NDArray(shape: parameter.shape.isFullyKnown ? parameter.shape.dims : blob.shape, data: blob.data)
+            }
         }
         return values
     }

@@ -135,3 +135,26 @@ struct ModelSessionTests {
         }
     }
 }
+
+/// "Do these weights fit my train_val?" on a net whose Data layer's image size only its LMDB knows.
+@Suite("weights for a net with unknown extents")
+struct UnknownExtentWeightsTests {
+    @Test("a caffemodel loads into a TEST-phase net whose Data layer's shape is unknown, without a crash")
+    func dataLayerNet() throws {
+        let zoo = CompileCommandTests.shared.appendingPathComponent("zoo/mnist/lenet_train_test.prototxt").path
+        let weights = NetTests.lenet.appendingPathComponent("weights.caffemodel").path
+        let graph = try GraphBuilder(phase: .test, insertsSplits: false).build(try CaffeFiles.loadNet(path: zoo))
+        #expect(graph.node(named: "conv1")?.parameters.first?.shape.isFullyKnown == false)
+        let values = try TrainedLayers.copy(from: weights, into: graph) { [:] }
+        // Where the net cannot tell an extent, the caffemodel's shape (which the check matched) is kept.
+        #expect(values["conv1"]?.map(\.shape) == [[20, 1, 5, 5], [20]])
+        #expect(values["ip1"]?.first?.shape == [500, 800])
+        let model = try Model(prototxt: zoo, weights: weights)
+        do {
+            _ = try model.session()
+            Issue.record("a net whose data shape is unknown compiled")
+        } catch {
+            #expect("\(error)".contains("which is not fully known"), "\(error)")
+        }
+    }
+}
