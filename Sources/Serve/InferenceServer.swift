@@ -54,30 +54,26 @@ public struct InferenceServer: Sendable {
         let timeout = options.limits.bodyTimeout + .seconds(2)
         let idle = TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
         let logger = self.logger
-        let api = Application(
-            router: router,
-            server: .http1(configuration: .init(idleTimeout: idle)),
-            configuration: .init(address: .hostname(options.host, port: options.httpPort), serverName: "swiftjit"),
-            onServerRunning: { channel in
-                logger.info("KServe v2 API on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0)")
-            },
-            logger: logger
-        )
+        /// One listener: HTTP/1 on `port` with the idle timeout above, announcing where it listens.
+        func listener(_ router: Router<BasicRequestContext>, port: Int, what: String, path: String = "") -> some Service {
+            Application(
+                router: router,
+                server: .http1(configuration: .init(idleTimeout: idle)),
+                configuration: .init(address: .hostname(options.host, port: port), serverName: "swiftjit"),
+                onServerRunning: { channel in
+                    logger.info("\(what) on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0)\(path)")
+                },
+                logger: logger
+            )
+        }
+        let api = listener(router, port: options.httpPort, what: "KServe v2 API")
         let metricsRouter = Router(context: BasicRequestContext.self)
         let registry = metrics
         metricsRouter.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: registry.exposition())))
         }
-        let metricsApp = Application(
-            router: metricsRouter,
-            server: .http1(configuration: .init(idleTimeout: idle)),
-            configuration: .init(address: .hostname(options.host, port: options.metricsPort), serverName: "swiftjit"),
-            onServerRunning: { channel in
-                logger.info("Prometheus metrics on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0)/metrics")
-            },
-            logger: logger
-        )
+        let metricsApp = listener(metricsRouter, port: options.metricsPort, what: "Prometheus metrics", path: "/metrics")
         let repository = self.repository
         let names = options.models
         let loading = Task {
