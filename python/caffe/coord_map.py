@@ -82,11 +82,14 @@ def _mappable_bottoms(top):
     return top.fn.inputs[:1] if top.fn.type_name == "Crop" else top.fn.inputs
 
 
-def _maps_to_ancestors(start):
+def _walk_back(start):
+    """Yields (top, map from `top`'s coordinates to `start`'s) for `start` and every ancestor
+    reachable through layers with a coordinate map, depth first."""
     maps = {start: (None, 1, 0)}
     frontier = [start]
     while frontier:
         top = frontier.pop()
+        yield top, maps[top]
         try:
             step = coord_map(top.fn)
         except UndefinedMapException:
@@ -94,26 +97,15 @@ def _maps_to_ancestors(start):
         for bottom in _mappable_bottoms(top):
             maps[bottom] = compose(maps[top], step)
             frontier.append(bottom)
-    return maps
 
 
 def coord_map_from_to(top_from, top_to):
     """The map (axis, a, b) from coordinates of `top_from` to coordinates of `top_to`, found by
     walking both back to a common ancestor. RuntimeError when no spatial path connects them."""
-    from_maps = _maps_to_ancestors(top_from)
-    to_maps = {top_to: (None, 1, 0)}
-    frontier = [top_to]
-    while frontier:
-        top = frontier.pop()
+    from_maps = dict(_walk_back(top_from))
+    for top, to_map in _walk_back(top_to):
         if top in from_maps:
-            return compose(to_maps[top], inverse(from_maps[top]))
-        try:
-            step = coord_map(top.fn)
-        except UndefinedMapException:
-            continue
-        for bottom in _mappable_bottoms(top):
-            to_maps[bottom] = compose(to_maps[top], step)
-            frontier.append(bottom)
+            return compose(to_map, inverse(from_maps[top]))
     raise RuntimeError("could not relate the coordinates of the two tops: "
                        "no path of spatial layers (convolution, pooling, crop ...) connects them")
 
