@@ -10,7 +10,8 @@ SWIFTJIT_CACHE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/swiftjit-test-kernels.XXXXXX")"
 export SWIFTJIT_CACHE_DIR
 trap 'rm -rf "$SWIFTJIT_CACHE_DIR"' EXIT
 swift build --build-tests
-swift test --skip-build
+# Every kernel signature seen twice is checked to name the same code (KernelCache.verifiesSignatures).
+SWIFTJIT_VERIFY_KERNEL_SIGNATURES=1 swift test --skip-build
 # Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it; the C API's
 # tests compile C programs against the release library.
 swift build -c release --product swiftjit

@@ -39,6 +39,13 @@ public final class KernelCache: @unchecked Sendable {
     private var totalSeconds = 0.0
     private var irBySymbol: [String: String]?
 
+    /// When true, a signature that is already known is built into IR again and checked to name the
+    /// same code: a lowering that leaves a captured constant (an extent, a flag, a value baked into
+    /// the IR) out of its signature would otherwise be handed another kernel's code. Costs IR
+    /// generation on every hit, so it is for tests: on when `$SWIFTJIT_VERIFY_KERNEL_SIGNATURES` is
+    /// set (tools/test.sh sets it), or when set here.
+    public var verifiesSignatures = ProcessInfo.processInfo.environment["SWIFTJIT_VERIFY_KERNEL_SIGNATURES"].map { !$0.isEmpty && $0 != "0" } ?? false
+
     /// Keeps the IR of every kernel this cache builds from now on (`ir(of:)`), for
     /// `swiftjit compile --emit llvm`. Off by default: the text of a net's kernels runs to MBs.
     public func keepIR() {
@@ -145,6 +152,23 @@ public struct KernelStatistics: Sendable, Equatable {
     public var threads = 0
     /// Problems that did not stop the compilation (an unwritable cache directory, rejected entries).
     public var warnings: [String] = []
+    /// The kernels that took longest to optimize and compile, slowest first (at most
+    /// `slowestKept`): where a slow cold compile goes (`swiftjit time` prints them).
+    public var slowest: [KernelTime] = []
+    static let slowestKept = 5
+
+    /// One kernel's optimize + compile CPU seconds, under its symbol and the signature it was built for.
+    public struct KernelTime: Sendable, Equatable {
+        public var symbol: String
+        public var signature: String
+        public var seconds: Double
+    }
+
+    mutating func noteTime(_ time: KernelTime) {
+        slowest.append(time)
+        slowest.sort { $0.seconds > $1.seconds }
+        if slowest.count > KernelStatistics.slowestKept { slowest.removeLast() }
+    }
 
     public init() {}
 
@@ -163,6 +187,7 @@ public struct KernelStatistics: Sendable, Equatable {
         loadSeconds += other.loadSeconds; linkSeconds += other.linkSeconds
         threads = max(threads, other.threads)
         warnings += other.warnings
+        for time in other.slowest { noteTime(time) }
     }
 }
 
@@ -205,26 +230,19 @@ final class KernelBatch {
     /// unless the batch or the cache already knows the signature.
     func kernel(_ signature: String, operands: Int, _ build: (KernelBuilder) throws -> Void) throws -> Kernel {
         if let symbol = symbolOf[signature] {
+            if cache.verifiesSignatures { try verify(signature, names: symbol, operands: operands, build) }
             return Kernel(name: symbol, function: functions[symbol])
         }
         if let known = cache.cached(signature) {
+            if cache.verifiesSignatures { try verify(signature, names: known.name, operands: operands, build) }
             use(known)
             symbolOf[signature] = known.name
             return known
         }
         let start = DispatchTime.now().uptimeNanoseconds
         defer { statistics.generateSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
-        let builder = KernelBuilder(operandCount: operands, jit: cache.jit)
-        do {
-            try build(builder)
-        } catch {
-            builder.abandon()
-            throw error
-        }
-        let module = builder.finish()
-        let ir = module.text
-        let key = KernelDiskCache.key(ir: ir, identity: cache.jit.identity)
-        let symbol = KernelBatch.family(of: signature) + "_" + key.hex.prefix(16)
+        let (module, ir, key) = try generate(operands: operands, build)
+        let symbol = KernelBatch.symbol(family: KernelBatch.family(of: signature), key: key)
         symbolOf[signature] = symbol
         cache.noteIR(ir, of: symbol)
         if let known = cache.kernel(symbol: symbol) {
@@ -241,6 +259,33 @@ final class KernelBatch {
             pending.append(Pending(signatures: [signature], symbol: symbol, key: key, module: module, size: ir.utf8.count))
         }
         return Kernel(name: symbol, function: nil)  // resolved by `resolve` once the batch is compiled
+    }
+
+    /// Builds `build`'s IR and digests it under the cache's JIT identity.
+    private func generate(operands: Int, _ build: (KernelBuilder) throws -> Void) throws -> (KernelModule, String, SHA256.Digest) {
+        let builder = KernelBuilder(operandCount: operands, jit: cache.jit)
+        do {
+            try build(builder)
+        } catch {
+            builder.abandon()
+            throw error
+        }
+        let module = builder.finish()
+        let ir = module.text
+        return (module, ir, KernelDiskCache.key(ir: ir, identity: cache.jit.identity))
+    }
+
+    /// A kernel's symbol: its family and the first 16 hex digits of its key.
+    static func symbol(family: String, key: SHA256.Digest) -> String { family + "_" + key.hex.prefix(16) }
+
+    /// Checks that `build` generates the code `symbol` was compiled from (see
+    /// `KernelCache.verifiesSignatures`).
+    private func verify(_ signature: String, names symbol: String, operands: Int, _ build: (KernelBuilder) throws -> Void) throws {
+        let (_, _, key) = try generate(operands: operands, build)
+        guard symbol.hasSuffix("_" + key.hex.prefix(16)) else {
+            throw CodegenError("looking up kernel '\(signature)'",
+                               "the signature names two different kernels (\(symbol) and one with key \(key.hex.prefix(16))): its lowering leaves something the code depends on out of the signature")
+        }
     }
 
     private func use(_ kernel: Kernel) {
@@ -367,6 +412,8 @@ final class KernelBatch {
             let object = try jobs.results[job]!.get()
             statistics.optimizeSeconds += object.optimizeSeconds
             statistics.codegenSeconds += object.codegenSeconds
+            statistics.noteTime(.init(symbol: work[index].symbol, signature: work[index].signatures[0],
+                                      seconds: object.optimizeSeconds + object.codegenSeconds))
             statistics.compiled += 1
             objects[index] = object.bytes
             guard let disk = cache.disk else { continue }

@@ -4,7 +4,7 @@ import Foundation
 /// run` of a net, or a service restarting — links its kernels instead of optimizing and compiling
 /// them again.
 ///
-/// An entry holds the object code of one kernel and is named by its key: the SHA-256 of the
+/// An entry holds the object code of one kernel and is named by its key (and its symbol's family): the SHA-256 of the
 /// cache's format version, the JIT's `KernelJIT.Identity` (LLVM version, triple, CPU name and
 /// features, optimization pipeline and code generation settings) and the kernel's unoptimized IR.
 /// Invalidation is by construction: a change to a lowering changes the IR, a different machine or
@@ -25,7 +25,8 @@ import Foundation
 ///     let compiler = try NetCompiler(cache: KernelCache(disk: disk))
 public struct KernelDiskCache: Sendable {
     /// The layout of an entry and of its key. Bump it when either changes.
-    public static let formatVersion: UInt32 = 1
+    /// Version 2 names an entry by its symbol's family as well as its key (see `path`).
+    public static let formatVersion: UInt32 = 2
     /// The directory given (entries live in a subdirectory per format version).
     public let directory: URL
 
@@ -64,8 +65,12 @@ public struct KernelDiskCache: Sendable {
         return hash.finalize()
     }
 
-    func path(for key: SHA256.Digest) -> URL {
-        entries.appendingPathComponent(key.hex + ".kernel")
+    /// The entry of the kernel `symbol` with `key`. Two families may generate the same IR (a copy
+    /// and an accumulate-free sum, say): their objects define different symbols, so each has its
+    /// own entry rather than overwriting the other's and being rejected on the next load.
+    func path(for key: SHA256.Digest, symbol: String) -> URL {
+        let family = symbol.split(separator: "_").dropLast().joined(separator: "_")
+        return entries.appendingPathComponent(key.hex + (family.isEmpty ? "" : "-" + family) + ".kernel")
     }
 
     /// What `load` found.
@@ -91,7 +96,7 @@ public struct KernelDiskCache: Sendable {
 
     /// The entry for `key`, checked against `key` and `symbol`.
     func load(key: SHA256.Digest, symbol: String) -> Lookup {
-        let file = path(for: key)
+        let file = path(for: key, symbol: symbol)
         let data: Data
         do {
             data = try Data(contentsOf: file)
@@ -141,7 +146,7 @@ public struct KernelDiskCache: Sendable {
     func store(key: SHA256.Digest, symbol: String, object: [UInt8]) throws {
         let manager = FileManager.default
         try manager.createDirectory(at: entries, withIntermediateDirectories: true)
-        let final = path(for: key)
+        let final = path(for: key, symbol: symbol)
         let temporary = entries.appendingPathComponent(".\(key.hex).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp")
         do {
             try Data(KernelDiskCache.encode(key: key, symbol: symbol, object: object)).write(to: temporary)

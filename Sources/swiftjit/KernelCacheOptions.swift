@@ -27,14 +27,23 @@ struct KernelCacheOptions: ParsableArguments {
                             max(0, seconds - net.compileSeconds), p.lowering, p.kernels, k.generateSeconds, k.loadSeconds,
                             k.optimizeSeconds, k.codegenSeconds, k.threads, k.threads == 1 ? "" : "s", k.linkSeconds, p.executable))
         lines.append(cacheLine)
+        lines += slowestLines(k)
         warn(k)
         return lines.joined(separator: "\n")
+    }
+
+    /// `  slowest kernels to compile: …` lines, when any kernel took 0.1 s or more.
+    private func slowestLines(_ kernels: KernelStatistics) -> [String] {
+        let slow = kernels.slowest.filter { $0.seconds >= 0.1 }
+        guard !slow.isEmpty else { return [] }
+        return ["  slowest kernels to compile (CPU s):"] + slow.map { String(format: "    %.3f  %@", $0.seconds, $0.signature) }
     }
 
     /// The compile line for a training net, which has no per-phase breakdown.
     func report(seconds: Double, _ kernels: KernelStatistics) -> String {
         warn(kernels)
-        return String(format: "compile: %.3f s (graph → executable; %@)", seconds, kernels.summary) + "\n" + cacheLine
+        let lines = [String(format: "compile: %.3f s (graph → executable; %@)", seconds, kernels.summary), cacheLine] + slowestLines(kernels)
+        return lines.joined(separator: "\n")
     }
 
     private var cacheLine: String {

@@ -216,3 +216,71 @@ struct KernelCacheTests {
         #expect(hash.finalize().hex == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
 }
+
+/// The kernel cache's key: a signature must spell out everything its code depends on, and code is
+/// cached on disk per symbol.
+@Suite("kernel cache keys")
+struct KernelCacheKeyTests {
+    /// A kernel writing `value` into its operand, under `signature`.
+    static func store(_ value: Float, in batch: KernelBatch, as signature: String) throws -> Kernel {
+        try batch.kernel(signature, operands: 1) { b in
+            let y = b.operand(0)
+            b.forEachTask { i in y[i] = b.constant(value) }
+        }
+    }
+
+    @Test("a signature that names two different kernels is caught when signatures are verified")
+    func collisionCaught() throws {
+        let cache = try KernelCache()
+        cache.verifiesSignatures = true
+        let batch = KernelBatch(cache: cache)
+        _ = try KernelCacheKeyTests.store(1, in: batch, as: "store.constant n4")
+        // The same signature and the same code: a hit.
+        _ = try KernelCacheKeyTests.store(1, in: batch, as: "store.constant n4")
+        // The same signature with another captured constant: refused, before and after compiling.
+        #expect(throws: CodegenError.self) { try KernelCacheKeyTests.store(2, in: batch, as: "store.constant n4") }
+        try batch.compile()
+        let later = KernelBatch(cache: cache)
+        #expect(throws: CodegenError.self) { try KernelCacheKeyTests.store(3, in: later, as: "store.constant n4") }
+        _ = try KernelCacheKeyTests.store(1, in: later, as: "store.constant n4")
+        // Without verification the cache trusts the signature (the reason the tests verify).
+        cache.verifiesSignatures = false
+        _ = try KernelCacheKeyTests.store(3, in: KernelBatch(cache: cache), as: "store.constant n4")
+    }
+
+    @Test("every golden layer and net compiles twice through one cache that verifies every signature it has seen")
+    func goldenSignaturesAreKeys() throws {
+        let cache = try KernelCache()
+        cache.verifiesSignatures = true
+        let compiler = try NetCompiler(threads: 2, cache: cache)
+        let cases = try GoldenLayerTests.cases.map { try GoldenCase("layers", $0) }
+            + ["lenet_deploy", "cifar10_quick", "conv3d_5d_pool", "cms_rcnn_head"].map { try GoldenCase("nets", $0) }
+        for round in 0..<2 {
+            for golden in cases {
+                let net = try compiler.compile(graph: golden.graph(), parameters: golden.parameters())
+                if round == 1 { #expect(net.kernels.compiled == 0, "\(golden.name) compiled a kernel the first round did not") }
+            }
+        }
+        #expect(cache.compileCount > 50)
+    }
+
+    @Test("two kernel families that generate the same code keep one disk entry each and both load")
+    func familiesShareCode() throws {
+        let folder = try TemporaryCacheDirectory()
+        defer { folder.remove() }
+        let cold = KernelBatch(cache: try KernelCache(disk: folder.disk))
+        _ = try KernelCacheKeyTests.store(5, in: cold, as: "first.family n8")
+        _ = try KernelCacheKeyTests.store(5, in: cold, as: "second.family n8")
+        let coldStatistics = try cold.compile()
+        #expect(coldStatistics.compiled == 2)
+        #expect(try folder.entries().count == 2)
+
+        let warm = KernelBatch(cache: try KernelCache(disk: folder.disk))
+        _ = try KernelCacheKeyTests.store(5, in: warm, as: "first.family n8")
+        _ = try KernelCacheKeyTests.store(5, in: warm, as: "second.family n8")
+        let statistics = try warm.compile()
+        #expect(statistics.loaded == 2)
+        #expect(statistics.compiled == 0 && statistics.rejected == 0)
+        #expect(statistics.warnings.isEmpty)
+    }
+}
