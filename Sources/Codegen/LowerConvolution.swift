@@ -26,12 +26,12 @@ extension Lowering {
             try lowerConvolution(node, geometry, blobs: blobs, residual: residual)
             return
         }
-        let bias = geometry.biasTerm ? constant(node, "bias", blobs[1]) : nil
+        let bias = geometry.biasTerm ? parameter(node, 1, "bias", blobs) : nil
         let path = convolutionPath(node, geometry, input: first, output: node.outputs[0])
         if case .winograd(let tile) = path {
             let area = tile.alpha * tile.alpha
-            let transformed = try preparedConstant(node, "winograd weights", count: area * outputs * channels) { target in
-                Self.winogradWeights(blobs[0], outputs: outputs, channels: channels, tile: tile, into: target)
+            let transformed = try derivedConstant(node, "winograd weights", count: area * outputs * channels, from: 0, blobs) { weights, target in
+                Self.winogradWeights(weights, outputs: outputs, channels: channels, tile: tile, into: target)
             }
             for (input, output) in zip(node.inputs, node.outputs) {
                 let (n, image, result) = (shape(input)[0], Array(shape(input)[2...]), Array(shape(output)[2...]))
@@ -69,10 +69,10 @@ extension Lowering {
             return
         }
         if path == .panels {
-            try lowerPanelGemm(node, geometry, weights: blobs[0], bias: bias)
+            try lowerPanelGemm(node, geometry, blobs: blobs, bias: bias)
             return
         }
-        let weights = constant(node, "weights", blobs[0])
+        let weights = parameter(node, 0, "weights", blobs)
         for (input, output) in zip(node.inputs, node.outputs) {
             try lowerConvolution(node, geometry, path: path, input: input, output: output, weights: weights, bias: bias)
         }
@@ -113,12 +113,12 @@ extension Lowering {
         if path == .panels, !panelTile.addsResiduals { path = .gemm }
         if path == .gemm || path == .panels, free {
             bind(output, to: r)
-            let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
+            let bias = g.biasTerm ? parameter(node, 1, "bias", blobs) : nil
             if path == .panels {
-                try lowerPanelGemm(node, g, weights: blobs[0], bias: bias, accumulate: true)
+                try lowerPanelGemm(node, g, blobs: blobs, bias: bias, accumulate: true)
                 return
             }
-            try lowerConvolution(node, g, path: .gemm, input: input, output: output, weights: constant(node, "weights", blobs[0]), bias: bias,
+            try lowerConvolution(node, g, path: .gemm, input: input, output: output, weights: parameter(node, 0, "weights", blobs), bias: bias,
                                  accumulate: true)
             return
         }
@@ -447,7 +447,7 @@ extension Lowering {
     mutating func lowerInnerProduct(_ node: Node) throws {
         let p = node.layer.innerProductParam
         let blobs = try parameterBlobs(node)
-        let bias = p.biasTerm ? constant(node, "bias", blobs[1]) : nil
+        let bias = p.biasTerm ? parameter(node, 1, "bias", blobs) : nil
         let input = node.inputs[0], output = node.outputs[0]
         guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else {
             throw unsupported(node, "axis \(p.axis) is out of range")
@@ -456,14 +456,15 @@ extension Lowering {
         let x = buffer(input), y = buffer(output)
         if innerProductPanels, (2...InnerProductPanels.maximumRows).contains(m), n % InnerProductPanels.width == 0,
            k * n >= InnerProductPanels.minimumWeights {
-            let panels = try preparedConstant(node, "weight panels", count: n * k) { target in
-                InnerProductPanels.pack(blobs[0], outputs: n, inputs: k, transposed: p.transpose, into: target)
+            let transpose = p.transpose
+            let panels = try derivedConstant(node, "weight panels", count: n * k, from: 0, blobs) { weights, target in
+                InnerProductPanels.pack(weights, outputs: n, inputs: k, transposed: transpose, into: target)
             }
             try emitInnerProductPanels(node, rows: m, inputs: k, outputs: n, x: Operand(x), panels: Operand(panels), y: Operand(y))
             try emitEpilogue(node, Operand(y), outer: m, channels: n, inner: 1, bias: bias.map { Operand($0) })
             return
         }
-        let weights = constant(node, "weights", blobs[0])
+        let weights = parameter(node, 0, "weights", blobs)
         var gemm = GemmStep(m: m, n: n, k: k, a: Operand(x), lda: k, b: Operand(weights), ldb: p.transpose ? n : k,
                             c: Operand(y), ldc: n)
         gemm.transB = !p.transpose
@@ -539,14 +540,12 @@ enum InnerProductPanels {
     static let minimumWeights = 1 << 20
 
     /// Writes panels `[n / width][k][width]` from Caffe's N×K weights (K×N with `transpose: true`).
-    static func pack(_ weights: [Float], outputs n: Int, inputs k: Int, transposed: Bool, into panels: UnsafeMutablePointer<Float>) {
-        weights.withUnsafeBufferPointer { w in
-            for panel in 0..<(n / width) {
-                for kk in 0..<k {
-                    for lane in 0..<width {
-                        let j = panel * width + lane
-                        panels[(panel * k + kk) * width + lane] = transposed ? w[kk * n + j] : w[j * k + kk]
-                    }
+    static func pack(_ w: UnsafeBufferPointer<Float>, outputs n: Int, inputs k: Int, transposed: Bool, into panels: UnsafeMutablePointer<Float>) {
+        for panel in 0..<(n / width) {
+            for kk in 0..<k {
+                for lane in 0..<width {
+                    let j = panel * width + lane
+                    panels[(panel * k + kk) * width + lane] = transposed ? w[kk * n + j] : w[j * k + kk]
                 }
             }
         }

@@ -119,8 +119,8 @@ extension Lowering {
         let blobs = try parameterBlobs(node)
         let (k, n) = (Int(p.inputDim), Int(p.numOutput))
         guard k > 0, n > 0 else { throw unsupported(node, "input_dim and num_output must be positive") }
-        let weights = constant(node, "weights", blobs[0])
-        let bias = p.biasTerm ? constant(node, "bias", blobs[1]) : nil
+        let weights = parameter(node, 0, "weights", blobs)
+        let bias = p.biasTerm ? parameter(node, 1, "bias", blobs) : nil
         let m = count(node.inputs[0])
         checkIndices(node, node.inputs[0], limit: k, what: "indices into input_dim \(k)")
         try emitEmbed(node, indices: Operand(buffer(node.inputs[0])), weights: Operand(weights), output: Operand(buffer(node.outputs[0])),

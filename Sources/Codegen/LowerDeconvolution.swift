@@ -19,8 +19,8 @@ extension Lowering {
         guard g.channelAxis == 1, g.kernel.count == 2 else {
             throw unsupported(node, "only 2-D deconvolution over N×C×H×W blobs with the channel axis 1 is lowered so far")
         }
-        let weights = constant(node, "weights", blobs[0])
-        let bias = g.biasTerm ? constant(node, "bias", blobs[1]) : nil
+        let weights = parameter(node, 0, "weights", blobs)
+        let bias = g.biasTerm ? parameter(node, 1, "bias", blobs) : nil
         for (input, output) in zip(node.inputs, node.outputs) {
             let (n, c, h, w) = (shape(input)[0], shape(input)[1], shape(input)[2], shape(input)[3])
             let (o, oh, ow) = (shape(output)[1], shape(output)[2], shape(output)[3])

@@ -87,9 +87,9 @@ extension Lowering {
             scale = Operand(buffer(node.inputs[1]))
             axes = shape(node.inputs[1]).count
         } else {
-            scale = Operand(constant(node, "scale", blobs[0]))
+            scale = Operand(parameter(node, 0, "scale", blobs))
         }
-        let bias = p.biasTerm ? Operand(constant(node, "bias", blobs[node.inputs.count > 1 ? 0 : 1])) : nil
+        let bias = p.biasTerm ? Operand(parameter(node, node.inputs.count > 1 ? 0 : 1, "bias", blobs)) : nil
         let split = try channelSplit(node, shape: shape(input), axis: Int(p.axis), axes: axes)
         let output = elementwiseOutput(node)
         try emitChannelAffine(node, input: Operand(buffer(input)), output: Operand(output),
@@ -106,7 +106,7 @@ extension Lowering {
             bias = Operand(buffer(node.inputs[1]))
             axes = shape(node.inputs[1]).count
         } else {
-            bias = Operand(constant(node, "bias", try parameterBlobs(node)[0]))
+            bias = Operand(parameter(node, 0, "bias", try parameterBlobs(node)))
         }
         let split = try channelSplit(node, shape: shape(input), axis: Int(p.axis), axes: axes)
         let output = elementwiseOutput(node)

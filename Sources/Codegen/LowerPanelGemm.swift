@@ -71,12 +71,10 @@ enum PanelGemm {
     static let chunkBytes = 256 << 10
 
     /// Writes panels `[M / rows][K][rows]` from Caffe's M×K weights.
-    static func pack(_ weights: [Float], outputs m: Int, inputs k: Int, rows: Int, into panels: UnsafeMutablePointer<Float>) {
-        weights.withUnsafeBufferPointer { w in
-            for panel in 0..<(m / rows) {
-                for kk in 0..<k {
-                    for r in 0..<rows { panels[(panel * k + kk) * rows + r] = w[(panel * rows + r) * k + kk] }
-                }
+    static func pack(_ w: UnsafeBufferPointer<Float>, outputs m: Int, inputs k: Int, rows: Int, into panels: UnsafeMutablePointer<Float>) {
+        for panel in 0..<(m / rows) {
+            for kk in 0..<k {
+                for r in 0..<rows { panels[(panel * k + kk) * rows + r] = w[(panel * rows + r) * k + kk] }
             }
         }
     }
@@ -103,12 +101,12 @@ extension Lowering {
     /// panels are each contiguous, so the kernel takes (image, group) pairs as its matrices. With
     /// `accumulate`, the product is added to what the top's buffer holds (a residual sum folded
     /// in, as the GEMM path's β = 1).
-    mutating func lowerPanelGemm(_ node: Node, _ g: ConvolutionGeometry, weights: [Float], bias: BufferID?, accumulate: Bool = false) throws {
+    mutating func lowerPanelGemm(_ node: Node, _ g: ConvolutionGeometry, blobs: [[Float]], bias: BufferID?, accumulate: Bool = false) throws {
         let c = shape(node.inputs[0])[1], o = shape(node.outputs[0])[1], groups = g.group
         let (k, m) = (c / groups * g.kernel.reduce(1, *), o / groups)  // per group
         // Caffe's O × (C/G)·KH·KW weights packed as one O-row matrix: panel p lies in group p·rows / m.
         let rows = panelTile.rows
-        let panels = try preparedConstant(node, "weight panels", count: o * k) { target in
+        let panels = try derivedConstant(node, "weight panels", count: o * k, from: 0, blobs) { weights, target in
             PanelGemm.pack(weights, outputs: o, inputs: k, rows: rows, into: target)
         }
         for (input, output) in zip(node.inputs, node.outputs) {

@@ -161,9 +161,9 @@ extension Lowering {
         let g = try RecurrentGeometry(node, graph)
         let blobs = try parameterBlobs(node)
         func role(_ k: Int) -> String { node.parameters[k].role }
-        let inputWeights = constant(node, role(g.inputWeights), blobs[g.inputWeights])
-        let inputBias = constant(node, role(g.inputBias), blobs[g.inputBias])
-        let recurrentWeights = constant(node, role(g.recurrentWeights), blobs[g.recurrentWeights])
+        let inputWeights = parameter(node, g.inputWeights, role(g.inputWeights), blobs)
+        let inputBias = parameter(node, g.inputBias, role(g.inputBias), blobs)
+        let recurrentWeights = parameter(node, g.recurrentWeights, role(g.recurrentWeights), blobs)
         let (t, n, h, gates) = (g.steps, g.batch, g.hidden, g.gates)
 
         // Input projection of every step at once: pre = x·W_xᵀ + b (InnerProduct's order).
@@ -176,7 +176,7 @@ extension Lowering {
 
         var staticGates: Operand?
         if let s = g.staticFeatures {
-            let weights = constant(node, role(g.staticWeights), blobs[g.staticWeights])
+            let weights = parameter(node, g.staticWeights, role(g.staticWeights), blobs)
             let target = scratch(node, "static gates", count: g.gateCount)
             var gemm = GemmStep(m: n, n: gates, k: s, a: Operand(buffer(node.inputs[2])), lda: s, b: Operand(weights), ldb: s,
                                 c: Operand(target), ldc: gates)
@@ -240,8 +240,8 @@ extension Lowering {
         let lastH = g.isLSTM ? Operand(output, offset: (t - 1) * g.stateCount) : Operand(pre, offset: (t - 1) * g.stateCount)
         if !g.isLSTM {
             // o = tanh(h·W_hoᵀ + b_o) over all steps at once.
-            let weights = constant(node, role(g.outputWeights), blobs[g.outputWeights])
-            let bias = constant(node, role(g.outputBias), blobs[g.outputBias])
+            let weights = parameter(node, g.outputWeights, role(g.outputWeights), blobs)
+            let bias = parameter(node, g.outputBias, role(g.outputBias), blobs)
             var gemm = GemmStep(m: t * n, n: h, k: h, a: Operand(pre), lda: h, b: Operand(weights), ldb: h, c: Operand(output), ldc: h)
             gemm.transB = true
             emitGemm(node, gemm)

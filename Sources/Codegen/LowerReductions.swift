@@ -13,7 +13,7 @@ extension Lowering {
         guard blobs[0].count == (shared ? 1 : channels) else {
             throw Diagnostic("PReLU needs \(shared ? 1 : channels) slope\(shared ? "" : "s"), the weights give \(blobs[0].count)", at: node.location, layer: node.name)
         }
-        let slopes = constant(node, "slopes", blobs[0])
+        let slopes = parameter(node, 0, "slopes", blobs)
         let output = elementwiseOutput(node)
         try emitPReLU(node, input: Operand(buffer(input)), slopes: Operand(slopes), output: Operand(output),
                       outer: outer, channels: channels, inner: inner, shared: shared)

@@ -111,18 +111,19 @@ extension Lowering {
         return th / rows >= max(2, threads) ? rows : nil
     }
 
-    /// The weights transformed once, at compile time: `U = G·g·Gᵀ` for each 3×3 filter `g`, laid
-    /// out as α² matrices O×C (one per position of the α×α transform), the GEMMs' left operands.
-    static func winogradWeights(_ weights: [Float], outputs o: Int, channels c: Int, tile: WinogradTile,
+    /// The weights transformed (at compile time for inference, before each forward in training):
+    /// `U = G·g·Gᵀ` for each 3×3 filter `g`, laid out as α² matrices O×C (one per position of the
+    /// α×α transform), the GEMMs' left operands.
+    static func winogradWeights(_ source: UnsafeBufferPointer<Float>, outputs o: Int, channels c: Int, tile: WinogradTile,
                                 into u: UnsafeMutablePointer<Float>) {
         let alpha = tile.alpha, g = tile.g.flatMap { $0 }  // G, α×3 row-major
         // This runs for every (O, C) pair of every Winograd layer at each compile (kernel cache or
         // not): output channels are shared among the cores, and each chunk reuses one scratch for
         // t = G·f (α×3), allocating nothing per filter.
         let chunks = min(o, max(1, ProcessInfo.processInfo.activeProcessorCount))
-        let target = UncheckedPointer(u)
+        let target = UncheckedPointer(u), weights = UncheckedPointer(UnsafeMutablePointer(mutating: source.baseAddress!))
         DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-            let u = target.pointer
+            let u = target.pointer, weights = weights.pointer
             var t = [Double](repeating: 0, count: alpha * 3)
             for oc in (chunk * o / chunks * c)..<((chunk + 1) * o / chunks * c) {
                 let f = oc * 9

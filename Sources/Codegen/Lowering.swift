@@ -40,12 +40,14 @@ struct Lowering {
     var banding = ConvolutionBanding()
     /// When a 3×3 convolution runs as Winograd F(2×2, 3×3); nil: never.
     var winograd: WinogradPolicy?
-    /// Whether an InnerProduct over a few rows streams weight panels (`InnerProductPanels`). Off in
-    /// training, whose constants must be the parameters themselves (the solver updates them).
+    /// Whether an InnerProduct over a few rows streams weight panels (`InnerProductPanels`).
     var innerProductPanels = false
-    /// Whether one-group convolutions multiply by `PanelGemm` (weights packed into panels). Off in
-    /// training, for the same reason.
+    /// Whether convolutions multiply by `PanelGemm` (weights packed into panels) where it applies.
     var panelGemms = false
+    /// In training: each node's parameter blobs as persistent buffers (by node id, then blob index),
+    /// which lowerings read instead of constants so that the solver's updates reach the kernels;
+    /// nil when compiling for inference. See `parameter` and `derivedConstant`.
+    var parameterBuffers: [[BufferID]]?
     /// Whether a Concat over one outer index has its bottoms' producers write straight into its top
     /// (`relocateIntoConcat`). Off in training, whose backward reads the bottoms' own buffers.
     var concatInPlace = false
@@ -113,6 +115,32 @@ struct Lowering {
 
     mutating func constant(_ node: Node, _ what: String, _ values: [Float]) -> BufferID {
         program.addConstant("\(node.name)/\(what)", values: values)
+    }
+
+    /// Parameter blob `k` of `node` (one of `blobs`, from `parameterBlobs`) as a buffer: a constant
+    /// holding it when compiling for inference, the parameter's own persistent buffer in training.
+    mutating func parameter(_ node: Node, _ k: Int, _ what: String, _ blobs: [[Float]]) -> BufferID {
+        if let parameterBuffers { return parameterBuffers[node.id][k] }
+        return constant(node, what, blobs[k])
+    }
+
+    /// `count` values computed by `derive` from parameter blob `k` of `node` (weights packed into
+    /// panels, Winograd-transformed filters): one lowering for inference and training. Inference
+    /// derives them once, now, into constant memory (`preparedConstant`). Training derives them
+    /// from the parameter's persistent buffer at this point of every forward pass (a host step into
+    /// an arena buffer), so they follow the solver's updates; backward reads the parameter itself.
+    mutating func derivedConstant(_ node: Node, _ what: String, count: Int, from k: Int, _ blobs: [[Float]],
+                                  _ derive: @escaping @Sendable (UnsafeBufferPointer<Float>, UnsafeMutablePointer<Float>) -> Void) throws -> BufferID {
+        guard let parameterBuffers else {
+            return try preparedConstant(node, what, count: count) { target in blobs[k].withUnsafeBufferPointer { derive($0, target) } }
+        }
+        let target = program.addBuffer("\(node.name)/\(what)", count: count)
+        let sourceCount = blobs[k].count
+        program.steps.append(Step(label: node.name, .host(HostStep(operands: [Operand(parameterBuffers[node.id][k]), Operand(target)]) { pointers in
+            derive(UnsafeBufferPointer(start: pointers[0], count: sourceCount), pointers[1])
+            return true
+        })))
+        return target
     }
 
     /// A constant of `count` values computed by `fill` straight into the aligned memory the

@@ -8,7 +8,7 @@ struct TimeCommand: ParsableCommand {
         commandName: "time",
         abstract: "Time the forward pass of a net, layer by layer, like `caffe time`.",
         discussion: """
-        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...), valid indices for an Embed layer's input and valid boxes for `rois`; parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the load time (net definition and weights or fillers), the compile time (graph to executable: graph passes, lowering, kernels, arena and weights) with how many kernels were compiled and how many came from the kernel cache, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes.
+        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...), valid indices for an Embed layer's input and valid boxes for `rois`; parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the load time (net definition and weights or fillers), the compile time (graph to executable: graph passes, lowering, kernels, arena and weights) with how many kernels were compiled and how many came from the kernel cache, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes. With --backward, forward and backward per layer on the TRAIN net; add --solver S.prototxt to also time whole training iterations (zero the diffs, forward, backward, the solver's update), as `swiftjit train` runs them without reading data.
         """
     )
 
@@ -30,10 +30,16 @@ struct TimeCommand: ParsableCommand {
     @Flag(name: .long, help: "Also time backward: builds the TRAIN phase with gradients, like `caffe time`.")
     var backward = false
 
+    @Option(name: .long, help: ArgumentHelp("With --backward: also time whole training iterations with this solver's update (its type, learning rate policy, momentum and weight decay; its net is ignored).", valueName: "solver.prototxt"))
+    var solver: String?
+
     @OptionGroup var kernelCache: KernelCacheOptions
 
     func run() throws {
         do {
+            if solver != nil, !backward {
+                throw ValidationError("--solver times training iterations, which need --backward")
+            }
             if backward { return try timeBackward() }
             let shapes = Dictionary(input.map { ($0.name, $0.shape.dims) }, uniquingKeysWith: { $1 })
             let loadStart = DispatchTime.now().uptimeNanoseconds
@@ -93,6 +99,21 @@ struct TimeCommand: ParsableCommand {
         }
     }
 
+    /// Whether `value` (or a Split copy of it) is the labels bottom of a classification loss or Accuracy.
+    private func feedsLabels(_ value: ValueID, in graph: Graph) -> Bool {
+        graph.values[value].consumers.contains { id in
+            let consumer = graph.nodes[id]
+            switch consumer.kind {
+            case .softmaxWithLoss, .accuracy, .hingeLoss, .multinomialLogisticLoss, .infogainLoss:
+                return consumer.inputs.count > 1 && consumer.inputs[1] == value
+            case .split:
+                return consumer.outputs.contains { feedsLabels($0, in: graph) }
+            default:
+                return false
+            }
+        }
+    }
+
     /// Forward and backward per layer on the TRAIN-phase net, fed random data (Data layers take their
     /// shapes from their LMDBs, or from --input).
     private func timeBackward() throws {
@@ -110,7 +131,10 @@ struct TimeCommand: ParsableCommand {
         for node in graph.nodes where node.kind.isDataSource {
             for output in node.outputs {
                 let value = graph.values[output]
-                let isLabel = node.outputs.firstIndex(of: output) == 1 && node.kind != .input && node.kind != .dummyData
+                // Class labels: a data layer's second top, or an Input top a classification loss or
+                // Accuracy reads as its labels (valid indices, so the loss is a real one).
+                let isLabel = (node.outputs.firstIndex(of: output) == 1 && node.kind != .input && node.kind != .dummyData)
+                    || (node.kind == .input && feedsLabels(output, in: graph))
                 feeds[value.name] = NDArray(shape: value.shape.dims, data: (0..<(value.shape.count ?? 0)).map { _ in
                     isLabel ? Float(Int(generator.uniform(0, 2))) : generator.gaussian(mean: 0, std: 1)
                 })
@@ -144,5 +168,21 @@ struct TimeCommand: ParsableCommand {
         print(String(format: "Average Forward pass: %.4f ms.", f))
         print(String(format: "Average Backward pass: %.4f ms.", b))
         print(String(format: "Average Forward-Backward: %.4f ms.", total))
+        if let solver {
+            // Caffe's Solver::Step without the data layer: zero the diffs, forward, backward, update.
+            let parameters = compiled.learnableParameters
+            let hyper = try SolverConfiguration.hyperparameters(CaffeFiles.loadSolver(path: solver), file: solver)
+            let update = Solver(hyperparameters: hyper, parameterCounts: parameters.map(\.data.count))
+            var loss: Float = 0
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<passes {
+                compiled.zeroParameterDiffs()
+                loss = try compiled.run(feeds, backward: true).loss
+                update.applyUpdate(parameters)
+            }
+            let iteration = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(passes)
+            print(String(format: "Average Training iteration (forward, backward, %@ update): %.4f ms. (loss after %d updates: %g)",
+                         hyper.kind.rawValue, iteration, passes, loss))
+        }
     }
 }

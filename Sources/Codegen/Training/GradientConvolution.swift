@@ -8,16 +8,19 @@ struct ColumnLayout {
     var channels: Int
     var image: [Int]
     var result: [Int]
-    var kernel: [Int], stride: [Int], pad: [Int], dilation: [Int]
+    var geometry: ConvolutionGeometry
+    var kernel: [Int] { geometry.kernel }
+    var stride: [Int] { geometry.stride }
+    var pad: [Int] { geometry.pad }
+    var dilation: [Int] { geometry.dilation }
     /// Caffe's `is_1x1_` (`ConvolutionGeometry.isPointwise`): the column matrix is the image itself.
-    var isPointwise: Bool
+    var isPointwise: Bool { geometry.isPointwise }
 
     init(channels: Int, image: [Int], result: [Int], _ g: ConvolutionGeometry) {
         self.channels = channels
         self.image = image
         self.result = result
-        kernel = g.kernel; stride = g.stride; pad = g.pad; dilation = g.dilation
-        isPointwise = g.isPointwise
+        geometry = g
     }
 
     var imageCount: Int { channels * image.reduce(1, *) }
@@ -72,31 +75,19 @@ struct ColumnLayout {
     }
 }
 
-extension TrainingLowering {
-    /// im2col: unfolds one image into its column matrix, zero in the padding. One task per channel.
+extension Lowering {
+    /// im2col of one image into its column matrix: the forward convolution's kernel
+    /// (`emitIm2col(_:_:channels:image:result:input:columns:bandRows:)`), so training compiles one
+    /// im2col per geometry for both passes.
     mutating func emitIm2col(_ node: Node, _ layout: ColumnLayout, image: Operand, columns: Operand) throws {
-        let sw = layout.stride.last!, ow = layout.result.last!
-        try base.emitKernel(node, "train.im2col \(layout.signature)", operands: [image, columns], tasks: layout.channels,
-                            work: layout.columnCount) { b in
-            let (x, col) = (b.operand(0), b.operand(1))
-            b.forEachTask { channel in
-                layout.walk(b, channel: channel) { column, start, lower, upper, inside in
-                    b.loop(0..<lower) { o in col[column + o] = b.constant(0) }
-                    b.loop(lower..<upper) { o in
-                        let value = x[start + o * sw]
-                        col[column + o] = inside.map { b.select($0, value, b.constant(0)) } ?? value
-                    }
-                    b.loop(upper..<ow) { o in col[column + o] = b.constant(0) }
-                }
-            }
-        }
+        try emitIm2col(node, layout.geometry, channels: layout.channels, image: layout.image, result: layout.result, input: image, columns: columns)
     }
 
     /// col2im: folds a column matrix back into an image, summing overlapping windows (the image is
     /// overwritten, as Caffe zeroes it first). One task per channel, so tasks never collide.
     mutating func emitCol2im(_ node: Node, _ layout: ColumnLayout, columns: Operand, image: Operand) throws {
         let sw = layout.stride.last!, plane = layout.image.reduce(1, *)
-        try base.emitKernel(node, "train.col2im \(layout.signature)", operands: [columns, image], tasks: layout.channels,
+        try emitKernel(node, "train.col2im \(layout.signature)", operands: [columns, image], tasks: layout.channels,
                             work: layout.columnCount) { b in
             let (col, x) = (b.operand(0), b.operand(1))
             b.forEachTask { channel in
@@ -112,6 +103,21 @@ extension TrainingLowering {
         }
     }
 
+    /// The weight gradient of one image, accumulated: `dW[g] += dY[g] (perGroup × spatial) ·
+    /// columns[g]ᵀ (spatial × kernelDim)` for each group — convolution's form, and deconvolution's
+    /// with the roles of its input and output gradient exchanged.
+    mutating func emitWeightGradient(_ node: Node, outputs: Operand, columns: Operand, diff: Operand,
+                                     perGroup: Int, kernelDim: Int, spatial: Int, groups: Int) {
+        var gemm = GemmStep(m: perGroup, n: kernelDim, k: spatial, a: outputs, lda: spatial, b: columns, ldb: spatial, c: diff, ldc: kernelDim)
+        gemm.transB = true
+        gemm.beta = 1
+        gemm.repeats = groups
+        gemm.strideA = perGroup * spatial; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * kernelDim
+        emitGemm(node, gemm)
+    }
+}
+
+extension TrainingLowering {
     /// `bias[c] += Σ_n Σ_s dy[n][c][s]`, per image then added, as Caffe's per-image `gemv` does.
     mutating func emitBiasGradient(_ node: Node, topDiff: Operand, biasDiff: Operand, outer: Int, channels: Int, inner: Int) throws {
         try base.emitKernel(node, "bias.grad o\(outer) c\(channels) i\(inner)", operands: [topDiff, biasDiff], tasks: channels,
@@ -131,22 +137,14 @@ extension TrainingLowering {
 
     // MARK: Convolution
 
-    /// The weight gradient of one image, accumulated: `dW[g] += dY[g] (perGroup × spatial) ·
-    /// columns[g]ᵀ (spatial × kernelDim)` for each group — convolution's form, and deconvolution's
-    /// with the roles of its input and output gradient exchanged.
-    mutating func emitWeightGradient(_ node: Node, outputs: Operand, columns: Operand, diff: Operand,
-                                     perGroup: Int, kernelDim: Int, spatial: Int, groups: Int) {
-        var gemm = GemmStep(m: perGroup, n: kernelDim, k: spatial, a: outputs, lda: spatial, b: columns, ldb: spatial, c: diff, ldc: kernelDim)
-        gemm.transB = true
-        gemm.beta = 1
-        gemm.repeats = groups
-        gemm.strideA = perGroup * spatial; gemm.strideB = kernelDim * spatial; gemm.strideC = perGroup * kernelDim
-        base.emitGemm(node, gemm)
-    }
-
-    /// Convolution backward, per bottom/top pair and per image as Caffe's `Backward_cpu`: the bias
-    /// gradient, then `dW[g] += dy[g] · colᵀ` over im2col of the input (GEMM, accumulating), and
-    /// `col[g] = W[g]ᵀ · dy[g]` folded back by col2im into the input diff.
+    /// Convolution backward, per bottom/top pair, image by image as Caffe's `Backward_cpu`: the
+    /// bias gradient, then per image `dW[g] += dy[g] · colᵀ` over im2col of the input (GEMM,
+    /// accumulating) and `col[g] = W[g]ᵀ · dy[g]` folded back by col2im into the input diff.
+    ///
+    /// The images are an item loop shared among the threads, each with its own columns. With more
+    /// than one thread, each thread accumulates its images' weight gradient into a private copy
+    /// (zeroed first), and one pass then adds the copies to the parameter's diff in thread order:
+    /// deterministic for a given thread count, Caffe's exact summation order on one thread.
     mutating func lowerConvolutionBackward(_ node: Node) throws {
         let p = node.layer.convolutionParam
         guard let first = node.inputs.first else { return }
@@ -154,6 +152,7 @@ extension TrainingLowering {
         guard g.channelAxis == 1 else { throw unsupported(node, "only convolution with the channel axis 1 has a backward so far") }
         let weights = parameter(node, 0)
         let wantsWeights = propagatesToParameter(node, 0), wantsBias = g.biasTerm && propagatesToParameter(node, 1)
+        let weightCount = shape(node.inputs[0])[1] / g.group * g.kernel.reduce(1, *) * shape(node.outputs[0])[1]
         for (i, (input, output)) in zip(node.inputs, node.outputs).enumerated() {
             let dy = try topDiff(node, output)
             let (n, c, o) = (shape(input)[0], shape(input)[1], shape(output)[1])
@@ -166,25 +165,43 @@ extension TrainingLowering {
             guard wantsWeights || wantsInput else { continue }
             let x = data(input)
             let dx = wantsInput ? bottomDiff(node, i) : nil
-            let columns = layout.isPointwise ? nil : Operand(base.scratch(node, "columns", count: layout.columnCount))
+            let threads = n > 1 ? base.threads : 1
+            let columns = layout.isPointwise ? nil : base.scratch(node, "columns", count: layout.columnCount * threads)
+            // Per-thread weight gradients, when images run on several threads at once.
+            let partials = wantsWeights && threads > 1 ? base.scratch(node, "weight gradient per thread", count: weightCount * threads) : nil
+            if let partials { try base.emitFill(node, Operand(partials), count: weightCount * threads, value: 0) }
             let perGroup = o / g.group
-            for item in 0..<n {
-                let image = Operand(x.buffer, offset: item * layout.imageCount)
-                let gradient = Operand(dy.buffer, offset: dy.offset + item * o * spatial)
+            var strides = [x.buffer: layout.imageCount, dy.buffer: o * spatial]
+            if let dx { strides[dx.buffer] = layout.imageCount }
+            var slices: [BufferID: Int] = [:]
+            if let columns { slices[columns] = layout.columnCount }
+            if let partials { slices[partials] = weightCount }
+            try base.emitItemLoop(node, items: n, strides: strides, privateSlices: slices) { lowering in
                 if wantsWeights {
-                    if let columns { try emitIm2col(node, layout, image: image, columns: columns) }
-                    emitWeightGradient(node, outputs: gradient, columns: columns ?? image, diff: weights.diff,
-                                       perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
+                    if let columns { try lowering.emitIm2col(node, layout, image: x, columns: Operand(columns)) }
+                    lowering.emitWeightGradient(node, outputs: dy, columns: columns.map { Operand($0) } ?? x,
+                                                diff: partials.map { Operand($0) } ?? weights.diff,
+                                                perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
                 }
                 if let dx {
-                    let imageDiff = Operand(dx.buffer, offset: dx.offset + item * layout.imageCount)
                     var gemm = GemmStep(m: kernelDim, n: spatial, k: perGroup, a: weights.data, lda: kernelDim,
-                                        b: gradient, ldb: spatial, c: columns ?? imageDiff, ldc: spatial)
+                                        b: dy, ldb: spatial, c: columns.map { Operand($0) } ?? dx, ldc: spatial)
                     gemm.transA = true
                     gemm.repeats = g.group
                     gemm.strideA = perGroup * kernelDim; gemm.strideB = perGroup * spatial; gemm.strideC = kernelDim * spatial
-                    base.emitGemm(node, gemm)
-                    if let columns { try emitCol2im(node, layout, columns: columns, image: imageDiff) }
+                    lowering.emitGemm(node, gemm)
+                    if let columns { try lowering.emitCol2im(node, layout, columns: Operand(columns), image: dx) }
+                }
+            }
+            if let partials {
+                try base.emitKernel(node, "weight.partials.sum t\(threads) n\(weightCount)", operands: [Operand(partials), weights.diff], tasks: weightCount,
+                                    work: weightCount * threads) { b in
+                    let (partial, diff) = (b.operand(0), b.operand(1))
+                    b.forEachTask { j in
+                        var total = diff[j]
+                        for t in 0..<threads { total = total + partial[j + t * weightCount] }
+                        diff[j] = total
+                    }
                 }
             }
         }
@@ -214,7 +231,7 @@ extension TrainingLowering {
                 gemm.repeats = g.group
                 gemm.strideA = perGroup * kernelDim; gemm.strideB = perGroup * spatial; gemm.strideC = kernelDim * spatial
                 base.emitGemm(node, gemm)
-                if let columns { try emitCol2im(node, layout, columns: columns, image: target) }
+                if let columns { try base.emitCol2im(node, layout, columns: columns, image: target) }
             }
             if g.biasTerm {
                 try base.emitChannelAffine(node, input: y, output: y, outer: n, channels: o, inner: layout.image.reduce(1, *),
@@ -246,10 +263,10 @@ extension TrainingLowering {
             let columns = layout.isPointwise ? nil : Operand(base.scratch(node, "columns", count: layout.columnCount))
             for item in 0..<n {
                 let gradient = Operand(dy.buffer, offset: dy.offset + item * layout.imageCount)
-                if let columns { try emitIm2col(node, layout, image: gradient, columns: columns) }
+                if let columns { try base.emitIm2col(node, layout, image: gradient, columns: columns) }
                 let source = columns ?? gradient
                 if wantsWeights {
-                    emitWeightGradient(node, outputs: Operand(x.buffer, offset: item * c * spatial), columns: source, diff: weights.diff,
+                    base.emitWeightGradient(node, outputs: Operand(x.buffer, offset: item * c * spatial), columns: source, diff: weights.diff,
                                        perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
                 }
                 if let dx {

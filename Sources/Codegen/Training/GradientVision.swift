@@ -142,7 +142,7 @@ extension TrainingLowering {
         let (layout, images) = try im2colLayout(node)
         let x = data(node.inputs[0]), y = data(node.outputs[0])
         for item in 0..<images {
-            try emitIm2col(node, layout, image: Operand(x.buffer, offset: item * layout.imageCount),
+            try base.emitIm2col(node, layout, image: Operand(x.buffer, offset: item * layout.imageCount),
                            columns: Operand(y.buffer, offset: item * layout.columnCount))
         }
     }
@@ -153,7 +153,7 @@ extension TrainingLowering {
         let dy = try topDiff(node, node.outputs[0])
         let dx = bottomDiff(node, 0)
         for item in 0..<images {
-            try emitCol2im(node, layout, columns: Operand(dy.buffer, offset: dy.offset + item * layout.columnCount),
+            try base.emitCol2im(node, layout, columns: Operand(dy.buffer, offset: dy.offset + item * layout.columnCount),
                            image: Operand(dx.buffer, offset: dx.offset + item * layout.imageCount))
         }
     }

@@ -10,9 +10,12 @@ import Runtime
 /// steps for exactly the layers, bottoms and parameters Caffe's `Net::Init` marks as needing
 /// backward (`BackwardAnalysis`), all over one planned arena plus persistent parameter buffers.
 ///
-/// Backward kernels are JIT'd like forward ones (one per op and shape, cached, compiled in one
-/// batch with the forward kernels once every layer is lowered); convolution and
-/// InnerProduct gradients are OpenBLAS GEMMs around a JIT'd im2col/col2im. Every value gets its
+/// Forward layers are the inference compiler's lowerings (`Lowering`), reading the parameters'
+/// persistent buffers; what they derive from parameters (packed panels, Winograd filters) is
+/// derived again before each forward. Backward kernels are JIT'd like forward ones (one per op and
+/// shape, cached, compiled in one batch with the forward kernels once every layer is lowered);
+/// convolution gradients run image by image across the threads (an item loop: im2col, OpenBLAS
+/// GEMMs, col2im), each thread summing its images' weight gradient before one pass adds them up. Every value gets its
 /// own diff buffer, planned by lifetime like activations; forward values backward reads stay
 /// live until then, the rest are reused.
 ///
@@ -28,20 +31,29 @@ public final class TrainingCompiler: @unchecked Sendable {
     public var parallelThreshold = 1 << 15
     /// When forward convolutions build their im2col columns band by band.
     public var convolutionBanding = ConvolutionBanding()
+    /// When a forward 3×3 convolution runs as Winograd (as `NetCompiler.winograd`); nil: never.
+    public var winograd: WinogradPolicy? = WinogradPolicy()
+    /// Whether forward convolutions multiply by `PanelGemm` (as `NetCompiler.panelGemms`); the
+    /// panels are packed from the parameters before each forward.
+    public var panelGemms: Bool
 
     /// A compiler with its own kernel cache, thread pool and BLAS bridge.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
         pool = ThreadPool(threads: threads)
         blas = BLAS(threads: 1)  // executables split GEMMs across `pool` themselves
+        panelGemms = PanelGemm.isNative(self.cache.jit.features)
     }
 
-    /// A compiler sharing an inference compiler's kernel cache, pool and BLAS bridge.
+    /// A compiler sharing an inference compiler's kernel cache, pool, BLAS bridge and options.
     public init(sharing compiler: NetCompiler) {
         cache = compiler.cache
         pool = compiler.pool
         blas = compiler.blas
         parallelThreshold = compiler.parallelThreshold
+        convolutionBanding = compiler.convolutionBanding
+        winograd = compiler.winograd
+        panelGemms = compiler.panelGemms
     }
 
     /// Compiles `graph` for training. `parameters` holds every parameter blob by layer name in
@@ -106,6 +118,9 @@ public final class TrainingCompiler: @unchecked Sendable {
         lowering.hostLayer = hostLayer
         lowering.base.threads = pool.threadCount
         lowering.base.banding = convolutionBanding
+        lowering.base.winograd = winograd
+        lowering.base.panelGemms = panelGemms
+        lowering.base.innerProductPanels = true
         for node in graph.nodes {
             try located(node) { try lowering.lowerForward(node) }
         }

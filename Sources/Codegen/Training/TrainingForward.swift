@@ -35,7 +35,7 @@ extension TrainingLowering {
                 throw unsupported(node, "no training lowering for this layer type yet")
             }
         }
-        try bindParameterConstants(node, firstBuffer: firstBuffer, firstStep: firstStep)
+        try checkNoConstants(node, firstBuffer: firstBuffer)
         forwardSteps.append(firstStep..<base.program.steps.count)
     }
 

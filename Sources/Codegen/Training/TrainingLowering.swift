@@ -29,9 +29,6 @@ struct TrainingLowering {
     private(set) var slots: [ParameterSlot] = []
     /// Per node, per parameter blob: its slot.
     private(set) var slotOf: [[Int]] = []
-    /// The identity (storage address) of each parameter array handed to `base`, to recognise the
-    /// constants its forward lowerings make from them.
-    private var storage: [[UnsafeRawPointer?]] = []
     /// Diff buffers of values written so far by backward (or seeded).
     var diffOf: [ValueID: BufferID] = [:]
     /// Diff buffers callers seed (net outputs, loss tops): persistent.
@@ -119,7 +116,6 @@ struct TrainingLowering {
         for node in graph.nodes where !node.parameters.isEmpty {
             given[node.name] = slotOf[node.id].enumerated().map { k, slot in NDArray(shape: node.parameters[k].shape.dims, data: values[slot]) }
         }
-        storage = graph.nodes.map { node in (given[node.name] ?? []).map { $0.data.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) } } }
         self.slots = slots
 
         var lowered = graph
@@ -128,6 +124,7 @@ struct TrainingLowering {
         }
         base = Lowering(graph: lowered, parameters: given, cache: cache, kept: Set(graph.values.map(\.id)), parallelThreshold: parallelThreshold)
         base.program = program
+        base.parameterBuffers = slotOf.map { row in row.map { slots[$0].data } }
     }
 
     /// Whether a prototxt in-place layer may overwrite its bottom: its backward reads only its top
@@ -214,26 +211,14 @@ struct TrainingLowering {
 
     // MARK: Parameters in forward lowerings
 
-    /// After `base` lowered `node` (adding buffers from `firstBuffer` and steps from `firstStep`),
-    /// points every constant it made from a parameter array at that parameter's persistent buffer,
-    /// so the solver's updates reach the kernels and shared layers read one blob. A constant
-    /// derived from parameters (not the array itself) would go stale, so it is refused.
-    mutating func bindParameterConstants(_ node: Node, firstBuffer: Int, firstStep: Int) throws {
-        var remap: [BufferID: BufferID] = [:]
-        for id in firstBuffer..<base.program.buffers.count {
-            let declaration = base.program.buffers[id]
-            guard let values = declaration.constant, !declaration.isPersistent else { continue }
-            let address = values.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) }
-            guard let k = storage[node.id].firstIndex(where: { $0 != nil && $0 == address }) else {
-                throw Diagnostic("\(node.kind.rawValue)'s forward precomputes constants from its parameters, so it cannot be trained yet",
-                                 at: node.location, layer: node.name)
-            }
-            remap[id] = slots[slotOf[node.id][k]].data
-            base.program.buffers[id] = BufferDeclaration(name: declaration.name, count: 0, constant: [])
-        }
-        guard !remap.isEmpty else { return }
-        for index in firstStep..<base.program.steps.count {
-            base.program.steps[index].action = base.program.steps[index].action.mappingBuffers { remap[$0] ?? $0 }
+    /// After `base` lowered `node`'s forward (adding buffers from `firstBuffer` on): the inference
+    /// lowerings read parameters through `Lowering.parameter` and `derivedConstant`, which training
+    /// binds to the persistent parameter buffers; a constant made any other way would be computed
+    /// from the parameters once and go stale as the solver updates them, so it is refused.
+    func checkNoConstants(_ node: Node, firstBuffer: Int) throws {
+        for id in firstBuffer..<base.program.buffers.count where base.program.buffers[id].isConstant {
+            throw Diagnostic("\(node.kind.rawValue)'s forward precomputes '\(base.program.buffers[id].name)' from its parameters, so it cannot be trained yet",
+                             at: node.location, layer: node.name)
         }
     }
 
