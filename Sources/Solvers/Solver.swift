@@ -86,17 +86,19 @@ public final class Solver {
     }
 
     /// Applies one update to every parameter and advances the iteration. Returns the rate used.
+    ///
+    /// Gradient clipping needs the global norm first (one pass over every diff); the rest is one
+    /// fused pass per parameter blob: each element is normalized by `iter_size`, regularized,
+    /// turned into an update by the solver's rule and subtracted from the data, with Caffe's float
+    /// operations in Caffe's order (its separate passes compute exactly this per element). Large
+    /// blobs are split among the cores; elements are independent, so the result does not depend on
+    /// the split. The diff holds the update afterwards, as in Caffe.
     @discardableResult
     public func applyUpdate(_ parameters: [LearnableParameter]) -> Float {
         let rate = learningRate()
         clipGradients(parameters)
         for (index, parameter) in parameters.enumerated() {
-            normalize(parameter)
-            regularize(parameter)
-            computeUpdateValue(parameter, index: index, count: parameters.count, rate: rate)
-            // Net::Update: data -= diff
-            let data = parameter.data, diff = parameter.diff
-            for j in 0..<data.count { data[j] -= diff[j] }
+            update(parameter, index: index, count: parameters.count, rate: rate)
         }
         iteration += 1
         return rate
@@ -119,38 +121,22 @@ public final class Solver {
         }
     }
 
-    private func normalize(_ parameter: LearnableParameter) {
-        guard hyper.iterSize > 1 else { return }
-        let factor = 1 / Float(hyper.iterSize)
-        for j in 0..<parameter.diff.count { parameter.diff[j] *= factor }
-    }
-
-    private func regularize(_ parameter: LearnableParameter) {
-        let decay = hyper.weightDecay * parameter.decayMult
-        guard decay != 0 else { return }
-        let data = parameter.data, diff = parameter.diff
-        switch hyper.regularization {
-        case .l2:
-            for j in 0..<diff.count { diff[j] += decay * data[j] }
-        case .l1:
-            for j in 0..<diff.count { diff[j] += decay * (data[j] > 0 ? 1 : (data[j] < 0 ? -1 : 0)) }
-        }
-    }
-
     /// `y = alpha·x + beta·y`, as Caffe's `caffe_cpu_axpby` (scale, then axpy).
     @inline(__always)
     private static func axpby(_ alpha: Float, _ x: Float, _ beta: Float, _ y: Float) -> Float {
         (beta * y) + alpha * x
     }
 
-    private func computeUpdateValue(_ parameter: LearnableParameter, index: Int, count: Int, rate: Float) {
+    /// Elements below which a blob is updated on one thread (splitting costs more than it saves).
+    static let parallelElements = 1 << 16
+
+    /// The fused update of one parameter blob (see `applyUpdate`).
+    private func update(_ parameter: LearnableParameter, index: Int, count: Int, rate: Float) {
         let localRate = rate * parameter.lrMult
-        let diff = parameter.diff
-        let n = diff.count
-        let momentum = hyper.momentum, delta = hyper.delta
+        let n = parameter.diff.count
+        let second = hyper.kind.historyPerParameter == 2 ? count + index : nil
         // Take the history buffers out of the array while updating them (unique, so no copy):
         // two simultaneous mutable accesses to `history` would break exclusivity.
-        let second = hyper.kind.historyPerParameter == 2 ? count + index : nil
         var first = history[index]
         history[index] = []
         var moments: [Float] = []
@@ -159,53 +145,94 @@ public final class Solver {
             history[index] = first
             if let second { swap(&moments, &history[second]) }
         }
-        let kind = hyper.kind, rmsDecay = hyper.rmsDecay, beta2 = hyper.momentum2, iteration = self.iteration
+        let rule = UpdateRule(kind: hyper.kind, rate: localRate, momentum: hyper.momentum, momentum2: hyper.momentum2, delta: hyper.delta,
+                              rmsDecay: hyper.rmsDecay, iteration: iteration,
+                              normalization: hyper.iterSize > 1 ? 1 / Float(hyper.iterSize) : nil,
+                              decay: hyper.weightDecay * parameter.decayMult, regularization: hyper.regularization)
         first.withUnsafeMutableBufferPointer { h in
-          moments.withUnsafeMutableBufferPointer { u in
-            switch kind {
-            case .sgd:
-                for j in 0..<n {
-                    h[j] = Self.axpby(localRate, diff[j], momentum, h[j])
-                    diff[j] = h[j]
-                }
-            case .nesterov:
-                for j in 0..<n {
-                    let previous = h[j]
-                    h[j] = Self.axpby(localRate, diff[j], momentum, h[j])
-                    diff[j] = Self.axpby(1 + momentum, h[j], -momentum, previous)
-                }
-            case .adaGrad:
-                for j in 0..<n {
-                    h[j] += diff[j] * diff[j]
-                    diff[j] = localRate * (diff[j] / (h[j].squareRoot() + delta))
-                }
-            case .rmsProp:
-                let decay = rmsDecay
-                for j in 0..<n {
-                    h[j] = Self.axpby(1 - decay, diff[j] * diff[j], decay, h[j])
-                    diff[j] = localRate * (diff[j] / (h[j].squareRoot() + delta))
-                }
-            case .adaDelta:
-                for j in 0..<n {
-                    h[j] = Self.axpby(1 - momentum, diff[j] * diff[j], momentum, h[j])
-                    let step = ((delta + u[j]) / (delta + h[j])).squareRoot()
-                    let update = diff[j] * step
-                    u[j] = Self.axpby(1 - momentum, update * update, momentum, u[j])
-                    diff[j] = localRate * update
-                }
-            case .adam:
-                let beta1 = momentum
-                let t = Double(iteration + 1)
-                let correction = Float((1 - pow(Double(beta2), t)).squareRoot() / (1 - pow(Double(beta1), t)))
-                let scale = localRate * correction
-                for j in 0..<n {
-                    let g = diff[j]
-                    h[j] = Self.axpby(1 - beta1, g, beta1, h[j])
-                    u[j] = Self.axpby(1 - beta2, g * g, beta2, u[j])
-                    diff[j] = scale * (h[j] / (u[j].squareRoot() + delta))
+            moments.withUnsafeMutableBufferPointer { u in
+                let buffers = UpdateBuffers(data: parameter.data.baseAddress!, diff: parameter.diff.baseAddress!,
+                                            history: h.baseAddress!, moments: u.baseAddress)
+                let chunks = n >= Self.parallelElements ? min(ProcessInfo.processInfo.activeProcessorCount, n / (Self.parallelElements / 2)) : 1
+                if chunks <= 1 {
+                    rule.apply(buffers, 0..<n)
+                } else {
+                    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                        rule.apply(buffers, (chunk * n / chunks)..<((chunk + 1) * n / chunks))
+                    }
                 }
             }
-          }
+        }
+    }
+
+    /// The memory one blob's update touches (valid for the duration of the update).
+    private struct UpdateBuffers: @unchecked Sendable {
+        var data: UnsafeMutablePointer<Float>
+        var diff: UnsafeMutablePointer<Float>
+        var history: UnsafeMutablePointer<Float>
+        /// AdaDelta's and Adam's second history; nil for the others.
+        var moments: UnsafeMutablePointer<Float>?
+    }
+
+    /// One blob's update, element by element, as Caffe's `Normalize`, `Regularize`,
+    /// `ComputeUpdateValue` and `Net::Update` compute it.
+    private struct UpdateRule: Sendable {
+        var kind: SolverKind
+        var rate: Float, momentum: Float, momentum2: Float, delta: Float, rmsDecay: Float
+        var iteration: Int
+        var normalization: Float?
+        var decay: Float
+        var regularization: SolverHyperparameters.Regularization
+
+        func apply(_ m: UpdateBuffers, _ range: Range<Int>) {
+            let (data, diff, h) = (m.data, m.diff, m.history)
+            let adamScale: Float
+            if kind == .adam {
+                let t = Double(iteration + 1)
+                adamScale = rate * Float((1 - pow(Double(momentum2), t)).squareRoot() / (1 - pow(Double(momentum), t)))
+            } else {
+                adamScale = 0
+            }
+            for j in range {
+                var g = diff[j]
+                if let normalization { g *= normalization }
+                if decay != 0 {
+                    switch regularization {
+                    case .l2: g += decay * data[j]
+                    case .l1: g += decay * (data[j] > 0 ? 1 : (data[j] < 0 ? -1 : 0))
+                    }
+                }
+                let update: Float
+                switch kind {
+                case .sgd:
+                    h[j] = Solver.axpby(rate, g, momentum, h[j])
+                    update = h[j]
+                case .nesterov:
+                    let previous = h[j]
+                    h[j] = Solver.axpby(rate, g, momentum, h[j])
+                    update = Solver.axpby(1 + momentum, h[j], -momentum, previous)
+                case .adaGrad:
+                    h[j] += g * g
+                    update = rate * (g / (h[j].squareRoot() + delta))
+                case .rmsProp:
+                    h[j] = Solver.axpby(1 - rmsDecay, g * g, rmsDecay, h[j])
+                    update = rate * (g / (h[j].squareRoot() + delta))
+                case .adaDelta:
+                    let u = m.moments!
+                    h[j] = Solver.axpby(1 - momentum, g * g, momentum, h[j])
+                    let step = ((delta + u[j]) / (delta + h[j])).squareRoot()
+                    let scaled = g * step
+                    u[j] = Solver.axpby(1 - momentum, scaled * scaled, momentum, u[j])
+                    update = rate * scaled
+                case .adam:
+                    let u = m.moments!
+                    h[j] = Solver.axpby(1 - momentum, g, momentum, h[j])
+                    u[j] = Solver.axpby(1 - momentum2, g * g, momentum2, u[j])
+                    update = adamScale * (h[j] / (u[j].squareRoot() + delta))
+                }
+                diff[j] = update
+                data[j] -= update
+            }
         }
     }
 }
