@@ -25,8 +25,10 @@ backward only (no update, and it runs every pass twice, profiled and not); `swif
 an LMDB or DummyData (whose random fillers are regenerated every iteration, inside the loop) and
 reports only a running iterations/s, not per-iteration times. `step(1)` is one ctypes call into
 Caffe's `Solver::Step` (zero the diffs, forward, backward, update); the Input tops keep the batch
-written once. Its net is a pycaffe-style net that keeps every blob (no arena reuse), so its RSS is
-higher than `swiftjit train`'s would be. Threads: the solver's kernels and GEMMs run on the
+written once. Its net is a pycaffe-style net that keeps every blob and diff (no arena reuse), so its
+RSS is well above what the CLI's arena-planned training net needs: the table also gives the peak
+RSS of `swiftjit time --backward` on the same net (one forward/backward, no solver history, which
+adds one copy of the parameters). Threads: the solver's kernels and GEMMs run on the
 thread count given to the C API (sj_options_set_threads; set through caffe's `_config.threads`,
 the value pycaffe-style solvers read), 2 here; OpenBLAS itself runs single-threaded inside each of
 swiftjit's tasks. PyTorch: torch.set_num_threads(2) (and OMP/MKL/OPENBLAS_NUM_THREADS=2).
@@ -473,7 +475,7 @@ def table(rows, ours, time_backward=False):
     names = "/".join(v.label for v in ours)
     header = ("| net | batch | parameters | " + "".join(f"{v.label} ms/iter | " for v in ours) + "PyTorch ms/iter | "
               + "".join(f"PyTorch/{v.label} | " for v in ours) + "".join(f"{label} | " for _, label in backward)
-              + f"peak RSS MiB ({names}/PyTorch) | " + "".join(f"{v.label} compile s cold/warm | " for v in ours)
+              + f"peak RSS MiB ({names}/PyTorch) | swiftjit peak RSS MiB, arena-planned (time --backward) | " + "".join(f"{v.label} compile s cold/warm | " for v in ours)
               + f"first iteration ms ({names}/PyTorch) |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     keys = [v.key for v in ours] + ["torch"]
@@ -484,7 +486,7 @@ def table(rows, ours, time_backward=False):
         cells = ([fmt(r.get("parameters"), ",")] + [fmt(r.get(f"{k}_ms"), ".1f") for k in keys]
                  + [ratio(r.get("torch_ms"), r.get(f"{v.key}_ms")) for v in ours]
                  + [fmt(r.get(f"{k}_ms"), ".1f") for k, _ in backward]
-                 + ["/".join(fmt(r.get(f"{k}_rss"), ".0f") for k in keys)]
+                 + ["/".join(fmt(r.get(f"{k}_rss"), ".0f") for k in keys), fmt(r.get(f"{ours[0].key}_time_backward_rss"), ".0f")]
                  + [f"{fmt(r.get(f'{v.key}_compile_cold_s'), '.2f')}/{fmt(r.get(f'{v.key}_compile_warm_s'), '.2f')}" for v in ours]
                  + ["/".join(fmt(r.get(f"{k}_first_ms"), ".0f") for k in keys)])
         lines.append(f"| {r['label']} | {r['batch']} | " + " | ".join(cells) + " |")
@@ -492,10 +494,8 @@ def table(rows, ours, time_backward=False):
     for r in rows:
         losses = "; ".join(f"{label} {r[f'{k}_losses'][0]:.3f} → {r[f'{k}_losses'][-1]:.3f}" for k, label in labels if r.get(f"{k}_losses"))
         cores = ", ".join(f"{label} {r[f'{k}_cores']:.2f}" for k, label in labels if r.get(f"{k}_cores") is not None)
-        plain = ", ".join(f"{v.label} {r[f'{v.key}_time_backward_rss']:.0f} MiB" for v in ours if r.get(f"{v.key}_time_backward_rss"))
         notes.append(f"- {r['label']}: loss over the first round's iterations: {losses}. CPU time / wall time over the timed "
-                     f"iterations (2.00 = both threads busy; lowest round): {cores}."
-                     + (f" Peak RSS of `swiftjit time --backward` on the same net (arena-planned, no solver): {plain}." if plain else ""))
+                     f"iterations (2.00 = both threads busy; lowest round): {cores}.")
     notes += [f"- {r['label']}: {k.rsplit('_', 1)[0]}: {v}" for r in rows for k, v in r.items()
               if k.endswith("_error") or k.endswith("_note")]
     return "\n".join(lines + [""] + notes)
