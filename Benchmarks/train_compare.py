@@ -514,14 +514,19 @@ def isa():
 
 
 def machine():
-    model = "unknown CPU"
+    """CPU model (with family/model numbers: VMs often name only "AMD EPYC"), cores, vector ISA, memory, OS."""
+    fields = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
                 break
     except OSError:
         pass
+    model = fields.get("model name", "unknown CPU")
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{model}, {os.cpu_count()} cores, ISA {isa()}, {memory:.0f} GiB, {platform.system()} {platform.release()}"
 
