@@ -14,9 +14,12 @@ uniform over the classes), the same batch every iteration.
 One iteration is the same work on both sides: forward, loss, backward, and an SGD update with
 momentum 0.9, weight decay 5e-4, learning rate 0.01 (fixed), the prototxts' lr_mult 2 on the
 LeNet and CIFAR10-quick biases. PyTorch runs the same architectures written with torch.nn (Caffe's
-pooling rounds output sizes up, so ceil_mode=True; BatchNorm + Scale is nn.BatchNorm2d), and the
-parent checks that both nets have the same number of learnable parameters (swiftjit's counted from
-its solver's net, BatchNorm statistics excluded) before reporting a row.
+pooling rounds output sizes up, so ceil_mode=True; BatchNorm + Scale is nn.BatchNorm2d). PyTorch
+starts from the initial weights of the first swiftjit run (its fillers, saved as .npz in the run's
+temporary folder and copied in parameter order, shapes checked), so on the same batch both compute
+the same losses. A row gets no ratio, and the run writes nothing, unless both nets have the same
+number of learnable parameters (swiftjit's counted from its solver's net, BatchNorm statistics
+excluded) and their first-iteration losses agree within 1e-3; the notes show both loss curves.
 
 swiftjit entry point: the Python `swiftjit.Solver` (the C API's sj_solver_* underneath), timing
 each `solver.step(1)`. Of the ways in, it is the one that runs whole iterations including the
@@ -208,12 +211,13 @@ def _torch_resnet_classes():
 
         def __init__(self, inputs, width, stride, projection):
             super().__init__()
+            # branch1 first: the prototxt's (and so the parameters') order.
+            self.branch1 = nn.Sequential(nn.Conv2d(inputs, width * 4, 1, stride=stride, bias=False),
+                                         nn.BatchNorm2d(width * 4)) if projection else None
             self.branch2 = nn.Sequential(
                 nn.Conv2d(inputs, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                 nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                 nn.Conv2d(width, width * 4, 1, bias=False), nn.BatchNorm2d(width * 4))
-            self.branch1 = nn.Sequential(nn.Conv2d(inputs, width * 4, 1, stride=stride, bias=False),
-                                         nn.BatchNorm2d(width * 4)) if projection else None
             self.relu = nn.ReLU(inplace=True)
 
         def forward(self, x):
@@ -300,7 +304,12 @@ def swiftjit_worker(args):
     net.blobs["data"].data[...] = data
     net.blobs["label"].data[...] = labels
     types = {name: layer.type for name, layer in zip(net._layer_names, net.layers)}
-    parameters = sum(blob.data.size for name, blobs in net.params.items() if types[name] != "BatchNorm" for blob in blobs)
+    learnable = [blob.data for name, blobs in net.params.items() if types[name] != "BatchNorm" for blob in blobs]
+    parameters = sum(array.size for array in learnable)
+    initial = Path(args.folder) / f"{args.net}_initial.npz"
+    if not initial.exists():  # the first swiftjit run's initial weights, for PyTorch to start from
+        import numpy as np
+        np.savez(initial, *learnable)
     first, times, losses, clock = timed_iterations(lambda: solver.step(1), args.warmup, args.iterations)
     print(json.dumps({"ms_median": statistics.median(times), "ms_runs": times, "first_ms": first, "setup_s": setup,
                       "losses": losses, "parameters": int(parameters), "cores": clock.cores, "iteration": solver.iter,
@@ -315,6 +324,17 @@ def torch_worker(args):
     start = time.perf_counter()
     model = torch_net(args.net)
     model.train()
+    initial = Path(args.folder) / f"{args.net}_initial.npz"
+    if initial.exists():  # start from swiftjit's initial weights: both runs then compute the same losses
+        import numpy as np
+        with np.load(initial) as saved, torch.no_grad():
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+            targets = list(model.parameters())
+            if [v.shape for v in values] != [tuple(t.shape) for t in targets]:
+                raise SystemExit(f"{initial}: parameter shapes {[v.shape for v in values]} are not the PyTorch net's "
+                                 f"{[tuple(t.shape) for t in targets]}")
+            for target, value in zip(targets, values):
+                target.copy_(torch.from_numpy(value))
     # Caffe's lr_mult 2 on the train_test nets' biases; ResNet-50's deploy file sets none.
     bias_mult = 1 if NETS[args.net][5] else 2
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
@@ -460,6 +480,10 @@ def bench(name, args, folder, ours):
         row["parameters_error"] = f"learnable parameter counts differ: {counts} (not the same architecture)"
     elif counts:
         row["parameters"] = next(iter(counts.values()))
+    # Same initial weights and batch: the first iteration's loss (before any update) must agree.
+    first = {key: row[f"{key}_losses"][0] for key in runs if row.get(f"{key}_losses")}
+    if "torch" in first and len(first) > 1 and max(first.values()) - min(first.values()) > 1e-3 * max(1.0, abs(first["torch"])):
+        row["loss_error"] = f"first-iteration losses differ from the same weights and batch: {first} (not the same computation)"
     return row
 
 
@@ -482,7 +506,7 @@ def table(rows, ours, time_backward=False):
     labels = [(v.key, v.label) for v in ours] + [("torch", "PyTorch")]
     for r in rows:
         # No ratio between nets that are not the same architecture.
-        ratio = lambda a, b: fmt(a / b if a and b and "parameters_error" not in r else None, ".2f") + "×"
+        ratio = lambda a, b: fmt(a / b if a and b and "parameters_error" not in r and "loss_error" not in r else None, ".2f") + "×"
         cells = ([fmt(r.get("parameters"), ",")] + [fmt(r.get(f"{k}_ms"), ".1f") for k in keys]
                  + [ratio(r.get("torch_ms"), r.get(f"{v.key}_ms")) for v in ours]
                  + [fmt(r.get(f"{k}_ms"), ".1f") for k, _ in backward]
@@ -585,10 +609,10 @@ def main():
             print(json.dumps(row), flush=True)
     text = table(rows, ours, args.time_backward)
     print(text)
-    mismatched = [r["label"] for r in rows if "parameters_error" in r]
+    mismatched = [r["label"] for r in rows if "parameters_error" in r or "loss_error" in r]
     if mismatched:
-        sys.exit(f"error: the swiftjit and PyTorch nets of {', '.join(mismatched)} differ in their learnable parameters; "
-                 "nothing written")
+        sys.exit(f"error: the swiftjit and PyTorch nets of {', '.join(mismatched)} differ (parameter counts or first "
+                 "losses; see the notes); nothing written")
     if args.markdown:
         stamp = time.strftime("%Y-%m-%d")
         replace_section(args.markdown, (
