@@ -21,20 +21,18 @@ the same losses. A row gets no ratio, and the run writes nothing, unless both ne
 number of learnable parameters (swiftjit's counted from its solver's net, BatchNorm statistics
 excluded) and their first-iteration losses agree within 1e-3; the notes show both loss curves.
 
-swiftjit entry point: the Python `swiftjit.Solver` (the C API's sj_solver_* underneath), timing
-each `solver.step(1)`. Of the ways in, it is the one that runs whole iterations including the
-solver update with nothing else in the timed loop: `swiftjit time --backward` times forward and
-backward only (no update, and it runs every pass twice, profiled and not); `swiftjit train` needs
-an LMDB or DummyData (whose random fillers are regenerated every iteration, inside the loop) and
-reports only a running iterations/s, not per-iteration times. `step(1)` is one ctypes call into
-Caffe's `Solver::Step` (zero the diffs, forward, backward, update); the Input tops keep the batch
-written once. Its net is a pycaffe-style net that keeps every blob and diff (no arena reuse), so its
-RSS is well above what the CLI's arena-planned training net needs: the table also gives the peak
-RSS of `swiftjit time --backward` on the same net (one forward/backward, no solver history, which
-adds one copy of the parameters). Threads: the solver's kernels and GEMMs run on the
-thread count given to the C API (sj_options_set_threads; set through caffe's `_config.threads`,
-the value pycaffe-style solvers read), 2 here; OpenBLAS itself runs single-threaded inside each of
-swiftjit's tasks. PyTorch: torch.set_num_threads(2) (and OMP/MKL/OPENBLAS_NUM_THREADS=2).
+swiftjit's ms/iter: `swiftjit time NET --backward --solver SOLVER`'s "Average Training iteration":
+whole iterations of the arena-planned training net `swiftjit train` runs (zero the diffs, forward,
+backward, the solver's SGD update), on its own seeded random batch and filler weights (the timing
+does not depend on the values). Its peak RSS is that process's (it also runs the per-layer profile
+and forward/backward passes first, at the same memory). The same computation is checked through the
+Python `swiftjit.Solver` (the C API's sj_solver_*, Caffe's `Solver::Step` on a pycaffe-style net
+that keeps every blob and diff, so no arena reuse): on the same batch and weights as PyTorch its
+losses must agree (below); its own time per `step(1)` and RSS are shown too, as the pycaffe column.
+Threads: swiftjit's kernels and GEMMs run on 2 threads (the CLI's pool; for the Python solver the
+thread count given to sj_options_set_threads through caffe's `_config.threads`); OpenBLAS itself runs
+single-threaded inside each of swiftjit's tasks. PyTorch: torch.set_num_threads(2) (and
+OMP/MKL/OPENBLAS_NUM_THREADS=2).
 
 Timing: each runtime in its own process per round; --warmup untimed iterations, then --iterations
 timed ones (the median is the process's figure); the runtimes take turns for --rounds rounds (the
@@ -412,6 +410,21 @@ def compile_seconds(variant, net_path, kernel_cache, threads):
     return float(found.group(1)), int(found.group(3)), int(found.group(5) or 0), rss
 
 
+def training_iteration_ms(variant, net_path, solver_path, kernel_cache, iterations, threads):
+    """`swiftjit time --backward --solver S --iterations N` in a new process: "Average Training
+    iteration" (ms, a mean over N whole iterations with the solver's update, arena-planned net) and
+    its peak RSS MiB."""
+    out, err, code, rss = run_with_rss([str(variant.binary), "time", str(net_path), "--backward", "--solver", str(solver_path),
+                                        "--iterations", str(iterations)],
+                                       {**variant.env, **thread_env(threads), "SWIFTJIT_CACHE_DIR": str(kernel_cache)})
+    if code != 0:
+        raise RuntimeError(last_line(err, code))
+    found = re.search(r"Average Training iteration \(.*?\): ([0-9.]+) ms", out)
+    if not found:
+        raise RuntimeError(f"no training iteration line in: {out.strip().splitlines()[-3:]}")
+    return float(found.group(1)), rss
+
+
 def forward_backward_ms(variant, net_path, kernel_cache, iterations, threads):
     """`swiftjit time --backward --iterations N` in a new process: "Average Forward-Backward" (ms,
     a mean over N unprofiled passes: forward and backward, no update) and its peak RSS MiB."""
@@ -431,7 +444,7 @@ def worker_command(kind, name, folder, args):
 def bench(name, args, folder, ours):
     """Compile times per swiftjit variant, then `rounds` interleaved rounds (each variant, then
     PyTorch, each in its own process); each runtime keeps its best median."""
-    net_path, _ = write_net(name, folder, args.seed)
+    net_path, solver_path = write_net(name, folder, args.seed)
     _, size, _, _, label, _ = NETS[name]
     row = {"net": name, "label": label, "batch": size}
     caches = {}
@@ -446,8 +459,18 @@ def bench(name, args, folder, ours):
                                              + (f" ({rejected} kernel cache entries rejected)" if rejected else ""))
         except RuntimeError as error:
             row[f"{v.key}_compile_error"] = str(error)
-    runs = {k: [] for k in [v.key for v in ours] + ["torch"] + ([f"{v.key}_fb" for v in ours] if args.time_backward else [])}
+    runs = {k: [] for k in [v.key for v in ours] + ["torch"] + [f"{v.key}_py" for v in ours]
+            + ([f"{v.key}_fb" for v in ours] if args.time_backward else [])}
     for _ in range(args.rounds):
+        for v in ours:
+            if f"{v.key}_iteration_error" in row:
+                continue
+            try:
+                ms, rss = training_iteration_ms(v, net_path, solver_path, caches[v.key], args.iterations, args.threads)
+                runs[v.key].append(ms)
+                row[f"{v.key}_rss"] = max(row.get(f"{v.key}_rss", 0), rss)
+            except RuntimeError as error:
+                row[f"{v.key}_iteration_error"] = str(error)
         for v in ours if args.time_backward else []:
             if f"{v.key}_fb_error" in row:
                 continue
@@ -466,8 +489,10 @@ def bench(name, args, folder, ours):
                 row[f"{key}_error"] = last_line(err, code)
                 continue
             result = json.loads(out.strip().splitlines()[-1])
-            runs[key].append(result["ms_median"])
-            row[f"{key}_rss"] = max(row.get(f"{key}_rss", 0), rss)
+            # swiftjit's Python solver: the same-computation check and the pycaffe column.
+            timed = key if kind == "torch" else f"{key}_py"
+            runs[timed].append(result["ms_median"])
+            row[f"{timed}_rss"] = max(row.get(f"{timed}_rss", 0), rss)
             row[f"{key}_parameters"] = result["parameters"]
             row.setdefault(f"{key}_first_ms", result["first_ms"])  # the first round's
             row.setdefault(f"{key}_losses", [round(loss, 4) for loss in result["losses"]])
@@ -475,13 +500,13 @@ def bench(name, args, folder, ours):
     for key, values in runs.items():
         if values:
             row[f"{key}_ms"], row[f"{key}_runs"] = min(values), [round(v, 2) for v in values]
-    counts = {key: row[f"{key}_parameters"] for key in runs if f"{key}_parameters" in row}
+    counts = {key: row[f"{key}_parameters"] for key in [v.key for v in ours] + ["torch"] if f"{key}_parameters" in row}
     if len(set(counts.values())) > 1:
         row["parameters_error"] = f"learnable parameter counts differ: {counts} (not the same architecture)"
     elif counts:
         row["parameters"] = next(iter(counts.values()))
     # Same initial weights and batch: the first iteration's loss (before any update) must agree.
-    first = {key: row[f"{key}_losses"][0] for key in runs if row.get(f"{key}_losses")}
+    first = {key: row[f"{key}_losses"][0] for key in [v.key for v in ours] + ["torch"] if row.get(f"{key}_losses")}
     if "torch" in first and len(first) > 1 and max(first.values()) - min(first.values()) > 1e-3 * max(1.0, abs(first["torch"])):
         row["loss_error"] = f"first-iteration losses differ from the same weights and batch: {first} (not the same computation)"
     return row
@@ -496,11 +521,12 @@ def table(rows, ours, time_backward=False):
     variant's (above 1: swiftjit is faster), peak RSS, swiftjit's compile times, first iterations;
     with `time_backward`, also `swiftjit time --backward`'s forward + backward ms (no update)."""
     backward = [(f"{v.key}_fb", f"{v.label} fwd+bwd ms (time --backward)") for v in ours] if time_backward else []
+    pycaffe = [(f"{v.key}_py", f"{v.label} pycaffe Solver.step ms") for v in ours]
     names = "/".join(v.label for v in ours)
     header = ("| net | batch | parameters | " + "".join(f"{v.label} ms/iter | " for v in ours) + "PyTorch ms/iter | "
-              + "".join(f"PyTorch/{v.label} | " for v in ours) + "".join(f"{label} | " for _, label in backward)
-              + f"peak RSS MiB ({names}/PyTorch) | swiftjit peak RSS MiB, arena-planned (time --backward) | " + "".join(f"{v.label} compile s cold/warm | " for v in ours)
-              + f"first iteration ms ({names}/PyTorch) |")
+              + "".join(f"PyTorch/{v.label} | " for v in ours) + "".join(f"{label} | " for _, label in backward + pycaffe)
+              + f"peak RSS MiB ({names}/PyTorch) | swiftjit peak RSS MiB, pycaffe solver | " + "".join(f"{v.label} compile s cold/warm | " for v in ours)
+              + f"first iteration ms (pycaffe {names}/PyTorch) |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     keys = [v.key for v in ours] + ["torch"]
     labels = [(v.key, v.label) for v in ours] + [("torch", "PyTorch")]
@@ -509,8 +535,8 @@ def table(rows, ours, time_backward=False):
         ratio = lambda a, b: fmt(a / b if a and b and "parameters_error" not in r and "loss_error" not in r else None, ".2f") + "×"
         cells = ([fmt(r.get("parameters"), ",")] + [fmt(r.get(f"{k}_ms"), ".1f") for k in keys]
                  + [ratio(r.get("torch_ms"), r.get(f"{v.key}_ms")) for v in ours]
-                 + [fmt(r.get(f"{k}_ms"), ".1f") for k, _ in backward]
-                 + ["/".join(fmt(r.get(f"{k}_rss"), ".0f") for k in keys), fmt(r.get(f"{ours[0].key}_time_backward_rss"), ".0f")]
+                 + [fmt(r.get(f"{k}_ms"), ".1f") for k, _ in backward + pycaffe]
+                 + ["/".join(fmt(r.get(f"{k}_rss"), ".0f") for k in keys), fmt(r.get(f"{ours[0].key}_py_rss"), ".0f")]
                  + [f"{fmt(r.get(f'{v.key}_compile_cold_s'), '.2f')}/{fmt(r.get(f'{v.key}_compile_warm_s'), '.2f')}" for v in ours]
                  + ["/".join(fmt(r.get(f"{k}_first_ms"), ".0f") for k in keys)])
         lines.append(f"| {r['label']} | {r['batch']} | " + " | ".join(cells) + " |")
@@ -619,8 +645,10 @@ def main():
             f"{HEADING}\n\nMeasured {stamp} on {machine()}; PyTorch {torch_version()} (CPU). {args.threads} threads per runtime; "
             f"one SGD iteration = forward + backward + update (momentum {MOMENTUM}, weight decay {WEIGHT_DECAY}, lr {LEARNING_RATE}) "
             f"on one random batch held in memory; median of {args.iterations} iterations after {1 + args.warmup} untimed ones, "
-            f"best of {args.rounds} interleaved rounds (each runtime in its own process per round). swiftjit: `swiftjit.Solver.step(1)` "
-            f"(the C API's solver); compile = `swiftjit time --backward`'s graph-to-executable time for the same TRAIN net, cold (empty "
+            f"best of {args.rounds} interleaved rounds (each runtime in its own process per round). swiftjit: `swiftjit time --backward "
+            f"--solver` (the arena-planned training net `swiftjit train` runs; whole iterations with the update); its Python solver "
+            f"(`swiftjit.Solver.step(1)`, pycaffe-style, every blob kept) is timed too and checked against PyTorch on the same batch "
+            f"and weights (first losses agree); compile = `swiftjit time --backward`'s graph-to-executable time for the same TRAIN net, cold (empty "
             f"kernel cache) / warm (from it). PyTorch compiles nothing: the last column's first iteration is its setup cost. "
             + ("The AVX2 column is swiftjit with SWIFTJIT_CPU_FEATURES=-avx512f OPENBLAS_CORETYPE=Zen (what an AVX2-only host runs). "
                if args.avx2 else "")
