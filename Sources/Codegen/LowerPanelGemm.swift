@@ -79,6 +79,16 @@ enum PanelGemm {
         }
     }
 
+    /// Writes panels `[M / rows][K][rows]` of the transpose of Caffe's K×M weights (a 1×1
+    /// convolution's O×C weights as the C×O matrix of its backward-data product).
+    static func packTransposed(_ w: UnsafeBufferPointer<Float>, outputs m: Int, inputs k: Int, rows: Int, into panels: UnsafeMutablePointer<Float>) {
+        for panel in 0..<(m / rows) {
+            for kk in 0..<k {
+                for r in 0..<rows { panels[(panel * k + kk) * rows + r] = w[kk * m + panel * rows + r] }
+            }
+        }
+    }
+
     /// Whole tiles of `tile` per task chunk for K input channels.
     static func chunkTiles(inputs k: Int, tile: Tile) -> Int { max(1, chunkBytes / (k * tile.columns * MemoryLayout<Float>.size)) }
 }
@@ -127,7 +137,7 @@ extension Lowering {
     /// `input`, their M×N products consecutive in `output`), by `PanelGemm`; matrix `i` is group
     /// `i % groups`, whose M×K weights and M biases are the group's. With `accumulate`,
     /// `activation((y + W · x) + bias)`.
-    private mutating func emitPanelGemm(_ node: Node, matrices n: Int, groups: Int, inputs k: Int, outputs m: Int, spatial: Int,
+    mutating func emitPanelGemm(_ node: Node, matrices n: Int, groups: Int, inputs k: Int, outputs m: Int, spatial: Int,
                                         input: Operand, output: Operand, panels: Operand, bias: Operand?, accumulate: Bool) throws {
         let tileShape = panelTile
         let (rows, lanes, tileColumns) = (tileShape.rows, tileShape.lanes, tileShape.columns)

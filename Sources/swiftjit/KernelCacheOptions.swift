@@ -42,7 +42,11 @@ struct KernelCacheOptions: ParsableArguments {
     /// The compile line for a training net, which has no per-phase breakdown.
     func report(seconds: Double, _ kernels: KernelStatistics) -> String {
         warn(kernels)
-        let lines = [String(format: "compile: %.3f s (graph → executable; %@)", seconds, kernels.summary), cacheLine] + slowestLines(kernels)
+        let k = kernels
+        let lines = [String(format: "compile: %.3f s (graph → executable; %@)", seconds, k.summary),
+                     String(format: "  kernels: IR %.3f s, cache reads %.3f s, optimize %.3f s + codegen %.3f s CPU on %d thread%@, link %.3f s",
+                            k.generateSeconds, k.loadSeconds, k.optimizeSeconds, k.codegenSeconds, k.threads, k.threads == 1 ? "" : "s", k.linkSeconds),
+                     cacheLine] + slowestLines(k)
         return lines.joined(separator: "\n")
     }
 

@@ -12,9 +12,11 @@ struct GoldenTrainingRunTests {
     static let cases = ["adadelta", "adagrad", "adam", "nesterov", "rmsprop", "sgd", "sgd_iter_size2", "sgd_l1",
                         "sgd_lr_exp", "sgd_lr_inv", "sgd_plain", "sgd_test"]
 
-    /// A writable copy of a case (snapshots are written beside the solver), with the data linked.
+    /// A writable copy of a case (snapshots are written beside the solver), with the data linked: a
+    /// folder of its own per call, since suites running in parallel copy the same case.
     static func workspace(_ name: String) throws -> URL {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-golden-train-\(getpid())-\(name)")
+        let unique = UUID().uuidString.prefix(8)
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-golden-train-\(getpid())-\(name)-\(unique)")
         try? FileManager.default.removeItem(at: root)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let folder = root.appendingPathComponent(name)

@@ -165,6 +165,9 @@ extension TrainingLowering {
             guard wantsWeights || wantsInput else { continue }
             let x = data(input)
             let dx = wantsInput ? bottomDiff(node, i) : nil
+            // A 1×1 convolution's input diff is the product Wᵀ · dy per image: the panel GEMM over the
+            // batch (the transposed weights packed before each backward), like its forward.
+            let pointwiseData = dx != nil && g.isPointwise && g.group == 1 && base.usesPanelGemm(g, inputs: o, outputs: c)
             let threads = n > 1 ? base.threads : 1
             let columns = layout.isPointwise ? nil : base.scratch(node, "columns", count: layout.columnCount * threads)
             // Per-thread weight gradients, when images run on several threads at once.
@@ -183,7 +186,7 @@ extension TrainingLowering {
                                                 diff: partials.map { Operand($0) } ?? weights.diff,
                                                 perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
                 }
-                if let dx {
+                if let dx, !pointwiseData {
                     var gemm = GemmStep(m: kernelDim, n: spatial, k: perGroup, a: weights.data, lda: kernelDim,
                                         b: dy, ldb: spatial, c: columns.map { Operand($0) } ?? dx, ldc: spatial)
                     gemm.transA = true
@@ -192,6 +195,14 @@ extension TrainingLowering {
                     lowering.emitGemm(node, gemm)
                     if let columns { try lowering.emitCol2im(node, layout, columns: Operand(columns), image: dx) }
                 }
+            }
+            if pointwiseData, let dx {
+                let rows = base.panelTile.rows
+                let transposed = try base.derivedConstant(node, "transposed weight panels", count: o * c, from: 0, try base.parameterBlobs(node)) { w, target in
+                    PanelGemm.packTransposed(w, outputs: c, inputs: o, rows: rows, into: target)
+                }
+                try base.emitPanelGemm(node, matrices: n, groups: 1, inputs: o, outputs: c, spatial: spatial, input: dy, output: dx,
+                                       panels: Operand(transposed), bias: nil, accumulate: false)
             }
             if let partials {
                 try base.emitKernel(node, "weight.partials.sum t\(threads) n\(weightCount)", operands: [Operand(partials), weights.diff], tasks: weightCount,
