@@ -139,15 +139,18 @@ final class KernelBuilder {
 
     // MARK: Loops
 
-    /// `for i in range { body(i) }` with constant bounds.
-    func loop(_ range: Range<Int>, _ body: (Index) -> Void) {
+    /// `for i in range { body(i) }` with constant bounds. `unrolled: false` keeps the optimizer from
+    /// unrolling it: for an outer loop around inner loops (images around a reduction over a plane),
+    /// whose full unrolling at a constant trip count of 16 or more multiplies the code, and the
+    /// compile time, for no speed.
+    func loop(_ range: Range<Int>, unrolled: Bool = true, _ body: (Index) -> Void) {
         guard !range.isEmpty else { return }
-        loop(from: index(range.lowerBound), to: index(range.upperBound), body)
+        loop(from: index(range.lowerBound), to: index(range.upperBound), unrolled: unrolled, body)
     }
 
     /// `for i in lower..<upper { body(i) }`; runs no iteration when `upper <= lower`.
-    func loop(from lower: Index, to upper: Index, _ body: (Index) -> Void) {
-        _ = loop(from: lower, to: upper, carrying: []) { i, _ in
+    func loop(from lower: Index, to upper: Index, unrolled: Bool = true, _ body: (Index) -> Void) {
+        _ = loop(from: lower, to: upper, carrying: [], unrolled: unrolled) { i, _ in
             body(i)
             return []
         }

@@ -125,7 +125,7 @@ extension TrainingLowering {
             let (dy, db) = (b.operand(0), b.operand(1))
             b.forEachTask { c in
                 let total = b.variable(db[c])
-                b.loop(0..<outer) { n in
+                b.loop(0..<outer, unrolled: false) { n in
                     let sum = b.variable(b.constant(0))
                     b.loop(0..<inner) { s in sum.value = sum.value + dy[(n * channels + c) * inner + s] }
                     total.value = sum.value + total.value

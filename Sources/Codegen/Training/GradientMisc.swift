@@ -33,7 +33,7 @@ extension TrainingLowering {
                 let (topDiff, x, slopeDiff) = (b.operand(0), b.operand(1), b.operand(2))
                 b.forEachTask { group in
                     let total = b.variable(slopeDiff[group])
-                    b.loop(0..<n) { item in
+                    b.loop(0..<n, unrolled: false) { item in
                         b.loop(0..<perGroup) { k in
                             let start = (item * c + group * perGroup + k) * inner
                             b.loop(0..<inner) { i in

@@ -53,14 +53,14 @@ extension TrainingLowering {
                 let (x, storedMean, storedVariance, storedFactor, stats) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
                 b.forEachTask { ch in
                     let total = b.variable(b.constant(0))
-                    b.loop(0..<n) { item in
+                    b.loop(0..<n, unrolled: false) { item in
                         let sum = b.variable(b.constant(0))
                         b.loop(0..<inner) { i in sum.value = sum.value + x[(item * c + ch) * inner + i] }
                         total.value = total.value + sum.value * inverse
                     }
                     let average = total.value
                     let squares = b.variable(b.constant(0))
-                    b.loop(0..<n) { item in
+                    b.loop(0..<n, unrolled: false) { item in
                         let sum = b.variable(b.constant(0))
                         b.loop(0..<inner) { i in
                             let d = x[(item * c + ch) * inner + i] - average
@@ -114,7 +114,7 @@ extension TrainingLowering {
             let (topDiff, y, sums) = (b.operand(0), b.operand(1), b.operand(2))
             b.forEachTask { ch in
                 let product = b.variable(b.constant(0)), plain = b.variable(b.constant(0))
-                b.loop(0..<n) { item in
+                b.loop(0..<n, unrolled: false) { item in
                     let p = b.variable(b.constant(0)), s = b.variable(b.constant(0))
                     b.loop(0..<inner) { i in
                         let at = (item * c + ch) * inner + i
@@ -176,7 +176,7 @@ extension TrainingLowering {
                 let (topDiff, x, result) = (b.operand(0), b.operand(1), b.operand(2))
                 b.forEachTask { ch in
                     let total = b.variable(accumulate ? result[ch] : b.constant(0))
-                    b.loop(0..<outer) { o in
+                    b.loop(0..<outer, unrolled: false) { o in
                         let sum = b.variable(b.constant(0))
                         b.loop(0..<inner) { i in
                             let at = (o * channels + ch) * inner + i
