@@ -192,6 +192,9 @@ public final class NetCompiler: @unchecked Sendable {
         case .infogainLoss: try lowering.lowerInfogainForward(node)
         case .contrastiveLoss: try lowering.lowerContrastiveForward(node)
         case .accuracy: try lowering.lowerAccuracy(node)
+        case .permute: try lowering.lowerPermute(node)
+        case .priorBox: try lowering.lowerPriorBox(node)
+        case .normalize: try lowering.lowerNormalize(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)
