@@ -97,4 +97,23 @@ extension Lowering {
             }
         }
     }
+
+    /// Upsample (SegNet): each N×C plane of the top is zeroed, then every value is written at the
+    /// flat position its mask names (`top[int(mask[i])] = x[i]`, later values winning). Caffe
+    /// aborts on a position outside the plane; the kernel skips it, so it never writes out of bounds.
+    mutating func lowerUpsample(_ node: Node) throws {
+        let dims = shape(node.inputs[0]), outDims = shape(node.outputs[0])
+        let planes = dims[0] * dims[1], inner = dims[2] * dims[3], outer = outDims[2] * outDims[3]
+        let operands = [Operand(buffer(node.inputs[0])), Operand(buffer(node.inputs[1])), Operand(buffer(node.outputs[0]))]
+        try emitKernel(node, "upsample i\(inner) o\(outer)", operands: operands, tasks: planes, work: planes * (inner + outer)) { b in
+            let (x, mask, y) = (b.operand(0), b.operand(1), b.operand(2))
+            b.forEachTask { plane in
+                b.loop(0..<outer) { i in y[plane * outer + i] = b.constant(0) }
+                b.loop(0..<inner) { i in
+                    let index = b.int(mask[plane * inner + i])
+                    b.when(index >= 0 && index < outer) { y[plane * outer + index] = x[plane * inner + i] }
+                }
+            }
+        }
+    }
 }

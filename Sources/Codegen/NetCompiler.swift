@@ -195,6 +195,7 @@ public final class NetCompiler: @unchecked Sendable {
         case .permute: try lowering.lowerPermute(node)
         case .priorBox: try lowering.lowerPriorBox(node)
         case .normalize: try lowering.lowerNormalize(node)
+        case .upsample: try lowering.lowerUpsample(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

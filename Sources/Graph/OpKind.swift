@@ -29,6 +29,8 @@ public enum OpKind: String, CaseIterable, Sendable {
     // Detection (SSD: weiliu89/caffe, branch ssd)
     case permute = "Permute", priorBox = "PriorBox", detectionOutput = "DetectionOutput"
     case annotatedData = "AnnotatedData", multiBoxLoss = "MultiBoxLoss", detectionEvaluate = "DetectionEvaluate"
+    // Segmentation (SegNet: alexgkendall/caffe-segnet)
+    case upsample = "Upsample"
     // Recurrent
     case lstm = "LSTM", rnn = "RNN", lstmUnit = "LSTMUnit"
     // Losses and metrics

@@ -88,6 +88,58 @@ extension ShapeInference {
     }
 }
 
+extension ShapeInference {
+    /// Upsample (SegNet's `UpsampleLayer::Reshape`): values and mask both N×C×H×W with the same
+    /// shape; the output is N×C×`UpsampleGeometry.size`.
+    static func upsample(_ c: ShapeContext) throws -> LayerSignature {
+        let (values, mask) = (c.inputs[0], c.inputs[1])
+        guard values.rank == 4, mask.rank == 4 else {
+            throw Diagnostic("Upsample needs 4-D values and a 4-D pooling mask, got \(c.shapeText(0)) and \(c.shapeText(1))")
+        }
+        guard values.isCompatible(with: mask) else {
+            throw Diagnostic("Upsample's values \(c.shapeText(0)) and mask \(c.shapeText(1)) must have the same shape",
+                             hint: "the mask is the second top of the MAX Pooling layer that made the values")
+        }
+        let geometry = try UpsampleGeometry(c.layer.upsampleParam)
+        let (height, width) = geometry.size(height: values[2], width: values[3])
+        return LayerSignature(outputs: [TensorShape([values[0], values[1], height, width])])
+    }
+}
+
+/// Upsample's output size: `upsample_h × upsample_w` (each > 1), else the deprecated
+/// `scale` (or `scale_h`/`scale_w`, each > 1) times the input, minus 1 where `pad_out_h`/`pad_out_w`
+/// is set (scale 2 only), with SegNet's `LayerSetUp` checks.
+public struct UpsampleGeometry: Sendable {
+    public var exact: (height: Int, width: Int)?
+    public var scale: (height: Int, width: Int)
+    public var padOut: (height: Bool, width: Bool)
+
+    public init(_ p: Caffe_UpsampleParameter) throws {
+        let exactGiven = p.hasUpsampleH && p.hasUpsampleW
+        guard exactGiven || (!p.hasScale && p.hasScaleH && p.hasScaleW) || (!p.hasScaleH && !p.hasScaleW) else {
+            throw Diagnostic("Upsample needs upsample_h and upsample_w, or (deprecated) scale, or scale_h and scale_w")
+        }
+        scale = p.hasScaleH ? (Int(p.scaleH), Int(p.scaleW)) : (Int(p.scale), Int(p.scale))
+        padOut = (p.padOutH, p.padOutW)
+        if exactGiven {
+            guard p.upsampleH > 1, p.upsampleW > 1 else { throw Diagnostic("Upsample upsample_h and upsample_w must be greater than 1") }
+            exact = (Int(p.upsampleH), Int(p.upsampleW))
+            return
+        }
+        guard scale.height > 1, scale.width > 1 else { throw Diagnostic("Upsample scales must be greater than 1, got \(scale)") }
+        guard !padOut.height || scale.height == 2, !padOut.width || scale.width == 2 else {
+            throw Diagnostic("Upsample pad_out_h/pad_out_w need a scale of 2 on that axis", hint: "give upsample_h and upsample_w instead")
+        }
+    }
+
+    public func size(height: Int, width: Int) -> (height: Int, width: Int) {
+        if let exact { return exact }
+        let unknown = TensorShape.unknown
+        return (height == unknown ? unknown : height * scale.height - (padOut.height ? 1 : 0),
+                width == unknown ? unknown : width * scale.width - (padOut.width ? 1 : 0))
+    }
+}
+
 /// A required field's diagnostic, worded once for the detection layers.
 enum DetectionDiagnostics {
     static func required(_ field: String, layer: String) -> Diagnostic {

@@ -109,6 +109,7 @@ public enum ShapeInference {
         case .annotatedData: return try annotatedData(c)
         case .multiBoxLoss: return try multiBoxLoss(c)
         case .detectionEvaluate: return try detectionEvaluate(c)
+        case .upsample: return try upsample(c)
         case .python:
             throw Diagnostic("a Python layer's top shapes come from the code implementing it",
                              hint: "build the net through the C API or LayerwiseNet with a layer function")
@@ -123,6 +124,7 @@ public enum ShapeInference {
         switch kind {
         case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .parameter, .annotatedData: return 0...0
         case .priorBox: return 1...2
+        case .upsample: return 2...2  // values, pooling mask
         case .detectionOutput: return 3...3  // loc, conf, priors
         case .multiBoxLoss, .detectionEvaluate: return kind == .multiBoxLoss ? 4...4 : 2...2
         case .convolution, .deconvolution, .split, .silence, .hdf5Output, .l2Norm: return 1...Int.max

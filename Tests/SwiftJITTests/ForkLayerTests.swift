@@ -137,6 +137,43 @@ struct ForkLayerTests {
         }
     }
 
+    // MARK: Upsample (SegNet)
+
+    @Test("Upsample scatters MAX pooling's values back to the positions its mask names (SegNet), with upsample_h/w, scale and pad_out sizes")
+    func upsample() throws {
+        let model = try Self.model("""
+            layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 9 dim: 10 } } }
+            layer { name: "pool" type: "Pooling" bottom: "x" top: "pooled" top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+            layer { name: "up" type: "Upsample" bottom: "pooled" bottom: "mask" top: "up" upsample_param { upsample_h: 9 upsample_w: 10 } }
+            layer { name: "up_scale" type: "Upsample" bottom: "pooled" bottom: "mask" top: "up_scale" upsample_param { scale: 2 pad_out_h: true } }
+            """)
+        let x = Self.values(2 * 3 * 9 * 10, seed: 8)
+        let blobs = try model.forward(["x": NDArray(shape: [2, 3, 9, 10], data: x)], blobs: .all)
+        let pooled = try #require(blobs["pooled"]), mask = try #require(blobs["mask"])
+        #expect(pooled.shape == [2, 3, 5, 5])
+        for (name, width) in [("up", 10)] {
+            let up = try #require(blobs[name])
+            #expect(up.shape == [2, 3, 9, width])
+            var expected = [Float](repeating: 0, count: 2 * 3 * 9 * width)
+            for plane in 0..<6 { for i in 0..<25 { expected[plane * 9 * width + Int(mask.data[plane * 25 + i])] = pooled.data[plane * 25 + i] } }
+            #expect(up.data == expected)
+            // Every pooled maximum lands where it came from.
+            #expect(zip(up.data, x).allSatisfy { $0.0 == 0 || $0.0 == $0.1 })
+        }
+        #expect(blobs["up_scale"]?.shape == [2, 3, 9, 10])
+        #expect(blobs["up_scale"]?.data == blobs["up"]?.data)
+        do {
+            _ = try Self.model("""
+                layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+                layer { name: "m" type: "Input" top: "m" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 3 } } }
+                layer { name: "up" type: "Upsample" bottom: "x" bottom: "m" top: "up" upsample_param { scale: 2 } }
+                """)
+            Issue.record("values and mask of different shapes must be refused")
+        } catch {
+            #expect("\(error)".contains("must have the same shape"), "\(error)")
+        }
+    }
+
     // MARK: Loss layers in run
 
     static let lossNet = """

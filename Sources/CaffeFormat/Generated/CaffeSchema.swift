@@ -189,6 +189,7 @@ extension ProtoSchema {
                 .init("norm_param", 206, .message("caffe.NormalizeParameter")),
                 .init("roi_pooling_param", 8266711, .message("caffe.ROIPoolingParameter")),
                 .init("smooth_l1_loss_param", 8266712, .message("caffe.SmoothL1LossParameter")),
+                .init("upsample_param", 5137, .message("caffe.UpsampleParameter")),
             ]),
             .init("caffe.TransformationParameter", [
                 .init("scale", 1, .float),
@@ -739,6 +740,15 @@ extension ProtoSchema {
             .init("caffe.ExpansionParameter", [
                 .init("prob", 1, .float),
                 .init("max_expand_ratio", 2, .float),
+            ]),
+            .init("caffe.UpsampleParameter", [
+                .init("scale", 1, .uint32),
+                .init("scale_h", 2, .uint32),
+                .init("scale_w", 3, .uint32),
+                .init("pad_out_h", 4, .bool),
+                .init("pad_out_w", 5, .bool),
+                .init("upsample_h", 6, .uint32),
+                .init("upsample_w", 7, .uint32),
             ]),
         ],
         enums: [

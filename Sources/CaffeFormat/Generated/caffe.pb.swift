@@ -1594,6 +1594,18 @@ public nonisolated struct Caffe_LayerParameter: @unchecked Sendable {
   /// Clears the value of `smoothL1LossParam`. Subsequent reads from it will return its default value.
   public mutating func clearSmoothL1LossParam() {_uniqueStorage()._smoothL1LossParam = nil}
 
+  /// SegNet (alexgkendall/caffe-segnet) numbers its upsample_param 137, which BVLC gave
+  /// embed_param; it lives at 5137 here (prototxts name fields; a SegNet caffemodel's layer
+  /// settings are not read as a net).
+  public var upsampleParam: Caffe_UpsampleParameter {
+    get {_storage._upsampleParam ?? Caffe_UpsampleParameter()}
+    set {_uniqueStorage()._upsampleParam = newValue}
+  }
+  /// Returns true if `upsampleParam` has been explicitly set.
+  public var hasUpsampleParam: Bool {_storage._upsampleParam != nil}
+  /// Clears the value of `upsampleParam`. Subsequent reads from it will return its default value.
+  public mutating func clearUpsampleParam() {_uniqueStorage()._upsampleParam = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -6554,6 +6566,90 @@ public nonisolated struct Caffe_ExpansionParameter: Sendable {
   fileprivate var _maxExpandRatio: Float? = nil
 }
 
+/// Upsample layer (SegNet, alexgkendall/caffe-segnet): scatters each value to the position its
+/// pooling mask names. The output size is upsample_h × upsample_w, else (deprecated) the input
+/// size times scale (scale_h/scale_w), minus one where pad_out_h/pad_out_w is set (scale 2 only).
+public nonisolated struct Caffe_UpsampleParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var scale: UInt32 {
+    get {_scale ?? 2}
+    set {_scale = newValue}
+  }
+  /// Returns true if `scale` has been explicitly set.
+  public var hasScale: Bool {self._scale != nil}
+  /// Clears the value of `scale`. Subsequent reads from it will return its default value.
+  public mutating func clearScale() {self._scale = nil}
+
+  public var scaleH: UInt32 {
+    get {_scaleH ?? 0}
+    set {_scaleH = newValue}
+  }
+  /// Returns true if `scaleH` has been explicitly set.
+  public var hasScaleH: Bool {self._scaleH != nil}
+  /// Clears the value of `scaleH`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleH() {self._scaleH = nil}
+
+  public var scaleW: UInt32 {
+    get {_scaleW ?? 0}
+    set {_scaleW = newValue}
+  }
+  /// Returns true if `scaleW` has been explicitly set.
+  public var hasScaleW: Bool {self._scaleW != nil}
+  /// Clears the value of `scaleW`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleW() {self._scaleW = nil}
+
+  public var padOutH: Bool {
+    get {_padOutH ?? false}
+    set {_padOutH = newValue}
+  }
+  /// Returns true if `padOutH` has been explicitly set.
+  public var hasPadOutH: Bool {self._padOutH != nil}
+  /// Clears the value of `padOutH`. Subsequent reads from it will return its default value.
+  public mutating func clearPadOutH() {self._padOutH = nil}
+
+  public var padOutW: Bool {
+    get {_padOutW ?? false}
+    set {_padOutW = newValue}
+  }
+  /// Returns true if `padOutW` has been explicitly set.
+  public var hasPadOutW: Bool {self._padOutW != nil}
+  /// Clears the value of `padOutW`. Subsequent reads from it will return its default value.
+  public mutating func clearPadOutW() {self._padOutW = nil}
+
+  public var upsampleH: UInt32 {
+    get {_upsampleH ?? 0}
+    set {_upsampleH = newValue}
+  }
+  /// Returns true if `upsampleH` has been explicitly set.
+  public var hasUpsampleH: Bool {self._upsampleH != nil}
+  /// Clears the value of `upsampleH`. Subsequent reads from it will return its default value.
+  public mutating func clearUpsampleH() {self._upsampleH = nil}
+
+  public var upsampleW: UInt32 {
+    get {_upsampleW ?? 0}
+    set {_upsampleW = newValue}
+  }
+  /// Returns true if `upsampleW` has been explicitly set.
+  public var hasUpsampleW: Bool {self._upsampleW != nil}
+  /// Clears the value of `upsampleW`. Subsequent reads from it will return its default value.
+  public mutating func clearUpsampleW() {self._upsampleW = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scale: UInt32? = nil
+  fileprivate var _scaleH: UInt32? = nil
+  fileprivate var _scaleW: UInt32? = nil
+  fileprivate var _padOutH: Bool? = nil
+  fileprivate var _padOutW: Bool? = nil
+  fileprivate var _upsampleH: UInt32? = nil
+  fileprivate var _upsampleW: UInt32? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caffe"
@@ -7492,7 +7588,7 @@ nonisolated extension Caffe_ParamSpec.DimCheckMode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LayerParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}4annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}ILb\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}4annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}F\u{7f}`\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
 
   fileprivate class _StorageClass {
     var _name: String? = nil
@@ -7564,6 +7660,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
     var _normParam: Caffe_NormalizeParameter? = nil
     var _roiPoolingParam: Caffe_ROIPoolingParameter? = nil
     var _smoothL1LossParam: Caffe_SmoothL1LossParameter? = nil
+    var _upsampleParam: Caffe_UpsampleParameter? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -7643,6 +7740,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       _normParam = source._normParam
       _roiPoolingParam = source._roiPoolingParam
       _smoothL1LossParam = source._smoothL1LossParam
+      _upsampleParam = source._upsampleParam
     }
   }
 
@@ -7735,6 +7833,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         case 204: try { try decoder.decodeSingularMessageField(value: &_storage._detectionOutputParam) }()
         case 205: try { try decoder.decodeSingularMessageField(value: &_storage._detectionEvaluateParam) }()
         case 206: try { try decoder.decodeSingularMessageField(value: &_storage._normParam) }()
+        case 5137: try { try decoder.decodeSingularMessageField(value: &_storage._upsampleParam) }()
         case 8266711: try { try decoder.decodeSingularMessageField(value: &_storage._roiPoolingParam) }()
         case 8266712: try { try decoder.decodeSingularMessageField(value: &_storage._smoothL1LossParam) }()
         default: break
@@ -7950,6 +8049,9 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._normParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 206)
       } }()
+      try { if let v = _storage._upsampleParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5137)
+      } }()
       try { if let v = _storage._roiPoolingParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 8266711)
       } }()
@@ -8034,6 +8136,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._normParam != rhs_storage._normParam {return false}
         if _storage._roiPoolingParam != rhs_storage._roiPoolingParam {return false}
         if _storage._smoothL1LossParam != rhs_storage._smoothL1LossParam {return false}
+        if _storage._upsampleParam != rhs_storage._upsampleParam {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -12927,6 +13030,70 @@ nonisolated extension Caffe_ExpansionParameter: SwiftProtobuf.Message, SwiftProt
   public static func ==(lhs: Caffe_ExpansionParameter, rhs: Caffe_ExpansionParameter) -> Bool {
     if lhs._prob != rhs._prob {return false}
     if lhs._maxExpandRatio != rhs._maxExpandRatio {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_UpsampleParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpsampleParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scale\0\u{3}scale_h\0\u{3}scale_w\0\u{3}pad_out_h\0\u{3}pad_out_w\0\u{3}upsample_h\0\u{3}upsample_w\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._scale) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self._scaleH) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._scaleW) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._padOutH) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self._padOutW) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._upsampleH) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self._upsampleW) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._scale {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._scaleH {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._scaleW {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._padOutH {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._padOutW {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._upsampleH {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._upsampleW {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_UpsampleParameter, rhs: Caffe_UpsampleParameter) -> Bool {
+    if lhs._scale != rhs._scale {return false}
+    if lhs._scaleH != rhs._scaleH {return false}
+    if lhs._scaleW != rhs._scaleW {return false}
+    if lhs._padOutH != rhs._padOutH {return false}
+    if lhs._padOutW != rhs._padOutW {return false}
+    if lhs._upsampleH != rhs._upsampleH {return false}
+    if lhs._upsampleW != rhs._upsampleW {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -30,6 +30,7 @@ extension TrainingLowering {
         case .roiPooling: try lowerROIPoolingForward(node)
         case .lstmUnit: try base.lowerLSTMUnit(node)
         case .lstm, .rnn: try base.lowerRecurrent(node, savesOutput: true)
+        case .upsample: try base.lowerUpsample(node)
         default: return false
         }
         return true
@@ -65,6 +66,7 @@ extension TrainingLowering {
         case .roiPooling: try lowerROIPoolingBackward(node)
         case .lstmUnit: try lowerLSTMUnitBackward(node)
         case .lstm, .rnn: try lowerRecurrentBackward(node)
+        case .upsample: try lowerUpsampleBackward(node)
         default: return false
         }
         return true
