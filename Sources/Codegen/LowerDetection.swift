@@ -116,4 +116,33 @@ extension Lowering {
             }
         }
     }
+
+    /// Reorg (YOLOv2, darknet's `reorg_cpu` as the Caffe forks call it with the bottom's W, H, C):
+    /// for every bottom position (b, k, j, i), `P = i + W(j + H(k + C·b))` and
+    /// `Q = w2 + W·s(h2 + H·s(c2 + C/s²·b))` with `c2 = k mod C/s²`, `o = k div C/s²`,
+    /// `w2 = i·s + o mod s`, `h2 = j·s + o div s`; the top gets `top[P] = bottom[Q]`
+    /// (`top[Q] = bottom[P]` with `reverse`). One task per (image, channel).
+    mutating func lowerReorg(_ node: Node) throws {
+        let p = node.layer.reorgParam
+        let dims = shape(node.inputs[0])
+        let (n, c, h, w, s) = (dims[0], dims[1], dims[2], dims[3], Int(p.stride))
+        let groups = c / (s * s)
+        guard groups > 0 else { throw unsupported(node, "darknet's reorg needs at least stride² (\(s * s)) channels, got \(c)") }
+        let operands = [Operand(buffer(node.inputs[0])), Operand(buffer(node.outputs[0]))]
+        try emitKernel(node, "reorg c\(c) h\(h) w\(w) s\(s) reverse=\(p.reverse)", operands: operands, tasks: n * c, work: n * c * h * w) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { task in
+                let image = task / c, k = task % c
+                let c2 = k % groups, o = k / groups
+                b.loop(0..<h) { j in
+                    b.loop(0..<w) { i in
+                        let flat = task * (h * w) + j * w + i
+                        let w2 = i * s + o % s, h2 = j * s + o / s
+                        let other = w2 + (h2 + (c2 + image * groups) * (h * s)) * (w * s)
+                        if p.reverse { y[other] = x[flat] } else { y[flat] = x[other] }
+                    }
+                }
+            }
+        }
+    }
 }

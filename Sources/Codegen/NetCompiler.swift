@@ -196,6 +196,7 @@ public final class NetCompiler: @unchecked Sendable {
         case .priorBox: try lowering.lowerPriorBox(node)
         case .normalize: try lowering.lowerNormalize(node)
         case .upsample: try lowering.lowerUpsample(node)
+        case .reorg: try lowering.lowerReorg(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

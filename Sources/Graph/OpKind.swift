@@ -31,6 +31,8 @@ public enum OpKind: String, CaseIterable, Sendable {
     case annotatedData = "AnnotatedData", multiBoxLoss = "MultiBoxLoss", detectionEvaluate = "DetectionEvaluate"
     // Segmentation (SegNet: alexgkendall/caffe-segnet)
     case upsample = "Upsample"
+    // YOLOv2 (Intel Caffe)
+    case reorg = "Reorg"
     // Recurrent
     case lstm = "LSTM", rnn = "RNN", lstmUnit = "LSTMUnit"
     // Losses and metrics

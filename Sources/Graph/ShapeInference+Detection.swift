@@ -106,6 +106,26 @@ extension ShapeInference {
     }
 }
 
+extension ShapeInference {
+    /// Reorg (YOLOv2): N×C×H×W → N×C·s²×H/s×W/s, or with `reverse` N×C/s²×H·s×W·s; the stride is
+    /// required and must divide H and W (or C by s²), as the forks' `Reshape` checks.
+    static func reorg(_ c: ShapeContext) throws -> LayerSignature {
+        let p = c.layer.reorgParam, input = c.inputs[0]
+        guard p.hasStride, p.stride > 0 else { throw Diagnostic("Reorg needs reorg_param { stride } (YOLOv2 uses 2)") }
+        guard input.rank == 4 else { throw Diagnostic("Reorg needs an N×C×H×W input, got \(c.shapeText(0))") }
+        guard input.isFullyKnown else { return LayerSignature(outputs: [TensorShape([input[0], TensorShape.unknown, TensorShape.unknown, TensorShape.unknown])]) }
+        let s = Int(p.stride)
+        if p.reverse {
+            guard input[1] % (s * s) == 0 else { throw Diagnostic("Reorg with reverse needs channels divisible by stride² (\(s * s)), got \(c.shapeText(0))") }
+            return LayerSignature(outputs: [TensorShape([input[0], input[1] / (s * s), input[2] * s, input[3] * s])])
+        }
+        guard input[2] % s == 0, input[3] % s == 0 else {
+            throw Diagnostic("Reorg's stride \(s) must divide the height and width of \(c.shapeText(0))")
+        }
+        return LayerSignature(outputs: [TensorShape([input[0], input[1] * s * s, input[2] / s, input[3] / s])])
+    }
+}
+
 /// Upsample's output size: `upsample_h × upsample_w` (each > 1), else the deprecated
 /// `scale` (or `scale_h`/`scale_w`, each > 1) times the input, minus 1 where `pad_out_h`/`pad_out_w`
 /// is set (scale 2 only), with SegNet's `LayerSetUp` checks.

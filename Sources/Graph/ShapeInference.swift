@@ -110,6 +110,7 @@ public enum ShapeInference {
         case .multiBoxLoss: return try multiBoxLoss(c)
         case .detectionEvaluate: return try detectionEvaluate(c)
         case .upsample: return try upsample(c)
+        case .reorg: return try reorg(c)
         case .python:
             throw Diagnostic("a Python layer's top shapes come from the code implementing it",
                              hint: "build the net through the C API or LayerwiseNet with a layer function")

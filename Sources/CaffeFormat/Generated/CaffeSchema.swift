@@ -190,6 +190,7 @@ extension ProtoSchema {
                 .init("roi_pooling_param", 8266711, .message("caffe.ROIPoolingParameter")),
                 .init("smooth_l1_loss_param", 8266712, .message("caffe.SmoothL1LossParameter")),
                 .init("upsample_param", 5137, .message("caffe.UpsampleParameter")),
+                .init("reorg_param", 159, .message("caffe.ReorgParameter")),
             ]),
             .init("caffe.TransformationParameter", [
                 .init("scale", 1, .float),
@@ -749,6 +750,10 @@ extension ProtoSchema {
                 .init("pad_out_w", 5, .bool),
                 .init("upsample_h", 6, .uint32),
                 .init("upsample_w", 7, .uint32),
+            ]),
+            .init("caffe.ReorgParameter", [
+                .init("stride", 1, .uint32),
+                .init("reverse", 2, .bool),
             ]),
         ],
         enums: [

@@ -1606,6 +1606,16 @@ public nonisolated struct Caffe_LayerParameter: @unchecked Sendable {
   /// Clears the value of `upsampleParam`. Subsequent reads from it will return its default value.
   public mutating func clearUpsampleParam() {_uniqueStorage()._upsampleParam = nil}
 
+  /// YOLOv2 (Intel Caffe)
+  public var reorgParam: Caffe_ReorgParameter {
+    get {_storage._reorgParam ?? Caffe_ReorgParameter()}
+    set {_uniqueStorage()._reorgParam = newValue}
+  }
+  /// Returns true if `reorgParam` has been explicitly set.
+  public var hasReorgParam: Bool {_storage._reorgParam != nil}
+  /// Clears the value of `reorgParam`. Subsequent reads from it will return its default value.
+  public mutating func clearReorgParam() {_uniqueStorage()._reorgParam = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -6650,6 +6660,39 @@ public nonisolated struct Caffe_UpsampleParameter: Sendable {
   fileprivate var _upsampleW: UInt32? = nil
 }
 
+/// Reorg layer (YOLOv2's passthrough, Intel Caffe's numbering): darknet's reorg, which moves each
+/// stride × stride block of positions into channels (reverse: back out of them).
+public nonisolated struct Caffe_ReorgParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var stride: UInt32 {
+    get {_stride ?? 0}
+    set {_stride = newValue}
+  }
+  /// Returns true if `stride` has been explicitly set.
+  public var hasStride: Bool {self._stride != nil}
+  /// Clears the value of `stride`. Subsequent reads from it will return its default value.
+  public mutating func clearStride() {self._stride = nil}
+
+  public var reverse: Bool {
+    get {_reverse ?? false}
+    set {_reverse = newValue}
+  }
+  /// Returns true if `reverse` has been explicitly set.
+  public var hasReverse: Bool {self._reverse != nil}
+  /// Clears the value of `reverse`. Subsequent reads from it will return its default value.
+  public mutating func clearReverse() {self._reverse = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _stride: UInt32? = nil
+  fileprivate var _reverse: Bool? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caffe"
@@ -7588,7 +7631,7 @@ nonisolated extension Caffe_ParamSpec.DimCheckMode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LayerParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}4annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}F\u{7f}`\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}\u{b}reorg_param\0\u{4})annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}F\u{7f}`\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
 
   fileprivate class _StorageClass {
     var _name: String? = nil
@@ -7661,6 +7704,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
     var _roiPoolingParam: Caffe_ROIPoolingParameter? = nil
     var _smoothL1LossParam: Caffe_SmoothL1LossParameter? = nil
     var _upsampleParam: Caffe_UpsampleParameter? = nil
+    var _reorgParam: Caffe_ReorgParameter? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -7741,6 +7785,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       _roiPoolingParam = source._roiPoolingParam
       _smoothL1LossParam = source._smoothL1LossParam
       _upsampleParam = source._upsampleParam
+      _reorgParam = source._reorgParam
     }
   }
 
@@ -7826,6 +7871,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         case 146: try { try decoder.decodeSingularMessageField(value: &_storage._recurrentParam) }()
         case 147: try { try decoder.decodeSingularMessageField(value: &_storage._swishParam) }()
         case 148: try { try decoder.decodeSingularMessageField(value: &_storage._clipParam) }()
+        case 159: try { try decoder.decodeSingularMessageField(value: &_storage._reorgParam) }()
         case 200: try { try decoder.decodeSingularMessageField(value: &_storage._annotatedDataParam) }()
         case 201: try { try decoder.decodeSingularMessageField(value: &_storage._multiboxLossParam) }()
         case 202: try { try decoder.decodeSingularMessageField(value: &_storage._permuteParam) }()
@@ -8028,6 +8074,9 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._clipParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 148)
       } }()
+      try { if let v = _storage._reorgParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 159)
+      } }()
       try { if let v = _storage._annotatedDataParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 200)
       } }()
@@ -8137,6 +8186,7 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._roiPoolingParam != rhs_storage._roiPoolingParam {return false}
         if _storage._smoothL1LossParam != rhs_storage._smoothL1LossParam {return false}
         if _storage._upsampleParam != rhs_storage._upsampleParam {return false}
+        if _storage._reorgParam != rhs_storage._reorgParam {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -13094,6 +13144,45 @@ nonisolated extension Caffe_UpsampleParameter: SwiftProtobuf.Message, SwiftProto
     if lhs._padOutW != rhs._padOutW {return false}
     if lhs._upsampleH != rhs._upsampleH {return false}
     if lhs._upsampleW != rhs._upsampleW {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_ReorgParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReorgParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stride\0\u{1}reverse\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._stride) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._reverse) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._stride {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._reverse {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_ReorgParameter, rhs: Caffe_ReorgParameter) -> Bool {
+    if lhs._stride != rhs._stride {return false}
+    if lhs._reverse != rhs._reverse {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
