@@ -31,6 +31,8 @@ extension Lowering {
                 throw unsupported(node, "TRAIN-phase dropout draws masks from Caffe's random generator",
                                   hint: "compile the net for the TEST phase, where Dropout is the identity")
             }
+            let scale = layer.dropoutParam.testScale
+            if scale != 1 { return UnaryFunction(signature: "scale \(scale.bitPattern)") { _, x in x * scale } }
             return UnaryFunction(signature: "identity") { _, x in x }
         case .power:
             let p = layer.powerParam

@@ -18,8 +18,8 @@ extension Lowering {
     mutating func lowerPooling(_ node: Node) throws {
         let p = node.layer.poolingParam
         let input = node.inputs[0], dims = shape(input)
-        guard dims.count == 4 else { throw unsupported(node, "only 2-D pooling over N×C×H×W blobs is lowered so far, got \(dims)") }
         let g = try PoolingGeometry(p, input: graph.values[input].shape)
+        guard dims.count == 4 else { return try lowerPoolingND(node, g) }
         let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
         let outDims = shape(node.outputs[0])
         let (oh, ow) = (outDims[2], outDims[3])
@@ -96,6 +96,41 @@ extension Lowering {
         }
     }
 
+    /// Pooling over every spatial axis of an N×C×D₁×…×Dₖ blob (k ≠ 2), with the 2-D kernel's rules
+    /// on each axis (`PoolingWindowND`): MAX keeps the first strict maximum in row-major window
+    /// order (the optional mask top gets its flat index in the plane), AVE divides the sum over the
+    /// window clipped to the blob by the window clipped to `[−pad, D + pad)`. One task per plane.
+    mutating func lowerPoolingND(_ node: Node, _ g: PoolingGeometry) throws {
+        let p = node.layer.poolingParam
+        let input = node.inputs[0], dims = shape(input), outDims = shape(node.outputs[0])
+        guard dims.count >= 3 else { throw unsupported(node, "pooling needs N×C and at least one spatial axis, got \(dims)") }
+        guard p.pool != .stochastic else {
+            throw unsupported(node, "STOCHASTIC pooling has no CPU forward in Caffe either", hint: "use MAX or AVE")
+        }
+        let window = PoolingWindowND(input: Array(dims[2...]), output: Array(outDims[2...]), geometry: g)
+        let planes = dims[0] * dims[1]
+        let withMask = p.pool == .max && node.outputs.count > 1
+        var operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0]))]
+        if withMask { operands.append(Operand(buffer(node.outputs[1]))) }
+        let method = p.pool == .max ? "max" : "ave"
+        try emitKernel(node, "pool.nd.\(method) \(window.signature) mask=\(withMask)", operands: operands, tasks: planes, work: planes * window.work) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            let mask = withMask ? b.operand(2) : nil
+            b.forEachTask { plane in
+                let source = plane * window.inputCount, target = plane * window.outputCount
+                window.overOutputs(b) { starts, at in
+                    if p.pool == .max {
+                        let (best, bestIndex) = window.maximum(b, x, plane: source, starts: starts, index: mask != nil)
+                        y[target + at] = best
+                        if let mask, let bestIndex { mask[target + at] = bestIndex }
+                    } else {
+                        y[target + at] = window.average(b, x, plane: source, starts: starts)
+                    }
+                }
+            }
+        }
+    }
+
     /// The output positions along one axis whose window `[o·stride − pad, o·stride − pad + kernel)`
     /// lies inside `0..<extent`.
     static func interior(count: Int, stride: Int, pad: Int, kernel: Int, extent: Int) -> Range<Int> {
@@ -155,5 +190,86 @@ struct PoolingWindow {
             }
         }
         return sum.value / windowSize
+    }
+}
+
+/// One pooling window over any number of spatial axes, for N-D Pooling's forward and backward: the
+/// window starting at `starts` (padded coordinates, possibly negative) is clipped to the blob for
+/// the values it reads, and to `[−pad, extent + pad)` for AVE's divisor, axis by axis, exactly as
+/// the 2-D `PoolingWindow`. Positions are row-major within one (image, channel) plane.
+struct PoolingWindowND {
+    var input: [Int], output: [Int]
+    var kernel: [Int], stride: [Int], pad: [Int]
+
+    init(input: [Int], output: [Int], geometry g: PoolingGeometry) {
+        self.input = input
+        self.output = output
+        (kernel, stride, pad) = (g.kernel, g.stride, g.pad)
+    }
+
+    var inputCount: Int { input.reduce(1, *) }
+    var outputCount: Int { output.reduce(1, *) }
+    var work: Int { outputCount * kernel.reduce(1, *) }
+    /// Every constant the kernels specialize on, for the kernel cache key.
+    var signature: String {
+        func joined(_ v: [Int]) -> String { v.map(String.init).joined(separator: "x") }
+        return "in\(joined(input)) out\(joined(output)) k\(joined(kernel)) s\(joined(stride)) p\(joined(pad))"
+    }
+
+    /// Row-major strides of the input plane.
+    private var inputStrides: [Int] {
+        var strides = Array(repeating: 1, count: input.count)
+        for axis in Swift.stride(from: input.count - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * input[axis + 1] }
+        return strides
+    }
+
+    /// Emits `body(starts, flat output position)` for every output position of a plane.
+    func overOutputs(_ b: KernelBuilder, _ body: ([Index], Index) -> Void) {
+        func axis(_ d: Int, _ starts: [Index], _ flat: Index) {
+            guard d < output.count else { return body(starts, flat) }
+            b.loop(0..<output[d]) { o in axis(d + 1, starts + [o * stride[d] - pad[d]], flat * output[d] + o) }
+        }
+        axis(0, [], b.index(0))
+    }
+
+    /// Emits `body(flat input position)` over the window clipped to the blob, row-major.
+    func overWindow(_ b: KernelBuilder, starts: [Index], _ body: (Index) -> Void) {
+        let strides = inputStrides
+        func axis(_ d: Int, _ flat: Index) {
+            guard d < input.count else { return body(flat) }
+            let upper = b.min(starts[d] + kernel[d], b.index(input[d]))
+            b.loop(from: b.max(starts[d], b.index(0)), to: upper) { i in axis(d + 1, flat + i * strides[d]) }
+        }
+        axis(0, b.index(0))
+    }
+
+    /// MAX: the first strict maximum from −FLT_MAX; with `index`, its flat position as a float
+    /// (−1 when nothing beat −FLT_MAX).
+    func maximum(_ b: KernelBuilder, _ x: Buffer, plane: Index, starts: [Index], index: Bool) -> (Scalar, Scalar?) {
+        let best = b.variable(b.constant(-Float.greatestFiniteMagnitude))
+        let bestIndex = b.variable(b.constant(-1))
+        overWindow(b, starts: starts) { at in
+            let v = x[plane + at]
+            let better = v > best.value
+            best.value = b.select(better, v, best.value)
+            if index { bestIndex.value = b.select(better, b.float(at), bestIndex.value) }
+        }
+        return (best.value, index ? bestIndex.value : nil)
+    }
+
+    /// AVE's divisor: the window clipped to `[−pad, extent + pad)` on every axis.
+    func divisor(_ b: KernelBuilder, starts: [Index]) -> Scalar {
+        var size = b.index(1)
+        for d in 0..<input.count {
+            size = size * (b.min(starts[d] + kernel[d], b.index(input[d] + pad[d])) - starts[d])
+        }
+        return b.float(size)
+    }
+
+    /// AVE: the sum over the window clipped to the blob, divided by `divisor`.
+    func average(_ b: KernelBuilder, _ x: Buffer, plane: Index, starts: [Index]) -> Scalar {
+        let sum = b.variable(b.constant(0))
+        overWindow(b, starts: starts) { at in sum.value = sum.value + x[plane + at] }
+        return sum.value / divisor(b, starts: starts)
     }
 }

@@ -183,6 +183,20 @@ public final class NetCompiler: @unchecked Sendable {
         case .spp: try lowering.lowerSPP(node)
         case .lstm, .rnn: try lowering.lowerRecurrent(node)
         case .lstmUnit: try lowering.lowerLSTMUnit(node)
+        // Caffe runs losses and Accuracy forward in every phase (the kernels `swiftjit test` runs).
+        case .softmaxWithLoss: try lowering.lowerSoftmaxWithLossForward(node)
+        case .sigmoidCrossEntropyLoss: try lowering.lowerSigmoidCrossEntropyForward(node)
+        case .euclideanLoss: try lowering.lowerEuclideanForward(node)
+        case .hingeLoss: try lowering.lowerHingeForward(node)
+        case .multinomialLogisticLoss: try lowering.lowerMultinomialLogisticForward(node)
+        case .infogainLoss: try lowering.lowerInfogainForward(node)
+        case .contrastiveLoss: try lowering.lowerContrastiveForward(node)
+        case .accuracy: try lowering.lowerAccuracy(node)
+        case .permute: try lowering.lowerPermute(node)
+        case .priorBox: try lowering.lowerPriorBox(node)
+        case .normalize: try lowering.lowerNormalize(node)
+        case .upsample: try lowering.lowerUpsample(node)
+        case .reorg: try lowering.lowerReorg(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

@@ -93,7 +93,9 @@ public struct ConvolutionGeometry: Sendable, Equatable {
 ///
 /// Caffe pools 4-D blobs only; SwiftJIT pools all spatial axes of an N-D blob with the same rules.
 /// Output extents round up (`round_mode: CEIL`, the default) and drop a last window that would start
-/// inside the padding, exactly as Caffe's `PoolingLayer::Reshape`.
+/// inside the padding, exactly as Caffe's `PoolingLayer::Reshape`. They round down with
+/// `round_mode: FLOOR` (BVLC, NVIDIA's and Intel's forks) or the DenseNet/ResNeXt/DPN forks'
+/// `ceil_mode: false` (BVLC PR #3057), which keep the same last-window rule.
 public struct PoolingGeometry: Sendable, Equatable {
     public var kernel: [Int]
     public var stride: [Int]
@@ -107,7 +109,11 @@ public struct PoolingGeometry: Sendable, Equatable {
             throw Diagnostic("pooling needs an N×C×spatial input; got \(input.rank)-D \(input)")
         }
         isGlobal = p.globalPooling
-        roundsUp = p.roundMode == .ceil
+        if p.hasCeilMode, p.hasRoundMode, p.ceilMode != (p.roundMode == .ceil) {
+            throw Diagnostic("pooling sets ceil_mode: \(p.ceilMode) and round_mode: \(p.roundMode == .ceil ? "CEIL" : "FLOOR"), which disagree",
+                             hint: "keep one of them: ceil_mode is the DenseNet/ResNeXt forks' spelling of round_mode")
+        }
+        roundsUp = p.hasCeilMode ? p.ceilMode : p.roundMode == .ceil
         let hasKernel = p.hasKernelSize || p.hasKernelH || p.hasKernelW
         if isGlobal {
             if hasKernel {
@@ -158,4 +164,15 @@ public struct PoolingGeometry: Sendable, Equatable {
         if pad[i] > 0, (out - 1) * stride[i] >= input + pad[i] { out -= 1 }
         return out
     }
+}
+
+/// Dropout's scaling as the forks with `scale_train` define it (py-faster-rcnn's and Microsoft's
+/// `DropoutLayer`): by default TRAIN scales kept values by `1/(1 − ratio)` and TEST copies; with
+/// `scale_train: false` TRAIN keeps them unscaled and TEST multiplies by `1 − ratio` instead.
+public extension Caffe_DropoutParameter {
+    /// The factor applied to kept values in TRAIN (Caffe's `scale_` as a float, or 1).
+    var trainScale: Float { scaleTrain ? Float(1 / (1 - Double(dropoutRatio))) : 1 }
+
+    /// The factor TEST multiplies by: 1, or Caffe's `1. / scale_` rounded to a float.
+    var testScale: Float { scaleTrain ? 1 : Float(1 / Double(Float(1 / (1 - Double(dropoutRatio))))) }
 }

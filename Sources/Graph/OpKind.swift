@@ -26,6 +26,13 @@ public enum OpKind: String, CaseIterable, Sendable {
     case flatten = "Flatten", split = "Split", slice = "Slice", tile = "Tile", silence = "Silence"
     case reduction = "Reduction", argMax = "ArgMax", embed = "Embed", parameter = "Parameter"
     case filter = "Filter", batchReindex = "BatchReindex"
+    // Detection (SSD: weiliu89/caffe, branch ssd)
+    case permute = "Permute", priorBox = "PriorBox", detectionOutput = "DetectionOutput"
+    case annotatedData = "AnnotatedData", multiBoxLoss = "MultiBoxLoss", detectionEvaluate = "DetectionEvaluate"
+    // Segmentation (SegNet: alexgkendall/caffe-segnet)
+    case upsample = "Upsample"
+    // YOLOv2 (Intel Caffe)
+    case reorg = "Reorg"
     // Recurrent
     case lstm = "LSTM", rnn = "RNN", lstmUnit = "LSTMUnit"
     // Losses and metrics
@@ -40,7 +47,7 @@ public enum OpKind: String, CaseIterable, Sendable {
     public var isLoss: Bool {
         switch self {
         case .softmaxWithLoss, .sigmoidCrossEntropyLoss, .euclideanLoss, .hingeLoss, .infogainLoss,
-             .multinomialLogisticLoss, .contrastiveLoss, .smoothL1Loss:
+             .multinomialLogisticLoss, .contrastiveLoss, .smoothL1Loss, .multiBoxLoss:
             return true
         default:
             return false
@@ -50,7 +57,7 @@ public enum OpKind: String, CaseIterable, Sendable {
     /// Layers whose tops come from outside the net (files, the API, fillers).
     public var isDataSource: Bool {
         switch self {
-        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData: return true
+        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .annotatedData: return true
         default: return false
         }
     }

@@ -103,6 +103,14 @@ public enum ShapeInference {
             return LayerSignature(outputs: [shape])
         case .lstm, .rnn: return try recurrent(c)
         case .lstmUnit: return try lstmUnit(c)
+        case .permute: return try permute(c)
+        case .priorBox: return try priorBox(c)
+        case .detectionOutput: return try detectionOutput(c)
+        case .annotatedData: return try annotatedData(c)
+        case .multiBoxLoss: return try multiBoxLoss(c)
+        case .detectionEvaluate: return try detectionEvaluate(c)
+        case .upsample: return try upsample(c)
+        case .reorg: return try reorg(c)
         case .python:
             throw Diagnostic("a Python layer's top shapes come from the code implementing it",
                              hint: "build the net through the C API or LayerwiseNet with a layer function")
@@ -115,7 +123,11 @@ public enum ShapeInference {
     /// How many bottoms each layer type takes.
     static func expectedBottomCount(_ kind: OpKind, layer: Caffe_LayerParameter) -> ClosedRange<Int> {
         switch kind {
-        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .parameter: return 0...0
+        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .parameter, .annotatedData: return 0...0
+        case .priorBox: return 1...2
+        case .upsample: return 2...2  // values, pooling mask
+        case .detectionOutput: return 3...3  // loc, conf, priors
+        case .multiBoxLoss, .detectionEvaluate: return kind == .multiBoxLoss ? 4...4 : 2...2
         case .convolution, .deconvolution, .split, .silence, .hdf5Output, .l2Norm: return 1...Int.max
         case .concat, .eltwise: return 1...Int.max
         case .scale, .bias: return 1...2

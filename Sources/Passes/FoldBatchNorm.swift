@@ -126,7 +126,7 @@ public struct RemoveIdentities: GraphPass {
         var removed = Set<NodeID>()
         var replacements: [ValueID: ValueID] = [:]
         for node in graph.nodes where node.inputs.count == 1 {
-            let identity = (node.kind == .dropout && graph.phase == .test) || (node.kind == .split && node.lossWeights.allSatisfy { $0 == 0 })
+            let identity = (node.kind == .dropout && graph.phase == .test && node.layer.dropoutParam.testScale == 1) || (node.kind == .split && node.lossWeights.allSatisfy { $0 == 0 })
             guard identity else { continue }
             // Keep a layer whose output is a net output under a different name: callers ask for it by name.
             if node.outputs.contains(where: { graph.values[$0].consumers.isEmpty && graph.values[$0].name != graph.values[node.inputs[0]].name }) { continue }

@@ -147,8 +147,12 @@ public enum ParameterInitializer {
     /// (constant 0) for the weights of convolution, deconvolution and InnerProduct layers whose
     /// prototxt names no `weight_filler` — deploy nets usually name none, and all-zero weights make
     /// every activation 0, which is no test of a runtime.
+    ///
+    /// `memory` says what the caller will allocate beside these parameters; a net that cannot fit
+    /// in the memory available fails (`MemoryBudget.check`) before anything is filled.
     public static func initialize(_ graph: Graph, seed: UInt64, batchNorm: BatchNormStatistics = .caffe,
-                                  unfilledWeights: Filler? = nil) throws -> [String: [NDArray]] {
+                                  unfilledWeights: Filler? = nil, memory: MemoryBudget.Use = .inference) throws -> [String: [NDArray]] {
+        try MemoryBudget(graph, use: memory).check()
         var result: [String: [NDArray]] = [:]
         var shared: [String: NDArray] = [:]
         for node in graph.nodes where !node.parameters.isEmpty {

@@ -88,6 +88,8 @@ public final class Model: @unchecked Sendable {
         self.phase = phase
         let graph = try GraphBuilder(phase: phase, inputShapes: inputShapes.mapValues(TensorShape.init), insertsSplits: false).build(definition)
         self.graph = graph
+        // Before reading or filling a single parameter: a net that cannot fit fails in one line.
+        try MemoryBudget(graph).check()
         let fillers = {
             try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit, unfilledWeights: unfilledWeights)
         }

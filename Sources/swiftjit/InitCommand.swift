@@ -50,7 +50,7 @@ struct InitCommand: ParsableCommand {
         do {
             let graph = try NetInspection(netPath: net, phase: phase.caffePhase,
                                           inputShapes: Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })).build().graph
-            let parameters = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: batchnorm, unfilledWeights: unfilledWeights.filler)
+            let parameters = try ParameterInitializer.initialize(graph, seed: seed, batchNorm: batchnorm, unfilledWeights: unfilledWeights.filler, memory: .parametersOnly)
             try CaffeFiles.write(Snapshot.netParameter(graph: graph, parameters: parameters), to: output)
             let count = parameters.values.flatMap { $0 }.reduce(0) { $0 + $1.count }
             print("wrote \(output): \(parameters.count) layers, \(NetSummary.grouped(count)) values (seed \(seed))")

@@ -121,7 +121,8 @@ struct TimeCommand: ParsableCommand {
         var shapes = (try? TrainingFeeds.dataShapes(definition, phase: .train, level: 0, stages: [], baseDirectory: nil)) ?? [:]
         for given in input { shapes[given.name] = given.shape }
         let graph = try GraphBuilder(phase: .train, inputShapes: shapes, insertsSplits: true).build(definition)
-        let fill = { try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit) }
+        let fill = { try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit, memory: .training) }
+        try MemoryBudget(graph, use: .training).check()
         let parameters = try weights.map { try TrainedLayers.copy(from: $0, into: graph, others: fill) } ?? fill()
         let compileStart = DispatchTime.now().uptimeNanoseconds
         let compiled = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: parameters, seed: seed)

@@ -85,6 +85,9 @@ struct GoldenShapeTests {
         // Caffe rejects this only through a bug (its internal Softmax copies both loss weights);
         // one weight per top is the documented contract, and we honour it.
         "softmaxloss_two_tops_lw",
+        // BVLC's schema has no DropoutParameter.scale_train; SwiftJIT's superset reads the field of
+        // py-faster-rcnn's and Microsoft's forks (issue 14), so Faster R-CNN's nets load.
+        "dropout_scale_train",
     ]
 
     @Test("Caffe's accept/reject probes: same verdict, same shapes")

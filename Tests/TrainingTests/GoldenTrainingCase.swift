@@ -30,6 +30,18 @@ struct GoldenTrainingCase {
         info = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any] ?? [:]
     }
 
+    /// A case in the golden layout written by a test itself (net.prototxt, inputs.npz,
+    /// top_diff.npz, grads.npz naming the differentiable inputs, optional case.json), for layers
+    /// BVLC Caffe has no golden of (the forks' layers, N-D pooling).
+    init(directory: URL) throws {
+        kind = "generated"
+        name = directory.lastPathComponent
+        self.directory = directory
+        let json = directory.appendingPathComponent("case.json")
+        info = FileManager.default.fileExists(atPath: json.path)
+            ? try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any] ?? [:] : [:]
+    }
+
     func path(_ file: String) -> String { directory.appendingPathComponent(file).path }
     func exists(_ file: String) -> Bool { FileManager.default.fileExists(atPath: path(file)) }
 

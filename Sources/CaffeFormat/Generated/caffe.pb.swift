@@ -1505,6 +1505,66 @@ public nonisolated struct Caffe_LayerParameter: @unchecked Sendable {
   public mutating func clearWindowDataParam() {_uniqueStorage()._windowDataParam = nil}
 
   /// Per-type parameters added by forks (SwiftJIT superset).
+  public var annotatedDataParam: Caffe_AnnotatedDataParameter {
+    get {_storage._annotatedDataParam ?? Caffe_AnnotatedDataParameter()}
+    set {_uniqueStorage()._annotatedDataParam = newValue}
+  }
+  /// Returns true if `annotatedDataParam` has been explicitly set.
+  public var hasAnnotatedDataParam: Bool {_storage._annotatedDataParam != nil}
+  /// Clears the value of `annotatedDataParam`. Subsequent reads from it will return its default value.
+  public mutating func clearAnnotatedDataParam() {_uniqueStorage()._annotatedDataParam = nil}
+
+  /// SSD
+  public var multiboxLossParam: Caffe_MultiBoxLossParameter {
+    get {_storage._multiboxLossParam ?? Caffe_MultiBoxLossParameter()}
+    set {_uniqueStorage()._multiboxLossParam = newValue}
+  }
+  /// Returns true if `multiboxLossParam` has been explicitly set.
+  public var hasMultiboxLossParam: Bool {_storage._multiboxLossParam != nil}
+  /// Clears the value of `multiboxLossParam`. Subsequent reads from it will return its default value.
+  public mutating func clearMultiboxLossParam() {_uniqueStorage()._multiboxLossParam = nil}
+
+  /// SSD
+  public var permuteParam: Caffe_PermuteParameter {
+    get {_storage._permuteParam ?? Caffe_PermuteParameter()}
+    set {_uniqueStorage()._permuteParam = newValue}
+  }
+  /// Returns true if `permuteParam` has been explicitly set.
+  public var hasPermuteParam: Bool {_storage._permuteParam != nil}
+  /// Clears the value of `permuteParam`. Subsequent reads from it will return its default value.
+  public mutating func clearPermuteParam() {_uniqueStorage()._permuteParam = nil}
+
+  /// SSD
+  public var priorBoxParam: Caffe_PriorBoxParameter {
+    get {_storage._priorBoxParam ?? Caffe_PriorBoxParameter()}
+    set {_uniqueStorage()._priorBoxParam = newValue}
+  }
+  /// Returns true if `priorBoxParam` has been explicitly set.
+  public var hasPriorBoxParam: Bool {_storage._priorBoxParam != nil}
+  /// Clears the value of `priorBoxParam`. Subsequent reads from it will return its default value.
+  public mutating func clearPriorBoxParam() {_uniqueStorage()._priorBoxParam = nil}
+
+  /// SSD
+  public var detectionOutputParam: Caffe_DetectionOutputParameter {
+    get {_storage._detectionOutputParam ?? Caffe_DetectionOutputParameter()}
+    set {_uniqueStorage()._detectionOutputParam = newValue}
+  }
+  /// Returns true if `detectionOutputParam` has been explicitly set.
+  public var hasDetectionOutputParam: Bool {_storage._detectionOutputParam != nil}
+  /// Clears the value of `detectionOutputParam`. Subsequent reads from it will return its default value.
+  public mutating func clearDetectionOutputParam() {_uniqueStorage()._detectionOutputParam = nil}
+
+  /// SSD
+  public var detectionEvaluateParam: Caffe_DetectionEvaluateParameter {
+    get {_storage._detectionEvaluateParam ?? Caffe_DetectionEvaluateParameter()}
+    set {_uniqueStorage()._detectionEvaluateParam = newValue}
+  }
+  /// Returns true if `detectionEvaluateParam` has been explicitly set.
+  public var hasDetectionEvaluateParam: Bool {_storage._detectionEvaluateParam != nil}
+  /// Clears the value of `detectionEvaluateParam`. Subsequent reads from it will return its default value.
+  public mutating func clearDetectionEvaluateParam() {_uniqueStorage()._detectionEvaluateParam = nil}
+
+  /// SSD
   public var normParam: Caffe_NormalizeParameter {
     get {_storage._normParam ?? Caffe_NormalizeParameter()}
     set {_uniqueStorage()._normParam = newValue}
@@ -1534,6 +1594,28 @@ public nonisolated struct Caffe_LayerParameter: @unchecked Sendable {
   /// Clears the value of `smoothL1LossParam`. Subsequent reads from it will return its default value.
   public mutating func clearSmoothL1LossParam() {_uniqueStorage()._smoothL1LossParam = nil}
 
+  /// SegNet (alexgkendall/caffe-segnet) numbers its upsample_param 137, which BVLC gave
+  /// embed_param; it lives at 5137 here (prototxts name fields; a SegNet caffemodel's layer
+  /// settings are not read as a net).
+  public var upsampleParam: Caffe_UpsampleParameter {
+    get {_storage._upsampleParam ?? Caffe_UpsampleParameter()}
+    set {_uniqueStorage()._upsampleParam = newValue}
+  }
+  /// Returns true if `upsampleParam` has been explicitly set.
+  public var hasUpsampleParam: Bool {_storage._upsampleParam != nil}
+  /// Clears the value of `upsampleParam`. Subsequent reads from it will return its default value.
+  public mutating func clearUpsampleParam() {_uniqueStorage()._upsampleParam = nil}
+
+  /// YOLOv2 (Intel Caffe)
+  public var reorgParam: Caffe_ReorgParameter {
+    get {_storage._reorgParam ?? Caffe_ReorgParameter()}
+    set {_uniqueStorage()._reorgParam = newValue}
+  }
+  /// Returns true if `reorgParam` has been explicitly set.
+  public var hasReorgParam: Bool {_storage._reorgParam != nil}
+  /// Clears the value of `reorgParam`. Subsequent reads from it will return its default value.
+  public mutating func clearReorgParam() {_uniqueStorage()._reorgParam = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1542,78 +1624,141 @@ public nonisolated struct Caffe_LayerParameter: @unchecked Sendable {
 }
 
 /// Input preprocessing for data layers: scaling, mirroring, cropping, mean subtraction.
-public nonisolated struct Caffe_TransformationParameter: Sendable {
+public nonisolated struct Caffe_TransformationParameter: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var scale: Float {
-    get {_scale ?? 1}
-    set {_scale = newValue}
+    get {_storage._scale ?? 1}
+    set {_uniqueStorage()._scale = newValue}
   }
   /// Returns true if `scale` has been explicitly set.
-  public var hasScale: Bool {self._scale != nil}
+  public var hasScale: Bool {_storage._scale != nil}
   /// Clears the value of `scale`. Subsequent reads from it will return its default value.
-  public mutating func clearScale() {self._scale = nil}
+  public mutating func clearScale() {_uniqueStorage()._scale = nil}
 
   public var mirror: Bool {
-    get {_mirror ?? false}
-    set {_mirror = newValue}
+    get {_storage._mirror ?? false}
+    set {_uniqueStorage()._mirror = newValue}
   }
   /// Returns true if `mirror` has been explicitly set.
-  public var hasMirror: Bool {self._mirror != nil}
+  public var hasMirror: Bool {_storage._mirror != nil}
   /// Clears the value of `mirror`. Subsequent reads from it will return its default value.
-  public mutating func clearMirror() {self._mirror = nil}
+  public mutating func clearMirror() {_uniqueStorage()._mirror = nil}
 
   public var cropSize: UInt32 {
-    get {_cropSize ?? 0}
-    set {_cropSize = newValue}
+    get {_storage._cropSize ?? 0}
+    set {_uniqueStorage()._cropSize = newValue}
   }
   /// Returns true if `cropSize` has been explicitly set.
-  public var hasCropSize: Bool {self._cropSize != nil}
+  public var hasCropSize: Bool {_storage._cropSize != nil}
   /// Clears the value of `cropSize`. Subsequent reads from it will return its default value.
-  public mutating func clearCropSize() {self._cropSize = nil}
+  public mutating func clearCropSize() {_uniqueStorage()._cropSize = nil}
 
   public var meanFile: String {
-    get {_meanFile ?? String()}
-    set {_meanFile = newValue}
+    get {_storage._meanFile ?? String()}
+    set {_uniqueStorage()._meanFile = newValue}
   }
   /// Returns true if `meanFile` has been explicitly set.
-  public var hasMeanFile: Bool {self._meanFile != nil}
+  public var hasMeanFile: Bool {_storage._meanFile != nil}
   /// Clears the value of `meanFile`. Subsequent reads from it will return its default value.
-  public mutating func clearMeanFile() {self._meanFile = nil}
+  public mutating func clearMeanFile() {_uniqueStorage()._meanFile = nil}
 
   /// one value, or one per channel
-  public var meanValue: [Float] = []
+  public var meanValue: [Float] {
+    get {_storage._meanValue}
+    set {_uniqueStorage()._meanValue = newValue}
+  }
 
   public var forceColor: Bool {
-    get {_forceColor ?? false}
-    set {_forceColor = newValue}
+    get {_storage._forceColor ?? false}
+    set {_uniqueStorage()._forceColor = newValue}
   }
   /// Returns true if `forceColor` has been explicitly set.
-  public var hasForceColor: Bool {self._forceColor != nil}
+  public var hasForceColor: Bool {_storage._forceColor != nil}
   /// Clears the value of `forceColor`. Subsequent reads from it will return its default value.
-  public mutating func clearForceColor() {self._forceColor = nil}
+  public mutating func clearForceColor() {_uniqueStorage()._forceColor = nil}
 
   public var forceGray: Bool {
-    get {_forceGray ?? false}
-    set {_forceGray = newValue}
+    get {_storage._forceGray ?? false}
+    set {_uniqueStorage()._forceGray = newValue}
   }
   /// Returns true if `forceGray` has been explicitly set.
-  public var hasForceGray: Bool {self._forceGray != nil}
+  public var hasForceGray: Bool {_storage._forceGray != nil}
   /// Clears the value of `forceGray`. Subsequent reads from it will return its default value.
-  public mutating func clearForceGray() {self._forceGray = nil}
+  public mutating func clearForceGray() {_uniqueStorage()._forceGray = nil}
+
+  /// SSD's augmentations (weiliu89/caffe, branch ssd), with its field numbers. Parsed so SSD's
+  /// train/test nets read; SwiftJIT's data pipeline does not apply them.
+  public var resizeParam: Caffe_ResizeParameter {
+    get {_storage._resizeParam ?? Caffe_ResizeParameter()}
+    set {_uniqueStorage()._resizeParam = newValue}
+  }
+  /// Returns true if `resizeParam` has been explicitly set.
+  public var hasResizeParam: Bool {_storage._resizeParam != nil}
+  /// Clears the value of `resizeParam`. Subsequent reads from it will return its default value.
+  public mutating func clearResizeParam() {_uniqueStorage()._resizeParam = nil}
+
+  public var noiseParam: Caffe_NoiseParameter {
+    get {_storage._noiseParam ?? Caffe_NoiseParameter()}
+    set {_uniqueStorage()._noiseParam = newValue}
+  }
+  /// Returns true if `noiseParam` has been explicitly set.
+  public var hasNoiseParam: Bool {_storage._noiseParam != nil}
+  /// Clears the value of `noiseParam`. Subsequent reads from it will return its default value.
+  public mutating func clearNoiseParam() {_uniqueStorage()._noiseParam = nil}
+
+  public var emitConstraint: Caffe_EmitConstraint {
+    get {_storage._emitConstraint ?? Caffe_EmitConstraint()}
+    set {_uniqueStorage()._emitConstraint = newValue}
+  }
+  /// Returns true if `emitConstraint` has been explicitly set.
+  public var hasEmitConstraint: Bool {_storage._emitConstraint != nil}
+  /// Clears the value of `emitConstraint`. Subsequent reads from it will return its default value.
+  public mutating func clearEmitConstraint() {_uniqueStorage()._emitConstraint = nil}
+
+  public var cropH: UInt32 {
+    get {_storage._cropH ?? 0}
+    set {_uniqueStorage()._cropH = newValue}
+  }
+  /// Returns true if `cropH` has been explicitly set.
+  public var hasCropH: Bool {_storage._cropH != nil}
+  /// Clears the value of `cropH`. Subsequent reads from it will return its default value.
+  public mutating func clearCropH() {_uniqueStorage()._cropH = nil}
+
+  public var cropW: UInt32 {
+    get {_storage._cropW ?? 0}
+    set {_uniqueStorage()._cropW = newValue}
+  }
+  /// Returns true if `cropW` has been explicitly set.
+  public var hasCropW: Bool {_storage._cropW != nil}
+  /// Clears the value of `cropW`. Subsequent reads from it will return its default value.
+  public mutating func clearCropW() {_uniqueStorage()._cropW = nil}
+
+  public var distortParam: Caffe_DistortionParameter {
+    get {_storage._distortParam ?? Caffe_DistortionParameter()}
+    set {_uniqueStorage()._distortParam = newValue}
+  }
+  /// Returns true if `distortParam` has been explicitly set.
+  public var hasDistortParam: Bool {_storage._distortParam != nil}
+  /// Clears the value of `distortParam`. Subsequent reads from it will return its default value.
+  public mutating func clearDistortParam() {_uniqueStorage()._distortParam = nil}
+
+  public var expandParam: Caffe_ExpansionParameter {
+    get {_storage._expandParam ?? Caffe_ExpansionParameter()}
+    set {_uniqueStorage()._expandParam = newValue}
+  }
+  /// Returns true if `expandParam` has been explicitly set.
+  public var hasExpandParam: Bool {_storage._expandParam != nil}
+  /// Clears the value of `expandParam`. Subsequent reads from it will return its default value.
+  public mutating func clearExpandParam() {_uniqueStorage()._expandParam = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _scale: Float? = nil
-  fileprivate var _mirror: Bool? = nil
-  fileprivate var _cropSize: UInt32? = nil
-  fileprivate var _meanFile: String? = nil
-  fileprivate var _forceColor: Bool? = nil
-  fileprivate var _forceGray: Bool? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Settings common to all loss layers.
@@ -2278,11 +2423,24 @@ public nonisolated struct Caffe_DropoutParameter: Sendable {
   /// Clears the value of `dropoutRatio`. Subsequent reads from it will return its default value.
   public mutating func clearDropoutRatio() {self._dropoutRatio = nil}
 
+  /// py-faster-rcnn's and Microsoft's forks: false keeps TRAIN outputs unscaled (x · mask) and
+  /// scales TEST outputs by 1 − dropout_ratio instead. Field 3 as in those forks (2 is Intel's
+  /// sample_weights_test, which SwiftJIT does not implement).
+  public var scaleTrain: Bool {
+    get {_scaleTrain ?? true}
+    set {_scaleTrain = newValue}
+  }
+  /// Returns true if `scaleTrain` has been explicitly set.
+  public var hasScaleTrain: Bool {self._scaleTrain != nil}
+  /// Clears the value of `scaleTrain`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleTrain() {self._scaleTrain = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _dropoutRatio: Float? = nil
+  fileprivate var _scaleTrain: Bool? = nil
 }
 
 /// DummyData layer: shapes and fillers of synthetic tops.
@@ -3223,6 +3381,21 @@ public nonisolated struct Caffe_PoolingParameter: Sendable {
   /// Clears the value of `roundMode`. Subsequent reads from it will return its default value.
   public mutating func clearRoundMode() {self._roundMode = nil}
 
+  /// The DenseNet/ResNeXt/DPN forks' switch (BVLC/caffe PR #3057, also OpenCV's caffe.proto):
+  /// false rounds the output extent down. Those forks number it 13, which BVLC's round_mode
+  /// (above, same wire type, opposite sense: CEIL = 0) took upstream; prototxts name the field, so
+  /// it lives at 1013 here. A binary caffemodel whose layer sets the fork's field 13 reads as
+  /// round_mode; SwiftJIT takes layer settings from the prototxt, so this only affects weights
+  /// files read as nets. Setting both fields with opposite meanings is an error.
+  public var ceilMode: Bool {
+    get {_ceilMode ?? true}
+    set {_ceilMode = newValue}
+  }
+  /// Returns true if `ceilMode` has been explicitly set.
+  public var hasCeilMode: Bool {self._ceilMode != nil}
+  /// Clears the value of `ceilMode`. Subsequent reads from it will return its default value.
+  public mutating func clearCeilMode() {self._ceilMode = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum PoolMethod: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -3272,6 +3445,7 @@ public nonisolated struct Caffe_PoolingParameter: Sendable {
   fileprivate var _engine: Caffe_PoolingParameter.Engine? = nil
   fileprivate var _globalPooling: Bool? = nil
   fileprivate var _roundMode: Caffe_PoolingParameter.RoundMode? = nil
+  fileprivate var _ceilMode: Bool? = nil
 }
 
 /// Power layer: y = (shift + scale*x)^power.
@@ -4972,6 +5146,1553 @@ public nonisolated struct Caffe_NormalizeParameter: Sendable {
   fileprivate var _eps: Float? = nil
 }
 
+/// Permute layer: the new order of the axes (a permutation of 0..<rank; axes not named keep
+/// their relative order after the named ones).
+public nonisolated struct Caffe_PermuteParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var order: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// PriorBox layer: default boxes for every cell of a feature map.
+public nonisolated struct Caffe_PriorBoxParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// box sizes in pixels (required)
+  public var minSize: [Float] = []
+
+  /// one per min_size: adds a sqrt(min·max) square box
+  public var maxSize: [Float] = []
+
+  /// extra ratios (1 is always there; duplicates ignored)
+  public var aspectRatio: [Float] = []
+
+  /// also add 1/r for every ratio r
+  public var flip: Bool {
+    get {_flip ?? true}
+    set {_flip = newValue}
+  }
+  /// Returns true if `flip` has been explicitly set.
+  public var hasFlip: Bool {self._flip != nil}
+  /// Clears the value of `flip`. Subsequent reads from it will return its default value.
+  public mutating func clearFlip() {self._flip = nil}
+
+  /// clip coordinates to [0, 1]
+  public var clip: Bool {
+    get {_clip ?? false}
+    set {_clip = newValue}
+  }
+  /// Returns true if `clip` has been explicitly set.
+  public var hasClip: Bool {self._clip != nil}
+  /// Clears the value of `clip`. Subsequent reads from it will return its default value.
+  public mutating func clearClip() {self._clip = nil}
+
+  /// none (0.1 each), one, or four
+  public var variance: [Float] = []
+
+  /// The image size, else taken from the second bottom.
+  public var imgSize: UInt32 {
+    get {_imgSize ?? 0}
+    set {_imgSize = newValue}
+  }
+  /// Returns true if `imgSize` has been explicitly set.
+  public var hasImgSize: Bool {self._imgSize != nil}
+  /// Clears the value of `imgSize`. Subsequent reads from it will return its default value.
+  public mutating func clearImgSize() {self._imgSize = nil}
+
+  public var imgH: UInt32 {
+    get {_imgH ?? 0}
+    set {_imgH = newValue}
+  }
+  /// Returns true if `imgH` has been explicitly set.
+  public var hasImgH: Bool {self._imgH != nil}
+  /// Clears the value of `imgH`. Subsequent reads from it will return its default value.
+  public mutating func clearImgH() {self._imgH = nil}
+
+  public var imgW: UInt32 {
+    get {_imgW ?? 0}
+    set {_imgW = newValue}
+  }
+  /// Returns true if `imgW` has been explicitly set.
+  public var hasImgW: Bool {self._imgW != nil}
+  /// Clears the value of `imgW`. Subsequent reads from it will return its default value.
+  public mutating func clearImgW() {self._imgW = nil}
+
+  /// The cell step in pixels, else image size / feature map size.
+  public var step: Float {
+    get {_step ?? 0}
+    set {_step = newValue}
+  }
+  /// Returns true if `step` has been explicitly set.
+  public var hasStep: Bool {self._step != nil}
+  /// Clears the value of `step`. Subsequent reads from it will return its default value.
+  public mutating func clearStep() {self._step = nil}
+
+  public var stepH: Float {
+    get {_stepH ?? 0}
+    set {_stepH = newValue}
+  }
+  /// Returns true if `stepH` has been explicitly set.
+  public var hasStepH: Bool {self._stepH != nil}
+  /// Clears the value of `stepH`. Subsequent reads from it will return its default value.
+  public mutating func clearStepH() {self._stepH = nil}
+
+  public var stepW: Float {
+    get {_stepW ?? 0}
+    set {_stepW = newValue}
+  }
+  /// Returns true if `stepW` has been explicitly set.
+  public var hasStepW: Bool {self._stepW != nil}
+  /// Clears the value of `stepW`. Subsequent reads from it will return its default value.
+  public mutating func clearStepW() {self._stepW = nil}
+
+  /// box centre within its cell
+  public var offset: Float {
+    get {_offset ?? 0.5}
+    set {_offset = newValue}
+  }
+  /// Returns true if `offset` has been explicitly set.
+  public var hasOffset: Bool {self._offset != nil}
+  /// Clears the value of `offset`. Subsequent reads from it will return its default value.
+  public mutating func clearOffset() {self._offset = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// How box offsets are encoded relative to the prior.
+  public nonisolated enum CodeType: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case corner = 1
+    case centerSize = 2
+    case cornerSize = 3
+
+    public init() {
+      self = .corner
+    }
+
+  }
+
+  public init() {}
+
+  fileprivate var _flip: Bool? = nil
+  fileprivate var _clip: Bool? = nil
+  fileprivate var _imgSize: UInt32? = nil
+  fileprivate var _imgH: UInt32? = nil
+  fileprivate var _imgW: UInt32? = nil
+  fileprivate var _step: Float? = nil
+  fileprivate var _stepH: Float? = nil
+  fileprivate var _stepW: Float? = nil
+  fileprivate var _offset: Float? = nil
+}
+
+/// Non-maximum suppression for DetectionOutput and MultiBoxLoss.
+public nonisolated struct Caffe_NonMaximumSuppressionParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nmsThreshold: Float {
+    get {_nmsThreshold ?? 0.3}
+    set {_nmsThreshold = newValue}
+  }
+  /// Returns true if `nmsThreshold` has been explicitly set.
+  public var hasNmsThreshold: Bool {self._nmsThreshold != nil}
+  /// Clears the value of `nmsThreshold`. Subsequent reads from it will return its default value.
+  public mutating func clearNmsThreshold() {self._nmsThreshold = nil}
+
+  /// candidates per class before NMS
+  public var topK: Int32 {
+    get {_topK ?? 0}
+    set {_topK = newValue}
+  }
+  /// Returns true if `topK` has been explicitly set.
+  public var hasTopK: Bool {self._topK != nil}
+  /// Clears the value of `topK`. Subsequent reads from it will return its default value.
+  public mutating func clearTopK() {self._topK = nil}
+
+  /// adaptive threshold factor
+  public var eta: Float {
+    get {_eta ?? 1}
+    set {_eta = newValue}
+  }
+  /// Returns true if `eta` has been explicitly set.
+  public var hasEta: Bool {self._eta != nil}
+  /// Clears the value of `eta`. Subsequent reads from it will return its default value.
+  public mutating func clearEta() {self._eta = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _nmsThreshold: Float? = nil
+  fileprivate var _topK: Int32? = nil
+  fileprivate var _eta: Float? = nil
+}
+
+/// Where DetectionOutput writes result files (SwiftJIT does not write them).
+public nonisolated struct Caffe_SaveOutputParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var outputDirectory: String {
+    get {_outputDirectory ?? String()}
+    set {_outputDirectory = newValue}
+  }
+  /// Returns true if `outputDirectory` has been explicitly set.
+  public var hasOutputDirectory: Bool {self._outputDirectory != nil}
+  /// Clears the value of `outputDirectory`. Subsequent reads from it will return its default value.
+  public mutating func clearOutputDirectory() {self._outputDirectory = nil}
+
+  public var outputNamePrefix: String {
+    get {_outputNamePrefix ?? String()}
+    set {_outputNamePrefix = newValue}
+  }
+  /// Returns true if `outputNamePrefix` has been explicitly set.
+  public var hasOutputNamePrefix: Bool {self._outputNamePrefix != nil}
+  /// Clears the value of `outputNamePrefix`. Subsequent reads from it will return its default value.
+  public mutating func clearOutputNamePrefix() {self._outputNamePrefix = nil}
+
+  public var outputFormat: String {
+    get {_outputFormat ?? String()}
+    set {_outputFormat = newValue}
+  }
+  /// Returns true if `outputFormat` has been explicitly set.
+  public var hasOutputFormat: Bool {self._outputFormat != nil}
+  /// Clears the value of `outputFormat`. Subsequent reads from it will return its default value.
+  public mutating func clearOutputFormat() {self._outputFormat = nil}
+
+  public var labelMapFile: String {
+    get {_labelMapFile ?? String()}
+    set {_labelMapFile = newValue}
+  }
+  /// Returns true if `labelMapFile` has been explicitly set.
+  public var hasLabelMapFile: Bool {self._labelMapFile != nil}
+  /// Clears the value of `labelMapFile`. Subsequent reads from it will return its default value.
+  public mutating func clearLabelMapFile() {self._labelMapFile = nil}
+
+  public var nameSizeFile: String {
+    get {_nameSizeFile ?? String()}
+    set {_nameSizeFile = newValue}
+  }
+  /// Returns true if `nameSizeFile` has been explicitly set.
+  public var hasNameSizeFile: Bool {self._nameSizeFile != nil}
+  /// Clears the value of `nameSizeFile`. Subsequent reads from it will return its default value.
+  public mutating func clearNameSizeFile() {self._nameSizeFile = nil}
+
+  public var numTestImage: UInt32 {
+    get {_numTestImage ?? 0}
+    set {_numTestImage = newValue}
+  }
+  /// Returns true if `numTestImage` has been explicitly set.
+  public var hasNumTestImage: Bool {self._numTestImage != nil}
+  /// Clears the value of `numTestImage`. Subsequent reads from it will return its default value.
+  public mutating func clearNumTestImage() {self._numTestImage = nil}
+
+  public var resizeParam: Caffe_ResizeParameter {
+    get {_resizeParam ?? Caffe_ResizeParameter()}
+    set {_resizeParam = newValue}
+  }
+  /// Returns true if `resizeParam` has been explicitly set.
+  public var hasResizeParam: Bool {self._resizeParam != nil}
+  /// Clears the value of `resizeParam`. Subsequent reads from it will return its default value.
+  public mutating func clearResizeParam() {self._resizeParam = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _outputDirectory: String? = nil
+  fileprivate var _outputNamePrefix: String? = nil
+  fileprivate var _outputFormat: String? = nil
+  fileprivate var _labelMapFile: String? = nil
+  fileprivate var _nameSizeFile: String? = nil
+  fileprivate var _numTestImage: UInt32? = nil
+  fileprivate var _resizeParam: Caffe_ResizeParameter? = nil
+}
+
+/// DetectionOutput layer: decode boxes, per-class NMS, keep the best keep_top_k.
+public nonisolated struct Caffe_DetectionOutputParameter: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var numClasses: UInt32 {
+    get {_storage._numClasses ?? 0}
+    set {_uniqueStorage()._numClasses = newValue}
+  }
+  /// Returns true if `numClasses` has been explicitly set.
+  public var hasNumClasses: Bool {_storage._numClasses != nil}
+  /// Clears the value of `numClasses`. Subsequent reads from it will return its default value.
+  public mutating func clearNumClasses() {_uniqueStorage()._numClasses = nil}
+
+  public var shareLocation: Bool {
+    get {_storage._shareLocation ?? true}
+    set {_uniqueStorage()._shareLocation = newValue}
+  }
+  /// Returns true if `shareLocation` has been explicitly set.
+  public var hasShareLocation: Bool {_storage._shareLocation != nil}
+  /// Clears the value of `shareLocation`. Subsequent reads from it will return its default value.
+  public mutating func clearShareLocation() {_uniqueStorage()._shareLocation = nil}
+
+  public var backgroundLabelID: Int32 {
+    get {_storage._backgroundLabelID ?? 0}
+    set {_uniqueStorage()._backgroundLabelID = newValue}
+  }
+  /// Returns true if `backgroundLabelID` has been explicitly set.
+  public var hasBackgroundLabelID: Bool {_storage._backgroundLabelID != nil}
+  /// Clears the value of `backgroundLabelID`. Subsequent reads from it will return its default value.
+  public mutating func clearBackgroundLabelID() {_uniqueStorage()._backgroundLabelID = nil}
+
+  public var nmsParam: Caffe_NonMaximumSuppressionParameter {
+    get {_storage._nmsParam ?? Caffe_NonMaximumSuppressionParameter()}
+    set {_uniqueStorage()._nmsParam = newValue}
+  }
+  /// Returns true if `nmsParam` has been explicitly set.
+  public var hasNmsParam: Bool {_storage._nmsParam != nil}
+  /// Clears the value of `nmsParam`. Subsequent reads from it will return its default value.
+  public mutating func clearNmsParam() {_uniqueStorage()._nmsParam = nil}
+
+  public var saveOutputParam: Caffe_SaveOutputParameter {
+    get {_storage._saveOutputParam ?? Caffe_SaveOutputParameter()}
+    set {_uniqueStorage()._saveOutputParam = newValue}
+  }
+  /// Returns true if `saveOutputParam` has been explicitly set.
+  public var hasSaveOutputParam: Bool {_storage._saveOutputParam != nil}
+  /// Clears the value of `saveOutputParam`. Subsequent reads from it will return its default value.
+  public mutating func clearSaveOutputParam() {_uniqueStorage()._saveOutputParam = nil}
+
+  public var codeType: Caffe_PriorBoxParameter.CodeType {
+    get {_storage._codeType ?? .corner}
+    set {_uniqueStorage()._codeType = newValue}
+  }
+  /// Returns true if `codeType` has been explicitly set.
+  public var hasCodeType: Bool {_storage._codeType != nil}
+  /// Clears the value of `codeType`. Subsequent reads from it will return its default value.
+  public mutating func clearCodeType() {_uniqueStorage()._codeType = nil}
+
+  public var varianceEncodedInTarget: Bool {
+    get {_storage._varianceEncodedInTarget ?? false}
+    set {_uniqueStorage()._varianceEncodedInTarget = newValue}
+  }
+  /// Returns true if `varianceEncodedInTarget` has been explicitly set.
+  public var hasVarianceEncodedInTarget: Bool {_storage._varianceEncodedInTarget != nil}
+  /// Clears the value of `varianceEncodedInTarget`. Subsequent reads from it will return its default value.
+  public mutating func clearVarianceEncodedInTarget() {_uniqueStorage()._varianceEncodedInTarget = nil}
+
+  public var keepTopK: Int32 {
+    get {_storage._keepTopK ?? -1}
+    set {_uniqueStorage()._keepTopK = newValue}
+  }
+  /// Returns true if `keepTopK` has been explicitly set.
+  public var hasKeepTopK: Bool {_storage._keepTopK != nil}
+  /// Clears the value of `keepTopK`. Subsequent reads from it will return its default value.
+  public mutating func clearKeepTopK() {_uniqueStorage()._keepTopK = nil}
+
+  public var confidenceThreshold: Float {
+    get {_storage._confidenceThreshold ?? 0}
+    set {_uniqueStorage()._confidenceThreshold = newValue}
+  }
+  /// Returns true if `confidenceThreshold` has been explicitly set.
+  public var hasConfidenceThreshold: Bool {_storage._confidenceThreshold != nil}
+  /// Clears the value of `confidenceThreshold`. Subsequent reads from it will return its default value.
+  public mutating func clearConfidenceThreshold() {_uniqueStorage()._confidenceThreshold = nil}
+
+  public var visualize: Bool {
+    get {_storage._visualize ?? false}
+    set {_uniqueStorage()._visualize = newValue}
+  }
+  /// Returns true if `visualize` has been explicitly set.
+  public var hasVisualize: Bool {_storage._visualize != nil}
+  /// Clears the value of `visualize`. Subsequent reads from it will return its default value.
+  public mutating func clearVisualize() {_uniqueStorage()._visualize = nil}
+
+  public var visualizeThreshold: Float {
+    get {_storage._visualizeThreshold ?? 0}
+    set {_uniqueStorage()._visualizeThreshold = newValue}
+  }
+  /// Returns true if `visualizeThreshold` has been explicitly set.
+  public var hasVisualizeThreshold: Bool {_storage._visualizeThreshold != nil}
+  /// Clears the value of `visualizeThreshold`. Subsequent reads from it will return its default value.
+  public mutating func clearVisualizeThreshold() {_uniqueStorage()._visualizeThreshold = nil}
+
+  public var saveFile: String {
+    get {_storage._saveFile ?? String()}
+    set {_uniqueStorage()._saveFile = newValue}
+  }
+  /// Returns true if `saveFile` has been explicitly set.
+  public var hasSaveFile: Bool {_storage._saveFile != nil}
+  /// Clears the value of `saveFile`. Subsequent reads from it will return its default value.
+  public mutating func clearSaveFile() {_uniqueStorage()._saveFile = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// DetectionEvaluate layer: per-class true/false positives against ground truth.
+public nonisolated struct Caffe_DetectionEvaluateParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var numClasses: UInt32 {
+    get {_numClasses ?? 0}
+    set {_numClasses = newValue}
+  }
+  /// Returns true if `numClasses` has been explicitly set.
+  public var hasNumClasses: Bool {self._numClasses != nil}
+  /// Clears the value of `numClasses`. Subsequent reads from it will return its default value.
+  public mutating func clearNumClasses() {self._numClasses = nil}
+
+  public var backgroundLabelID: UInt32 {
+    get {_backgroundLabelID ?? 0}
+    set {_backgroundLabelID = newValue}
+  }
+  /// Returns true if `backgroundLabelID` has been explicitly set.
+  public var hasBackgroundLabelID: Bool {self._backgroundLabelID != nil}
+  /// Clears the value of `backgroundLabelID`. Subsequent reads from it will return its default value.
+  public mutating func clearBackgroundLabelID() {self._backgroundLabelID = nil}
+
+  public var overlapThreshold: Float {
+    get {_overlapThreshold ?? 0.5}
+    set {_overlapThreshold = newValue}
+  }
+  /// Returns true if `overlapThreshold` has been explicitly set.
+  public var hasOverlapThreshold: Bool {self._overlapThreshold != nil}
+  /// Clears the value of `overlapThreshold`. Subsequent reads from it will return its default value.
+  public mutating func clearOverlapThreshold() {self._overlapThreshold = nil}
+
+  public var evaluateDifficultGt: Bool {
+    get {_evaluateDifficultGt ?? true}
+    set {_evaluateDifficultGt = newValue}
+  }
+  /// Returns true if `evaluateDifficultGt` has been explicitly set.
+  public var hasEvaluateDifficultGt: Bool {self._evaluateDifficultGt != nil}
+  /// Clears the value of `evaluateDifficultGt`. Subsequent reads from it will return its default value.
+  public mutating func clearEvaluateDifficultGt() {self._evaluateDifficultGt = nil}
+
+  public var nameSizeFile: String {
+    get {_nameSizeFile ?? String()}
+    set {_nameSizeFile = newValue}
+  }
+  /// Returns true if `nameSizeFile` has been explicitly set.
+  public var hasNameSizeFile: Bool {self._nameSizeFile != nil}
+  /// Clears the value of `nameSizeFile`. Subsequent reads from it will return its default value.
+  public mutating func clearNameSizeFile() {self._nameSizeFile = nil}
+
+  public var resizeParam: Caffe_ResizeParameter {
+    get {_resizeParam ?? Caffe_ResizeParameter()}
+    set {_resizeParam = newValue}
+  }
+  /// Returns true if `resizeParam` has been explicitly set.
+  public var hasResizeParam: Bool {self._resizeParam != nil}
+  /// Clears the value of `resizeParam`. Subsequent reads from it will return its default value.
+  public mutating func clearResizeParam() {self._resizeParam = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _numClasses: UInt32? = nil
+  fileprivate var _backgroundLabelID: UInt32? = nil
+  fileprivate var _overlapThreshold: Float? = nil
+  fileprivate var _evaluateDifficultGt: Bool? = nil
+  fileprivate var _nameSizeFile: String? = nil
+  fileprivate var _resizeParam: Caffe_ResizeParameter? = nil
+}
+
+/// MultiBoxLoss layer: matching priors to ground truth, localization and confidence losses.
+public nonisolated struct Caffe_MultiBoxLossParameter: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var locLossType: Caffe_MultiBoxLossParameter.LocLossType {
+    get {_storage._locLossType ?? .smoothL1}
+    set {_uniqueStorage()._locLossType = newValue}
+  }
+  /// Returns true if `locLossType` has been explicitly set.
+  public var hasLocLossType: Bool {_storage._locLossType != nil}
+  /// Clears the value of `locLossType`. Subsequent reads from it will return its default value.
+  public mutating func clearLocLossType() {_uniqueStorage()._locLossType = nil}
+
+  public var confLossType: Caffe_MultiBoxLossParameter.ConfLossType {
+    get {_storage._confLossType ?? .softmax}
+    set {_uniqueStorage()._confLossType = newValue}
+  }
+  /// Returns true if `confLossType` has been explicitly set.
+  public var hasConfLossType: Bool {_storage._confLossType != nil}
+  /// Clears the value of `confLossType`. Subsequent reads from it will return its default value.
+  public mutating func clearConfLossType() {_uniqueStorage()._confLossType = nil}
+
+  public var locWeight: Float {
+    get {_storage._locWeight ?? 1}
+    set {_uniqueStorage()._locWeight = newValue}
+  }
+  /// Returns true if `locWeight` has been explicitly set.
+  public var hasLocWeight: Bool {_storage._locWeight != nil}
+  /// Clears the value of `locWeight`. Subsequent reads from it will return its default value.
+  public mutating func clearLocWeight() {_uniqueStorage()._locWeight = nil}
+
+  public var numClasses: UInt32 {
+    get {_storage._numClasses ?? 0}
+    set {_uniqueStorage()._numClasses = newValue}
+  }
+  /// Returns true if `numClasses` has been explicitly set.
+  public var hasNumClasses: Bool {_storage._numClasses != nil}
+  /// Clears the value of `numClasses`. Subsequent reads from it will return its default value.
+  public mutating func clearNumClasses() {_uniqueStorage()._numClasses = nil}
+
+  public var shareLocation: Bool {
+    get {_storage._shareLocation ?? true}
+    set {_uniqueStorage()._shareLocation = newValue}
+  }
+  /// Returns true if `shareLocation` has been explicitly set.
+  public var hasShareLocation: Bool {_storage._shareLocation != nil}
+  /// Clears the value of `shareLocation`. Subsequent reads from it will return its default value.
+  public mutating func clearShareLocation() {_uniqueStorage()._shareLocation = nil}
+
+  public var matchType: Caffe_MultiBoxLossParameter.MatchType {
+    get {_storage._matchType ?? .perPrediction}
+    set {_uniqueStorage()._matchType = newValue}
+  }
+  /// Returns true if `matchType` has been explicitly set.
+  public var hasMatchType: Bool {_storage._matchType != nil}
+  /// Clears the value of `matchType`. Subsequent reads from it will return its default value.
+  public mutating func clearMatchType() {_uniqueStorage()._matchType = nil}
+
+  public var overlapThreshold: Float {
+    get {_storage._overlapThreshold ?? 0.5}
+    set {_uniqueStorage()._overlapThreshold = newValue}
+  }
+  /// Returns true if `overlapThreshold` has been explicitly set.
+  public var hasOverlapThreshold: Bool {_storage._overlapThreshold != nil}
+  /// Clears the value of `overlapThreshold`. Subsequent reads from it will return its default value.
+  public mutating func clearOverlapThreshold() {_uniqueStorage()._overlapThreshold = nil}
+
+  public var usePriorForMatching: Bool {
+    get {_storage._usePriorForMatching ?? true}
+    set {_uniqueStorage()._usePriorForMatching = newValue}
+  }
+  /// Returns true if `usePriorForMatching` has been explicitly set.
+  public var hasUsePriorForMatching: Bool {_storage._usePriorForMatching != nil}
+  /// Clears the value of `usePriorForMatching`. Subsequent reads from it will return its default value.
+  public mutating func clearUsePriorForMatching() {_uniqueStorage()._usePriorForMatching = nil}
+
+  public var backgroundLabelID: UInt32 {
+    get {_storage._backgroundLabelID ?? 0}
+    set {_uniqueStorage()._backgroundLabelID = newValue}
+  }
+  /// Returns true if `backgroundLabelID` has been explicitly set.
+  public var hasBackgroundLabelID: Bool {_storage._backgroundLabelID != nil}
+  /// Clears the value of `backgroundLabelID`. Subsequent reads from it will return its default value.
+  public mutating func clearBackgroundLabelID() {_uniqueStorage()._backgroundLabelID = nil}
+
+  public var useDifficultGt: Bool {
+    get {_storage._useDifficultGt ?? true}
+    set {_uniqueStorage()._useDifficultGt = newValue}
+  }
+  /// Returns true if `useDifficultGt` has been explicitly set.
+  public var hasUseDifficultGt: Bool {_storage._useDifficultGt != nil}
+  /// Clears the value of `useDifficultGt`. Subsequent reads from it will return its default value.
+  public mutating func clearUseDifficultGt() {_uniqueStorage()._useDifficultGt = nil}
+
+  public var doNegMining: Bool {
+    get {_storage._doNegMining ?? false}
+    set {_uniqueStorage()._doNegMining = newValue}
+  }
+  /// Returns true if `doNegMining` has been explicitly set.
+  public var hasDoNegMining: Bool {_storage._doNegMining != nil}
+  /// Clears the value of `doNegMining`. Subsequent reads from it will return its default value.
+  public mutating func clearDoNegMining() {_uniqueStorage()._doNegMining = nil}
+
+  public var negPosRatio: Float {
+    get {_storage._negPosRatio ?? 3}
+    set {_uniqueStorage()._negPosRatio = newValue}
+  }
+  /// Returns true if `negPosRatio` has been explicitly set.
+  public var hasNegPosRatio: Bool {_storage._negPosRatio != nil}
+  /// Clears the value of `negPosRatio`. Subsequent reads from it will return its default value.
+  public mutating func clearNegPosRatio() {_uniqueStorage()._negPosRatio = nil}
+
+  public var negOverlap: Float {
+    get {_storage._negOverlap ?? 0.5}
+    set {_uniqueStorage()._negOverlap = newValue}
+  }
+  /// Returns true if `negOverlap` has been explicitly set.
+  public var hasNegOverlap: Bool {_storage._negOverlap != nil}
+  /// Clears the value of `negOverlap`. Subsequent reads from it will return its default value.
+  public mutating func clearNegOverlap() {_uniqueStorage()._negOverlap = nil}
+
+  public var codeType: Caffe_PriorBoxParameter.CodeType {
+    get {_storage._codeType ?? .corner}
+    set {_uniqueStorage()._codeType = newValue}
+  }
+  /// Returns true if `codeType` has been explicitly set.
+  public var hasCodeType: Bool {_storage._codeType != nil}
+  /// Clears the value of `codeType`. Subsequent reads from it will return its default value.
+  public mutating func clearCodeType() {_uniqueStorage()._codeType = nil}
+
+  public var encodeVarianceInTarget: Bool {
+    get {_storage._encodeVarianceInTarget ?? false}
+    set {_uniqueStorage()._encodeVarianceInTarget = newValue}
+  }
+  /// Returns true if `encodeVarianceInTarget` has been explicitly set.
+  public var hasEncodeVarianceInTarget: Bool {_storage._encodeVarianceInTarget != nil}
+  /// Clears the value of `encodeVarianceInTarget`. Subsequent reads from it will return its default value.
+  public mutating func clearEncodeVarianceInTarget() {_uniqueStorage()._encodeVarianceInTarget = nil}
+
+  public var mapObjectToAgnostic: Bool {
+    get {_storage._mapObjectToAgnostic ?? false}
+    set {_uniqueStorage()._mapObjectToAgnostic = newValue}
+  }
+  /// Returns true if `mapObjectToAgnostic` has been explicitly set.
+  public var hasMapObjectToAgnostic: Bool {_storage._mapObjectToAgnostic != nil}
+  /// Clears the value of `mapObjectToAgnostic`. Subsequent reads from it will return its default value.
+  public mutating func clearMapObjectToAgnostic() {_uniqueStorage()._mapObjectToAgnostic = nil}
+
+  public var ignoreCrossBoundaryBbox: Bool {
+    get {_storage._ignoreCrossBoundaryBbox ?? false}
+    set {_uniqueStorage()._ignoreCrossBoundaryBbox = newValue}
+  }
+  /// Returns true if `ignoreCrossBoundaryBbox` has been explicitly set.
+  public var hasIgnoreCrossBoundaryBbox: Bool {_storage._ignoreCrossBoundaryBbox != nil}
+  /// Clears the value of `ignoreCrossBoundaryBbox`. Subsequent reads from it will return its default value.
+  public mutating func clearIgnoreCrossBoundaryBbox() {_uniqueStorage()._ignoreCrossBoundaryBbox = nil}
+
+  public var bpInside: Bool {
+    get {_storage._bpInside ?? false}
+    set {_uniqueStorage()._bpInside = newValue}
+  }
+  /// Returns true if `bpInside` has been explicitly set.
+  public var hasBpInside: Bool {_storage._bpInside != nil}
+  /// Clears the value of `bpInside`. Subsequent reads from it will return its default value.
+  public mutating func clearBpInside() {_uniqueStorage()._bpInside = nil}
+
+  public var miningType: Caffe_MultiBoxLossParameter.MiningType {
+    get {_storage._miningType ?? .maxNegative}
+    set {_uniqueStorage()._miningType = newValue}
+  }
+  /// Returns true if `miningType` has been explicitly set.
+  public var hasMiningType: Bool {_storage._miningType != nil}
+  /// Clears the value of `miningType`. Subsequent reads from it will return its default value.
+  public mutating func clearMiningType() {_uniqueStorage()._miningType = nil}
+
+  public var nmsParam: Caffe_NonMaximumSuppressionParameter {
+    get {_storage._nmsParam ?? Caffe_NonMaximumSuppressionParameter()}
+    set {_uniqueStorage()._nmsParam = newValue}
+  }
+  /// Returns true if `nmsParam` has been explicitly set.
+  public var hasNmsParam: Bool {_storage._nmsParam != nil}
+  /// Clears the value of `nmsParam`. Subsequent reads from it will return its default value.
+  public mutating func clearNmsParam() {_uniqueStorage()._nmsParam = nil}
+
+  public var sampleSize: Int32 {
+    get {_storage._sampleSize ?? 64}
+    set {_uniqueStorage()._sampleSize = newValue}
+  }
+  /// Returns true if `sampleSize` has been explicitly set.
+  public var hasSampleSize: Bool {_storage._sampleSize != nil}
+  /// Clears the value of `sampleSize`. Subsequent reads from it will return its default value.
+  public mutating func clearSampleSize() {_uniqueStorage()._sampleSize = nil}
+
+  public var usePriorForNms: Bool {
+    get {_storage._usePriorForNms ?? false}
+    set {_uniqueStorage()._usePriorForNms = newValue}
+  }
+  /// Returns true if `usePriorForNms` has been explicitly set.
+  public var hasUsePriorForNms: Bool {_storage._usePriorForNms != nil}
+  /// Clears the value of `usePriorForNms`. Subsequent reads from it will return its default value.
+  public mutating func clearUsePriorForNms() {_uniqueStorage()._usePriorForNms = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum LocLossType: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case l2 = 0
+    case smoothL1 = 1
+
+    public init() {
+      self = .l2
+    }
+
+  }
+
+  public nonisolated enum ConfLossType: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case softmax = 0
+    case logistic = 1
+
+    public init() {
+      self = .softmax
+    }
+
+  }
+
+  public nonisolated enum MatchType: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case bipartite = 0
+    case perPrediction = 1
+
+    public init() {
+      self = .bipartite
+    }
+
+  }
+
+  public nonisolated enum MiningType: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case none = 0
+    case maxNegative = 1
+    case hardExample = 2
+
+    public init() {
+      self = .none
+    }
+
+  }
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// AnnotatedData layer: images with bounding-box annotations, sampled by batch_sampler.
+public nonisolated struct Caffe_AnnotatedDataParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var batchSampler: [Caffe_BatchSampler] = []
+
+  public var labelMapFile: String {
+    get {_labelMapFile ?? String()}
+    set {_labelMapFile = newValue}
+  }
+  /// Returns true if `labelMapFile` has been explicitly set.
+  public var hasLabelMapFile: Bool {self._labelMapFile != nil}
+  /// Clears the value of `labelMapFile`. Subsequent reads from it will return its default value.
+  public mutating func clearLabelMapFile() {self._labelMapFile = nil}
+
+  public var annoType: Caffe_AnnotatedDataParameter.AnnotationType {
+    get {_annoType ?? .bbox}
+    set {_annoType = newValue}
+  }
+  /// Returns true if `annoType` has been explicitly set.
+  public var hasAnnoType: Bool {self._annoType != nil}
+  /// Clears the value of `annoType`. Subsequent reads from it will return its default value.
+  public mutating func clearAnnoType() {self._annoType = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// SSD nests this enum in its AnnotatedDatum message; the values are the same.
+  public nonisolated enum AnnotationType: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case bbox = 0
+
+    public init() {
+      self = .bbox
+    }
+
+  }
+
+  public init() {}
+
+  fileprivate var _labelMapFile: String? = nil
+  fileprivate var _annoType: Caffe_AnnotatedDataParameter.AnnotationType? = nil
+}
+
+/// One random crop policy of SSD's data augmentation.
+public nonisolated struct Caffe_BatchSampler: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var useOriginalImage: Bool {
+    get {_useOriginalImage ?? true}
+    set {_useOriginalImage = newValue}
+  }
+  /// Returns true if `useOriginalImage` has been explicitly set.
+  public var hasUseOriginalImage: Bool {self._useOriginalImage != nil}
+  /// Clears the value of `useOriginalImage`. Subsequent reads from it will return its default value.
+  public mutating func clearUseOriginalImage() {self._useOriginalImage = nil}
+
+  public var sampler: Caffe_Sampler {
+    get {_sampler ?? Caffe_Sampler()}
+    set {_sampler = newValue}
+  }
+  /// Returns true if `sampler` has been explicitly set.
+  public var hasSampler: Bool {self._sampler != nil}
+  /// Clears the value of `sampler`. Subsequent reads from it will return its default value.
+  public mutating func clearSampler() {self._sampler = nil}
+
+  public var sampleConstraint: Caffe_SampleConstraint {
+    get {_sampleConstraint ?? Caffe_SampleConstraint()}
+    set {_sampleConstraint = newValue}
+  }
+  /// Returns true if `sampleConstraint` has been explicitly set.
+  public var hasSampleConstraint: Bool {self._sampleConstraint != nil}
+  /// Clears the value of `sampleConstraint`. Subsequent reads from it will return its default value.
+  public mutating func clearSampleConstraint() {self._sampleConstraint = nil}
+
+  public var maxSample: UInt32 {
+    get {_maxSample ?? 0}
+    set {_maxSample = newValue}
+  }
+  /// Returns true if `maxSample` has been explicitly set.
+  public var hasMaxSample: Bool {self._maxSample != nil}
+  /// Clears the value of `maxSample`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxSample() {self._maxSample = nil}
+
+  public var maxTrials: UInt32 {
+    get {_maxTrials ?? 100}
+    set {_maxTrials = newValue}
+  }
+  /// Returns true if `maxTrials` has been explicitly set.
+  public var hasMaxTrials: Bool {self._maxTrials != nil}
+  /// Clears the value of `maxTrials`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxTrials() {self._maxTrials = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _useOriginalImage: Bool? = nil
+  fileprivate var _sampler: Caffe_Sampler? = nil
+  fileprivate var _sampleConstraint: Caffe_SampleConstraint? = nil
+  fileprivate var _maxSample: UInt32? = nil
+  fileprivate var _maxTrials: UInt32? = nil
+}
+
+/// Scale and aspect-ratio range of a sampled crop.
+public nonisolated struct Caffe_Sampler: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var minScale: Float {
+    get {_minScale ?? 1}
+    set {_minScale = newValue}
+  }
+  /// Returns true if `minScale` has been explicitly set.
+  public var hasMinScale: Bool {self._minScale != nil}
+  /// Clears the value of `minScale`. Subsequent reads from it will return its default value.
+  public mutating func clearMinScale() {self._minScale = nil}
+
+  public var maxScale: Float {
+    get {_maxScale ?? 1}
+    set {_maxScale = newValue}
+  }
+  /// Returns true if `maxScale` has been explicitly set.
+  public var hasMaxScale: Bool {self._maxScale != nil}
+  /// Clears the value of `maxScale`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxScale() {self._maxScale = nil}
+
+  public var minAspectRatio: Float {
+    get {_minAspectRatio ?? 1}
+    set {_minAspectRatio = newValue}
+  }
+  /// Returns true if `minAspectRatio` has been explicitly set.
+  public var hasMinAspectRatio: Bool {self._minAspectRatio != nil}
+  /// Clears the value of `minAspectRatio`. Subsequent reads from it will return its default value.
+  public mutating func clearMinAspectRatio() {self._minAspectRatio = nil}
+
+  public var maxAspectRatio: Float {
+    get {_maxAspectRatio ?? 1}
+    set {_maxAspectRatio = newValue}
+  }
+  /// Returns true if `maxAspectRatio` has been explicitly set.
+  public var hasMaxAspectRatio: Bool {self._maxAspectRatio != nil}
+  /// Clears the value of `maxAspectRatio`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxAspectRatio() {self._maxAspectRatio = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _minScale: Float? = nil
+  fileprivate var _maxScale: Float? = nil
+  fileprivate var _minAspectRatio: Float? = nil
+  fileprivate var _maxAspectRatio: Float? = nil
+}
+
+/// What a sampled crop must overlap or cover.
+public nonisolated struct Caffe_SampleConstraint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var minJaccardOverlap: Float {
+    get {_minJaccardOverlap ?? 0}
+    set {_minJaccardOverlap = newValue}
+  }
+  /// Returns true if `minJaccardOverlap` has been explicitly set.
+  public var hasMinJaccardOverlap: Bool {self._minJaccardOverlap != nil}
+  /// Clears the value of `minJaccardOverlap`. Subsequent reads from it will return its default value.
+  public mutating func clearMinJaccardOverlap() {self._minJaccardOverlap = nil}
+
+  public var maxJaccardOverlap: Float {
+    get {_maxJaccardOverlap ?? 0}
+    set {_maxJaccardOverlap = newValue}
+  }
+  /// Returns true if `maxJaccardOverlap` has been explicitly set.
+  public var hasMaxJaccardOverlap: Bool {self._maxJaccardOverlap != nil}
+  /// Clears the value of `maxJaccardOverlap`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxJaccardOverlap() {self._maxJaccardOverlap = nil}
+
+  public var minSampleCoverage: Float {
+    get {_minSampleCoverage ?? 0}
+    set {_minSampleCoverage = newValue}
+  }
+  /// Returns true if `minSampleCoverage` has been explicitly set.
+  public var hasMinSampleCoverage: Bool {self._minSampleCoverage != nil}
+  /// Clears the value of `minSampleCoverage`. Subsequent reads from it will return its default value.
+  public mutating func clearMinSampleCoverage() {self._minSampleCoverage = nil}
+
+  public var maxSampleCoverage: Float {
+    get {_maxSampleCoverage ?? 0}
+    set {_maxSampleCoverage = newValue}
+  }
+  /// Returns true if `maxSampleCoverage` has been explicitly set.
+  public var hasMaxSampleCoverage: Bool {self._maxSampleCoverage != nil}
+  /// Clears the value of `maxSampleCoverage`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxSampleCoverage() {self._maxSampleCoverage = nil}
+
+  public var minObjectCoverage: Float {
+    get {_minObjectCoverage ?? 0}
+    set {_minObjectCoverage = newValue}
+  }
+  /// Returns true if `minObjectCoverage` has been explicitly set.
+  public var hasMinObjectCoverage: Bool {self._minObjectCoverage != nil}
+  /// Clears the value of `minObjectCoverage`. Subsequent reads from it will return its default value.
+  public mutating func clearMinObjectCoverage() {self._minObjectCoverage = nil}
+
+  public var maxObjectCoverage: Float {
+    get {_maxObjectCoverage ?? 0}
+    set {_maxObjectCoverage = newValue}
+  }
+  /// Returns true if `maxObjectCoverage` has been explicitly set.
+  public var hasMaxObjectCoverage: Bool {self._maxObjectCoverage != nil}
+  /// Clears the value of `maxObjectCoverage`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxObjectCoverage() {self._maxObjectCoverage = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _minJaccardOverlap: Float? = nil
+  fileprivate var _maxJaccardOverlap: Float? = nil
+  fileprivate var _minSampleCoverage: Float? = nil
+  fileprivate var _maxSampleCoverage: Float? = nil
+  fileprivate var _minObjectCoverage: Float? = nil
+  fileprivate var _maxObjectCoverage: Float? = nil
+}
+
+/// When an annotation survives a crop.
+public nonisolated struct Caffe_EmitConstraint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var emitType: Caffe_EmitConstraint.EmitType {
+    get {_emitType ?? .center}
+    set {_emitType = newValue}
+  }
+  /// Returns true if `emitType` has been explicitly set.
+  public var hasEmitType: Bool {self._emitType != nil}
+  /// Clears the value of `emitType`. Subsequent reads from it will return its default value.
+  public mutating func clearEmitType() {self._emitType = nil}
+
+  public var emitOverlap: Float {
+    get {_emitOverlap ?? 0}
+    set {_emitOverlap = newValue}
+  }
+  /// Returns true if `emitOverlap` has been explicitly set.
+  public var hasEmitOverlap: Bool {self._emitOverlap != nil}
+  /// Clears the value of `emitOverlap`. Subsequent reads from it will return its default value.
+  public mutating func clearEmitOverlap() {self._emitOverlap = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum EmitType: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case center = 0
+    case minOverlap = 1
+
+    public init() {
+      self = .center
+    }
+
+  }
+
+  public init() {}
+
+  fileprivate var _emitType: Caffe_EmitConstraint.EmitType? = nil
+  fileprivate var _emitOverlap: Float? = nil
+}
+
+/// Image resizing in SSD's data transformer.
+public nonisolated struct Caffe_ResizeParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var prob: Float {
+    get {_prob ?? 1}
+    set {_prob = newValue}
+  }
+  /// Returns true if `prob` has been explicitly set.
+  public var hasProb: Bool {self._prob != nil}
+  /// Clears the value of `prob`. Subsequent reads from it will return its default value.
+  public mutating func clearProb() {self._prob = nil}
+
+  public var resizeMode: Caffe_ResizeParameter.Resize_mode {
+    get {_resizeMode ?? .warp}
+    set {_resizeMode = newValue}
+  }
+  /// Returns true if `resizeMode` has been explicitly set.
+  public var hasResizeMode: Bool {self._resizeMode != nil}
+  /// Clears the value of `resizeMode`. Subsequent reads from it will return its default value.
+  public mutating func clearResizeMode() {self._resizeMode = nil}
+
+  public var height: UInt32 {
+    get {_height ?? 0}
+    set {_height = newValue}
+  }
+  /// Returns true if `height` has been explicitly set.
+  public var hasHeight: Bool {self._height != nil}
+  /// Clears the value of `height`. Subsequent reads from it will return its default value.
+  public mutating func clearHeight() {self._height = nil}
+
+  public var width: UInt32 {
+    get {_width ?? 0}
+    set {_width = newValue}
+  }
+  /// Returns true if `width` has been explicitly set.
+  public var hasWidth: Bool {self._width != nil}
+  /// Clears the value of `width`. Subsequent reads from it will return its default value.
+  public mutating func clearWidth() {self._width = nil}
+
+  public var heightScale: UInt32 {
+    get {_heightScale ?? 0}
+    set {_heightScale = newValue}
+  }
+  /// Returns true if `heightScale` has been explicitly set.
+  public var hasHeightScale: Bool {self._heightScale != nil}
+  /// Clears the value of `heightScale`. Subsequent reads from it will return its default value.
+  public mutating func clearHeightScale() {self._heightScale = nil}
+
+  public var widthScale: UInt32 {
+    get {_widthScale ?? 0}
+    set {_widthScale = newValue}
+  }
+  /// Returns true if `widthScale` has been explicitly set.
+  public var hasWidthScale: Bool {self._widthScale != nil}
+  /// Clears the value of `widthScale`. Subsequent reads from it will return its default value.
+  public mutating func clearWidthScale() {self._widthScale = nil}
+
+  public var padMode: Caffe_ResizeParameter.Pad_mode {
+    get {_padMode ?? .constant}
+    set {_padMode = newValue}
+  }
+  /// Returns true if `padMode` has been explicitly set.
+  public var hasPadMode: Bool {self._padMode != nil}
+  /// Clears the value of `padMode`. Subsequent reads from it will return its default value.
+  public mutating func clearPadMode() {self._padMode = nil}
+
+  public var padValue: [Float] = []
+
+  public var interpMode: [Caffe_ResizeParameter.Interp_mode] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Resize_mode: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case warp = 1
+    case fitSmallSize = 2
+    case fitLargeSizeAndPad = 3
+
+    public init() {
+      self = .warp
+    }
+
+  }
+
+  public nonisolated enum Pad_mode: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case constant = 1
+    case mirrored = 2
+    case repeatNearest = 3
+
+    public init() {
+      self = .constant
+    }
+
+  }
+
+  /// OpenCV's interpolation modes
+  public nonisolated enum Interp_mode: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case linear = 1
+    case area = 2
+    case nearest = 3
+    case cubic = 4
+    case lanczos4 = 5
+
+    public init() {
+      self = .linear
+    }
+
+  }
+
+  public init() {}
+
+  fileprivate var _prob: Float? = nil
+  fileprivate var _resizeMode: Caffe_ResizeParameter.Resize_mode? = nil
+  fileprivate var _height: UInt32? = nil
+  fileprivate var _width: UInt32? = nil
+  fileprivate var _heightScale: UInt32? = nil
+  fileprivate var _widthScale: UInt32? = nil
+  fileprivate var _padMode: Caffe_ResizeParameter.Pad_mode? = nil
+}
+
+/// Photometric noise in SSD's data transformer.
+public nonisolated struct Caffe_NoiseParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var prob: Float {
+    get {_prob ?? 0}
+    set {_prob = newValue}
+  }
+  /// Returns true if `prob` has been explicitly set.
+  public var hasProb: Bool {self._prob != nil}
+  /// Clears the value of `prob`. Subsequent reads from it will return its default value.
+  public mutating func clearProb() {self._prob = nil}
+
+  public var histEq: Bool {
+    get {_histEq ?? false}
+    set {_histEq = newValue}
+  }
+  /// Returns true if `histEq` has been explicitly set.
+  public var hasHistEq: Bool {self._histEq != nil}
+  /// Clears the value of `histEq`. Subsequent reads from it will return its default value.
+  public mutating func clearHistEq() {self._histEq = nil}
+
+  public var inverse: Bool {
+    get {_inverse ?? false}
+    set {_inverse = newValue}
+  }
+  /// Returns true if `inverse` has been explicitly set.
+  public var hasInverse: Bool {self._inverse != nil}
+  /// Clears the value of `inverse`. Subsequent reads from it will return its default value.
+  public mutating func clearInverse() {self._inverse = nil}
+
+  public var decolorize: Bool {
+    get {_decolorize ?? false}
+    set {_decolorize = newValue}
+  }
+  /// Returns true if `decolorize` has been explicitly set.
+  public var hasDecolorize: Bool {self._decolorize != nil}
+  /// Clears the value of `decolorize`. Subsequent reads from it will return its default value.
+  public mutating func clearDecolorize() {self._decolorize = nil}
+
+  public var gaussBlur: Bool {
+    get {_gaussBlur ?? false}
+    set {_gaussBlur = newValue}
+  }
+  /// Returns true if `gaussBlur` has been explicitly set.
+  public var hasGaussBlur: Bool {self._gaussBlur != nil}
+  /// Clears the value of `gaussBlur`. Subsequent reads from it will return its default value.
+  public mutating func clearGaussBlur() {self._gaussBlur = nil}
+
+  public var jpeg: Float {
+    get {_jpeg ?? -1}
+    set {_jpeg = newValue}
+  }
+  /// Returns true if `jpeg` has been explicitly set.
+  public var hasJpeg: Bool {self._jpeg != nil}
+  /// Clears the value of `jpeg`. Subsequent reads from it will return its default value.
+  public mutating func clearJpeg() {self._jpeg = nil}
+
+  public var posterize: Bool {
+    get {_posterize ?? false}
+    set {_posterize = newValue}
+  }
+  /// Returns true if `posterize` has been explicitly set.
+  public var hasPosterize: Bool {self._posterize != nil}
+  /// Clears the value of `posterize`. Subsequent reads from it will return its default value.
+  public mutating func clearPosterize() {self._posterize = nil}
+
+  public var erode: Bool {
+    get {_erode ?? false}
+    set {_erode = newValue}
+  }
+  /// Returns true if `erode` has been explicitly set.
+  public var hasErode: Bool {self._erode != nil}
+  /// Clears the value of `erode`. Subsequent reads from it will return its default value.
+  public mutating func clearErode() {self._erode = nil}
+
+  public var saltpepper: Bool {
+    get {_saltpepper ?? false}
+    set {_saltpepper = newValue}
+  }
+  /// Returns true if `saltpepper` has been explicitly set.
+  public var hasSaltpepper: Bool {self._saltpepper != nil}
+  /// Clears the value of `saltpepper`. Subsequent reads from it will return its default value.
+  public mutating func clearSaltpepper() {self._saltpepper = nil}
+
+  public var saltpepperParam: Caffe_SaltPepperParameter {
+    get {_saltpepperParam ?? Caffe_SaltPepperParameter()}
+    set {_saltpepperParam = newValue}
+  }
+  /// Returns true if `saltpepperParam` has been explicitly set.
+  public var hasSaltpepperParam: Bool {self._saltpepperParam != nil}
+  /// Clears the value of `saltpepperParam`. Subsequent reads from it will return its default value.
+  public mutating func clearSaltpepperParam() {self._saltpepperParam = nil}
+
+  public var clahe: Bool {
+    get {_clahe ?? false}
+    set {_clahe = newValue}
+  }
+  /// Returns true if `clahe` has been explicitly set.
+  public var hasClahe: Bool {self._clahe != nil}
+  /// Clears the value of `clahe`. Subsequent reads from it will return its default value.
+  public mutating func clearClahe() {self._clahe = nil}
+
+  public var convertToHsv: Bool {
+    get {_convertToHsv ?? false}
+    set {_convertToHsv = newValue}
+  }
+  /// Returns true if `convertToHsv` has been explicitly set.
+  public var hasConvertToHsv: Bool {self._convertToHsv != nil}
+  /// Clears the value of `convertToHsv`. Subsequent reads from it will return its default value.
+  public mutating func clearConvertToHsv() {self._convertToHsv = nil}
+
+  public var convertToLab: Bool {
+    get {_convertToLab ?? false}
+    set {_convertToLab = newValue}
+  }
+  /// Returns true if `convertToLab` has been explicitly set.
+  public var hasConvertToLab: Bool {self._convertToLab != nil}
+  /// Clears the value of `convertToLab`. Subsequent reads from it will return its default value.
+  public mutating func clearConvertToLab() {self._convertToLab = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _prob: Float? = nil
+  fileprivate var _histEq: Bool? = nil
+  fileprivate var _inverse: Bool? = nil
+  fileprivate var _decolorize: Bool? = nil
+  fileprivate var _gaussBlur: Bool? = nil
+  fileprivate var _jpeg: Float? = nil
+  fileprivate var _posterize: Bool? = nil
+  fileprivate var _erode: Bool? = nil
+  fileprivate var _saltpepper: Bool? = nil
+  fileprivate var _saltpepperParam: Caffe_SaltPepperParameter? = nil
+  fileprivate var _clahe: Bool? = nil
+  fileprivate var _convertToHsv: Bool? = nil
+  fileprivate var _convertToLab: Bool? = nil
+}
+
+/// Salt-and-pepper noise: the fraction of pixels and their values.
+public nonisolated struct Caffe_SaltPepperParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var fraction: Float {
+    get {_fraction ?? 0}
+    set {_fraction = newValue}
+  }
+  /// Returns true if `fraction` has been explicitly set.
+  public var hasFraction: Bool {self._fraction != nil}
+  /// Clears the value of `fraction`. Subsequent reads from it will return its default value.
+  public mutating func clearFraction() {self._fraction = nil}
+
+  public var value: [Float] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _fraction: Float? = nil
+}
+
+/// Brightness, contrast, hue and saturation jitter.
+public nonisolated struct Caffe_DistortionParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var brightnessProb: Float {
+    get {_brightnessProb ?? 0}
+    set {_brightnessProb = newValue}
+  }
+  /// Returns true if `brightnessProb` has been explicitly set.
+  public var hasBrightnessProb: Bool {self._brightnessProb != nil}
+  /// Clears the value of `brightnessProb`. Subsequent reads from it will return its default value.
+  public mutating func clearBrightnessProb() {self._brightnessProb = nil}
+
+  public var brightnessDelta: Float {
+    get {_brightnessDelta ?? 0}
+    set {_brightnessDelta = newValue}
+  }
+  /// Returns true if `brightnessDelta` has been explicitly set.
+  public var hasBrightnessDelta: Bool {self._brightnessDelta != nil}
+  /// Clears the value of `brightnessDelta`. Subsequent reads from it will return its default value.
+  public mutating func clearBrightnessDelta() {self._brightnessDelta = nil}
+
+  public var contrastProb: Float {
+    get {_contrastProb ?? 0}
+    set {_contrastProb = newValue}
+  }
+  /// Returns true if `contrastProb` has been explicitly set.
+  public var hasContrastProb: Bool {self._contrastProb != nil}
+  /// Clears the value of `contrastProb`. Subsequent reads from it will return its default value.
+  public mutating func clearContrastProb() {self._contrastProb = nil}
+
+  public var contrastLower: Float {
+    get {_contrastLower ?? 0}
+    set {_contrastLower = newValue}
+  }
+  /// Returns true if `contrastLower` has been explicitly set.
+  public var hasContrastLower: Bool {self._contrastLower != nil}
+  /// Clears the value of `contrastLower`. Subsequent reads from it will return its default value.
+  public mutating func clearContrastLower() {self._contrastLower = nil}
+
+  public var contrastUpper: Float {
+    get {_contrastUpper ?? 0}
+    set {_contrastUpper = newValue}
+  }
+  /// Returns true if `contrastUpper` has been explicitly set.
+  public var hasContrastUpper: Bool {self._contrastUpper != nil}
+  /// Clears the value of `contrastUpper`. Subsequent reads from it will return its default value.
+  public mutating func clearContrastUpper() {self._contrastUpper = nil}
+
+  public var hueProb: Float {
+    get {_hueProb ?? 0}
+    set {_hueProb = newValue}
+  }
+  /// Returns true if `hueProb` has been explicitly set.
+  public var hasHueProb: Bool {self._hueProb != nil}
+  /// Clears the value of `hueProb`. Subsequent reads from it will return its default value.
+  public mutating func clearHueProb() {self._hueProb = nil}
+
+  public var hueDelta: Float {
+    get {_hueDelta ?? 0}
+    set {_hueDelta = newValue}
+  }
+  /// Returns true if `hueDelta` has been explicitly set.
+  public var hasHueDelta: Bool {self._hueDelta != nil}
+  /// Clears the value of `hueDelta`. Subsequent reads from it will return its default value.
+  public mutating func clearHueDelta() {self._hueDelta = nil}
+
+  public var saturationProb: Float {
+    get {_saturationProb ?? 0}
+    set {_saturationProb = newValue}
+  }
+  /// Returns true if `saturationProb` has been explicitly set.
+  public var hasSaturationProb: Bool {self._saturationProb != nil}
+  /// Clears the value of `saturationProb`. Subsequent reads from it will return its default value.
+  public mutating func clearSaturationProb() {self._saturationProb = nil}
+
+  public var saturationLower: Float {
+    get {_saturationLower ?? 0}
+    set {_saturationLower = newValue}
+  }
+  /// Returns true if `saturationLower` has been explicitly set.
+  public var hasSaturationLower: Bool {self._saturationLower != nil}
+  /// Clears the value of `saturationLower`. Subsequent reads from it will return its default value.
+  public mutating func clearSaturationLower() {self._saturationLower = nil}
+
+  public var saturationUpper: Float {
+    get {_saturationUpper ?? 0}
+    set {_saturationUpper = newValue}
+  }
+  /// Returns true if `saturationUpper` has been explicitly set.
+  public var hasSaturationUpper: Bool {self._saturationUpper != nil}
+  /// Clears the value of `saturationUpper`. Subsequent reads from it will return its default value.
+  public mutating func clearSaturationUpper() {self._saturationUpper = nil}
+
+  public var randomOrderProb: Float {
+    get {_randomOrderProb ?? 0}
+    set {_randomOrderProb = newValue}
+  }
+  /// Returns true if `randomOrderProb` has been explicitly set.
+  public var hasRandomOrderProb: Bool {self._randomOrderProb != nil}
+  /// Clears the value of `randomOrderProb`. Subsequent reads from it will return its default value.
+  public mutating func clearRandomOrderProb() {self._randomOrderProb = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _brightnessProb: Float? = nil
+  fileprivate var _brightnessDelta: Float? = nil
+  fileprivate var _contrastProb: Float? = nil
+  fileprivate var _contrastLower: Float? = nil
+  fileprivate var _contrastUpper: Float? = nil
+  fileprivate var _hueProb: Float? = nil
+  fileprivate var _hueDelta: Float? = nil
+  fileprivate var _saturationProb: Float? = nil
+  fileprivate var _saturationLower: Float? = nil
+  fileprivate var _saturationUpper: Float? = nil
+  fileprivate var _randomOrderProb: Float? = nil
+}
+
+/// Zoom-out augmentation: place the image on a larger canvas.
+public nonisolated struct Caffe_ExpansionParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var prob: Float {
+    get {_prob ?? 1}
+    set {_prob = newValue}
+  }
+  /// Returns true if `prob` has been explicitly set.
+  public var hasProb: Bool {self._prob != nil}
+  /// Clears the value of `prob`. Subsequent reads from it will return its default value.
+  public mutating func clearProb() {self._prob = nil}
+
+  public var maxExpandRatio: Float {
+    get {_maxExpandRatio ?? 1}
+    set {_maxExpandRatio = newValue}
+  }
+  /// Returns true if `maxExpandRatio` has been explicitly set.
+  public var hasMaxExpandRatio: Bool {self._maxExpandRatio != nil}
+  /// Clears the value of `maxExpandRatio`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxExpandRatio() {self._maxExpandRatio = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _prob: Float? = nil
+  fileprivate var _maxExpandRatio: Float? = nil
+}
+
+/// Upsample layer (SegNet, alexgkendall/caffe-segnet): scatters each value to the position its
+/// pooling mask names. The output size is upsample_h × upsample_w, else (deprecated) the input
+/// size times scale (scale_h/scale_w), minus one where pad_out_h/pad_out_w is set (scale 2 only).
+public nonisolated struct Caffe_UpsampleParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var scale: UInt32 {
+    get {_scale ?? 2}
+    set {_scale = newValue}
+  }
+  /// Returns true if `scale` has been explicitly set.
+  public var hasScale: Bool {self._scale != nil}
+  /// Clears the value of `scale`. Subsequent reads from it will return its default value.
+  public mutating func clearScale() {self._scale = nil}
+
+  public var scaleH: UInt32 {
+    get {_scaleH ?? 0}
+    set {_scaleH = newValue}
+  }
+  /// Returns true if `scaleH` has been explicitly set.
+  public var hasScaleH: Bool {self._scaleH != nil}
+  /// Clears the value of `scaleH`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleH() {self._scaleH = nil}
+
+  public var scaleW: UInt32 {
+    get {_scaleW ?? 0}
+    set {_scaleW = newValue}
+  }
+  /// Returns true if `scaleW` has been explicitly set.
+  public var hasScaleW: Bool {self._scaleW != nil}
+  /// Clears the value of `scaleW`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleW() {self._scaleW = nil}
+
+  public var padOutH: Bool {
+    get {_padOutH ?? false}
+    set {_padOutH = newValue}
+  }
+  /// Returns true if `padOutH` has been explicitly set.
+  public var hasPadOutH: Bool {self._padOutH != nil}
+  /// Clears the value of `padOutH`. Subsequent reads from it will return its default value.
+  public mutating func clearPadOutH() {self._padOutH = nil}
+
+  public var padOutW: Bool {
+    get {_padOutW ?? false}
+    set {_padOutW = newValue}
+  }
+  /// Returns true if `padOutW` has been explicitly set.
+  public var hasPadOutW: Bool {self._padOutW != nil}
+  /// Clears the value of `padOutW`. Subsequent reads from it will return its default value.
+  public mutating func clearPadOutW() {self._padOutW = nil}
+
+  public var upsampleH: UInt32 {
+    get {_upsampleH ?? 0}
+    set {_upsampleH = newValue}
+  }
+  /// Returns true if `upsampleH` has been explicitly set.
+  public var hasUpsampleH: Bool {self._upsampleH != nil}
+  /// Clears the value of `upsampleH`. Subsequent reads from it will return its default value.
+  public mutating func clearUpsampleH() {self._upsampleH = nil}
+
+  public var upsampleW: UInt32 {
+    get {_upsampleW ?? 0}
+    set {_upsampleW = newValue}
+  }
+  /// Returns true if `upsampleW` has been explicitly set.
+  public var hasUpsampleW: Bool {self._upsampleW != nil}
+  /// Clears the value of `upsampleW`. Subsequent reads from it will return its default value.
+  public mutating func clearUpsampleW() {self._upsampleW = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scale: UInt32? = nil
+  fileprivate var _scaleH: UInt32? = nil
+  fileprivate var _scaleW: UInt32? = nil
+  fileprivate var _padOutH: Bool? = nil
+  fileprivate var _padOutW: Bool? = nil
+  fileprivate var _upsampleH: UInt32? = nil
+  fileprivate var _upsampleW: UInt32? = nil
+}
+
+/// Reorg layer (YOLOv2's passthrough, Intel Caffe's numbering): darknet's reorg, which moves each
+/// stride × stride block of positions into channels (reverse: back out of them).
+public nonisolated struct Caffe_ReorgParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var stride: UInt32 {
+    get {_stride ?? 0}
+    set {_stride = newValue}
+  }
+  /// Returns true if `stride` has been explicitly set.
+  public var hasStride: Bool {self._stride != nil}
+  /// Clears the value of `stride`. Subsequent reads from it will return its default value.
+  public mutating func clearStride() {self._stride = nil}
+
+  public var reverse: Bool {
+    get {_reverse ?? false}
+    set {_reverse = newValue}
+  }
+  /// Returns true if `reverse` has been explicitly set.
+  public var hasReverse: Bool {self._reverse != nil}
+  /// Clears the value of `reverse`. Subsequent reads from it will return its default value.
+  public mutating func clearReverse() {self._reverse = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _stride: UInt32? = nil
+  fileprivate var _reverse: Bool? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caffe"
@@ -5910,7 +7631,7 @@ nonisolated extension Caffe_ParamSpec.DimCheckMode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LayerParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}:norm_param\0\u{4}ILb\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}\u{b}reorg_param\0\u{4})annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}F\u{7f}`\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
 
   fileprivate class _StorageClass {
     var _name: String? = nil
@@ -5973,9 +7694,17 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
     var _thresholdParam: Caffe_ThresholdParameter? = nil
     var _tileParam: Caffe_TileParameter? = nil
     var _windowDataParam: Caffe_WindowDataParameter? = nil
+    var _annotatedDataParam: Caffe_AnnotatedDataParameter? = nil
+    var _multiboxLossParam: Caffe_MultiBoxLossParameter? = nil
+    var _permuteParam: Caffe_PermuteParameter? = nil
+    var _priorBoxParam: Caffe_PriorBoxParameter? = nil
+    var _detectionOutputParam: Caffe_DetectionOutputParameter? = nil
+    var _detectionEvaluateParam: Caffe_DetectionEvaluateParameter? = nil
     var _normParam: Caffe_NormalizeParameter? = nil
     var _roiPoolingParam: Caffe_ROIPoolingParameter? = nil
     var _smoothL1LossParam: Caffe_SmoothL1LossParameter? = nil
+    var _upsampleParam: Caffe_UpsampleParameter? = nil
+    var _reorgParam: Caffe_ReorgParameter? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6046,9 +7775,17 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       _thresholdParam = source._thresholdParam
       _tileParam = source._tileParam
       _windowDataParam = source._windowDataParam
+      _annotatedDataParam = source._annotatedDataParam
+      _multiboxLossParam = source._multiboxLossParam
+      _permuteParam = source._permuteParam
+      _priorBoxParam = source._priorBoxParam
+      _detectionOutputParam = source._detectionOutputParam
+      _detectionEvaluateParam = source._detectionEvaluateParam
       _normParam = source._normParam
       _roiPoolingParam = source._roiPoolingParam
       _smoothL1LossParam = source._smoothL1LossParam
+      _upsampleParam = source._upsampleParam
+      _reorgParam = source._reorgParam
     }
   }
 
@@ -6134,7 +7871,15 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         case 146: try { try decoder.decodeSingularMessageField(value: &_storage._recurrentParam) }()
         case 147: try { try decoder.decodeSingularMessageField(value: &_storage._swishParam) }()
         case 148: try { try decoder.decodeSingularMessageField(value: &_storage._clipParam) }()
+        case 159: try { try decoder.decodeSingularMessageField(value: &_storage._reorgParam) }()
+        case 200: try { try decoder.decodeSingularMessageField(value: &_storage._annotatedDataParam) }()
+        case 201: try { try decoder.decodeSingularMessageField(value: &_storage._multiboxLossParam) }()
+        case 202: try { try decoder.decodeSingularMessageField(value: &_storage._permuteParam) }()
+        case 203: try { try decoder.decodeSingularMessageField(value: &_storage._priorBoxParam) }()
+        case 204: try { try decoder.decodeSingularMessageField(value: &_storage._detectionOutputParam) }()
+        case 205: try { try decoder.decodeSingularMessageField(value: &_storage._detectionEvaluateParam) }()
         case 206: try { try decoder.decodeSingularMessageField(value: &_storage._normParam) }()
+        case 5137: try { try decoder.decodeSingularMessageField(value: &_storage._upsampleParam) }()
         case 8266711: try { try decoder.decodeSingularMessageField(value: &_storage._roiPoolingParam) }()
         case 8266712: try { try decoder.decodeSingularMessageField(value: &_storage._smoothL1LossParam) }()
         default: break
@@ -6329,8 +8074,32 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._clipParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 148)
       } }()
+      try { if let v = _storage._reorgParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 159)
+      } }()
+      try { if let v = _storage._annotatedDataParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 200)
+      } }()
+      try { if let v = _storage._multiboxLossParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 201)
+      } }()
+      try { if let v = _storage._permuteParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 202)
+      } }()
+      try { if let v = _storage._priorBoxParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 203)
+      } }()
+      try { if let v = _storage._detectionOutputParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 204)
+      } }()
+      try { if let v = _storage._detectionEvaluateParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 205)
+      } }()
       try { if let v = _storage._normParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 206)
+      } }()
+      try { if let v = _storage._upsampleParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5137)
       } }()
       try { if let v = _storage._roiPoolingParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 8266711)
@@ -6407,9 +8176,17 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._thresholdParam != rhs_storage._thresholdParam {return false}
         if _storage._tileParam != rhs_storage._tileParam {return false}
         if _storage._windowDataParam != rhs_storage._windowDataParam {return false}
+        if _storage._annotatedDataParam != rhs_storage._annotatedDataParam {return false}
+        if _storage._multiboxLossParam != rhs_storage._multiboxLossParam {return false}
+        if _storage._permuteParam != rhs_storage._permuteParam {return false}
+        if _storage._priorBoxParam != rhs_storage._priorBoxParam {return false}
+        if _storage._detectionOutputParam != rhs_storage._detectionOutputParam {return false}
+        if _storage._detectionEvaluateParam != rhs_storage._detectionEvaluateParam {return false}
         if _storage._normParam != rhs_storage._normParam {return false}
         if _storage._roiPoolingParam != rhs_storage._roiPoolingParam {return false}
         if _storage._smoothL1LossParam != rhs_storage._smoothL1LossParam {return false}
+        if _storage._upsampleParam != rhs_storage._upsampleParam {return false}
+        if _storage._reorgParam != rhs_storage._reorgParam {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -6421,63 +8198,160 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Caffe_TransformationParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TransformationParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scale\0\u{1}mirror\0\u{3}crop_size\0\u{3}mean_file\0\u{3}mean_value\0\u{3}force_color\0\u{3}force_gray\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scale\0\u{1}mirror\0\u{3}crop_size\0\u{3}mean_file\0\u{3}mean_value\0\u{3}force_color\0\u{3}force_gray\0\u{3}resize_param\0\u{3}noise_param\0\u{3}emit_constraint\0\u{3}crop_h\0\u{3}crop_w\0\u{3}distort_param\0\u{3}expand_param\0")
+
+  fileprivate class _StorageClass {
+    var _scale: Float? = nil
+    var _mirror: Bool? = nil
+    var _cropSize: UInt32? = nil
+    var _meanFile: String? = nil
+    var _meanValue: [Float] = []
+    var _forceColor: Bool? = nil
+    var _forceGray: Bool? = nil
+    var _resizeParam: Caffe_ResizeParameter? = nil
+    var _noiseParam: Caffe_NoiseParameter? = nil
+    var _emitConstraint: Caffe_EmitConstraint? = nil
+    var _cropH: UInt32? = nil
+    var _cropW: UInt32? = nil
+    var _distortParam: Caffe_DistortionParameter? = nil
+    var _expandParam: Caffe_ExpansionParameter? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _scale = source._scale
+      _mirror = source._mirror
+      _cropSize = source._cropSize
+      _meanFile = source._meanFile
+      _meanValue = source._meanValue
+      _forceColor = source._forceColor
+      _forceGray = source._forceGray
+      _resizeParam = source._resizeParam
+      _noiseParam = source._noiseParam
+      _emitConstraint = source._emitConstraint
+      _cropH = source._cropH
+      _cropW = source._cropW
+      _distortParam = source._distortParam
+      _expandParam = source._expandParam
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularFloatField(value: &self._scale) }()
-      case 2: try { try decoder.decodeSingularBoolField(value: &self._mirror) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._cropSize) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self._meanFile) }()
-      case 5: try { try decoder.decodeRepeatedFloatField(value: &self.meanValue) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self._forceColor) }()
-      case 7: try { try decoder.decodeSingularBoolField(value: &self._forceGray) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularFloatField(value: &_storage._scale) }()
+        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._mirror) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._cropSize) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._meanFile) }()
+        case 5: try { try decoder.decodeRepeatedFloatField(value: &_storage._meanValue) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._forceColor) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._forceGray) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._resizeParam) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._noiseParam) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._emitConstraint) }()
+        case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._cropH) }()
+        case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._cropW) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._distortParam) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._expandParam) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._scale {
-      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
-    } }()
-    try { if let v = self._mirror {
-      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
-    } }()
-    try { if let v = self._cropSize {
-      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
-    } }()
-    try { if let v = self._meanFile {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 4)
-    } }()
-    if !self.meanValue.isEmpty {
-      try visitor.visitRepeatedFloatField(value: self.meanValue, fieldNumber: 5)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._scale {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._mirror {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._cropSize {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._meanFile {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 4)
+      } }()
+      if !_storage._meanValue.isEmpty {
+        try visitor.visitRepeatedFloatField(value: _storage._meanValue, fieldNumber: 5)
+      }
+      try { if let v = _storage._forceColor {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._forceGray {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 7)
+      } }()
+      try { if let v = _storage._resizeParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._noiseParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._emitConstraint {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+      try { if let v = _storage._cropH {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 11)
+      } }()
+      try { if let v = _storage._cropW {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 12)
+      } }()
+      try { if let v = _storage._distortParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
+      try { if let v = _storage._expandParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
     }
-    try { if let v = self._forceColor {
-      try visitor.visitSingularBoolField(value: v, fieldNumber: 6)
-    } }()
-    try { if let v = self._forceGray {
-      try visitor.visitSingularBoolField(value: v, fieldNumber: 7)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caffe_TransformationParameter, rhs: Caffe_TransformationParameter) -> Bool {
-    if lhs._scale != rhs._scale {return false}
-    if lhs._mirror != rhs._mirror {return false}
-    if lhs._cropSize != rhs._cropSize {return false}
-    if lhs._meanFile != rhs._meanFile {return false}
-    if lhs.meanValue != rhs.meanValue {return false}
-    if lhs._forceColor != rhs._forceColor {return false}
-    if lhs._forceGray != rhs._forceGray {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._scale != rhs_storage._scale {return false}
+        if _storage._mirror != rhs_storage._mirror {return false}
+        if _storage._cropSize != rhs_storage._cropSize {return false}
+        if _storage._meanFile != rhs_storage._meanFile {return false}
+        if _storage._meanValue != rhs_storage._meanValue {return false}
+        if _storage._forceColor != rhs_storage._forceColor {return false}
+        if _storage._forceGray != rhs_storage._forceGray {return false}
+        if _storage._resizeParam != rhs_storage._resizeParam {return false}
+        if _storage._noiseParam != rhs_storage._noiseParam {return false}
+        if _storage._emitConstraint != rhs_storage._emitConstraint {return false}
+        if _storage._cropH != rhs_storage._cropH {return false}
+        if _storage._cropW != rhs_storage._cropW {return false}
+        if _storage._distortParam != rhs_storage._distortParam {return false}
+        if _storage._expandParam != rhs_storage._expandParam {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -7147,7 +9021,7 @@ nonisolated extension Caffe_DataParameter.DB: SwiftProtobuf._ProtoNameProviding 
 
 nonisolated extension Caffe_DropoutParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DropoutParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}dropout_ratio\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}dropout_ratio\0\u{4}\u{2}scale_train\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7156,6 +9030,7 @@ nonisolated extension Caffe_DropoutParameter: SwiftProtobuf.Message, SwiftProtob
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularFloatField(value: &self._dropoutRatio) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self._scaleTrain) }()
       default: break
       }
     }
@@ -7169,11 +9044,15 @@ nonisolated extension Caffe_DropoutParameter: SwiftProtobuf.Message, SwiftProtob
     try { if let v = self._dropoutRatio {
       try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
     } }()
+    try { if let v = self._scaleTrain {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caffe_DropoutParameter, rhs: Caffe_DropoutParameter) -> Bool {
     if lhs._dropoutRatio != rhs._dropoutRatio {return false}
+    if lhs._scaleTrain != rhs._scaleTrain {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -8116,7 +9995,7 @@ nonisolated extension Caffe_ParameterParameter: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Caffe_PoolingParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PoolingParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pool\0\u{3}kernel_size\0\u{1}stride\0\u{1}pad\0\u{3}kernel_h\0\u{3}kernel_w\0\u{3}stride_h\0\u{3}stride_w\0\u{3}pad_h\0\u{3}pad_w\0\u{1}engine\0\u{3}global_pooling\0\u{3}round_mode\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pool\0\u{3}kernel_size\0\u{1}stride\0\u{1}pad\0\u{3}kernel_h\0\u{3}kernel_w\0\u{3}stride_h\0\u{3}stride_w\0\u{3}pad_h\0\u{3}pad_w\0\u{1}engine\0\u{3}global_pooling\0\u{3}round_mode\0\u{4}h\u{f}ceil_mode\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -8137,6 +10016,7 @@ nonisolated extension Caffe_PoolingParameter: SwiftProtobuf.Message, SwiftProtob
       case 11: try { try decoder.decodeSingularEnumField(value: &self._engine) }()
       case 12: try { try decoder.decodeSingularBoolField(value: &self._globalPooling) }()
       case 13: try { try decoder.decodeSingularEnumField(value: &self._roundMode) }()
+      case 1013: try { try decoder.decodeSingularBoolField(value: &self._ceilMode) }()
       default: break
       }
     }
@@ -8186,6 +10066,9 @@ nonisolated extension Caffe_PoolingParameter: SwiftProtobuf.Message, SwiftProtob
     try { if let v = self._roundMode {
       try visitor.visitSingularEnumField(value: v, fieldNumber: 13)
     } }()
+    try { if let v = self._ceilMode {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 1013)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -8203,6 +10086,7 @@ nonisolated extension Caffe_PoolingParameter: SwiftProtobuf.Message, SwiftProtob
     if lhs._engine != rhs._engine {return false}
     if lhs._globalPooling != rhs._globalPooling {return false}
     if lhs._roundMode != rhs._roundMode {return false}
+    if lhs._ceilMode != rhs._ceilMode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -9926,6 +11810,1379 @@ nonisolated extension Caffe_NormalizeParameter: SwiftProtobuf.Message, SwiftProt
     if lhs._scaleFiller != rhs._scaleFiller {return false}
     if lhs._channelShared != rhs._channelShared {return false}
     if lhs._eps != rhs._eps {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_PermuteParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PermuteParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}order\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.order) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.order.isEmpty {
+      try visitor.visitRepeatedUInt32Field(value: self.order, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_PermuteParameter, rhs: Caffe_PermuteParameter) -> Bool {
+    if lhs.order != rhs.order {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_PriorBoxParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PriorBoxParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}min_size\0\u{3}max_size\0\u{3}aspect_ratio\0\u{1}flip\0\u{1}clip\0\u{1}variance\0\u{3}img_size\0\u{3}img_h\0\u{3}img_w\0\u{1}step\0\u{3}step_h\0\u{3}step_w\0\u{1}offset\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedFloatField(value: &self.minSize) }()
+      case 2: try { try decoder.decodeRepeatedFloatField(value: &self.maxSize) }()
+      case 3: try { try decoder.decodeRepeatedFloatField(value: &self.aspectRatio) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._flip) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self._clip) }()
+      case 6: try { try decoder.decodeRepeatedFloatField(value: &self.variance) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self._imgSize) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self._imgH) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self._imgW) }()
+      case 10: try { try decoder.decodeSingularFloatField(value: &self._step) }()
+      case 11: try { try decoder.decodeSingularFloatField(value: &self._stepH) }()
+      case 12: try { try decoder.decodeSingularFloatField(value: &self._stepW) }()
+      case 13: try { try decoder.decodeSingularFloatField(value: &self._offset) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.minSize.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.minSize, fieldNumber: 1)
+    }
+    if !self.maxSize.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.maxSize, fieldNumber: 2)
+    }
+    if !self.aspectRatio.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.aspectRatio, fieldNumber: 3)
+    }
+    try { if let v = self._flip {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._clip {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 5)
+    } }()
+    if !self.variance.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.variance, fieldNumber: 6)
+    }
+    try { if let v = self._imgSize {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._imgH {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._imgW {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._step {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 10)
+    } }()
+    try { if let v = self._stepH {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 11)
+    } }()
+    try { if let v = self._stepW {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 12)
+    } }()
+    try { if let v = self._offset {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 13)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_PriorBoxParameter, rhs: Caffe_PriorBoxParameter) -> Bool {
+    if lhs.minSize != rhs.minSize {return false}
+    if lhs.maxSize != rhs.maxSize {return false}
+    if lhs.aspectRatio != rhs.aspectRatio {return false}
+    if lhs._flip != rhs._flip {return false}
+    if lhs._clip != rhs._clip {return false}
+    if lhs.variance != rhs.variance {return false}
+    if lhs._imgSize != rhs._imgSize {return false}
+    if lhs._imgH != rhs._imgH {return false}
+    if lhs._imgW != rhs._imgW {return false}
+    if lhs._step != rhs._step {return false}
+    if lhs._stepH != rhs._stepH {return false}
+    if lhs._stepW != rhs._stepW {return false}
+    if lhs._offset != rhs._offset {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_PriorBoxParameter.CodeType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}CORNER\0\u{1}CENTER_SIZE\0\u{1}CORNER_SIZE\0")
+}
+
+nonisolated extension Caffe_NonMaximumSuppressionParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NonMaximumSuppressionParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}nms_threshold\0\u{3}top_k\0\u{1}eta\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._nmsThreshold) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self._topK) }()
+      case 3: try { try decoder.decodeSingularFloatField(value: &self._eta) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._nmsThreshold {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._topK {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._eta {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_NonMaximumSuppressionParameter, rhs: Caffe_NonMaximumSuppressionParameter) -> Bool {
+    if lhs._nmsThreshold != rhs._nmsThreshold {return false}
+    if lhs._topK != rhs._topK {return false}
+    if lhs._eta != rhs._eta {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_SaveOutputParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SaveOutputParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}output_directory\0\u{3}output_name_prefix\0\u{3}output_format\0\u{3}label_map_file\0\u{3}name_size_file\0\u{3}num_test_image\0\u{3}resize_param\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self._outputDirectory) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self._outputNamePrefix) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self._outputFormat) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self._labelMapFile) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self._nameSizeFile) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._numTestImage) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._resizeParam) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._outputDirectory {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._outputNamePrefix {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._outputFormat {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._labelMapFile {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._nameSizeFile {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._numTestImage {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._resizeParam {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_SaveOutputParameter, rhs: Caffe_SaveOutputParameter) -> Bool {
+    if lhs._outputDirectory != rhs._outputDirectory {return false}
+    if lhs._outputNamePrefix != rhs._outputNamePrefix {return false}
+    if lhs._outputFormat != rhs._outputFormat {return false}
+    if lhs._labelMapFile != rhs._labelMapFile {return false}
+    if lhs._nameSizeFile != rhs._nameSizeFile {return false}
+    if lhs._numTestImage != rhs._numTestImage {return false}
+    if lhs._resizeParam != rhs._resizeParam {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_DetectionOutputParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DetectionOutputParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}num_classes\0\u{3}share_location\0\u{3}background_label_id\0\u{3}nms_param\0\u{3}save_output_param\0\u{3}code_type\0\u{3}keep_top_k\0\u{3}variance_encoded_in_target\0\u{3}confidence_threshold\0\u{1}visualize\0\u{3}visualize_threshold\0\u{3}save_file\0")
+
+  fileprivate class _StorageClass {
+    var _numClasses: UInt32? = nil
+    var _shareLocation: Bool? = nil
+    var _backgroundLabelID: Int32? = nil
+    var _nmsParam: Caffe_NonMaximumSuppressionParameter? = nil
+    var _saveOutputParam: Caffe_SaveOutputParameter? = nil
+    var _codeType: Caffe_PriorBoxParameter.CodeType? = nil
+    var _varianceEncodedInTarget: Bool? = nil
+    var _keepTopK: Int32? = nil
+    var _confidenceThreshold: Float? = nil
+    var _visualize: Bool? = nil
+    var _visualizeThreshold: Float? = nil
+    var _saveFile: String? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _numClasses = source._numClasses
+      _shareLocation = source._shareLocation
+      _backgroundLabelID = source._backgroundLabelID
+      _nmsParam = source._nmsParam
+      _saveOutputParam = source._saveOutputParam
+      _codeType = source._codeType
+      _varianceEncodedInTarget = source._varianceEncodedInTarget
+      _keepTopK = source._keepTopK
+      _confidenceThreshold = source._confidenceThreshold
+      _visualize = source._visualize
+      _visualizeThreshold = source._visualizeThreshold
+      _saveFile = source._saveFile
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt32Field(value: &_storage._numClasses) }()
+        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._shareLocation) }()
+        case 3: try { try decoder.decodeSingularInt32Field(value: &_storage._backgroundLabelID) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._nmsParam) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._saveOutputParam) }()
+        case 6: try { try decoder.decodeSingularEnumField(value: &_storage._codeType) }()
+        case 7: try { try decoder.decodeSingularInt32Field(value: &_storage._keepTopK) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._varianceEncodedInTarget) }()
+        case 9: try { try decoder.decodeSingularFloatField(value: &_storage._confidenceThreshold) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._visualize) }()
+        case 11: try { try decoder.decodeSingularFloatField(value: &_storage._visualizeThreshold) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._saveFile) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._numClasses {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._shareLocation {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._backgroundLabelID {
+        try visitor.visitSingularInt32Field(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._nmsParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._saveOutputParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      try { if let v = _storage._codeType {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._keepTopK {
+        try visitor.visitSingularInt32Field(value: v, fieldNumber: 7)
+      } }()
+      try { if let v = _storage._varianceEncodedInTarget {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._confidenceThreshold {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._visualize {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 10)
+      } }()
+      try { if let v = _storage._visualizeThreshold {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 11)
+      } }()
+      try { if let v = _storage._saveFile {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 12)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_DetectionOutputParameter, rhs: Caffe_DetectionOutputParameter) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._numClasses != rhs_storage._numClasses {return false}
+        if _storage._shareLocation != rhs_storage._shareLocation {return false}
+        if _storage._backgroundLabelID != rhs_storage._backgroundLabelID {return false}
+        if _storage._nmsParam != rhs_storage._nmsParam {return false}
+        if _storage._saveOutputParam != rhs_storage._saveOutputParam {return false}
+        if _storage._codeType != rhs_storage._codeType {return false}
+        if _storage._varianceEncodedInTarget != rhs_storage._varianceEncodedInTarget {return false}
+        if _storage._keepTopK != rhs_storage._keepTopK {return false}
+        if _storage._confidenceThreshold != rhs_storage._confidenceThreshold {return false}
+        if _storage._visualize != rhs_storage._visualize {return false}
+        if _storage._visualizeThreshold != rhs_storage._visualizeThreshold {return false}
+        if _storage._saveFile != rhs_storage._saveFile {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_DetectionEvaluateParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DetectionEvaluateParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}num_classes\0\u{3}background_label_id\0\u{3}overlap_threshold\0\u{3}evaluate_difficult_gt\0\u{3}name_size_file\0\u{3}resize_param\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._numClasses) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self._backgroundLabelID) }()
+      case 3: try { try decoder.decodeSingularFloatField(value: &self._overlapThreshold) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._evaluateDifficultGt) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self._nameSizeFile) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._resizeParam) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._numClasses {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._backgroundLabelID {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._overlapThreshold {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._evaluateDifficultGt {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._nameSizeFile {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._resizeParam {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_DetectionEvaluateParameter, rhs: Caffe_DetectionEvaluateParameter) -> Bool {
+    if lhs._numClasses != rhs._numClasses {return false}
+    if lhs._backgroundLabelID != rhs._backgroundLabelID {return false}
+    if lhs._overlapThreshold != rhs._overlapThreshold {return false}
+    if lhs._evaluateDifficultGt != rhs._evaluateDifficultGt {return false}
+    if lhs._nameSizeFile != rhs._nameSizeFile {return false}
+    if lhs._resizeParam != rhs._resizeParam {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_MultiBoxLossParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MultiBoxLossParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}loc_loss_type\0\u{3}conf_loss_type\0\u{3}loc_weight\0\u{3}num_classes\0\u{3}share_location\0\u{3}match_type\0\u{3}overlap_threshold\0\u{3}use_prior_for_matching\0\u{3}background_label_id\0\u{3}use_difficult_gt\0\u{3}do_neg_mining\0\u{3}neg_pos_ratio\0\u{3}neg_overlap\0\u{3}code_type\0\u{4}\u{2}encode_variance_in_target\0\u{3}map_object_to_agnostic\0\u{3}ignore_cross_boundary_bbox\0\u{3}bp_inside\0\u{3}mining_type\0\u{3}nms_param\0\u{3}sample_size\0\u{3}use_prior_for_nms\0")
+
+  fileprivate class _StorageClass {
+    var _locLossType: Caffe_MultiBoxLossParameter.LocLossType? = nil
+    var _confLossType: Caffe_MultiBoxLossParameter.ConfLossType? = nil
+    var _locWeight: Float? = nil
+    var _numClasses: UInt32? = nil
+    var _shareLocation: Bool? = nil
+    var _matchType: Caffe_MultiBoxLossParameter.MatchType? = nil
+    var _overlapThreshold: Float? = nil
+    var _usePriorForMatching: Bool? = nil
+    var _backgroundLabelID: UInt32? = nil
+    var _useDifficultGt: Bool? = nil
+    var _doNegMining: Bool? = nil
+    var _negPosRatio: Float? = nil
+    var _negOverlap: Float? = nil
+    var _codeType: Caffe_PriorBoxParameter.CodeType? = nil
+    var _encodeVarianceInTarget: Bool? = nil
+    var _mapObjectToAgnostic: Bool? = nil
+    var _ignoreCrossBoundaryBbox: Bool? = nil
+    var _bpInside: Bool? = nil
+    var _miningType: Caffe_MultiBoxLossParameter.MiningType? = nil
+    var _nmsParam: Caffe_NonMaximumSuppressionParameter? = nil
+    var _sampleSize: Int32? = nil
+    var _usePriorForNms: Bool? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _locLossType = source._locLossType
+      _confLossType = source._confLossType
+      _locWeight = source._locWeight
+      _numClasses = source._numClasses
+      _shareLocation = source._shareLocation
+      _matchType = source._matchType
+      _overlapThreshold = source._overlapThreshold
+      _usePriorForMatching = source._usePriorForMatching
+      _backgroundLabelID = source._backgroundLabelID
+      _useDifficultGt = source._useDifficultGt
+      _doNegMining = source._doNegMining
+      _negPosRatio = source._negPosRatio
+      _negOverlap = source._negOverlap
+      _codeType = source._codeType
+      _encodeVarianceInTarget = source._encodeVarianceInTarget
+      _mapObjectToAgnostic = source._mapObjectToAgnostic
+      _ignoreCrossBoundaryBbox = source._ignoreCrossBoundaryBbox
+      _bpInside = source._bpInside
+      _miningType = source._miningType
+      _nmsParam = source._nmsParam
+      _sampleSize = source._sampleSize
+      _usePriorForNms = source._usePriorForNms
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._locLossType) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._confLossType) }()
+        case 3: try { try decoder.decodeSingularFloatField(value: &_storage._locWeight) }()
+        case 4: try { try decoder.decodeSingularUInt32Field(value: &_storage._numClasses) }()
+        case 5: try { try decoder.decodeSingularBoolField(value: &_storage._shareLocation) }()
+        case 6: try { try decoder.decodeSingularEnumField(value: &_storage._matchType) }()
+        case 7: try { try decoder.decodeSingularFloatField(value: &_storage._overlapThreshold) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._usePriorForMatching) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._backgroundLabelID) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._useDifficultGt) }()
+        case 11: try { try decoder.decodeSingularBoolField(value: &_storage._doNegMining) }()
+        case 12: try { try decoder.decodeSingularFloatField(value: &_storage._negPosRatio) }()
+        case 13: try { try decoder.decodeSingularFloatField(value: &_storage._negOverlap) }()
+        case 14: try { try decoder.decodeSingularEnumField(value: &_storage._codeType) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._encodeVarianceInTarget) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._mapObjectToAgnostic) }()
+        case 18: try { try decoder.decodeSingularBoolField(value: &_storage._ignoreCrossBoundaryBbox) }()
+        case 19: try { try decoder.decodeSingularBoolField(value: &_storage._bpInside) }()
+        case 20: try { try decoder.decodeSingularEnumField(value: &_storage._miningType) }()
+        case 21: try { try decoder.decodeSingularMessageField(value: &_storage._nmsParam) }()
+        case 22: try { try decoder.decodeSingularInt32Field(value: &_storage._sampleSize) }()
+        case 23: try { try decoder.decodeSingularBoolField(value: &_storage._usePriorForNms) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._locLossType {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._confLossType {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._locWeight {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._numClasses {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._shareLocation {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 5)
+      } }()
+      try { if let v = _storage._matchType {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._overlapThreshold {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 7)
+      } }()
+      try { if let v = _storage._usePriorForMatching {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._backgroundLabelID {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._useDifficultGt {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 10)
+      } }()
+      try { if let v = _storage._doNegMining {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 11)
+      } }()
+      try { if let v = _storage._negPosRatio {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 12)
+      } }()
+      try { if let v = _storage._negOverlap {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 13)
+      } }()
+      try { if let v = _storage._codeType {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 14)
+      } }()
+      try { if let v = _storage._encodeVarianceInTarget {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 16)
+      } }()
+      try { if let v = _storage._mapObjectToAgnostic {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 17)
+      } }()
+      try { if let v = _storage._ignoreCrossBoundaryBbox {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 18)
+      } }()
+      try { if let v = _storage._bpInside {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 19)
+      } }()
+      try { if let v = _storage._miningType {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 20)
+      } }()
+      try { if let v = _storage._nmsParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      } }()
+      try { if let v = _storage._sampleSize {
+        try visitor.visitSingularInt32Field(value: v, fieldNumber: 22)
+      } }()
+      try { if let v = _storage._usePriorForNms {
+        try visitor.visitSingularBoolField(value: v, fieldNumber: 23)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_MultiBoxLossParameter, rhs: Caffe_MultiBoxLossParameter) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._locLossType != rhs_storage._locLossType {return false}
+        if _storage._confLossType != rhs_storage._confLossType {return false}
+        if _storage._locWeight != rhs_storage._locWeight {return false}
+        if _storage._numClasses != rhs_storage._numClasses {return false}
+        if _storage._shareLocation != rhs_storage._shareLocation {return false}
+        if _storage._matchType != rhs_storage._matchType {return false}
+        if _storage._overlapThreshold != rhs_storage._overlapThreshold {return false}
+        if _storage._usePriorForMatching != rhs_storage._usePriorForMatching {return false}
+        if _storage._backgroundLabelID != rhs_storage._backgroundLabelID {return false}
+        if _storage._useDifficultGt != rhs_storage._useDifficultGt {return false}
+        if _storage._doNegMining != rhs_storage._doNegMining {return false}
+        if _storage._negPosRatio != rhs_storage._negPosRatio {return false}
+        if _storage._negOverlap != rhs_storage._negOverlap {return false}
+        if _storage._codeType != rhs_storage._codeType {return false}
+        if _storage._encodeVarianceInTarget != rhs_storage._encodeVarianceInTarget {return false}
+        if _storage._mapObjectToAgnostic != rhs_storage._mapObjectToAgnostic {return false}
+        if _storage._ignoreCrossBoundaryBbox != rhs_storage._ignoreCrossBoundaryBbox {return false}
+        if _storage._bpInside != rhs_storage._bpInside {return false}
+        if _storage._miningType != rhs_storage._miningType {return false}
+        if _storage._nmsParam != rhs_storage._nmsParam {return false}
+        if _storage._sampleSize != rhs_storage._sampleSize {return false}
+        if _storage._usePriorForNms != rhs_storage._usePriorForNms {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_MultiBoxLossParameter.LocLossType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0L2\0\u{1}SMOOTH_L1\0")
+}
+
+nonisolated extension Caffe_MultiBoxLossParameter.ConfLossType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SOFTMAX\0\u{1}LOGISTIC\0")
+}
+
+nonisolated extension Caffe_MultiBoxLossParameter.MatchType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0BIPARTITE\0\u{1}PER_PREDICTION\0")
+}
+
+nonisolated extension Caffe_MultiBoxLossParameter.MiningType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NONE\0\u{1}MAX_NEGATIVE\0\u{1}HARD_EXAMPLE\0")
+}
+
+nonisolated extension Caffe_AnnotatedDataParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AnnotatedDataParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}batch_sampler\0\u{3}label_map_file\0\u{3}anno_type\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.batchSampler) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self._labelMapFile) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self._annoType) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.batchSampler.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.batchSampler, fieldNumber: 1)
+    }
+    try { if let v = self._labelMapFile {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._annoType {
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_AnnotatedDataParameter, rhs: Caffe_AnnotatedDataParameter) -> Bool {
+    if lhs.batchSampler != rhs.batchSampler {return false}
+    if lhs._labelMapFile != rhs._labelMapFile {return false}
+    if lhs._annoType != rhs._annoType {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_AnnotatedDataParameter.AnnotationType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0BBOX\0")
+}
+
+nonisolated extension Caffe_BatchSampler: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BatchSampler"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}use_original_image\0\u{1}sampler\0\u{3}sample_constraint\0\u{3}max_sample\0\u{3}max_trials\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self._useOriginalImage) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._sampler) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._sampleConstraint) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self._maxSample) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self._maxTrials) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._useOriginalImage {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._sampler {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._sampleConstraint {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._maxSample {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._maxTrials {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_BatchSampler, rhs: Caffe_BatchSampler) -> Bool {
+    if lhs._useOriginalImage != rhs._useOriginalImage {return false}
+    if lhs._sampler != rhs._sampler {return false}
+    if lhs._sampleConstraint != rhs._sampleConstraint {return false}
+    if lhs._maxSample != rhs._maxSample {return false}
+    if lhs._maxTrials != rhs._maxTrials {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_Sampler: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Sampler"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}min_scale\0\u{3}max_scale\0\u{3}min_aspect_ratio\0\u{3}max_aspect_ratio\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._minScale) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._maxScale) }()
+      case 3: try { try decoder.decodeSingularFloatField(value: &self._minAspectRatio) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self._maxAspectRatio) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._minScale {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._maxScale {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._minAspectRatio {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._maxAspectRatio {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_Sampler, rhs: Caffe_Sampler) -> Bool {
+    if lhs._minScale != rhs._minScale {return false}
+    if lhs._maxScale != rhs._maxScale {return false}
+    if lhs._minAspectRatio != rhs._minAspectRatio {return false}
+    if lhs._maxAspectRatio != rhs._maxAspectRatio {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_SampleConstraint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SampleConstraint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}min_jaccard_overlap\0\u{3}max_jaccard_overlap\0\u{3}min_sample_coverage\0\u{3}max_sample_coverage\0\u{3}min_object_coverage\0\u{3}max_object_coverage\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._minJaccardOverlap) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._maxJaccardOverlap) }()
+      case 3: try { try decoder.decodeSingularFloatField(value: &self._minSampleCoverage) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self._maxSampleCoverage) }()
+      case 5: try { try decoder.decodeSingularFloatField(value: &self._minObjectCoverage) }()
+      case 6: try { try decoder.decodeSingularFloatField(value: &self._maxObjectCoverage) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._minJaccardOverlap {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._maxJaccardOverlap {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._minSampleCoverage {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._maxSampleCoverage {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._minObjectCoverage {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._maxObjectCoverage {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 6)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_SampleConstraint, rhs: Caffe_SampleConstraint) -> Bool {
+    if lhs._minJaccardOverlap != rhs._minJaccardOverlap {return false}
+    if lhs._maxJaccardOverlap != rhs._maxJaccardOverlap {return false}
+    if lhs._minSampleCoverage != rhs._minSampleCoverage {return false}
+    if lhs._maxSampleCoverage != rhs._maxSampleCoverage {return false}
+    if lhs._minObjectCoverage != rhs._minObjectCoverage {return false}
+    if lhs._maxObjectCoverage != rhs._maxObjectCoverage {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_EmitConstraint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EmitConstraint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}emit_type\0\u{3}emit_overlap\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self._emitType) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._emitOverlap) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._emitType {
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._emitOverlap {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_EmitConstraint, rhs: Caffe_EmitConstraint) -> Bool {
+    if lhs._emitType != rhs._emitType {return false}
+    if lhs._emitOverlap != rhs._emitOverlap {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_EmitConstraint.EmitType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CENTER\0\u{1}MIN_OVERLAP\0")
+}
+
+nonisolated extension Caffe_ResizeParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResizeParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prob\0\u{3}resize_mode\0\u{1}height\0\u{1}width\0\u{3}pad_mode\0\u{3}pad_value\0\u{3}interp_mode\0\u{3}height_scale\0\u{3}width_scale\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._prob) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self._resizeMode) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._height) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self._width) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self._padMode) }()
+      case 6: try { try decoder.decodeRepeatedFloatField(value: &self.padValue) }()
+      case 7: try { try decoder.decodeRepeatedEnumField(value: &self.interpMode) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self._heightScale) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self._widthScale) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._prob {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._resizeMode {
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._height {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._width {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._padMode {
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 5)
+    } }()
+    if !self.padValue.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.padValue, fieldNumber: 6)
+    }
+    if !self.interpMode.isEmpty {
+      try visitor.visitRepeatedEnumField(value: self.interpMode, fieldNumber: 7)
+    }
+    try { if let v = self._heightScale {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._widthScale {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 9)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_ResizeParameter, rhs: Caffe_ResizeParameter) -> Bool {
+    if lhs._prob != rhs._prob {return false}
+    if lhs._resizeMode != rhs._resizeMode {return false}
+    if lhs._height != rhs._height {return false}
+    if lhs._width != rhs._width {return false}
+    if lhs._heightScale != rhs._heightScale {return false}
+    if lhs._widthScale != rhs._widthScale {return false}
+    if lhs._padMode != rhs._padMode {return false}
+    if lhs.padValue != rhs.padValue {return false}
+    if lhs.interpMode != rhs.interpMode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_ResizeParameter.Resize_mode: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}WARP\0\u{1}FIT_SMALL_SIZE\0\u{1}FIT_LARGE_SIZE_AND_PAD\0")
+}
+
+nonisolated extension Caffe_ResizeParameter.Pad_mode: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}CONSTANT\0\u{1}MIRRORED\0\u{1}REPEAT_NEAREST\0")
+}
+
+nonisolated extension Caffe_ResizeParameter.Interp_mode: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}LINEAR\0\u{1}AREA\0\u{1}NEAREST\0\u{1}CUBIC\0\u{1}LANCZOS4\0")
+}
+
+nonisolated extension Caffe_NoiseParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NoiseParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prob\0\u{3}hist_eq\0\u{1}inverse\0\u{1}decolorize\0\u{3}gauss_blur\0\u{1}jpeg\0\u{1}posterize\0\u{1}erode\0\u{1}saltpepper\0\u{3}saltpepper_param\0\u{1}clahe\0\u{3}convert_to_hsv\0\u{3}convert_to_lab\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._prob) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._histEq) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self._inverse) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._decolorize) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self._gaussBlur) }()
+      case 6: try { try decoder.decodeSingularFloatField(value: &self._jpeg) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self._posterize) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self._erode) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self._saltpepper) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._saltpepperParam) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self._clahe) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self._convertToHsv) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self._convertToLab) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._prob {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._histEq {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._inverse {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._decolorize {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._gaussBlur {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._jpeg {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._posterize {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._erode {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._saltpepper {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._saltpepperParam {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
+    try { if let v = self._clahe {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 11)
+    } }()
+    try { if let v = self._convertToHsv {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 12)
+    } }()
+    try { if let v = self._convertToLab {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 13)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_NoiseParameter, rhs: Caffe_NoiseParameter) -> Bool {
+    if lhs._prob != rhs._prob {return false}
+    if lhs._histEq != rhs._histEq {return false}
+    if lhs._inverse != rhs._inverse {return false}
+    if lhs._decolorize != rhs._decolorize {return false}
+    if lhs._gaussBlur != rhs._gaussBlur {return false}
+    if lhs._jpeg != rhs._jpeg {return false}
+    if lhs._posterize != rhs._posterize {return false}
+    if lhs._erode != rhs._erode {return false}
+    if lhs._saltpepper != rhs._saltpepper {return false}
+    if lhs._saltpepperParam != rhs._saltpepperParam {return false}
+    if lhs._clahe != rhs._clahe {return false}
+    if lhs._convertToHsv != rhs._convertToHsv {return false}
+    if lhs._convertToLab != rhs._convertToLab {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_SaltPepperParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SaltPepperParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fraction\0\u{1}value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._fraction) }()
+      case 2: try { try decoder.decodeRepeatedFloatField(value: &self.value) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._fraction {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    if !self.value.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.value, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_SaltPepperParameter, rhs: Caffe_SaltPepperParameter) -> Bool {
+    if lhs._fraction != rhs._fraction {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_DistortionParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DistortionParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}brightness_prob\0\u{3}brightness_delta\0\u{3}contrast_prob\0\u{3}contrast_lower\0\u{3}contrast_upper\0\u{3}hue_prob\0\u{3}hue_delta\0\u{3}saturation_prob\0\u{3}saturation_lower\0\u{3}saturation_upper\0\u{3}random_order_prob\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._brightnessProb) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._brightnessDelta) }()
+      case 3: try { try decoder.decodeSingularFloatField(value: &self._contrastProb) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self._contrastLower) }()
+      case 5: try { try decoder.decodeSingularFloatField(value: &self._contrastUpper) }()
+      case 6: try { try decoder.decodeSingularFloatField(value: &self._hueProb) }()
+      case 7: try { try decoder.decodeSingularFloatField(value: &self._hueDelta) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self._saturationProb) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self._saturationLower) }()
+      case 10: try { try decoder.decodeSingularFloatField(value: &self._saturationUpper) }()
+      case 11: try { try decoder.decodeSingularFloatField(value: &self._randomOrderProb) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._brightnessProb {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._brightnessDelta {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._contrastProb {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._contrastLower {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._contrastUpper {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._hueProb {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._hueDelta {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._saturationProb {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._saturationLower {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._saturationUpper {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 10)
+    } }()
+    try { if let v = self._randomOrderProb {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 11)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_DistortionParameter, rhs: Caffe_DistortionParameter) -> Bool {
+    if lhs._brightnessProb != rhs._brightnessProb {return false}
+    if lhs._brightnessDelta != rhs._brightnessDelta {return false}
+    if lhs._contrastProb != rhs._contrastProb {return false}
+    if lhs._contrastLower != rhs._contrastLower {return false}
+    if lhs._contrastUpper != rhs._contrastUpper {return false}
+    if lhs._hueProb != rhs._hueProb {return false}
+    if lhs._hueDelta != rhs._hueDelta {return false}
+    if lhs._saturationProb != rhs._saturationProb {return false}
+    if lhs._saturationLower != rhs._saturationLower {return false}
+    if lhs._saturationUpper != rhs._saturationUpper {return false}
+    if lhs._randomOrderProb != rhs._randomOrderProb {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_ExpansionParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExpansionParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prob\0\u{3}max_expand_ratio\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._prob) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._maxExpandRatio) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._prob {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._maxExpandRatio {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_ExpansionParameter, rhs: Caffe_ExpansionParameter) -> Bool {
+    if lhs._prob != rhs._prob {return false}
+    if lhs._maxExpandRatio != rhs._maxExpandRatio {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_UpsampleParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpsampleParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scale\0\u{3}scale_h\0\u{3}scale_w\0\u{3}pad_out_h\0\u{3}pad_out_w\0\u{3}upsample_h\0\u{3}upsample_w\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._scale) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self._scaleH) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._scaleW) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._padOutH) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self._padOutW) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._upsampleH) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self._upsampleW) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._scale {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._scaleH {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._scaleW {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._padOutH {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._padOutW {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._upsampleH {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._upsampleW {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_UpsampleParameter, rhs: Caffe_UpsampleParameter) -> Bool {
+    if lhs._scale != rhs._scale {return false}
+    if lhs._scaleH != rhs._scaleH {return false}
+    if lhs._scaleW != rhs._scaleW {return false}
+    if lhs._padOutH != rhs._padOutH {return false}
+    if lhs._padOutW != rhs._padOutW {return false}
+    if lhs._upsampleH != rhs._upsampleH {return false}
+    if lhs._upsampleW != rhs._upsampleW {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_ReorgParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReorgParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stride\0\u{1}reverse\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._stride) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._reverse) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._stride {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._reverse {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_ReorgParameter, rhs: Caffe_ReorgParameter) -> Bool {
+    if lhs._stride != rhs._stride {return false}
+    if lhs._reverse != rhs._reverse {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

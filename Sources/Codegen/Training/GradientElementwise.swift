@@ -104,6 +104,8 @@ extension TrainingLowering {
                 return dy * (beta * y! + sigmoid * (1 - beta * y!))
             }
         case .dropout where graph.phase != .train:
+            let scale = layer.dropoutParam.testScale
+            if scale != 1 { return UnaryGradient(signature: "scale \(scale.bitPattern)") { _, _, _, dy in dy * scale } }
             return UnaryGradient(signature: "identity") { _, _, _, dy in dy }
         case .threshold:
             throw Diagnostic("Threshold has no backward in Caffe (Caffe leaves it NOT_IMPLEMENTED)", at: node.location, layer: node.name,
@@ -144,14 +146,14 @@ extension TrainingLowering {
     }
 
     /// Dropout in TRAIN: `y = x · mask · 1/(1 − ratio)` with a seeded mask (Caffe's own mask comes
-    /// from its internal generator and cannot be reproduced).
+    /// from its internal generator and cannot be reproduced); `y = x · mask` with `scale_train: false`.
     mutating func lowerDropoutForward(_ node: Node) throws {
         let ratio = node.layer.dropoutParam.dropoutRatio
-        let scale = Float(1) / (1 - ratio)
+        let scale = node.layer.dropoutParam.trainScale
         let input = node.inputs[0], elements = count(input)
         let source = data(input)
         let output = Operand(base.elementwiseOutput(node))
-        try base.emitKernel(node, "dropout.forward r\(ratio.bitPattern) layer\(node.id)", operands: [source, output, Operand(randomKey)],
+        try base.emitKernel(node, "dropout.forward r\(ratio.bitPattern) s\(scale.bitPattern) layer\(node.id)", operands: [source, output, Operand(randomKey)],
                             tasks: elements, work: elements * 4) { b in
             let (x, y, key) = (b.operand(0), b.operand(1), b.operand(2))
             b.forEachTask { i in
@@ -165,11 +167,11 @@ extension TrainingLowering {
     mutating func lowerDropoutBackward(_ node: Node) throws {
         guard analysis.writesBottomDiff(node, 0) else { return }
         let ratio = node.layer.dropoutParam.dropoutRatio
-        let scale = Float(1) / (1 - ratio)
+        let scale = node.layer.dropoutParam.trainScale
         let elements = count(node.inputs[0])
         let dy = try topDiff(node, node.outputs[0])
         let dx = bottomDiff(node, 0, reusing: dy)
-        try base.emitKernel(node, "dropout.backward r\(ratio.bitPattern) layer\(node.id)", operands: [dy, dx, Operand(randomKey)],
+        try base.emitKernel(node, "dropout.backward r\(ratio.bitPattern) s\(scale.bitPattern) layer\(node.id)", operands: [dy, dx, Operand(randomKey)],
                             tasks: elements, work: elements * 4) { b in
             let (topDiff, result, key) = (b.operand(0), b.operand(1), b.operand(2))
             b.forEachTask { i in

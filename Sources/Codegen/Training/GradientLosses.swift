@@ -2,8 +2,6 @@ import CaffeFormat
 import Graph
 import Runtime
 
-/// Caffe's `kLOG_THRESHOLD`: probabilities are clamped to it before taking logs.
-private let logThreshold: Float = 1e-20
 
 extension TrainingLowering {
     /// Refuses a diff into a loss layer's label (or other non-differentiable) bottom, as Caffe does.
@@ -18,41 +16,6 @@ extension TrainingLowering {
     func num(_ value: ValueID) -> Int { shape(value).first ?? 1 }
 
     // MARK: SigmoidCrossEntropyLoss
-
-    /// SigmoidCrossEntropyLoss forward: Caffe's stable sum
-    /// `−Σ [x·(t − (x ≥ 0)) − log(1 + exp(x − 2x·(x ≥ 0)))]` over targets whose integer cast is
-    /// not `ignore_label`, divided by the normalizer (default BATCH_SIZE). Float targets (label
-    /// smoothing) are used as they are. The valid count is kept for backward.
-    mutating func lowerSigmoidCrossEntropyForward(_ node: Node) throws {
-        let (x, t) = (node.inputs[0], node.inputs[1])
-        guard count(x) == count(t) else {
-            throw Diagnostic("SigmoidCrossEntropyLoss inputs must have the same count (\(count(x)) vs \(count(t)))", at: node.location, layer: node.name,
-                             hint: "give the scores and targets the same number of values")
-        }
-        let p = node.layer.lossParam
-        let ignore: Int? = p.hasIgnoreLabel ? Int(p.ignoreLabel) : nil
-        let mode: Caffe_LossParameter.NormalizationMode = p.hasNormalization ? p.normalization : (p.hasNormalize ? (p.normalize ? .valid : .batchSize) : .batchSize)
-        let outer = num(x), inner = count(x) / max(1, num(x)), elements = count(x)
-        let valid = Operand(base.scratch(node, "valid count", count: 1))
-        let signature = "sce.forward n\(elements) o\(outer) ignore\(ignore.map(String.init) ?? "-") \(mode)"
-        try base.emitKernel(node, signature, operands: [data(x), data(t), data(node.outputs[0]), valid], tasks: 1, work: elements) { b in
-            let (x, t, top, validCount) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3))
-            b.forEachTask { _ in
-                let loss = b.variable(b.constant(0)), counted = b.variable(b.constant(0))
-                b.loop(0..<elements) { i in
-                    let body = {
-                        let v = x[i], positive = b.float(v >= 0)
-                        let term = v * (t[i] - positive) - b.log(1 + b.exp(v - 2 * v * positive))
-                        loss.value = loss.value - term
-                        counted.value = counted.value + 1
-                    }
-                    if let ignore { b.when(b.not(b.equal(b.int(t[i]), ignore)), body) } else { body() }
-                }
-                validCount[b.index(0)] = counted.value
-                top[b.index(0)] = loss.value / TrainingLowering.normalizer(b, mode, outer: outer, inner: inner, valid: counted.value)
-            }
-        }
-    }
 
     /// SigmoidCrossEntropyLoss backward: `dx = (sigmoid(x) − t) · loss weight / normalizer`, zero at
     /// ignored targets; the sigmoid recomputed as Caffe's `0.5·tanh(0.5x) + 0.5`.
@@ -71,7 +34,7 @@ extension TrainingLowering {
         try base.emitKernel(node, signature, operands: [data(x), data(t), dy, valid, dx], tasks: elements, work: elements) { b in
             let (x, t, topDiff, validCount, result) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
             b.forEachTask { i in
-                let scale = topDiff[b.index(0)] / TrainingLowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
+                let scale = topDiff[b.index(0)] / Lowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
                 var difference = 0.5 * b.tanh(0.5 * x[i]) + 0.5 - t[i]
                 if let ignore { difference = b.select(b.equal(b.int(t[i]), ignore), b.constant(0), difference) }
                 result[i] = difference * scale
@@ -80,28 +43,6 @@ extension TrainingLowering {
     }
 
     // MARK: EuclideanLoss
-
-    /// EuclideanLoss forward: `Σ (a − b)² / N / 2`, the difference kept for backward.
-    mutating func lowerEuclideanForward(_ node: Node) throws {
-        let elements = count(node.inputs[0]), n = Float(num(node.inputs[0]))
-        guard count(node.inputs[1]) == elements else {
-            throw Diagnostic("EuclideanLoss inputs must have the same count (\(elements) vs \(count(node.inputs[1])))", at: node.location, layer: node.name)
-        }
-        let difference = Operand(base.scratch(node, "difference", count: elements))
-        try base.emitKernel(node, "euclidean.forward n\(elements) num\(n.bitPattern)",
-                            operands: [data(node.inputs[0]), data(node.inputs[1]), difference, data(node.outputs[0])], tasks: 1, work: elements) { b in
-            let (a, c, d, top) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3))
-            b.forEachTask { _ in
-                let dot = b.variable(b.constant(0))
-                b.loop(0..<elements) { i in
-                    let v = a[i] - c[i]
-                    d[i] = v
-                    dot.value = dot.value + v * v
-                }
-                top[b.index(0)] = dot.value / n / 2
-            }
-        }
-    }
 
     /// EuclideanLoss backward: `dxᵢ = ±(loss weight / N) · (a − b)`, + for the first bottom.
     mutating func lowerEuclideanBackward(_ node: Node) throws {
@@ -120,28 +61,6 @@ extension TrainingLowering {
     }
 
     // MARK: HingeLoss
-
-    /// HingeLoss forward: `v = max(0, 1 + s·x)`, s = −1 at each sample's label and +1 elsewhere;
-    /// the loss is Σ|v| / N (L1) or Σv² / N (L2).
-    mutating func lowerHingeForward(_ node: Node) throws {
-        let x = node.inputs[0], n = num(x), dim = count(x) / max(1, n)
-        let l2 = node.layer.hingeLossParam.norm == .l2
-        try base.emitKernel(node, "hinge.forward n\(n) d\(dim) l2=\(l2)", operands: [data(x), data(node.inputs[1]), data(node.outputs[0])],
-                            tasks: 1, work: count(x)) { b in
-            let (x, label, top) = (b.operand(0), b.operand(1), b.operand(2))
-            b.forEachTask { _ in
-                let total = b.variable(b.constant(0))
-                b.loop(0..<n) { i in
-                    let truth = b.int(label[i])
-                    b.loop(0..<dim) { j in
-                        let v = b.max(b.constant(0), 1 + b.select(b.equal(j, truth), -x[i * dim + j], x[i * dim + j]))
-                        total.value = total.value + (l2 ? v * v : b.abs(v))
-                    }
-                }
-                top[b.index(0)] = total.value / Float(n)
-            }
-        }
-    }
 
     /// HingeLoss backward: `g = s·v`; L1 `sign(g) · w / N`, L2 `g · 2w / N` (w the loss weight).
     mutating func lowerHingeBackward(_ node: Node) throws {
@@ -169,23 +88,6 @@ extension TrainingLowering {
 
     // MARK: MultinomialLogisticLoss
 
-    /// MultinomialLogisticLoss forward: `−Σ log(max(p[label], 1e-20)) / N` over probabilities.
-    mutating func lowerMultinomialLogisticForward(_ node: Node) throws {
-        let x = node.inputs[0], n = num(x), dim = count(x) / max(1, n)
-        try base.emitKernel(node, "mlogistic.forward n\(n) d\(dim)", operands: [data(x), data(node.inputs[1]), data(node.outputs[0])],
-                            tasks: 1, work: n) { b in
-            let (p, label, top) = (b.operand(0), b.operand(1), b.operand(2))
-            b.forEachTask { _ in
-                let loss = b.variable(b.constant(0))
-                b.loop(0..<n) { i in
-                    let truth = b.max(b.index(0), b.min(b.int(label[i]), b.index(dim - 1)))
-                    loss.value = loss.value - b.log(b.max(p[i * dim + truth], b.constant(logThreshold)))
-                }
-                top[b.index(0)] = loss.value / Float(n)
-            }
-        }
-    }
-
     /// MultinomialLogisticLoss backward: `−w / N / max(p[label], 1e-20)` at the label, zero elsewhere.
     mutating func lowerMultinomialLogisticBackward(_ node: Node) throws {
         try refuseBackward(node, into: [1], "label")
@@ -199,7 +101,7 @@ extension TrainingLowering {
                 let truth = b.int(label[i])
                 let scale = -topDiff[b.index(0)] / Float(n)
                 b.loop(0..<dim) { j in
-                    let probability = b.max(p[i * dim + j], b.constant(logThreshold))
+                    let probability = b.max(p[i * dim + j], b.constant(Lowering.logThreshold))
                     result[i * dim + j] = b.select(b.equal(j, truth), scale / probability, b.constant(0))
                 }
             }
@@ -208,52 +110,12 @@ extension TrainingLowering {
 
     // MARK: InfogainLoss
 
-    /// InfogainLoss with the matrix H as third bottom: softmax into a kept `prob` buffer, then
-    /// `−Σ_l H[label][l]·log(max(prob_l, 1e-20))` over non-ignored positions / normalizer.
-    mutating func lowerInfogainForward(_ node: Node) throws {
-        guard node.inputs.count == 3 else {
-            throw unsupported(node, "the infogain matrix must come as a third bottom (reading infogain_loss_param.source is not supported)",
-                              hint: "feed H through an Input layer as the third bottom")
-        }
-        let p = node.layer
-        let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0], axis: Int(p.infogainLossParam.axis))
-        let prob = Operand(base.scratch(node, "prob", count: outer * channels * inner))
-        let valid = Operand(base.scratch(node, "valid count", count: 1))
-        try base.emitSoftmax(node, input: data(node.inputs[0]), output: prob, outer: outer, channels: channels, inner: inner)
-        let ignore: Int? = p.lossParam.hasIgnoreLabel ? Int(p.lossParam.ignoreLabel) : nil
-        let mode = p.lossParam.normalization
-        let signature = "infogain.forward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode)"
-        try base.emitKernel(node, signature, operands: [prob, data(node.inputs[1]), data(node.inputs[2]), data(node.outputs[0]), valid],
-                            tasks: 1, work: outer * inner * channels) { b in
-            let (prob, label, h, top, validCount) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
-            b.forEachTask { _ in
-                let loss = b.variable(b.constant(0)), counted = b.variable(b.constant(0))
-                b.loop(0..<outer) { o in
-                    b.loop(0..<inner) { i in
-                        let value = b.int(label[o * inner + i])
-                        let body = {
-                            let row = b.max(b.index(0), b.min(value, b.index(channels - 1)))
-                            b.loop(0..<channels) { l in
-                                let probability = b.max(prob[(o * channels + l) * inner + i], b.constant(logThreshold))
-                                loss.value = loss.value - h[row * channels + l] * b.log(probability)
-                            }
-                            counted.value = counted.value + 1
-                        }
-                        if let ignore { b.when(b.not(b.equal(value, ignore)), body) } else { body() }
-                    }
-                }
-                validCount[b.index(0)] = counted.value
-                top[b.index(0)] = loss.value / TrainingLowering.normalizer(b, mode, outer: outer, inner: inner, valid: counted.value)
-            }
-        }
-    }
-
     /// InfogainLoss backward: `dx_l = (prob_l · Σ_m H[label][m] − H[label][l]) · w / normalizer`.
     mutating func lowerInfogainBackward(_ node: Node) throws {
         try refuseBackward(node, into: [1, 2], "label or infogain")
         guard analysis.writesBottomDiff(node, 0) else { return }
         let p = node.layer
-        let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0], axis: Int(p.infogainLossParam.axis))
+        let (outer, channels, inner) = try base.softmaxSplit(node, node.inputs[0], axis: Int(p.infogainLossParam.axis))
         guard let prob = scratchBuffer(node, "prob"), let valid = scratchBuffer(node, "valid count") else {
             throw unsupported(node, "its forward kept no probabilities")
         }
@@ -269,7 +131,7 @@ extension TrainingLowering {
                 let o = position / inner, i = inner == 1 ? b.index(0) : position % inner
                 let value = b.int(label[position])
                 let row = b.max(b.index(0), b.min(value, b.index(channels - 1)))
-                let scale = topDiff[b.index(0)] / TrainingLowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
+                let scale = topDiff[b.index(0)] / Lowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
                 let rowSum = b.variable(b.constant(0))
                 b.loop(0..<channels) { l in rowSum.value = rowSum.value + h[row * channels + l] }
                 let ignored = ignore.map { b.equal(value, $0) }
@@ -283,39 +145,6 @@ extension TrainingLowering {
     }
 
     // MARK: ContrastiveLoss
-
-    /// ContrastiveLoss forward over pairs (a, b, similar): `d² = |a − b|²` per sample; similar pairs
-    /// add d², dissimilar ones `max(margin − d, 0)²` (or `max(margin − d², 0)` in the legacy
-    /// version); the sum is divided by 2N.
-    mutating func lowerContrastiveForward(_ node: Node) throws {
-        let p = node.layer.contrastiveLossParam
-        let n = num(node.inputs[0]), channels = count(node.inputs[0]) / max(1, n)
-        let (margin, legacy) = (p.margin, p.legacyVersion)
-        try base.emitKernel(node, "contrastive.forward n\(n) c\(channels) m\(margin.bitPattern) legacy=\(legacy)",
-                            operands: [data(node.inputs[0]), data(node.inputs[1]), data(node.inputs[2]), data(node.outputs[0])], tasks: 1, work: n * channels) { b in
-            let (a, c, similar, top) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3))
-            b.forEachTask { _ in
-                let loss = b.variable(b.constant(0))
-                b.loop(0..<n) { i in
-                    let squared = b.variable(b.constant(0))
-                    b.loop(0..<channels) { k in
-                        let d = a[i * channels + k] - c[i * channels + k]
-                        squared.value = squared.value + d * d
-                    }
-                    let distance = squared.value
-                    let apart: Scalar
-                    if legacy {
-                        apart = b.max(margin - distance, b.constant(0))
-                    } else {
-                        let gap = b.max(margin - b.sqrt(distance), b.constant(0))
-                        apart = gap * gap
-                    }
-                    loss.value = loss.value + b.select(b.equal(b.int(similar[i]), 0), apart, distance)
-                }
-                top[b.index(0)] = loss.value / Float(n) / 2
-            }
-        }
-    }
 
     /// ContrastiveLoss backward for a and b (± sign): similar pairs `α·(a − b)`; dissimilar pairs
     /// `β·(a − b)` while the margin is violated, β = −α (legacy) or `−α·(margin − d)/(d + 1e-4)`;

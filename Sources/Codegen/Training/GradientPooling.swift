@@ -14,8 +14,8 @@ extension TrainingLowering {
         guard analysis.writesBottomDiff(node, 0) else { return }
         let p = node.layer.poolingParam
         let input = node.inputs[0], dims = shape(input)
-        guard dims.count == 4 else { throw unsupported(node, "only 2-D pooling over N×C×H×W blobs has a backward so far, got \(dims)") }
         let g = try PoolingGeometry(p, input: graph.values[input].shape)
+        guard dims.count == 4 else { return try lowerPoolingNDBackward(node, g) }
         let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
         let outDims = shape(node.outputs[0])
         let (oh, ow) = (outDims[2], outDims[3])
@@ -69,6 +69,43 @@ extension TrainingLowering {
             }
         case .stochastic:
             throw unsupported(node, "STOCHASTIC pooling has no CPU implementation in Caffe either", hint: "use MAX or AVE")
+        }
+    }
+
+    /// N-D pooling backward (spatial rank ≠ 2), the same rules over `PoolingWindowND`: the plane's
+    /// diff is zeroed; MAX adds each top diff at its window's first strict maximum, found again by
+    /// the forward's scan; AVE adds `dy / divisor` over the window clipped to the blob.
+    mutating func lowerPoolingNDBackward(_ node: Node, _ g: PoolingGeometry) throws {
+        let p = node.layer.poolingParam
+        let input = node.inputs[0], dims = shape(input)
+        guard p.pool != .stochastic else {
+            throw unsupported(node, "STOCHASTIC pooling has no CPU implementation in Caffe either", hint: "use MAX or AVE")
+        }
+        let window = PoolingWindowND(input: Array(dims[2...]), output: Array(shape(node.outputs[0])[2...]), geometry: g)
+        let planes = dims[0] * dims[1]
+        let dy = try topDiff(node, node.outputs[0])
+        let x = data(input)
+        let dx = bottomDiff(node, 0)
+        let isMax = p.pool == .max
+        try base.emitKernel(node, "pool.nd.\(isMax ? "max" : "ave").grad \(window.signature)", operands: [x, dy, dx],
+                            tasks: planes, work: planes * window.work) { b in
+            let (x, topDiff, result) = (b.operand(0), b.operand(1), b.operand(2))
+            b.forEachTask { plane in
+                let source = plane * window.inputCount, target = plane * window.outputCount
+                b.loop(0..<window.inputCount) { i in result[source + i] = b.constant(0) }
+                window.overOutputs(b) { starts, at in
+                    if isMax {
+                        let (_, bestIndex) = window.maximum(b, x, plane: source, starts: starts, index: true)
+                        let winner = b.int(bestIndex!)
+                        b.when(winner >= 0) {
+                            result[source + winner] = result[source + winner] + topDiff[target + at]
+                        }
+                    } else {
+                        let share = topDiff[target + at] / window.divisor(b, starts: starts)
+                        window.overWindow(b, starts: starts) { i in result[source + i] = result[source + i] + share }
+                    }
+                }
+            }
         }
     }
 }

@@ -95,14 +95,14 @@ extension TrainingLowering {
         }
         guard analysis.writesBottomDiff(node, 0) else { return }
         let p = node.layer
-        let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0], axis: Int(p.softmaxParam.axis))
+        let (outer, channels, inner) = try base.softmaxSplit(node, node.inputs[0], axis: Int(p.softmaxParam.axis))
         guard let prob = scratchBuffer(node, "prob"), let valid = scratchBuffer(node, "valid count") else {
             throw unsupported(node, "its forward kept no probabilities")
         }
         let dy = try topDiff(node, node.outputs[0])
         let dx = bottomDiff(node, 0)
         let ignore: Int? = p.lossParam.hasIgnoreLabel ? Int(p.lossParam.ignoreLabel) : nil
-        let mode = TrainingLowering.normalization(p.lossParam)
+        let mode = Lowering.normalization(p.lossParam)
         let signature = "softmaxloss.backward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode)"
         try base.emitKernel(node, signature, operands: [prob, data(node.inputs[1]), dy, valid, dx],
                             tasks: outer * inner, work: outer * inner * channels) { b in
@@ -111,7 +111,7 @@ extension TrainingLowering {
                 let o = position / inner, i = inner == 1 ? b.index(0) : position % inner
                 let start = o * (channels * inner) + i
                 let value = b.int(label[position])
-                let scale = topDiff[b.index(0)] / TrainingLowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
+                let scale = topDiff[b.index(0)] / Lowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
                 let compute = {
                     b.loop(0..<channels) { c in
                         let at = start + c * inner

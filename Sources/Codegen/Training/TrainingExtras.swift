@@ -11,12 +11,12 @@ extension TrainingLowering {
         case .slice: try lowerSliceForward(node)
         case .crop: try lowerCropForward(node)
         case .tile: try lowerTileForward(node)
-        case .sigmoidCrossEntropyLoss: try lowerSigmoidCrossEntropyForward(node)
-        case .euclideanLoss: try lowerEuclideanForward(node)
-        case .hingeLoss: try lowerHingeForward(node)
-        case .multinomialLogisticLoss: try lowerMultinomialLogisticForward(node)
-        case .infogainLoss: try lowerInfogainForward(node)
-        case .contrastiveLoss: try lowerContrastiveForward(node)
+        case .sigmoidCrossEntropyLoss: try base.lowerSigmoidCrossEntropyForward(node)
+        case .euclideanLoss: try base.lowerEuclideanForward(node)
+        case .hingeLoss: try base.lowerHingeForward(node)
+        case .multinomialLogisticLoss: try base.lowerMultinomialLogisticForward(node)
+        case .infogainLoss: try base.lowerInfogainForward(node)
+        case .contrastiveLoss: try base.lowerContrastiveForward(node)
         case .prelu: try lowerPReLUForward(node)
         case .mvn: try lowerMVNForward(node)
         case .embed: try lowerEmbedForward(node)
@@ -30,6 +30,7 @@ extension TrainingLowering {
         case .roiPooling: try lowerROIPoolingForward(node)
         case .lstmUnit: try base.lowerLSTMUnit(node)
         case .lstm, .rnn: try base.lowerRecurrent(node, savesOutput: true)
+        case .upsample: try base.lowerUpsample(node)
         default: return false
         }
         return true
@@ -65,6 +66,7 @@ extension TrainingLowering {
         case .roiPooling: try lowerROIPoolingBackward(node)
         case .lstmUnit: try lowerLSTMUnitBackward(node)
         case .lstm, .rnn: try lowerRecurrentBackward(node)
+        case .upsample: try lowerUpsampleBackward(node)
         default: return false
         }
         return true

@@ -20,7 +20,15 @@ extension ONNXLowering {
         case .tanh: writer.node("Tanh", name: name, inputs: [x], outputs: [y])
         case .absVal: writer.node("Abs", name: name, inputs: [x], outputs: [y])
         case .bnll: writer.node("Softplus", name: name, inputs: [x], outputs: [y])   // log(1 + eˣ)
-        case .dropout: writer.node("Identity", name: name, inputs: [x], outputs: [y])   // Caffe scales while training
+        case .dropout:
+            // Caffe scales while training; `scale_train: false` scales at test time instead.
+            let scale = node.layer.dropoutParam.testScale
+            if scale == 1 {
+                writer.node("Identity", name: name, inputs: [x], outputs: [y])
+            } else {
+                let factor = writer.constant("\(name)/scale", [scale])
+                writer.node("Mul", name: name, inputs: [x, factor], outputs: [y])
+            }
         case .elu: writer.node("Elu", name: name, inputs: [x], outputs: [y], [Attribute.float("alpha", node.layer.eluParam.alpha)])
         case .prelu:
             // Caffe's slope is per channel (axis 1) or one shared value; ONNX broadcasts from the right.

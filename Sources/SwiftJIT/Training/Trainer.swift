@@ -46,7 +46,7 @@ public final class Trainer {
                                         inputShapes: trainShapes, insertsSplits: true)
         options.prepareGraph?(0, &trainBuilder)
         let trainGraph = try trainBuilder.build(trainDefinition)
-        var values = try ParameterInitializer.initialize(trainGraph, seed: seed)
+        var values = try ParameterInitializer.initialize(trainGraph, seed: seed, memory: .training)
         var resumeState: Caffe_SolverState?
         if let resume = options.resume {
             let state = try CaffeFiles.loadSolverState(path: resume)

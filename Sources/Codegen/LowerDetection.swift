@@ -1,0 +1,148 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+extension Lowering {
+    /// Permute (SSD): output element at position `o` (row-major over the permuted shape) is the
+    /// input element whose index along axis `order[d]` is `o[d]`. One task per index of the first
+    /// output axis; the other axes are nested loops with constant bounds and strides, so the
+    /// innermost loop is a strided gather (or a contiguous copy when the last axis stays last).
+    mutating func lowerPermute(_ node: Node) throws {
+        let input = node.inputs[0], dims = shape(input)
+        let order = try Permutation(node.layer.permuteParam, rank: dims.count).order
+        let outDims = order.map { dims[$0] }
+        var inputStrides = Array(repeating: 1, count: dims.count)
+        for axis in Swift.stride(from: dims.count - 2, through: 0, by: -1) { inputStrides[axis] = inputStrides[axis + 1] * dims[axis + 1] }
+        let sourceStrides = order.map { inputStrides[$0] }
+        let total = outDims.reduce(1, *)
+        guard total > 0 else { return }
+        let operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0]))]
+        let signature = "permute in\(dims.map(String.init).joined(separator: "x")) order\(order.map(String.init).joined(separator: ","))"
+        let tasks = outDims.first ?? 1
+        try emitKernel(node, signature, operands: operands, tasks: tasks, work: total) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { first in
+                guard outDims.count > 1 else {
+                    y[first] = x[first * (sourceStrides.first ?? 1)]
+                    return
+                }
+                func axis(_ d: Int, target: Index, source: Index) {
+                    guard d < outDims.count else {
+                        y[target] = x[source]
+                        return
+                    }
+                    b.loop(0..<outDims[d]) { i in axis(d + 1, target: target * outDims[d] + i, source: source + i * sourceStrides[d]) }
+                }
+                axis(1, target: first, source: first * sourceStrides[0])
+            }
+        }
+    }
+
+    /// PriorBox (SSD): its output depends only on shapes, so it is computed once while compiling
+    /// (`PriorBoxGeometry.output`) and copied into the top by one kernel per run.
+    mutating func lowerPriorBox(_ node: Node) throws {
+        let feature = shape(node.inputs[0])
+        let geometry = try PriorBoxGeometry(node.layer.priorBoxParam)
+        var image = (height: 0, width: 0)
+        if node.inputs.count > 1 {
+            let dims = shape(node.inputs[1])
+            image = (dims[2], dims[3])
+        }
+        let values = geometry.output(featureHeight: feature[2], featureWidth: feature[3], image: image)
+        guard values.count == count(node.outputs[0]) else {
+            throw unsupported(node, "its \(values.count) prior values do not fill the \(shape(node.outputs[0])) top")
+        }
+        let priors = Operand(constant(node, "priors", values))
+        try emitCopyRows(node, from: priors, to: Operand(buffer(node.outputs[0])), rows: 2, width: values.count / 2)
+    }
+
+    /// Normalize (SSD's `NormalizeLayer::Forward_cpu`): per image, x divided by its L2 norm over
+    /// C×H×W (`across_spatial`, `y = x · (1 / sqrt(Σx² + eps))`) or over channels at each position
+    /// (`y = x / sqrt(Σ_c x² + eps)`), then times the learned scale (one value, or one per
+    /// channel). One task per image.
+    mutating func lowerNormalize(_ node: Node) throws {
+        let p = node.layer.normParam
+        let input = node.inputs[0], dims = shape(input)
+        guard dims.count >= 2 else { throw unsupported(node, "Normalize needs an N×C(×H×W) input, got \(dims)") }
+        let num = dims[0], channels = dims[1], spatial = dims[2...].reduce(1, *)
+        let blobs = try parameterBlobs(node)
+        let shared = p.channelShared
+        guard let scaleValues = blobs.first, scaleValues.count == (shared ? 1 : channels) else {
+            throw unsupported(node, "Normalize needs \(shared ? 1 : channels) scale value\(shared ? "" : "s"), the weights give \(blobs.first?.count ?? 0)")
+        }
+        let scale = Operand(constant(node, "scale", scaleValues))
+        let eps = p.eps, dim = channels * spatial
+        let operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0])), scale]
+        let signature = "normalize c\(channels) s\(spatial) across=\(p.acrossSpatial) shared=\(shared) eps\(eps.bitPattern)"
+        try emitKernel(node, signature, operands: operands, tasks: num, work: num * dim * 3) { b in
+            let (x, y, factor) = (b.operand(0), b.operand(1), b.operand(2))
+            b.forEachTask { image in
+                let base = image * dim
+                func scaled(_ value: Scalar, channel: Index) -> Scalar { value * factor[shared ? b.index(0) : channel] }
+                if p.acrossSpatial {
+                    let sum = b.variable(b.constant(0))
+                    b.loop(0..<dim) { i in sum.value = sum.value + x[base + i] * x[base + i] }
+                    let inverse = 1 / b.sqrt(sum.value + eps)
+                    b.loop(0..<channels) { c in
+                        b.loop(0..<spatial) { i in y[base + c * spatial + i] = scaled(x[base + c * spatial + i] * inverse, channel: c) }
+                    }
+                } else {
+                    b.loop(0..<spatial) { i in
+                        let sum = b.variable(b.constant(eps))
+                        b.loop(0..<channels) { c in sum.value = sum.value + x[base + c * spatial + i] * x[base + c * spatial + i] }
+                        let norm = b.sqrt(sum.value)
+                        b.loop(0..<channels) { c in y[base + c * spatial + i] = scaled(x[base + c * spatial + i] / norm, channel: c) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Upsample (SegNet): each N×C plane of the top is zeroed, then every value is written at the
+    /// flat position its mask names (`top[int(mask[i])] = x[i]`, later values winning). Caffe
+    /// aborts on a position outside the plane; the kernel skips it, so it never writes out of bounds.
+    mutating func lowerUpsample(_ node: Node) throws {
+        let dims = shape(node.inputs[0]), outDims = shape(node.outputs[0])
+        let planes = dims[0] * dims[1], inner = dims[2] * dims[3], outer = outDims[2] * outDims[3]
+        let operands = [Operand(buffer(node.inputs[0])), Operand(buffer(node.inputs[1])), Operand(buffer(node.outputs[0]))]
+        try emitKernel(node, "upsample i\(inner) o\(outer)", operands: operands, tasks: planes, work: planes * (inner + outer)) { b in
+            let (x, mask, y) = (b.operand(0), b.operand(1), b.operand(2))
+            b.forEachTask { plane in
+                b.loop(0..<outer) { i in y[plane * outer + i] = b.constant(0) }
+                b.loop(0..<inner) { i in
+                    let index = b.int(mask[plane * inner + i])
+                    b.when(index >= 0 && index < outer) { y[plane * outer + index] = x[plane * inner + i] }
+                }
+            }
+        }
+    }
+
+    /// Reorg (YOLOv2, darknet's `reorg_cpu` as the Caffe forks call it with the bottom's W, H, C):
+    /// for every bottom position (b, k, j, i), `P = i + W(j + H(k + C·b))` and
+    /// `Q = w2 + W·s(h2 + H·s(c2 + C/s²·b))` with `c2 = k mod C/s²`, `o = k div C/s²`,
+    /// `w2 = i·s + o mod s`, `h2 = j·s + o div s`; the top gets `top[P] = bottom[Q]`
+    /// (`top[Q] = bottom[P]` with `reverse`). One task per (image, channel).
+    mutating func lowerReorg(_ node: Node) throws {
+        let p = node.layer.reorgParam
+        let dims = shape(node.inputs[0])
+        let (n, c, h, w, s) = (dims[0], dims[1], dims[2], dims[3], Int(p.stride))
+        let groups = c / (s * s)
+        guard groups > 0 else { throw unsupported(node, "darknet's reorg needs at least stride² (\(s * s)) channels, got \(c)") }
+        let operands = [Operand(buffer(node.inputs[0])), Operand(buffer(node.outputs[0]))]
+        try emitKernel(node, "reorg c\(c) h\(h) w\(w) s\(s) reverse=\(p.reverse)", operands: operands, tasks: n * c, work: n * c * h * w) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { task in
+                let image = task / c, k = task % c
+                let c2 = k % groups, o = k / groups
+                b.loop(0..<h) { j in
+                    b.loop(0..<w) { i in
+                        let flat = task * (h * w) + j * w + i
+                        let w2 = i * s + o % s, h2 = j * s + o / s
+                        let other = w2 + (h2 + (c2 + image * groups) * (h * s)) * (w * s)
+                        if p.reverse { y[other] = x[flat] } else { y[flat] = x[other] }
+                    }
+                }
+            }
+        }
+    }
+}
