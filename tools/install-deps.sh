@@ -2,7 +2,7 @@
 # Installs the Debian packages SwiftJIT builds and tests against, skipping those already present.
 # Needs root (or sudo) on Debian 12. Safe to run repeatedly.
 set -euo pipefail
-packages=(llvm-dev libopenblas-dev liblmdb-dev zlib1g-dev graphviz libturbojpeg0-dev libpng-dev)
+packages=(llvm-dev libopenblas-dev liblmdb-dev zlib1g-dev graphviz libturbojpeg0-dev libpng-dev libhdf5-dev libleveldb-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
