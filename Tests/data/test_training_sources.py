@@ -1,0 +1,189 @@
+"""Training from every data source: LeNet from ImageData over PNGs, HDF5Data, LevelDB and LMDB of
+the same pixels gives the same losses; BVLC's hdf5_classification trains from h5py files; bad
+inputs give one-line errors naming the file (and the list line)."""
+
+import csv
+import os
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO, swiftjit
+
+LENET_BODY = """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 5 weight_filler { type: "xavier" } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param { num_output: 8 kernel_size: 5 weight_filler { type: "xavier" } } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "fc1" type: "InnerProduct" bottom: "pool2" top: "fc1" inner_product_param { num_output: 32 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "fc1" top: "fc1" }
+layer { name: "score" type: "InnerProduct" bottom: "fc1" top: "score" inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+"""
+
+SCALE = "transform_param { scale: 0.00390625 }"
+
+
+def digits(count, seed):
+    """Grey 28×28 images: a bright bar whose position and angle depend on the label, plus noise."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(count):
+        label = i % 10
+        img = rng.integers(0, 60, (28, 28)).astype(np.uint8)
+        cv2.line(img, (4 + 2 * label, 3), (24 - label, 25), 255, 2)
+        images.append(img)
+        labels.append(label)
+    return np.stack(images), np.array(labels)
+
+
+def train_losses(folder, name, data_layer, iterations=40):
+    (folder / (name + ".prototxt")).write_text('name: "lenet"\n' + data_layer + LENET_BODY)
+    (folder / (name + "_solver.prototxt")).write_text("""
+train_net: "%s"
+base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "inv" gamma: 0.0001 power: 0.75
+max_iter: %d display: 0 snapshot: 0 snapshot_after_train: false random_seed: 51966
+snapshot_prefix: "%s"
+""" % (folder / (name + ".prototxt"), iterations, folder / name))
+    swiftjit("train", "--solver", folder / (name + "_solver.prototxt"), "--loss-csv", folder / (name + ".csv"), "--plain")
+    with open(folder / (name + ".csv")) as f:
+        return np.array([float(row["loss"]) for row in csv.DictReader(f)], np.float32)
+
+
+def test_lenet_losses_are_the_same_from_imagedata_hdf5_leveldb_and_lmdb(tmp_path):
+    images, labels = digits(48, 5)
+    (tmp_path / "png").mkdir()
+    lines = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        cv2.imwrite(str(tmp_path / "png" / ("%03d.png" % i)), img)
+        lines.append("%03d.png %d" % (i, label))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    root = str(tmp_path / "png") + "/"
+    swiftjit("convert-imageset", "--quiet", "--gray", root, tmp_path / "list.txt", tmp_path / "lmdb")
+    swiftjit("convert-imageset", "--quiet", "--gray", "--backend", "leveldb", root, tmp_path / "list.txt", tmp_path / "leveldb")
+    with h5py.File(tmp_path / "digits.h5", "w") as f:
+        f["data"] = (images[:, np.newaxis].astype(np.float32) * np.float32(0.00390625))
+        f["label"] = labels.astype(np.float32)
+    (tmp_path / "h5list.txt").write_text(str(tmp_path / "digits.h5") + "\n")
+
+    top = 'top: "data" top: "label"'
+    losses = {
+        "imagedata": train_losses(tmp_path, "imagedata", 'layer { name: "data" type: "ImageData" %s %s image_data_param '
+                                  '{ source: "%s" root_folder: "%s" batch_size: 16 is_color: false } }'
+                                  % (top, SCALE, tmp_path / "list.txt", root)),
+        "hdf5": train_losses(tmp_path, "hdf5", 'layer { name: "data" type: "HDF5Data" %s hdf5_data_param '
+                             '{ source: "%s" batch_size: 16 } }' % (top, tmp_path / "h5list.txt")),
+        "leveldb": train_losses(tmp_path, "leveldb", 'layer { name: "data" type: "Data" %s %s data_param '
+                                '{ source: "%s" batch_size: 16 backend: LEVELDB } }' % (top, SCALE, tmp_path / "leveldb")),
+        "lmdb": train_losses(tmp_path, "lmdb", 'layer { name: "data" type: "Data" %s %s data_param '
+                             '{ source: "%s" batch_size: 16 backend: LMDB } }' % (top, SCALE, tmp_path / "lmdb")),
+    }
+    assert len(losses["lmdb"]) == 40 and np.all(np.isfinite(losses["lmdb"]))
+    assert losses["lmdb"][-5:].mean() < losses["lmdb"][:5].mean()
+    for name, values in losses.items():
+        np.testing.assert_allclose(values, losses["lmdb"], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def write_classification(folder, name, rows, seed, files=1):
+    """hdf5_classification's data: 4 features, label = a linear rule; written with h5py in `files` parts."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4)).astype(np.float32)
+    y = (x @ np.array([1.5, -2.0, 0.5, 1.0], np.float32) > 0).astype(np.float32)
+    paths = []
+    for part, (xs, ys) in enumerate(zip(np.array_split(x, files), np.array_split(y, files))):
+        path = folder / ("%s_%d.h5" % (name, part))
+        with h5py.File(path, "w") as f:
+            f["data"], f["label"] = xs, ys
+        paths.append(str(path))
+    (folder / (name + ".txt")).write_text("\n".join(paths) + "\n")
+
+
+def test_hdf5_classification_trains_end_to_end(tmp_path):
+    write_classification(tmp_path, "train", 600, 1, files=3)
+    write_classification(tmp_path, "test", 200, 2)
+    net = open(os.path.join(REPO, "..", "shared", "zoo", "hdf5_classification", "train_val.prototxt")).read()
+    net = net.replace("examples/hdf5_classification/data/train.txt", str(tmp_path / "train.txt"))
+    net = net.replace("examples/hdf5_classification/data/test.txt", str(tmp_path / "test.txt"))
+    (tmp_path / "train_val.prototxt").write_text(net)
+    (tmp_path / "solver.prototxt").write_text("""
+net: "%s"
+test_iter: 20 test_interval: 300 base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "step" gamma: 0.1
+stepsize: 5000 max_iter: 300 display: 0 snapshot: 0 snapshot_after_train: false random_seed: 7 snapshot_prefix: "%s"
+""" % (tmp_path / "train_val.prototxt", tmp_path / "lr"))
+    result = swiftjit("train", "--solver", tmp_path / "solver.prototxt", "--loss-csv", tmp_path / "loss.csv", "--plain")
+    accuracies = [float(line.split("=")[1]) for line in result.stdout.splitlines() + result.stderr.splitlines()
+                  if "Test net output" in line and "accuracy" in line]
+    assert accuracies, result.stdout + result.stderr
+    assert accuracies[-1] > 0.9
+    with open(tmp_path / "loss.csv") as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+
+
+# ------------------------------------------------------------------ one-line errors
+
+
+def failing_train(folder, data_layer):
+    (folder / "bad.prototxt").write_text('name: "bad"\n' + data_layer + LENET_BODY)
+    (folder / "bad_solver.prototxt").write_text('train_net: "%s" base_lr: 0.01 lr_policy: "fixed" max_iter: 2 display: 0 '
+                                               'snapshot: 0 snapshot_after_train: false snapshot_prefix: "%s"'
+                                               % (folder / "bad.prototxt", folder / "bad"))
+    result = swiftjit("train", "--solver", folder / "bad_solver.prototxt", "--plain", ok=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Fatal error" not in result.stderr
+    return errors[0]
+
+
+def image_data_layer(folder):
+    return ('layer { name: "data" type: "ImageData" top: "data" top: "label" image_data_param '
+            '{ source: "%s" root_folder: "%s/" batch_size: 4 is_color: false } }' % (folder / "list.txt", folder))
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_imagedata_names_the_list_line_of_a_missing_or_corrupt_image(tmp_path, problem):
+    images, _ = digits(3, 1)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(tmp_path / ("%d.png" % i)), img)
+    if problem == "corrupt":
+        (tmp_path / "bad.png").write_bytes((tmp_path / "0.png").read_bytes()[:60])
+    (tmp_path / "list.txt").write_text("0.png 0\n1.png 1\n%s 2\n2.png 3\n" % ("bad.png" if problem == "corrupt" else "gone.png"))
+    error = failing_train(tmp_path, image_data_layer(tmp_path))
+    assert "list.txt:3:1:" in error and "layer 'data'" in error
+    assert ("gone.png" in error and "does not exist" in error) if problem == "missing" else ("bad.png" in error and "PNG" in error)
+
+
+def hdf5_layer(folder):
+    return ('layer { name: "data" type: "HDF5Data" top: "data" top: "label" hdf5_data_param '
+            '{ source: "%s" batch_size: 4 } }' % (folder / "h5list.txt"))
+
+
+def test_hdf5data_names_a_truncated_file(tmp_path):
+    with h5py.File(tmp_path / "full.h5", "w") as f:
+        f["data"] = np.zeros((8, 1, 28, 28), np.float32)
+        f["label"] = np.zeros(8, np.float32)
+    data = (tmp_path / "full.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 3])
+    (tmp_path / "h5list.txt").write_text(str(tmp_path / "cut.h5") + "\n")
+    error = failing_train(tmp_path, hdf5_layer(tmp_path))
+    assert "cut.h5" in error and ("truncated" in error or "damaged" in error)
+
+
+@pytest.mark.parametrize("problem", ["rows", "second file"])
+def test_hdf5data_names_a_file_whose_dataset_has_the_wrong_shape(tmp_path, problem):
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["data"] = np.zeros((4, 1, 28, 28), np.float32)
+        f["label"] = np.zeros(3 if problem == "rows" else 4, np.float32)
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        f["data"] = np.zeros((4, 1, 27, 28), np.float32)
+        f["label"] = np.zeros(4, np.float32)
+    (tmp_path / "h5list.txt").write_text("%s\n%s\n" % (tmp_path / "a.h5", tmp_path / "b.h5"))
+    error = failing_train(tmp_path, hdf5_layer(tmp_path))
+    if problem == "rows":
+        assert "a.h5" in error and "'label' has 3 rows but 'data' has 4" in error
+    else:
+        assert "b.h5" in error and "1×27×28" in error and "a.h5" in error
