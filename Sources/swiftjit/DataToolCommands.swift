@@ -135,3 +135,109 @@ final class ProgressLine {
 private func log(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
+
+/// `swiftjit extract-features`: Caffe's `extract_features` tool — the TEST-phase forward of a net
+/// over its own data layers for N batches, saving named blobs' values per item.
+struct ExtractFeaturesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "extract-features",
+        abstract: "Save blobs of a net's forward passes over its data, per item (Caffe's extract_features).",
+        discussion: """
+        BLOBS and DBS are comma-separated and paired: blob i goes to database i. A database whose name
+        ends in .npz is a NumPy archive holding the blob (all items stacked) under its name; any
+        other is a new LMDB or LevelDB (--backend) of float Datums keyed by the item index (%010d),
+        shaped by Caffe's legacy channels/height/width, as Caffe writes them.
+        """
+    )
+
+    @Argument(help: "The net (.prototxt) with TEST-phase data layers.") var net: String
+    @Argument(help: "The trained .caffemodel.") var weights: String
+    @Argument(help: "Blob names, comma-separated.") var blobs: String
+    @Argument(help: "Output databases or .npz files, comma-separated, one per blob.") var databases: String
+    @Argument(help: "Number of mini-batches.") var batches: Int
+    @Option(name: [.customLong("backend")], help: "lmdb or leveldb, for outputs that are not .npz.")
+    var backend = "lmdb"
+    @Flag(name: [.customLong("quiet")], help: "No progress lines.")
+    var quiet = false
+    @OptionGroup var kernelCache: KernelCacheOptions
+
+    func run() throws {
+        do {
+            let names = blobs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let outputs = databases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !names.isEmpty, names.count == outputs.count else {
+                throw Diagnostic("\(names.count) blobs but \(outputs.count) databases", hint: "give one database per blob, in the same order")
+            }
+            guard batches > 0 else { throw Diagnostic("the number of mini-batches must be positive") }
+            let kind = try DatabaseBackend(argument: backend)
+            let definition = try CaffeFiles.loadNet(path: net)
+            let shapes = try TrainingFeeds.dataShapes(definition, phase: .test, level: 0, stages: [], baseDirectory: nil)
+            let graph = try GraphBuilder(phase: .test, inputShapes: shapes, insertsSplits: true).build(definition)
+            for name in names where graph.value(named: name) == nil {
+                throw Diagnostic("the net has no blob '\(name)'", file: net)
+            }
+            let values = try TrainedLayers.copy(from: weights, into: graph) { try ParameterInitializer.initialize(graph, seed: 1) }
+            let compiled = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: values, keepingAllBlobs: true)
+            let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil)
+            defer { feeds.close() }
+            var writers: [(any DatumWriter)?] = []
+            var temporaries: [String] = []
+            for output in outputs {
+                if output.hasSuffix(".npz") {
+                    writers.append(nil)
+                    temporaries.append(output)
+                } else {
+                    if FileManager.default.fileExists(atPath: output) {
+                        throw Diagnostic("the database already exists", file: output, hint: "remove it or choose another name")
+                    }
+                    let temporary = output + ".incomplete"
+                    try? FileManager.default.removeItem(atPath: temporary)
+                    writers.append(try makeDatumWriter(path: temporary, backend: kind))
+                    temporaries.append(temporary)
+                }
+            }
+            var stacked: [[Float]] = Array(repeating: [], count: names.count)
+            var itemShapes: [[Int]] = Array(repeating: [], count: names.count)
+            var items = Array(repeating: 0, count: names.count)
+            let progress = ProgressLine(what: "batches", quiet: quiet)
+            for batch in 0..<batches {
+                _ = try compiled.run(try feeds.next(), backward: false)
+                for (index, name) in names.enumerated() {
+                    guard let blob = compiled.blob(name) else { throw Diagnostic("the net did not keep blob '\(name)'", file: net) }
+                    let num = blob.shape.first ?? 1
+                    let width = blob.data.count / max(1, num)
+                    itemShapes[index] = Array(blob.shape.dropFirst())
+                    guard let writer = writers[index] else {
+                        stacked[index] += blob.data
+                        items[index] += num
+                        continue
+                    }
+                    let legacy = (1...3).map { $0 < blob.shape.count ? blob.shape[$0] : 1 }
+                    for item in 0..<num {
+                        var datum = Caffe_Datum()
+                        datum.channels = Int32(blob.shape.count > 4 ? width : legacy[0])
+                        datum.height = Int32(blob.shape.count > 4 ? 1 : legacy[1])
+                        datum.width = Int32(blob.shape.count > 4 ? 1 : legacy[2])
+                        datum.floatData = Array(blob.data[(item * width)..<((item + 1) * width)])
+                        try writer.put(key: Data(String(format: "%010d", items[index]).utf8), value: try datum.serializedData())
+                        items[index] += 1
+                    }
+                }
+                progress.update(batch + 1, batches)
+            }
+            progress.finish()
+            for (index, name) in names.enumerated() {
+                if let writer = writers[index] {
+                    try writer.finish()
+                    try FileManager.default.moveItem(atPath: temporaries[index], toPath: outputs[index])
+                } else {
+                    try NumPyFile.write(archive: [(name, NDArray(shape: [items[index]] + itemShapes[index], data: stacked[index]))],
+                                        to: outputs[index])
+                }
+                log("wrote \(items[index]) items of '\(name)' to \(outputs[index])")
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+}

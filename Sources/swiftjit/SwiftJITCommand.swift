@@ -20,7 +20,7 @@ struct SwiftJITCommand: AsyncParsableCommand {
           swiftjit serve --model-repository models/ --http-port 8000
         """,
         subcommands: [CompileCommand.self, RunCommand.self, ServeCommand.self, TimeCommand.self, TrainCommand.self, TestCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self,
-                      ConvertImagesetCommand.self, ComputeImageMeanCommand.self]
+                      ConvertImagesetCommand.self, ComputeImageMeanCommand.self, ExtractFeaturesCommand.self]
     )
 }
 

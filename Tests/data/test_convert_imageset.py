@@ -6,7 +6,13 @@ import numpy as np
 import cv2
 from PIL import Image
 
-from conftest import MT19937, caffe_pb2, caffe_shuffle, swiftjit
+from data_helpers import MT19937, caffe_pb2, caffe_shuffle, swiftjit
+
+
+def test_the_reference_mt19937_is_the_standard_one():
+    assert MT19937(5489)() == 3499211612
+    generator = MT19937(1234)
+    assert [generator() for _ in range(3)] == [822569775, 2137449171, 2671936806]
 
 
 def read_lmdb(path):

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, swiftjit
+from data_helpers import REPO, swiftjit
 
 LENET_BODY = """
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
@@ -187,3 +187,63 @@ def test_hdf5data_names_a_file_whose_dataset_has_the_wrong_shape(tmp_path, probl
         assert "a.h5" in error and "'label' has 3 rows but 'data' has 4" in error
     else:
         assert "b.h5" in error and "1×27×28" in error and "a.h5" in error
+
+
+def test_hdf5output_writes_what_numpy_expects(tmp_path):
+    """HDF5Output (through `swiftjit run`) writes its bottoms as 'data' and 'label', Caffe's 4-D shapes."""
+    (tmp_path / "net.prototxt").write_text("""
+layer { name: "in" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 4 dim: 3 dim: 2 dim: 5 } shape { dim: 4 } } }
+layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }
+layer { name: "flat" type: "Flatten" bottom: "relu" top: "flat" }
+layer { name: "out" type: "HDF5Output" bottom: "relu" bottom: "label" hdf5_output_param { file_name: "%s" } }
+""" % (tmp_path / "out.h5"))
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(4, 3, 2, 5)).astype(np.float32)
+    label = np.arange(4, dtype=np.float32)
+    np.savez(tmp_path / "inputs.npz", data=data, label=label)
+    swiftjit("run", tmp_path / "net.prototxt", "--input", tmp_path / "inputs.npz", "-o", tmp_path / "blobs.npz")
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        assert sorted(f.keys()) == ["data", "label"]
+        assert f["data"].dtype == np.float32 and f["data"].shape == (4, 3, 2, 5)
+        np.testing.assert_array_equal(f["data"][()], np.maximum(data, 0))
+        assert f["label"].shape == (4, 1, 1, 1)
+        np.testing.assert_array_equal(f["label"][()].reshape(4), label)
+    np.testing.assert_array_equal(np.load(tmp_path / "blobs.npz")["flat"], np.maximum(data, 0).reshape(4, 30))
+
+
+def test_extract_features_writes_the_forward_blobs_per_item(tmp_path):
+    """extract-features over an LMDB equals `swiftjit run` on the same pixels; LMDB Datums and .npz agree."""
+    import lmdb
+    from data_helpers import caffe_pb2
+
+    images, labels = digits(24, 9)
+    (tmp_path / "png").mkdir()
+    for i, img in enumerate(images):
+        cv2.imwrite(str(tmp_path / "png" / ("%02d.png" % i)), img)
+    (tmp_path / "list.txt").write_text("".join("%02d.png %d\n" % (i, l) for i, l in enumerate(labels)))
+    swiftjit("convert-imageset", "--quiet", "--gray", str(tmp_path / "png") + "/", tmp_path / "list.txt", tmp_path / "lmdb")
+    body = LENET_BODY.split('layer { name: "loss"')[0]
+    (tmp_path / "net.prototxt").write_text('layer { name: "data" type: "Data" top: "data" top: "label" %s '
+                                           'data_param { source: "%s" batch_size: 8 backend: LMDB } }\n'
+                                           % (SCALE, tmp_path / "lmdb") + body)
+    (tmp_path / "deploy.prototxt").write_text('layer { name: "data" type: "Input" top: "data" '
+                                              'input_param { shape { dim: 24 dim: 1 dim: 28 dim: 28 } } }\n' + body)
+    swiftjit("init", tmp_path / "deploy.prototxt", "--seed", 3, "-o", tmp_path / "w.caffemodel")
+    swiftjit("extract-features", "--quiet", tmp_path / "net.prototxt", tmp_path / "w.caffemodel", "score,fc1",
+             "%s,%s" % (tmp_path / "score_lmdb", tmp_path / "fc1.npz"), 3)
+    np.save(tmp_path / "x.npy", images[:, np.newaxis].astype(np.float32) * np.float32(0.00390625))
+    swiftjit("run", tmp_path / "deploy.prototxt", "--weights", tmp_path / "w.caffemodel", "--input",
+             "data=%s" % (tmp_path / "x.npy"), "-o", tmp_path / "ref.npz", "--blobs", "score,fc1")
+    reference = np.load(tmp_path / "ref.npz")
+    np.testing.assert_allclose(np.load(tmp_path / "fc1.npz")["fc1"], reference["fc1"], rtol=1e-5, atol=1e-6)
+    with lmdb.open(str(tmp_path / "score_lmdb"), readonly=True, lock=False) as env, env.begin() as txn:
+        records = list(txn.cursor())
+    assert [k.decode() for k, _ in records] == ["%010d" % i for i in range(24)]
+    scores = []
+    for _, value in records:
+        datum = caffe_pb2.Datum()
+        datum.ParseFromString(value)
+        assert (datum.channels, datum.height, datum.width) == (10, 1, 1)
+        scores.append(datum.float_data)
+    np.testing.assert_allclose(np.array(scores), reference["score"], rtol=1e-5, atol=1e-6)
