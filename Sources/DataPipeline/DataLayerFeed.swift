@@ -1,8 +1,8 @@
 import CaffeFormat
 import Foundation
 
-/// The batches of one Caffe `Data` layer (read from its LMDB or LevelDB) or `ImageData` layer (its
-/// list of image files), produced on a background thread into a bounded queue, as Caffe's
+/// The batches of one Caffe `Data` layer (read from its LMDB or LevelDB), `ImageData` layer (its
+/// list of image files) or `WindowData` layer (its window file), produced on a background thread into a bounded queue, as Caffe's
 /// `BasePrefetchingDataLayer` does (`data_param.prefetch` batches, default 4).
 ///
 /// Everything that can be checked up front — the layer's parameters, the database path, the first
@@ -32,7 +32,7 @@ public final class DataLayerFeed: @unchecked Sendable {
     private let queue: PrefetchQueue?
     private let consumerLock = NSLock()
 
-    /// A feed for a `Data` layer.
+    /// A feed for a `Data`, `ImageData` or `WindowData` layer.
     ///
     /// - Parameters:
     ///   - phase: TRAIN draws random crops; both phases mirror at random when `mirror` is set.
@@ -63,8 +63,13 @@ public final class DataLayerFeed: @unchecked Sendable {
                 source = list.listPath
                 depth = prefetch ?? Int(layer.dataParam.prefetch)
                 reader = list
+            case "WindowData":
+                let windows = try WindowDataReader(layer: layer, phase: phase, seed: seed, baseDirectory: baseDirectory)
+                source = resolve(layer.windowDataParam.source, against: baseDirectory)
+                depth = prefetch ?? Int(layer.dataParam.prefetch)
+                reader = windows
             default:
-                throw Diagnostic("a DataLayerFeed reads Data and ImageData layers, not \(layer.type)", layer: layer.name)
+                throw Diagnostic("a DataLayerFeed reads Data, ImageData and WindowData layers, not \(layer.type)", layer: layer.name)
             }
         } catch let diagnostic as Diagnostic {
             throw diagnostic.inLayer(layer.name)

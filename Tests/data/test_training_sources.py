@@ -247,3 +247,85 @@ def test_extract_features_writes_the_forward_blobs_per_item(tmp_path):
         assert (datum.channels, datum.height, datum.width) == (10, 1, 1)
         scores.append(datum.float_data)
     np.testing.assert_allclose(np.array(scores), reference["score"], rtol=1e-5, atol=1e-6)
+
+
+def c_round(x):
+    """C's round(): half away from zero, on a float32 value."""
+    x = np.float32(x)
+    return int(np.sign(x) * np.floor(np.abs(x) + np.float32(0.5)))
+
+
+def window_reference(image, box, crop, pad, mirrored, mean, scale):
+    """Caffe's WindowDataLayer::load_batch for one window (warp mode), with cv2 for resize and flip."""
+    x1, y1, x2, y2 = box
+    pad_w = pad_h = 0
+    size = (crop, crop)
+    if pad > 0:
+        f = np.float32
+        context_scale = f(crop) / f(crop - 2 * pad)
+        half_h, half_w = f(y2 - y1 + 1) / f(2), f(x2 - x1 + 1) / f(2)
+        cx, cy = f(x1) + half_w, f(y1) + half_h
+        x1, x2 = c_round(cx - half_w * context_scale), c_round(cx + half_w * context_scale)
+        y1, y2 = c_round(cy - half_h * context_scale), c_round(cy + half_h * context_scale)
+        uh, uw = y2 - y1 + 1, x2 - x1 + 1
+        px1, py1 = max(0, -x1), max(0, -y1)
+        px2, py2 = max(0, x2 - image.shape[1] + 1), max(0, y2 - image.shape[0] + 1)
+        x1, x2, y1, y2 = x1 + px1, x2 - px2, y1 + py1, y2 - py2
+        sx, sy = f(crop) / f(uw), f(crop) / f(uh)
+        width, height = c_round(f(x2 - x1 + 1) * sx), c_round(f(y2 - y1 + 1) * sy)
+        px1, px2, py1 = c_round(f(px1) * sx), c_round(f(px2) * sx), c_round(f(py1) * sy)
+        pad_h, pad_w = py1, (px2 if mirrored else px1)
+        height, width = min(height, crop - pad_h), min(width, crop - pad_w)
+        size = (width, height)
+    warped = cv2.resize(image[y1:y2 + 1, x1:x2 + 1], size, interpolation=cv2.INTER_LINEAR)
+    if mirrored:
+        warped = cv2.flip(warped, 1)
+    out = np.zeros((3, crop, crop), np.float32)
+    region = (warped.astype(np.float32) - np.array(mean, np.float32)) * np.float32(scale)
+    out[:, pad_h:pad_h + warped.shape[0], pad_w:pad_w + warped.shape[1]] = region.transpose(2, 0, 1)
+    return out
+
+
+def test_windowdata_batches_follow_caffes_sampling_and_geometry(tmp_path):
+    from data_helpers import MT19937, caffe_pb2
+
+    rng = np.random.default_rng(11)
+    pictures = [rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), rng.integers(0, 256, (36, 28, 3), dtype=np.uint8)]
+    for i, picture in enumerate(pictures):
+        cv2.imwrite(str(tmp_path / ("%d.png" % i)), picture)
+    windows = [[(1, 0.9, 2, 3, 20, 25), (0, 0.1, 0, 0, 39, 29), (2, 0.7, 30, 10, 39, 29), (0, 0.3, 5, 5, 12, 9)],
+               [(3, 0.8, 0, 0, 27, 35), (0, 0.2, 10, 20, 27, 35), (1, 0.45, 1, 1, 5, 5)]]
+    text = ""
+    for i, (picture, boxes) in enumerate(zip(pictures, windows)):
+        text += "# %d\n%d.png\n3\n%d\n%d\n%d\n" % (i, i, picture.shape[0], picture.shape[1], len(boxes))
+        text += "".join("%d %g %d %d %d %d\n" % b for b in boxes)
+    (tmp_path / "windows.txt").write_text(text)
+    (tmp_path / "net.prototxt").write_text("""
+layer { name: "data" type: "WindowData" top: "data" top: "label"
+  transform_param { crop_size: 16 mirror: true mean_value: 10 mean_value: 20 mean_value: 30 }
+  window_data_param { source: "%s" root_folder: "%s/" batch_size: 6 fg_threshold: 0.5 bg_threshold: 0.5
+                      fg_fraction: 0.5 context_pad: 3 scale: 0.5 } }
+""" % (tmp_path / "windows.txt", tmp_path))
+    weights = caffe_pb2.NetParameter()
+    weights.name = "no parameters"
+    (tmp_path / "empty.caffemodel").write_bytes(weights.SerializeToString())
+    swiftjit("extract-features", "--quiet", tmp_path / "net.prototxt", tmp_path / "empty.caffemodel", "data,label",
+             "%s,%s" % (tmp_path / "data.npz", tmp_path / "label.npz"), 2)
+    data, labels = np.load(tmp_path / "data.npz")["data"], np.load(tmp_path / "label.npz")["label"]
+    assert data.shape == (12, 3, 16, 16) and labels.shape == (12,)
+
+    foreground = [(i, b) for i, boxes in enumerate(windows) for b in boxes if b[1] >= 0.5]
+    background = [(i, (0,) + b[1:]) for i, boxes in enumerate(windows) for b in boxes if b[1] < 0.5]
+    global_rng = MT19937(1)      # extract-features seeds the net with 1; TEST phase
+    global_rng()                 # the transformer's InitRand (mirror is set)
+    prefetch = MT19937(global_rng())
+    item = 0
+    for _ in range(2):
+        for pool, count in ((background, 3), (foreground, 3)):
+            for _ in range(count):
+                image, box = pool[prefetch() % len(pool)]
+                mirrored = prefetch() % 2 == 1
+                expected = window_reference(pictures[image], box[2:], 16, 3, mirrored, (10, 20, 30), 0.5)
+                np.testing.assert_array_equal(data[item], expected, err_msg="item %d" % item)
+                assert labels[item] == box[0]
+                item += 1
