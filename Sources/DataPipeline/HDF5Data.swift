@@ -137,7 +137,7 @@ public final class HDF5DataReader {
             throw Diagnostic("cannot read the list of HDF5 files (no such file, or it is unreadable)", file: listPath,
                              layer: layer.name, hint: "check hdf5_data_param.source; relative paths start at the working directory")
         }
-        files = String(decoding: listData, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" })
+        files = String(decoding: listData, as: UTF8.self).split(whereSeparator: \.isWhitespace)
             .map { resolve(String($0), against: baseDirectory) }
         guard !files.isEmpty else {
             throw Diagnostic("the list of HDF5 files is empty", file: listPath, layer: layer.name, hint: "list one .h5 path per line")

@@ -19,7 +19,7 @@ public struct ImageListEntry: Sendable, Equatable {
 /// The list files of Caffe's `ImageData` layer and `convert_imageset` tool: one image per line,
 /// `path label`, split at the *last* space (so paths may hold spaces), as both read it.
 ///
-/// Blank lines are skipped and a trailing `\r` is dropped. Where Caffe would silently read a
+/// Blank lines are skipped; `\r\n` line ends work. Where Caffe would silently read a
 /// missing or non-numeric label as 0 (`atoi`), this reports the line instead.
 ///
 ///     let entries = try ImageList.read(path: "train.txt")   // [ImageListEntry(path: "cat/1.jpg", label: 3, line: 1), …]
@@ -36,9 +36,8 @@ public enum ImageList {
     /// Parses list text; `file` names it in diagnostics.
     public static func parse(_ text: String, file: String) throws -> [ImageListEntry] {
         var entries: [ImageListEntry] = []
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = Substring(rawLine)
-            if line.hasSuffix("\r") { line = line.dropLast() }
+        // Split on any line break: "\r\n" is one Character in Swift, so splitting on "\n" would miss it.
+        for (index, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             if line.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
             let position = SourcePosition(file: file, line: index + 1, column: 1)
             guard let space = line.lastIndex(of: " ") else {

@@ -79,7 +79,7 @@ public final class WindowDataReader: BatchSource, @unchecked Sendable {
             throw Diagnostic("cannot read the window file", file: file, layer: layerName,
                              hint: "check window_data_param.source")
         }
-        let words = String(decoding: data, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" })
+        let words = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace)
         var cursor = 0
         func next(_ what: String) throws -> Substring {
             guard cursor < words.count else {
