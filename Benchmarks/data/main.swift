@@ -1,5 +1,5 @@
 // data: ImageData decoding throughput and memory, and convert-imageset throughput, on synthetic
-// ImageNet-sized JPEGs (256×256, quality 90), transformed as CaffeNet trains: crop 227, mirror,
+// ImageNet-sized JPEGs (256×256, quality 95), transformed as CaffeNet trains: crop 227, mirror,
 // mean values.
 //
 //   swift build -c release --product DataBenchmark
