@@ -36,7 +36,9 @@ public final class DataLayerFeed: @unchecked Sendable {
     ///
     /// - Parameters:
     ///   - phase: TRAIN draws random crops; both phases mirror at random when `mirror` is set.
-    ///   - seed: seeds the transformer's generator (and, derived from it, `rand_skip`).
+    ///   - seed: for `Data`, seeds the transformer's generator (and, derived from it, `rand_skip`);
+    ///     for `ImageData` and `WindowData`, plays Caffe's global generator after
+    ///     `Caffe::set_random_seed(seed)` (see `ImageListReader`, `WindowDataReader`).
     ///   - baseDirectory: resolves a relative `source` and `mean_file` (Caffe uses the working directory).
     ///   - prefetch: overrides `data_param.prefetch`; 0 reads synchronously in `next()`.
     public init(layer: Caffe_LayerParameter, phase: Caffe_Phase, seed: UInt32 = 0, baseDirectory: String? = nil,

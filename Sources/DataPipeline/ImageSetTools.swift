@@ -10,7 +10,8 @@ import Foundation
 /// depend on the thread count. An image that cannot be read is skipped with a warning naming the
 /// list line, as Caffe skips it (its index is not reused). The database is built under
 /// `<output>.incomplete` and renamed to `output` only when everything is written, so an
-/// interrupted conversion never leaves a database that looks complete.
+/// interrupted conversion never leaves a database that looks complete; a conversion that fails
+/// removes its `.incomplete` folder, and the next run replaces one left by a killed process.
 ///
 ///     var conversion = ImageSetConversion(root: "images/", list: "train.txt", output: "train_lmdb")
 ///     conversion.shuffleSeed = 7
@@ -66,6 +67,25 @@ public struct ImageSetConversion: Sendable {
         let temporary = output + ".incomplete"
         try? FileManager.default.removeItem(atPath: temporary)
         let writer = try makeDatumWriter(path: temporary, backend: backend)
+        do {
+            let summary = try write(entries, into: writer, progress: progress, warning: warning)
+            try writer.finish()
+            do {
+                try FileManager.default.moveItem(atPath: temporary, toPath: output)
+            } catch {
+                throw Diagnostic("cannot rename the finished database from \(temporary): \(error.localizedDescription)", file: output)
+            }
+            return summary
+        } catch {
+            try? writer.finish()
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        }
+    }
+
+    /// Converts `entries` in chunks and puts their Datums into `writer`, in order.
+    private func write(_ entries: [ImageListEntry], into writer: any DatumWriter, progress: (Int, Int) -> Void,
+                       warning: (String) -> Void) throws -> Summary {
         var summary = Summary()
         var firstSize: Int?
         var start = 0
@@ -100,12 +120,6 @@ public struct ImageSetConversion: Sendable {
             }
             start += chunk.count
             progress(start, entries.count)
-        }
-        try writer.finish()
-        do {
-            try FileManager.default.moveItem(atPath: temporary, toPath: output)
-        } catch {
-            throw Diagnostic("cannot rename the finished database from \(temporary): \(error.localizedDescription)", file: output)
         }
         return summary
     }

@@ -143,7 +143,34 @@ def test_a_failed_conversion_leaves_no_database(image_folder):
                       image_folder / "list.txt", db, ok=False)
     assert "list.txt:13:1: image" in result.stderr and "big.png" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
-    assert not db.exists()
+    assert not db.exists() and not (image_folder / "db.incomplete").exists()
     swiftjit("convert-imageset", "--quiet", str(image_folder / "images") + "/", image_folder / "list.txt", db)
     assert len(read_lmdb(db)) == 13
     assert not (image_folder / "db.incomplete").exists()
+
+
+def test_a_killed_conversion_leaves_only_an_incomplete_folder(tmp_path):
+    import signal
+    import subprocess
+    import time
+    from data_helpers import cli_path
+
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3000):
+        cv2.imwrite(str(tmp_path / "images" / ("%04d.png" % i)), rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+        lines.append("%04d.png %d" % (i, i % 7))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "db"
+    process = subprocess.Popen([cli_path(), "convert-imageset", "--quiet", str(tmp_path / "images") + "/",
+                                str(tmp_path / "list.txt"), str(db)], stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (tmp_path / "db.incomplete").exists() and time.time() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (tmp_path / "db.incomplete").exists() and not db.exists()
+    swiftjit("convert-imageset", "--quiet", str(tmp_path / "images") + "/", tmp_path / "list.txt", db)
+    assert not (tmp_path / "db.incomplete").exists()
+    assert len(read_lmdb(db)) == 3000
