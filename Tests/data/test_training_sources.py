@@ -329,3 +329,17 @@ layer { name: "data" type: "WindowData" top: "data" top: "label"
                 np.testing.assert_array_equal(data[item], expected, err_msg="item %d" % item)
                 assert labels[item] == box[0]
                 item += 1
+
+
+def test_compile_reads_imagedata_and_hdf5data_shapes_from_their_sources(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30), np.uint8))
+    (tmp_path / "list.txt").write_text("a.png 1\n")
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["features"], f["target"] = np.zeros((5, 7), np.float32), np.zeros((5, 2), np.float32)
+    (tmp_path / "h5.txt").write_text("x.h5\n")
+    (tmp_path / "net.prototxt").write_text("""
+layer { name: "images" type: "ImageData" top: "data" top: "label" image_data_param { source: "list.txt" batch_size: 2 is_color: false } }
+layer { name: "h5" type: "HDF5Data" top: "features" top: "target" hdf5_data_param { source: "h5.txt" batch_size: 3 } }
+""")
+    out = swiftjit("compile", "net.prototxt", cwd=tmp_path).stdout
+    assert "data 2×1×20×30" in out and "features 3×7" in out and "target 3×2" in out, out
