@@ -42,10 +42,14 @@ let package = Package(
         .systemLibrary(name: "CLMDB", path: "Sources/CLMDB"),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
-        // Data layers: LMDB + Datum + Caffe's transformer. Separate from Runtime, which knows no protobuf.
-        .target(name: "DataPipeline", dependencies: ["CaffeFormat", "CLMDB", "CTurboJPEG", "CPNG"]),
+        .systemLibrary(name: "CLevelDB", path: "Sources/CLevelDB"),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5"),
+        // Data layers: LMDB/LevelDB + Datum + Caffe's transformer, image lists, HDF5. Separate from
+        // Runtime, which knows no protobuf.
+        .target(name: "DataPipeline", dependencies: ["CaffeFormat", "CLMDB", "CLevelDB", "CHDF5", "CTurboJPEG", "CPNG", "CZlib"]),
         .executableTarget(name: "LMDBStreamBenchmark", dependencies: ["DataPipeline", "CaffeFormat"],
                           path: "Benchmarks/lmdb-stream"),
+        .executableTarget(name: "DataBenchmark", dependencies: ["DataPipeline", "CaffeFormat"], path: "Benchmarks/data"),
         .target(name: "NumPy", dependencies: ["CZlib"]),
         .target(name: "Runtime", dependencies: ["COpenBLAS"], path: "Runtime"),
         .target(name: "Codegen", dependencies: ["CaffeFormat", "Graph", "NumPy", "CLLVM", "Runtime", "Solvers"]),

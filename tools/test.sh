@@ -19,4 +19,4 @@ tools/build-c-library.sh
 # The Python package (python/) over the C library, installed as tools/setup.sh installs it, and
 # `swiftjit serve` against the real tritonclient[http] on loopback ports: one pytest run.
 python3 -m pip install -q -e python
-python3 -m pytest -q Tests/peers Tests/c Tests/python Tests/serve
+python3 -m pytest -q Tests/peers Tests/c Tests/python Tests/serve Tests/data

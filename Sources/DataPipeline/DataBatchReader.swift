@@ -27,7 +27,17 @@ public struct DataBatch: Sendable, Equatable {
     }
 }
 
-/// Reads batches synchronously from an LMDB of Datums, the way Caffe's `DataLayer::load_batch` does:
+/// Something that fills `DataBatch`es one after the other on one thread: the producer a
+/// `DataLayerFeed` runs on its prefetch thread (`DataBatchReader` for databases, `ImageListReader`
+/// for `ImageData` lists).
+public protocol BatchSource: AnyObject {
+    /// `[N, C, H, W]` of every batch.
+    var batchShape: [Int] { get }
+    /// Overwrites `batch` with the next batch, reusing its storage when it is uniquely held.
+    func fill(_ batch: inout DataBatch) throws
+}
+
+/// Reads batches synchronously from an LMDB or LevelDB of Datums, the way Caffe's `DataLayer::load_batch` does:
 /// records in key order, wrapping at the end, each decoded and run through a `DataTransformer`.
 ///
 /// The batch shape comes from the first record (after `rand_skip`), like Caffe's `DataLayerSetUp`;
@@ -39,7 +49,7 @@ public struct DataBatch: Sendable, Equatable {
 ///     let batch = try reader.nextBatch()     // shape [64, 1, 28, 28]
 ///
 /// `DataLayerFeed` runs one of these on a background thread. Not thread-safe: one thread at a time.
-public final class DataBatchReader {
+public final class DataBatchReader: BatchSource {
     /// The database path.
     public let source: String
     public let batchSize: Int
@@ -48,21 +58,21 @@ public final class DataBatchReader {
     /// The shape `[C, H, W]` every record must have, and the key of the record that set it.
     public let recordShape: [Int]
     public let firstKey: String
-    private let reader: LMDBReader
+    private let reader: any DatumCursor
     private var transformer: DataTransformer
     private var failure: (any Error)?
 
     /// Opens `source`, skips `randSkip` draws' worth of records (`MersenneTwister(seed: skipSeed)`,
     /// one draw modulo `randSkip`, as Caffe's `rand_skip`), and infers the batch shape.
     public init(source: String, batchSize: Int, transformer: DataTransformer, randSkip: Int = 0,
-                skipSeed: UInt32 = 0) throws {
+                skipSeed: UInt32 = 0, backend: DatabaseBackend = .lmdb) throws {
         guard batchSize > 0 else {
             throw Diagnostic("data_param.batch_size is \(batchSize); it must be positive", layer: transformer.layer)
         }
         self.source = source
         self.batchSize = batchSize
         self.transformer = transformer
-        reader = try LMDBReader(path: source)
+        reader = try openDatumCursor(path: source, backend: backend)
         if randSkip > 0 {
             var generator = MersenneTwister(seed: skipSeed)
             try reader.skip(generator.next(below: randSkip))
@@ -79,7 +89,13 @@ public final class DataBatchReader {
     public var epochsCompleted: Int { reader.epochsCompleted }
 
     /// The number of records in the database.
-    public var recordCount: Int { reader.count }
+    public var recordCount: Int {
+        switch reader {
+        case let lmdb as LMDBReader: return lmdb.count
+        case let leveldb as LevelDBReader: return leveldb.count
+        default: return 0
+        }
+    }
 
     /// The next batch, in a new `DataBatch`.
     public func nextBatch() throws -> DataBatch {

@@ -1,8 +1,9 @@
 import CaffeFormat
 import Foundation
 
-/// The batches of one Caffe `Data` layer, read from its LMDB on a background thread into a bounded
-/// queue, as Caffe's `BasePrefetchingDataLayer` does (`data_param.prefetch` batches, default 4).
+/// The batches of one Caffe `Data` layer (read from its LMDB or LevelDB), `ImageData` layer (its
+/// list of image files) or `WindowData` layer (its window file), produced on a background thread into a bounded queue, as Caffe's
+/// `BasePrefetchingDataLayer` does (`data_param.prefetch` batches, default 4).
 ///
 /// Everything that can be checked up front — the layer's parameters, the database path, the first
 /// record and the batch shape — is checked in `init`, on the caller's thread. Later errors (a corrupt
@@ -27,39 +28,55 @@ public final class DataLayerFeed: @unchecked Sendable {
     public let batchShape: [Int]
     /// How many batches are read ahead (0: read on the caller's thread).
     public let prefetch: Int
-    private let synchronousReader: DataBatchReader?
+    private let synchronousReader: (any BatchSource)?
     private let queue: PrefetchQueue?
     private let consumerLock = NSLock()
 
-    /// A feed for a `Data` layer.
+    /// A feed for a `Data`, `ImageData` or `WindowData` layer.
     ///
     /// - Parameters:
     ///   - phase: TRAIN draws random crops; both phases mirror at random when `mirror` is set.
-    ///   - seed: seeds the transformer's generator (and, derived from it, `rand_skip`).
+    ///   - seed: for `Data`, seeds the transformer's generator (and, derived from it, `rand_skip`);
+    ///     for `ImageData` and `WindowData`, plays Caffe's global generator after
+    ///     `Caffe::set_random_seed(seed)` (see `ImageListReader`, `WindowDataReader`).
     ///   - baseDirectory: resolves a relative `source` and `mean_file` (Caffe uses the working directory).
     ///   - prefetch: overrides `data_param.prefetch`; 0 reads synchronously in `next()`.
     public init(layer: Caffe_LayerParameter, phase: Caffe_Phase, seed: UInt32 = 0, baseDirectory: String? = nil,
                 prefetch: Int? = nil) throws {
         layerName = layer.name
-        let parameter = layer.dataParam
-        guard layer.type == "Data" else {
-            throw Diagnostic("a DataLayerFeed reads Data layers, not \(layer.type)", layer: layer.name)
-        }
-        guard !parameter.source.isEmpty else {
-            throw Diagnostic("data_param.source is empty", layer: layer.name, hint: "set it to the LMDB folder")
-        }
-        source = resolve(parameter.source, against: baseDirectory)
-        let depth = prefetch ?? Int(parameter.prefetch)
-        self.prefetch = max(0, depth)
-        let reader: DataBatchReader
+        let reader: any BatchSource
+        let depth: Int
         do {
-            let transformer = try DataTransformer(layer.transformParam, phase: phase, seed: seed,
-                                                  baseDirectory: baseDirectory, layer: layer.name)
-            reader = try DataBatchReader(source: source, batchSize: Int(parameter.batchSize), transformer: transformer,
-                                         randSkip: Int(parameter.randSkip), skipSeed: seed ^ 0x9E37_79B9)
+            switch layer.type {
+            case "Data":
+                let parameter = layer.dataParam
+                guard !parameter.source.isEmpty else {
+                    throw Diagnostic("data_param.source is empty", layer: layer.name, hint: "set it to the LMDB folder")
+                }
+                source = resolve(parameter.source, against: baseDirectory)
+                depth = prefetch ?? Int(parameter.prefetch)
+                let transformer = try DataTransformer(layer.transformParam, phase: phase, seed: seed,
+                                                      baseDirectory: baseDirectory, layer: layer.name)
+                reader = try DataBatchReader(source: source, batchSize: Int(parameter.batchSize), transformer: transformer,
+                                             randSkip: Int(parameter.randSkip), skipSeed: seed ^ 0x9E37_79B9,
+                                             backend: DatabaseBackend.forDataLayer(parameter, source: source))
+            case "ImageData":
+                let list = try ImageListReader(layer: layer, phase: phase, seed: seed, baseDirectory: baseDirectory)
+                source = list.listPath
+                depth = prefetch ?? Int(layer.dataParam.prefetch)
+                reader = list
+            case "WindowData":
+                let windows = try WindowDataReader(layer: layer, phase: phase, seed: seed, baseDirectory: baseDirectory)
+                source = resolve(layer.windowDataParam.source, against: baseDirectory)
+                depth = prefetch ?? Int(layer.dataParam.prefetch)
+                reader = windows
+            default:
+                throw Diagnostic("a DataLayerFeed reads Data, ImageData and WindowData layers, not \(layer.type)", layer: layer.name)
+            }
         } catch let diagnostic as Diagnostic {
             throw diagnostic.inLayer(layer.name)
         }
+        self.prefetch = max(0, depth)
         batchShape = reader.batchShape
         if self.prefetch == 0 {
             synchronousReader = reader
@@ -83,7 +100,9 @@ public final class DataLayerFeed: @unchecked Sendable {
         if let queue { return try queue.take() }
         guard let synchronousReader else { throw Diagnostic("the data feed was closed", layer: layerName) }
         do {
-            return try synchronousReader.nextBatch()
+            var batch = DataBatch(shape: synchronousReader.batchShape)
+            try synchronousReader.fill(&batch)
+            return batch
         } catch let diagnostic as Diagnostic {
             throw diagnostic.inLayer(layerName)
         }
@@ -99,7 +118,7 @@ public final class DataLayerFeed: @unchecked Sendable {
 /// recycling. The `reader` is touched only by the producer thread once it runs; everything else
 /// is guarded by `condition`.
 private final class PrefetchQueue: @unchecked Sendable {
-    private let reader: DataBatchReader
+    private let reader: any BatchSource
     private let capacity: Int
     private let layer: String
     private let condition = NSCondition()
@@ -110,7 +129,7 @@ private final class PrefetchQueue: @unchecked Sendable {
     private var stopping = false
     private var producerDone = false
 
-    init(reader: DataBatchReader, capacity: Int, layer: String) {
+    init(reader: any BatchSource, capacity: Int, layer: String) {
         self.reader = reader
         self.capacity = capacity
         self.layer = layer

@@ -52,10 +52,10 @@ public struct ImageDecodingError: Error, Sendable, Equatable, CustomStringConver
     public var description: String
 }
 
-/// Decodes JPEG (libjpeg-turbo's TurboJPEG) and PNG (libpng) images into the pixels OpenCV's
+/// Decodes JPEG (libjpeg-turbo's TurboJPEG), PNG (libpng) and uncompressed BMP images into the pixels OpenCV's
 /// `imdecode` gives Caffe: same colour order, same grey conversion, same channel count rules.
 ///
-/// The format is recognised by its signature, as `imdecode` does. Other formats (BMP, TIFF…) that
+/// The format is recognised by its signature, as `imdecode` does. Other formats (TIFF, WebP…) that
 /// OpenCV can also read are rejected with a description saying so.
 ///
 ///     let image = try ImageDecoder.decode(jpegBytes, mode: .color)   // 3 channels, BGR
@@ -68,10 +68,11 @@ public enum ImageDecoder {
         let isPNG = bytes.count >= 8 && bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
         if isJPEG { return try decodeJPEG(bytes, mode: mode) }
         if isPNG { return try decodePNG(bytes, mode: mode) }
+        if bytes.count >= 2 && bytes.starts(with: [0x42, 0x4D]) { return try decodeBMP(bytes, mode: mode) }
         let head = bytes.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")
         throw ImageDecodingError(description: bytes.isEmpty
             ? "its encoded image is empty"
-            : "its encoded image is neither JPEG nor PNG (it starts with bytes \(head))")
+            : "its encoded image is not JPEG, PNG or BMP (it starts with bytes \(head))")
     }
 
     /// Decodes a JPEG. Libjpeg warnings (such as a truncated scan) are tolerated, as OpenCV does.

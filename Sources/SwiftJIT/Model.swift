@@ -131,7 +131,34 @@ public final class Model: @unchecked Sendable {
 
     /// Runs the net forward on `inputs` (every net input, by name) and returns the selected blobs,
     /// in a pooled context for these shapes. Safe from any number of threads at once.
+    ///
+    /// `HDF5Output` layers write their bottoms (`data`, `label`) to their `file_name` on every call,
+    /// as Caffe's layer does on a forward pass.
     public func forward(_ inputs: [String: NDArray], blobs: BlobSelection = .outputs) throws -> [String: NDArray] {
+        let writers = graph.nodes.filter { $0.kind == .hdf5Output }
+        guard !writers.isEmpty else { return try run(inputs, blobs: blobs) }
+        let written = writers.flatMap { $0.inputs.map { graph.values[$0].name } }
+        let wanted: [String]?
+        let selection: BlobSelection
+        switch blobs {
+        case .all: (wanted, selection) = (nil, .all)
+        case .outputs: (wanted, selection) = (outputs, .named(outputs + written.filter { !outputs.contains($0) }))
+        case .named(let names): (wanted, selection) = (names, .named(names + written.filter { !names.contains($0) }))
+        }
+        let results = try run(inputs, blobs: selection)
+        for writer in writers {
+            let bottoms = writer.inputs.map { graph.values[$0].name }
+            guard bottoms.count >= 2, let data = results[bottoms[0]], let label = results[bottoms[1]] else {
+                throw Diagnostic("HDF5Output needs two bottoms, data and label", layer: writer.name)
+            }
+            try HDF5OutputWriter.write(layer: writer.layer, data: HDF5Array(shape: data.shape, values: data.data),
+                                       label: HDF5Array(shape: label.shape, values: label.data))
+        }
+        guard let wanted else { return results }
+        return results.filter { wanted.contains($0.key) }
+    }
+
+    private func run(_ inputs: [String: NDArray], blobs: BlobSelection) throws -> [String: NDArray] {
         let shapes = inputs.mapValues(\.shape)
         try checkNames(Set(inputs.keys))
         let key = ProgramKey(shapes: shapes, blobs: String(describing: blobs))

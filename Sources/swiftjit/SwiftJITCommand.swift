@@ -19,7 +19,8 @@ struct SwiftJITCommand: AsyncParsableCommand {
           swiftjit init deploy.prototxt --seed 7 -o random.caffemodel
           swiftjit serve --model-repository models/ --http-port 8000
         """,
-        subcommands: [CompileCommand.self, RunCommand.self, ServeCommand.self, TimeCommand.self, TrainCommand.self, TestCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self]
+        subcommands: [CompileCommand.self, RunCommand.self, ServeCommand.self, TimeCommand.self, TrainCommand.self, TestCommand.self, InitCommand.self, UpgradeCommand.self, ExportCommand.self, DrawCommand.self,
+                      ConvertImagesetCommand.self, ComputeImageMeanCommand.self, ExtractFeaturesCommand.self]
     )
 }
 

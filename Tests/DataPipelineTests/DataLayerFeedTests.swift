@@ -128,12 +128,12 @@ struct DataLayerFeedTests {
         #expect(error?.message == "the data feed was closed")
     }
 
-    @Test("a feed rejects layers that are not Data layers and non-positive batch sizes")
+    @Test("a feed rejects layers it cannot read (DummyData) and non-positive batch sizes")
     func rejectsBadLayers() throws {
         var layer = Fixtures.dataLayer(source: try SharedFixtures.train("data/test_lmdb"), batchSize: 0)
         let zero = #expect(throws: Diagnostic.self) { try DataLayerFeed(layer: layer, phase: .test) }
         #expect(zero?.headline == "layer 'data': data_param.batch_size is 0; it must be positive")
-        layer.type = "ImageData"
+        layer.type = "DummyData"
         #expect(throws: Diagnostic.self) { try DataLayerFeed(layer: layer, phase: .test) }
     }
 }

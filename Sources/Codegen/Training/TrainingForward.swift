@@ -9,7 +9,7 @@ extension TrainingLowering {
     mutating func lowerForward(_ node: Node) throws {
         let firstStep = base.program.steps.count, firstBuffer = base.program.buffers.count
         switch node.kind {
-        case .input, .data, .dummyData, .memoryData: try lowerFeed(node)
+        case .input, .data, .imageData, .hdf5Data, .windowData, .dummyData, .memoryData: try lowerFeed(node)
         case .convolution: try base.lowerConvolution(node)
         case .innerProduct: try base.lowerInnerProduct(node)
         case .pooling: try base.lowerPooling(node)
@@ -20,7 +20,7 @@ extension TrainingLowering {
         case .concat: try base.lowerConcat(node)
         case .eltwise: try lowerEltwiseForward(node)
         case .reshape, .flatten, .split: base.lowerView(node)
-        case .silence: break
+        case .silence, .hdf5Output: break
         case .batchNorm: try lowerBatchNormForward(node)
         case .dropout where graph.phase == .train: try lowerDropoutForward(node)
         case .softmaxWithLoss: try base.lowerSoftmaxWithLossForward(node)

@@ -2,13 +2,15 @@ import DataPipeline
 import Foundation
 
 /// Produces, each iteration, the values of every data-source top of a net: `Data` layers from their
-/// LMDB (prefetched), `DummyData` from its fillers (refilled every pass unless all are constant, as
+/// LMDB or LevelDB and `ImageData` layers from their image lists (both prefetched), `HDF5Data` from
+/// its .h5 files, `DummyData` from its fillers (refilled every pass unless all are constant, as
 /// Caffe), and `Input`/`MemoryData` tops from a caller-supplied provider (the library API).
 public final class TrainingFeeds {
     /// Supplies `Input`/`MemoryData` tops for one pass, by blob name.
     public typealias Provider = (_ pass: Int) throws -> [String: NDArray]
 
     private var dataFeeds: [(feed: DataLayerFeed, data: String, label: String?, labelShape: [Int])] = []
+    private var hdf5Feeds: [(reader: HDF5DataReader, tops: [String], layer: String)] = []
     private var dummies: [(name: String, shape: [Int], filler: Filler, constant: NDArray?)] = []
     private var generator: SeededGenerator
     private let provider: Provider?
@@ -27,10 +29,13 @@ public final class TrainingFeeds {
             if dataInPlace, [.input, .memoryData, .dummyData].contains(node.kind) { continue }
             let tops = node.outputs.map { graph.values[$0] }
             switch node.kind {
-            case .data:
+            case .data, .imageData, .windowData:
                 let feed = try DataLayerFeed(layer: node.layer, phase: graph.phase, seed: UInt32(truncatingIfNeeded: seed),
                                              baseDirectory: baseDirectory)
                 dataFeeds.append((feed, tops[0].name, tops.count > 1 ? tops[1].name : nil, tops.count > 1 ? tops[1].shape.dims : []))
+            case .hdf5Data:
+                let reader = try HDF5DataReader(layer: node.layer, seed: UInt32(truncatingIfNeeded: seed), baseDirectory: baseDirectory)
+                hdf5Feeds.append((reader, tops.map(\.name), node.name))
             case .dummyData:
                 let fillers = node.layer.dummyDataParam.dataFiller
                 for (index, top) in tops.enumerated() {
@@ -56,13 +61,18 @@ public final class TrainingFeeds {
         providedNames = provided
     }
 
-    /// The shapes of the Data layers' tops in `definition` for a net state, read from each LMDB's
-    /// first record as Caffe's `DataLayerSetUp` does (a missing LMDB is reported here, in one line).
+    /// The shapes of the Data, ImageData and HDF5Data layers' tops in `definition` for a net state,
+    /// read from each LMDB's first record, list's first image or first .h5 file as Caffe's
+    /// `DataLayerSetUp` does (a missing source is reported here, in one line).
     public static func dataShapes(_ definition: NetDefinition, phase: Caffe_Phase, level: Int32, stages: [String],
                                   baseDirectory: String?) throws -> [String: TensorShape] {
         let filter = NetFilter(net: definition.net, phase: phase, level: level, stages: stages)
         var shapes: [String: TensorShape] = [:]
-        for layer in definition.net.layer where layer.type == "Data" && filter.includes(layer) {
+        for layer in definition.net.layer where layer.type == "HDF5Data" && filter.includes(layer) {
+            let reader = try HDF5DataReader(layer: layer, seed: 0, baseDirectory: baseDirectory)
+            for (top, shape) in zip(layer.top, reader.batchShapes) { shapes[top] = TensorShape(shape) }
+        }
+        for layer in definition.net.layer where ["Data", "ImageData", "WindowData"].contains(layer.type) && filter.includes(layer) {
             let feed = try DataLayerFeed(layer: layer, phase: phase, baseDirectory: baseDirectory, prefetch: 0)
             defer { feed.close() }
             if let data = layer.top.first { shapes[data] = TensorShape(feed.batchShape) }
@@ -80,6 +90,13 @@ public final class TrainingFeeds {
             feeds[entry.data] = NDArray(shape: batch.shape, data: batch.data)
             if let label = entry.label {
                 feeds[label] = NDArray(shape: entry.labelShape.reduce(1, *) == batch.labels.count ? entry.labelShape : [batch.labels.count], data: batch.labels)
+            }
+        }
+        for entry in hdf5Feeds {
+            do {
+                for (top, array) in zip(entry.tops, try entry.reader.next()) { feeds[top] = NDArray(shape: array.shape, data: array.values) }
+            } catch let diagnostic as Diagnostic {
+                throw diagnostic.inLayer(entry.layer)
             }
         }
         for dummy in dummies {
