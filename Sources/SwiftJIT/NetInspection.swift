@@ -38,30 +38,12 @@ public struct NetInspection: Sendable {
         return (definition, graph, report)
     }
 
-    /// Data layers' top shapes from the first record of their LMDBs, when those can be opened
-    /// (relative sources resolve against the working directory, as in Caffe, then the net's folder);
-    /// otherwise a note says why the extents stay `?`.
+    /// Data layers' top shapes from their LMDBs, by `DataSources`' rule; a note for each LMDB
+    /// that cannot be read, whose extents stay `?`.
     private func lmdbShapes(_ definition: NetDefinition) -> ([String: TensorShape], [String]) {
-        var shapes: [String: TensorShape] = [:]
-        var notes: [String] = []
-        let netFolder = URL(fileURLWithPath: netPath).deletingLastPathComponent().path
-        for layer in definition.net.layer where layer.type == "Data" && NetFilter(net: definition.net, phase: phase).includes(layer) {
-            guard !layer.top.contains(where: { inputShapes[$0] != nil }) else { continue }
-            let candidates = [FileManager.default.currentDirectoryPath, netFolder]
-            guard let base = candidates.first(where: { FileManager.default.fileExists(atPath: URL(fileURLWithPath: $0).appendingPathComponent(layer.dataParam.source).path) || layer.dataParam.source.hasPrefix("/") }) else {
-                notes.append("Data layer '\(layer.name)': its LMDB '\(layer.dataParam.source)' is not on this machine, so its image size is '?' (give it with --input \(layer.top.first ?? "data")=N,C,H,W)")
-                continue
-            }
-            do {
-                let feed = try DataLayerFeed(layer: layer, phase: phase, baseDirectory: base, prefetch: 0)
-                defer { feed.close() }
-                if let top = layer.top.first { shapes[top] = TensorShape(feed.batchShape) }
-                if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape([feed.batchShape[0]]) }
-            } catch {
-                notes.append("Data layer '\(layer.name)': \((error as? Diagnostic)?.message ?? "\(error)")")
-            }
-        }
-        return (shapes, notes)
+        let found = try? DataSources.shapes(definition, phase: phase, level: level ?? definition.net.state.level,
+                                            stages: stages ?? definition.net.state.stage, given: inputShapes, required: false)
+        return found ?? ([:], [])
     }
 
     public func summarize() throws -> NetSummary {

@@ -97,8 +97,9 @@ struct TimeCommand: ParsableCommand {
     /// shapes from their LMDBs, or from --input).
     private func timeBackward() throws {
         let definition = try CaffeFiles.loadNet(path: net)
-        var shapes = (try? TrainingFeeds.dataShapes(definition, phase: .train, level: 0, stages: [], baseDirectory: nil)) ?? [:]
-        for given in input { shapes[given.name] = given.shape }
+        let given = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
+        var shapes = try DataSources.shapes(definition, phase: .train, given: given, required: false).shapes
+        for (name, shape) in given { shapes[name] = shape }
         let graph = try GraphBuilder(phase: .train, inputShapes: shapes, insertsSplits: true).build(definition)
         let fill = { try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit) }
         let parameters = try weights.map { try TrainedLayers.copy(from: $0, into: graph, others: fill) } ?? fill()
