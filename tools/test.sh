@@ -11,6 +11,9 @@ export SWIFTJIT_CACHE_DIR
 trap 'rm -rf "$SWIFTJIT_CACHE_DIR"' EXIT
 swift build --build-tests
 swift test --skip-build
+# Every reader under libFuzzer + AddressSanitizer for a few seconds each, from the seed corpora
+# in Tests/Fuzz (long runs: tools/fuzz.sh HARNESS SECONDS; see Tests/Fuzz/README.md).
+tools/fuzz.sh all "${SWIFTJIT_FUZZ_SECONDS:-10}"
 # Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it; the C API's
 # tests compile C programs against the release library.
 swift build -c release --product swiftjit
