@@ -35,7 +35,10 @@ struct TimeCommand: ParsableCommand {
     func run() throws {
         do {
             if backward { return try timeBackward() }
-            let shapes = Dictionary(input.map { ($0.name, $0.shape.dims) }, uniquingKeysWith: { $1 })
+            // Data layers' shapes come from their LMDBs (DataSources' rule); --input wins.
+            let given = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
+            let data = try DataSources.shapes(try CaffeFiles.loadNet(path: net), phase: .test, given: given, required: false)
+            let shapes = data.shapes.merging(given) { $1 }.mapValues(\.dims)
             let loadStart = DispatchTime.now().uptimeNanoseconds
             let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed,
                               compiler: NetCompiler(cache: kernelCache.makeCache()))
