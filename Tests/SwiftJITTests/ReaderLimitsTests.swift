@@ -88,3 +88,22 @@ struct FuzzReplayTests {
         #expect(text.contains("replayed \(files.count) inputs through \(harness)"))
     }
 }
+
+/// Crashes and hangs the fuzz harnesses found, each pinned by name.
+@Suite("fuzzing finds, fixed")
+struct FuzzFindingsTests {
+    static let regressions = FuzzReplayTests.fuzz.appendingPathComponent("regressions")
+
+    @Test("a layer listing the same top twice is an error, not an index out of range in GraphBuilder (fuzz: net)")
+    func duplicateTop() throws {
+        let text = try String(contentsOf: Self.regressions.appendingPathComponent("net/duplicate-top-in-one-layer.prototxt"), encoding: .utf8)
+        let definition = try CaffeFiles.parseNet(text: text)
+        do {
+            _ = try GraphBuilder(phase: .test, insertsSplits: true, enablesMissingStages: true).build(definition)
+            Issue.record("expected an error")
+        } catch let diagnostic as Diagnostic {
+            #expect(diagnostic.message.contains("the layer lists top 'input_sentence' twice"), "\(diagnostic)")
+        }
+    }
+
+}

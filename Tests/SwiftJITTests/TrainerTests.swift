@@ -196,6 +196,19 @@ struct TrainerTests {
         func firstNonFinite() -> (layer: String, blob: String)? { ("loss", "loss") }
     }
 
+    @Test("a snapshot request (SIGHUP) writes one snapshot after the current iteration and training goes on")
+    func snapshotRequest() throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let options = Self.options(folder)
+        options.stop.requestSnapshot()
+        let trainer = try Trainer(solverPath: try Self.solver(in: folder), options: options, compile: Self.compile)
+        let result = try trainer.train()
+        #expect(!result.stoppedEarly && result.losses.count == 30)
+        #expect(result.snapshots.map { URL(fileURLWithPath: $0.model).lastPathComponent }
+                == ["snap_iter_1.caffemodel", "snap_iter_10.caffemodel", "snap_iter_20.caffemodel", "snap_iter_30.caffemodel"])
+    }
+
     @Test("a NaN loss is reported as NaN, never -nan")
     func negativeNaNLoss() throws {
         let folder = try Self.folder()

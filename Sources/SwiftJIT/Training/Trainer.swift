@@ -8,8 +8,8 @@ import Foundation
 /// smooth the loss over `average_loss`; log every `display`; apply the solver update; snapshot every
 /// `snapshot` iterations. After `max_iter`: a final snapshot, Caffe's extra logging forward and a
 /// final test. A NaN or infinite loss stops training after a snapshot, naming the iteration and the
-/// first layer that produced a non-finite value. A stop request (SIGINT, SIGTERM) snapshots and stops; a snapshot
-/// request (SIGHUP) snapshots and goes on.
+/// first layer that produced a non-finite value. A stop request (SIGINT, SIGTERM) snapshots and
+/// stops; a snapshot request (SIGHUP) snapshots and goes on.
 ///
 ///     let trainer = try Trainer(solverPath: "solver.prototxt", options: options, compile: compile)
 ///     let result = try trainer.train()
@@ -163,8 +163,8 @@ public final class Trainer {
             result.losses.append((iteration, loss, rate))
             try log.record(iteration: iteration, loss: loss, smoothed: smoothed, rate: rate)
             // Caffe's Step: a periodic snapshot, or one a signal asked for (sighup_effect: snapshot).
-            let periodic = p.snapshot > 0 && solver.iteration % Int(p.snapshot) == 0
-            let snapshotted = periodic || options.stop.takeSnapshotRequest()
+            let requested = options.stop.takeSnapshotRequest()  // consumed even when a periodic one is due
+            let snapshotted = requested || p.snapshot > 0 && solver.iteration % Int(p.snapshot) == 0
             if snapshotted { result.snapshots.append(try snapshot()) }
             if options.stop.isRequested {
                 if !snapshotted { result.snapshots.append(try snapshot()) }

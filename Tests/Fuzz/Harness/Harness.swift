@@ -77,10 +77,26 @@ enum FuzzHarness: String, CaseIterable {
 
 #if SWIFTJIT_FUZZ
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOneInput(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
+public func fuzzOneInput(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let data = start.map { Data(bytes: $0, count: count) } ?? Data()
     FuzzHarness.selected.run(data)
     return 0
+}
+
+/// libFuzzer's driver (`int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*)(const uint8_t *, size_t))`);
+/// pointer and integer arguments pass in the same registers under Swift's and C's conventions.
+@_silgen_name("LLVMFuzzerRunDriver")
+func runFuzzerDriver(_ argc: UnsafeMutablePointer<CInt>,
+                     _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                     _ test: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+
+/// SwiftPM links an executable with `main` aliased to `<module>_main`; here that is libFuzzer's
+/// driver with the harness above (libFuzzer's own `main` is then not linked in).
+@_cdecl("swiftjit_fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var count = argc
+    var arguments = argv
+    return runFuzzerDriver(&count, &arguments, fuzzOneInput)
 }
 #else
 /// Without -DSWIFTJIT_FUZZ: replays inputs through a harness (no coverage, no sanitizer), so a
