@@ -79,6 +79,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // libFuzzer harnesses for every reader (Tests/Fuzz/README.md); tools/fuzz.sh builds them
+        // with -sanitize=fuzzer,address, a plain build gets a replay-only binary.
+        .executableTarget(name: "swiftjit-fuzz", dependencies: ["CaffeFormat", "Codegen", "DataPipeline", "Graph", "NumPy", "Serve"],
+                          path: "Tests/Fuzz/Harness"),
         .systemLibrary(name: "CSwiftJIT", path: "Sources/CSwiftJIT"),
         .target(name: "SwiftJITC", dependencies: ["SwiftJIT", "Runtime", "CSwiftJIT"]),
         .testTarget(name: "CaffeFormatTests", dependencies: ["CaffeFormat"]),

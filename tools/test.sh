@@ -11,7 +11,12 @@ export SWIFTJIT_CACHE_DIR
 trap 'rm -rf "$SWIFTJIT_CACHE_DIR"' EXIT
 swift build --build-tests
 # Every kernel signature seen twice is checked to name the same code (KernelCache.verifiesSignatures).
+# FuzzReplayTests runs every seed and every past crash of Tests/Fuzz through the readers.
 SWIFTJIT_VERIFY_KERNEL_SIGNATURES=1 swift test --skip-build
+# Every reader under libFuzzer + AddressSanitizer for SWIFTJIT_FUZZ_SECONDS each, when set: the
+# instrumented build of the whole package takes longer than the rest of this suite, so CI leaves
+# it out (long runs: tools/fuzz.sh HARNESS SECONDS; see Tests/Fuzz/README.md).
+if [ -n "${SWIFTJIT_FUZZ_SECONDS:-}" ]; then tools/fuzz.sh all "$SWIFTJIT_FUZZ_SECONDS"; fi
 # Runtime-vs-runtime checks (OpenCV DNN) use the release binary, as users run it; the C API's
 # tests compile C programs against the release library.
 swift build -c release --product swiftjit

@@ -158,24 +158,62 @@ public enum CaffeFiles {
         try writeAtomically(Data(text.utf8), to: path)
     }
 
-    /// Writes `data` to a temporary file in the target's folder, then renames it over `path`.
+    /// Writes `data` to a temporary file in the target's folder (`.NAME.tmp-PID-RANDOM`, a name no
+    /// reader takes for a snapshot), flushes it to disk (`fsync`), renames it over `path` and
+    /// flushes the folder, so `path` is always the old file or the whole new one — after a crash,
+    /// a kill -9 or a power cut too. A failed write (a full disk) removes the temporary file and
+    /// leaves `path` as it was.
     public static func writeAtomically(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
+        let folder = url.deletingLastPathComponent().path
         let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)")
-        do {
-            try data.write(to: temporary)
-            if rename(temporary.path, url.path) != 0 {
-                let reason = String(cString: strerror(errno))
-                try? FileManager.default.removeItem(at: temporary)
-                throw Diagnostic("cannot move the finished file into place: \(reason)", file: path)
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(String(UInt32.random(in: 0 ... .max), radix: 36))").path
+        func failure(_ what: String) -> Diagnostic {
+            let code = errno
+            let reason = String(cString: strerror(code))
+            let hint: String
+            switch code {
+            case ENOSPC, EDQUOT: hint = "the disk is full: free space (the file already there, if any, is unchanged)"
+            case EACCES, EPERM, EROFS: hint = "check that the folder is writable"
+            case ENOENT, ENOTDIR: hint = "check that the folder \(folder) exists"
+            default: hint = "the file already there, if any, is unchanged"
             }
-        } catch let diagnostic as Diagnostic {
-            throw diagnostic
-        } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            throw Diagnostic("cannot write the file: \(error.localizedDescription)", file: path,
-                             hint: "check that the folder exists and is writable")
+            return Diagnostic("cannot write the file: \(what): \(reason)", file: path, hint: hint)
+        }
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw failure("cannot create a temporary file beside it") }
+        var written = 0
+        let wrote: Bool = data.withUnsafeBytes { buffer in
+            while written < buffer.count {
+                let n = Glibc.write(fd, buffer.baseAddress! + written, buffer.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                written += n
+            }
+            return true
+        }
+        if !wrote || fsync(fd) != 0 {
+            let error = failure(wrote ? "flushing it to disk failed after \(written) bytes" : "writing it failed after \(written) of \(data.count) bytes")
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        if close(fd) != 0 {
+            let error = failure("closing it failed")
+            unlink(temporary)
+            throw error
+        }
+        if rename(temporary, path) != 0 {
+            let error = failure("cannot move the finished file into place")
+            unlink(temporary)
+            throw error
+        }
+        let directory = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            _ = fsync(directory)
+            close(directory)
         }
     }
 

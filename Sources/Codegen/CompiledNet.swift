@@ -211,8 +211,10 @@ public enum CaffeParameters {
                 let values = blob.data.isEmpty ? blob.doubleData.map(Float.init) : blob.data
                 var dims = WeightBinding.declaredShape(blob).dims
                 if !blob.hasShape, dims.isEmpty { dims = [values.count] }
-                guard dims.reduce(1, *) == values.count else {
-                    throw Diagnostic("blob \(index) declares \(dims.map(String.init).joined(separator: "×")) = \(dims.reduce(1, *)) values but stores \(values.count)",
+                // A corrupt file may declare negative extents or ones whose product overflows.
+                let declared = TensorShape(dims).count.flatMap { count in dims.allSatisfy { $0 >= 0 } ? count : nil }
+                guard declared == values.count else {
+                    throw Diagnostic("blob \(index) declares \(dims.map(String.init).joined(separator: "×")) = \(declared.map(String.init) ?? "an impossible number of") values but stores \(values.count)",
                                      layer: layer.name, hint: "the caffemodel is corrupt or truncated; re-export it")
                 }
                 return NDArray(shape: dims, data: values)

@@ -76,7 +76,15 @@ public struct DataTransformer: Sendable {
 
     /// Reads a `.binaryproto` mean image: one blob shaped (1, C, H, W) or (C, H, W).
     public static func loadMean(path: String, layer: String? = nil) throws -> Mean {
-        let blob = try CaffeFiles.loadBlob(path: path)
+        try mean(from: try CaffeFiles.loadBlob(path: path), file: path, layer: layer)
+    }
+
+    /// A `.binaryproto` mean image already in memory (`file` names it in errors).
+    public static func mean(fromBinaryproto data: Data, file: String, layer: String? = nil) throws -> Mean {
+        try mean(from: try CaffeFiles.decodeBinary(data, file: file, what: "a .binaryproto (binary BlobProto)"), file: file, layer: layer)
+    }
+
+    static func mean(from blob: Caffe_BlobProto, file path: String, layer: String?) throws -> Mean {
         var dims = blob.hasShape && !blob.shape.dim.isEmpty
             ? blob.shape.dim.map(Int.init)
             : [Int(blob.num), Int(blob.channels), Int(blob.height), Int(blob.width)]
@@ -87,7 +95,9 @@ public struct DataTransformer: Sendable {
             throw Diagnostic("the mean file's blob is \(shapeText); expected one image, 1×C×H×W", file: path, layer: layer,
                              hint: "compute it with Caffe's compute_image_mean")
         }
-        guard values.count == dims[0] * dims[1] * dims[2] else {
+        let (plane, planeOverflow) = dims[1].multipliedReportingOverflow(by: dims[2])
+        let (total, totalOverflow) = dims[0].multipliedReportingOverflow(by: plane)
+        guard !planeOverflow, !totalOverflow, values.count == total else {
             throw Diagnostic("the mean file's blob is \(shapeText) but holds \(values.count) values", file: path,
                              layer: layer, hint: "the file is damaged; compute it again with compute_image_mean")
         }

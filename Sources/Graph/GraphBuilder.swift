@@ -137,6 +137,9 @@ public struct GraphBuilder: Sendable {
         var outputs: [ValueID] = []
         for (index, top) in layer.top.enumerated() {
             let inPlace = index < layer.bottom.count && layer.bottom[index] == top
+            if !inPlace, let earlier = latest[top], graph.values[earlier].producer == nodeID {
+                throw Diagnostic("the layer lists top '\(top)' twice", hint: "give each top: line its own blob name")
+            }
             if !inPlace, latest[top] != nil {
                 let producer = graph.values[latest[top]!].producer.map { graph.nodes[$0].name } ?? "the net input"
                 throw Diagnostic("top blob '\(top)' is already produced by \(producer == "the net input" ? producer : "layer '\(producer)'")",

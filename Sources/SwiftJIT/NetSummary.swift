@@ -30,6 +30,12 @@ public struct NetSummary: Codable, Sendable {
         public var flops: Int
         /// Bytes to hold every blob separately, as Caffe does (float32).
         public var naive_activation_bytes: Int
+        /// True when some blob or parameter size is unknown (an extent learned only from data, e.g.
+        /// a Data layer's image size): `params`, `flops` and `naive_activation_bytes` then count
+        /// only what is known and are lower bounds.
+        public var partial: Bool
+        /// The blobs and parameters (`layer/index`) whose size is unknown, in net order.
+        public var unknown: [String]
     }
 
     public struct Weights: Codable, Sendable {
@@ -90,9 +96,13 @@ public struct NetSummary: Codable, Sendable {
                   source: node.location?.description)
         }
         let distinctValues = graph.values.filter { !$0.isInPlace }
+        let unknown = distinctValues.filter { $0.shape.count == nil }.map(\.name) + graph.nodes.flatMap { node in
+            node.parameters.enumerated().filter { $0.element.shape.count == nil }.map { "\(node.name)/\($0.offset)" }
+        }
         totals = Totals(layers: layers.count, splits: graph.nodes.count - layers.count,
                         params: graph.parameterCount, flops: graph.totalFlops,
-                        naive_activation_bytes: distinctValues.reduce(0) { $0 + 4 * ($1.shape.count ?? 0) })
+                        naive_activation_bytes: distinctValues.reduce(0) { $0 + 4 * ($1.shape.count ?? 0) },
+                        partial: !unknown.isEmpty, unknown: unknown)
         self.weights = weights.map {
             Weights(file: $0.file, initialized: $0.report.initialized, not_initialized: $0.report.notInitialized, ignored: $0.report.ignored)
         }
@@ -135,6 +145,10 @@ public struct NetSummary: Codable, Sendable {
         total += ", \(NetSummary.humanCount(totals.flops))FLOPs per forward pass"
         lines.append(total)
         lines.append("activations if every blob has its own buffer (as Caffe): \(NetSummary.humanBytes(totals.naive_activation_bytes))")
+        if totals.partial {
+            let named = totals.unknown.prefix(5).joined(separator: ", ") + (totals.unknown.count > 5 ? ", …" : "")
+            lines.append("partial totals: the sizes of \(totals.unknown.count) blob\(totals.unknown.count == 1 ? "" : "s")/parameter\(totals.unknown.count == 1 ? "" : "s") are unknown (\(named)); the counts above leave them out — give the inputs' shapes with --input")
+        }
         if let weights {
             lines.append("weights \(weights.file): initialized \(weights.initialized.count) layer\(weights.initialized.count == 1 ? "" : "s")" +
                          (weights.initialized.isEmpty ? "" : " (\(weights.initialized.joined(separator: ", ")))"))

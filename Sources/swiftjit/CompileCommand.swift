@@ -15,7 +15,7 @@ struct CompileCommand: ParsableCommand {
 
         A TEST-phase net is then JIT-compiled for inference (with --weights, or the prototxt's fillers), and the summary reports the compile time (graph to executable) and how many kernels were compiled or came from the kernel cache; when it cannot be compiled, the summary says why. --no-jit skips this.
 
-        --emit llvm prints, instead of the table, the compiled schedule step by step: each kernel's LLVM IR the first time a layer runs it (as generated, before the optimizer; specialized to the net's shapes), and a comment line for each OpenBLAS GEMM and each later use of a kernel.
+        --emit llvm prints, instead of the table, the compiled schedule step by step as comment lines (each step's kernel, OpenBLAS GEMM or host call), then the IR of every kernel (as generated, before the optimizer; specialized to the net's shapes) linked into one LLVM module, so the output is one file `llvm-as`, `opt` and `llc` accept.
 
           swiftjit compile deploy.prototxt --input data=1,3,224,224 --emit llvm > kernels.ll
         """
@@ -73,23 +73,25 @@ struct CompileCommand: ParsableCommand {
     }
 
     /// Compiles the net as `swiftjit run` would, keeping every kernel's IR, and prints the
-    /// schedule: a kernel's IR at its first step, one comment line for every other step.
+    /// schedule as comment lines (one per step, naming its kernel), then every kernel's IR linked
+    /// into one module, so the whole output is one file LLVM's tools accept.
     private func emitLLVM(_ shapes: [String: [Int]]) throws {
         let cache = try kernelCache.makeCache()
         cache.keepIR()
         let (compiled, _) = try compile(shapes, cache: cache)
         var printed = Set<String>()
+        var modules: [(name: String, ir: String)] = []
+        var missing: [String] = []
+        print("; swiftjit compile --emit llvm \(net): the schedule, one line per step, then every kernel's IR (as generated, before the optimizer) in one module")
         func show(_ action: Step.Action, layer: String) {
             switch action {
             case .kernel(let step):
                 let name = step.kernel.name
-                guard printed.insert(name).inserted else {
-                    print("; \(layer): kernel \(name) (above), \(step.taskCount) task\(step.taskCount == 1 ? "" : "s")")
-                    return
+                let first = printed.insert(name).inserted
+                print("; \(layer): kernel \(name)\(first ? "" : " (above)"), \(step.taskCount) task\(step.taskCount == 1 ? "" : "s")")
+                if first {
+                    if let ir = cache.ir(of: name) { modules.append((name, ir)) } else { missing.append(name) }
                 }
-                print("; \(layer): kernel \(name), \(step.taskCount) task\(step.taskCount == 1 ? "" : "s")")
-                let ir = cache.ir(of: name) ?? "; (its IR was not built in this process)"
-                print(ir, terminator: ir.hasSuffix("\n") ? "" : "\n")
             case .gemm(let g):
                 print("; \(layer): OpenBLAS sgemm M=\(g.m) N=\(g.n) K=\(g.k)\(g.repeats > 1 ? " ×\(g.repeats)" : "")\(g.beta != 0 ? " accumulating" : "")")
             case .host:
@@ -100,6 +102,9 @@ struct CompileCommand: ParsableCommand {
             }
         }
         for step in compiled.executable.steps { show(step.action, layer: step.label) }
+        for name in missing { print("; \(name): its IR was not built in this process") }
+        print("")
+        print(try LinkedIR.link(modules, name: URL(fileURLWithPath: net).lastPathComponent), terminator: "")
         FileHandle.standardError.write(Data("\(compiled.executable.steps.count) steps, \(printed.count) kernels\n".utf8))
     }
 

@@ -54,8 +54,11 @@ struct ExportCommand: ParsableCommand {
 
     func run() throws {
         do {
+            // Data layers' shapes come from their LMDBs, by the rule every command shares (DataSources).
+            let given = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
+            let data = try DataSources.shapes(try CaffeFiles.loadNet(path: net), phase: phase.caffePhase, given: given, required: false)
             let source = try ExportSource(netPath: net, weightsPath: weights, phase: phase.caffePhase,
-                                          inputShapes: Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
+                                          inputShapes: data.shapes.merging(given) { $1 })
             var files = StagedFiles()
             var report: [String] = []
             if let output {

@@ -41,7 +41,10 @@ struct TimeCommand: ParsableCommand {
                 throw ValidationError("--solver times training iterations, which need --backward")
             }
             if backward { return try timeBackward() }
-            let shapes = Dictionary(input.map { ($0.name, $0.shape.dims) }, uniquingKeysWith: { $1 })
+            // Data layers' shapes come from their LMDBs (DataSources' rule); --input wins.
+            let given = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
+            let data = try DataSources.shapes(try CaffeFiles.loadNet(path: net), phase: .test, given: given, required: false)
+            let shapes = data.shapes.merging(given) { $1 }.mapValues(\.dims)
             let loadStart = DispatchTime.now().uptimeNanoseconds
             let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed,
                               compiler: NetCompiler(cache: kernelCache.makeCache()))
@@ -118,8 +121,9 @@ struct TimeCommand: ParsableCommand {
     /// shapes from their LMDBs, or from --input).
     private func timeBackward() throws {
         let definition = try CaffeFiles.loadNet(path: net)
-        var shapes = (try? TrainingFeeds.dataShapes(definition, phase: .train, level: 0, stages: [], baseDirectory: nil)) ?? [:]
-        for given in input { shapes[given.name] = given.shape }
+        let given = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
+        var shapes = try DataSources.shapes(definition, phase: .train, given: given, required: false).shapes
+        for (name, shape) in given { shapes[name] = shape }
         let graph = try GraphBuilder(phase: .train, inputShapes: shapes, insertsSplits: true).build(definition)
         let fill = { try ParameterInitializer.initialize(graph, seed: seed, batchNorm: .unit, memory: .training) }
         try MemoryBudget(graph, use: .training).check()

@@ -11,7 +11,9 @@ struct TrainCommand: ParsableCommand {
         discussion: """
         Follows the solver: its net (relative paths resolve against the working directory, as in Caffe, then the solver's folder), max_iter, lr policy, test nets, display and snapshot settings. Start from scratch (the prototxt's fillers, seeded by random_seed), from --weights (copied by layer name; several files may be given, comma-separated), or resume from a --snapshot .solverstate.
 
-        On a terminal a live line shows the iteration, smoothed loss, learning rate, iterations/s and time left; otherwise Caffe-style log lines appear every `display` iterations. Snapshots are written atomically (a temporary file, then a rename). Ctrl-C writes a snapshot and stops after the current iteration; a NaN or infinite loss stops training with a snapshot and names the first layer that produced a non-finite value.
+        On a terminal a live line shows the iteration, smoothed loss, learning rate, iterations/s and time left; otherwise Caffe-style log lines appear every `display` iterations. Snapshots are written atomically (a temporary file flushed to disk, then a rename; the .solverstate last), and a .solverstate names its .caffemodel relative to itself, so the pair resumes wherever it is moved. A NaN or infinite loss stops training with a snapshot and names the first layer that produced a non-finite value.
+
+        Signals, as Caffe's -sigint_effect/-sighup_effect, read after the current iteration: `stop` writes a snapshot and stops (exit 0), `snapshot` writes one and goes on, `none` ignores the signal. Defaults: SIGINT (Ctrl-C) stop — a second Ctrl-C quits at once —, SIGHUP snapshot, SIGTERM (what job schedulers send before killing) stop.
         """
     )
 
@@ -30,6 +32,15 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .long, help: "Print log lines instead of the live progress line.")
     var plain = false
 
+    @Option(name: .long, help: "What SIGINT (Ctrl-C) does: snapshot, stop (snapshot and stop) or none.")
+    var sigintEffect: SignalEffect = .stop
+
+    @Option(name: .long, help: "What SIGHUP does: snapshot, stop (snapshot and stop) or none.")
+    var sighupEffect: SignalEffect = .snapshot
+
+    @Option(name: .long, help: "What SIGTERM does: snapshot, stop (snapshot and stop) or none.")
+    var sigtermEffect: SignalEffect = .stop
+
     @OptionGroup var kernelCache: KernelCacheOptions
 
     func validate() throws {
@@ -44,15 +55,9 @@ struct TrainCommand: ParsableCommand {
         options.resume = snapshot
         options.lossCSV = lossCsv
         options.progress = plain ? .lines : .automatic
-        let stop = options.stop
-        signal(SIGINT, SIG_IGN)
-        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        interrupt.setEventHandler {
-            if stop.isRequested { Foundation.exit(130) }
-            stop.request()
-            FileHandle.standardError.write(Data("\nstopping after this iteration and writing a snapshot (Ctrl-C again to quit now)\n".utf8))
-        }
-        interrupt.resume()
+        let sources = [(SIGINT, "SIGINT", sigintEffect), (SIGHUP, "SIGHUP", sighupEffect), (SIGTERM, "SIGTERM", sigtermEffect)]
+            .map { number, name, effect in effect.install(for: number, named: name, on: options.stop) }
+        defer { sources.forEach { $0.cancel() } }
         do {
             let trainer = try Trainer(solverPath: solver, options: options, compiler: try TrainingCompiler(cache: kernelCache.makeCache()))
             let result = try trainer.train()
@@ -63,6 +68,42 @@ struct TrainCommand: ParsableCommand {
         } catch {
             throw fail(error)
         }
+    }
+}
+
+/// What a signal does to a training run (Caffe's `SolverAction`, chosen with `--sigint-effect`,
+/// `--sighup-effect` and `--sigterm-effect`), acted on after the current iteration's update.
+enum SignalEffect: String, ExpressibleByArgument, CaseIterable {
+    /// Write a snapshot and stop; training ends normally (exit 0). Caffe's `stop`, whose final
+    /// snapshot `snapshot_after_train` governs — here it is always written, so no work is lost.
+    case stop
+    /// Write a snapshot and go on.
+    case snapshot
+    /// Ignore the signal.
+    case none
+
+    /// Ignores the signal's default action and routes it to `request` through a dispatch source
+    /// (`.none`: only ignores it). With `.stop`, a second SIGINT quits at once (exit 130).
+    func install(for number: Int32, named name: String, on request: StopRequest) -> DispatchSourceSignal {
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        let effect = self
+        source.setEventHandler {
+            switch effect {
+            case .none:
+                break
+            case .snapshot:
+                request.requestSnapshot()
+                FileHandle.standardError.write(Data("\n\(name): writing a snapshot after this iteration\n".utf8))
+            case .stop:
+                if number == SIGINT, request.isRequested { Foundation.exit(130) }
+                request.request()
+                FileHandle.standardError.write(Data(("\n\(name): stopping after this iteration and writing a snapshot" +
+                                                     (number == SIGINT ? " (Ctrl-C again to quit now)" : "") + "\n").utf8))
+            }
+        }
+        source.resume()
+        return source
     }
 }
 
@@ -92,7 +133,7 @@ struct TestCommand: ParsableCommand {
             let graph = try GraphBuilder(phase: .test, inputShapes: shapes, insertsSplits: true).build(definition)
             let values = try TrainedLayers.copy(from: weights, into: graph) { try ParameterInitializer.initialize(graph, seed: 1) }
             let net = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: values)
-            let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil)
+            let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil, netFile: model)
             defer { feeds.close() }
             var sums: [String: Float] = [:]
             for batch in 0..<max(1, iterations) {

@@ -36,7 +36,7 @@ struct SnapshotTests {
                                        currentStep: 1, history: history)
         #expect(paths.model.hasSuffix("snap_iter_20.caffemodel"))
         let state = try CaffeFiles.loadSolverState(path: paths.state)
-        #expect(state.iter == 20 && state.currentStep == 1 && state.learnedNet == paths.model)
+        #expect(state.iter == 20 && state.currentStep == 1 && state.learnedNet == "snap_iter_20.caffemodel")
         #expect(state.history == golden.history)
         #expect(try CaffeFiles.loadWeights(path: paths.model) == model)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.contains(".tmp") }

@@ -179,6 +179,52 @@ struct TrainerTests {
         #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("snap_iter_1.caffemodel").path))
     }
 
+    /// The linear regression net, but its loss is a NaN with the sign bit set (what 0 × inf or
+    /// inf − inf give on x86), which Swift's `description` prints as "-nan".
+    final class NegativeNaNNet: TrainableNet {
+        let inner: LinearRegressionNet
+        init(_ inner: LinearRegressionNet) { self.inner = inner }
+        var graph: Graph { inner.graph }
+        func run(_ feeds: [String: NDArray], backward: Bool) throws -> (loss: Float, outputs: [String: NDArray]) {
+            let pass = try inner.run(feeds, backward: backward)
+            return (-Float.nan, pass.outputs)
+        }
+        var learnableParameters: [LearnableParameter] { inner.learnableParameters }
+        func zeroParameterDiffs() { inner.zeroParameterDiffs() }
+        func parameterArrays() -> [String: [NDArray]] { inner.parameterArrays() }
+        func setParameters(_ values: [String: [NDArray]]) throws { try inner.setParameters(values) }
+        func firstNonFinite() -> (layer: String, blob: String)? { ("loss", "loss") }
+    }
+
+    @Test("a snapshot request (SIGHUP) writes one snapshot after the current iteration and training goes on")
+    func snapshotRequest() throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let options = Self.options(folder)
+        options.stop.requestSnapshot()
+        let trainer = try Trainer(solverPath: try Self.solver(in: folder), options: options, compile: Self.compile)
+        let result = try trainer.train()
+        #expect(!result.stoppedEarly && result.losses.count == 30)
+        #expect(result.snapshots.map { URL(fileURLWithPath: $0.model).lastPathComponent }
+                == ["snap_iter_1.caffemodel", "snap_iter_10.caffemodel", "snap_iter_20.caffemodel", "snap_iter_30.caffemodel"])
+    }
+
+    @Test("a NaN loss is reported as NaN, never -nan")
+    func negativeNaNLoss() throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        #expect("\(-Float.nan)" == "-nan")  // what the message must not show
+        let trainer = try Trainer(solverPath: try Self.solver(in: folder), options: Self.options(folder)) { graph, parameters in
+            NegativeNaNNet(LinearRegressionNet(graph: graph, parameters: parameters))
+        }
+        do {
+            try trainer.train()
+            Issue.record("expected the NaN loss to stop training")
+        } catch let diagnostic as Diagnostic {
+            #expect(diagnostic.message == "the loss became NaN at iteration 0; the first non-finite value is in blob 'loss', made by layer 'loss'")
+        }
+    }
+
     @Test("a stop request snapshots and stops; test nets report mean outputs")
     func stopAndTest() throws {
         let folder = try Self.folder()

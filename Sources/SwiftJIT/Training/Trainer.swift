@@ -8,7 +8,8 @@ import Foundation
 /// smooth the loss over `average_loss`; log every `display`; apply the solver update; snapshot every
 /// `snapshot` iterations. After `max_iter`: a final snapshot, Caffe's extra logging forward and a
 /// final test. A NaN or infinite loss stops training after a snapshot, naming the iteration and the
-/// first layer that produced a non-finite value. A stop request (Ctrl-C) snapshots and stops.
+/// first layer that produced a non-finite value. A stop request (SIGINT, SIGTERM) snapshots and
+/// stops; a snapshot request (SIGHUP) snapshots and goes on.
 ///
 ///     let trainer = try Trainer(solverPath: "solver.prototxt", options: options, compile: compile)
 ///     let result = try trainer.train()
@@ -52,14 +53,15 @@ public final class Trainer {
             let state = try CaffeFiles.loadSolverState(path: resume)
             resumeState = state
             if !state.learnedNet.isEmpty {
-                let learned = Self.resolve(state.learnedNet, base: base, alternate: URL(fileURLWithPath: resume).deletingLastPathComponent().path)
+                let learned = Snapshot.modelPath(forState: resume, learnedNet: state.learnedNet, base: base)
                 values = try TrainedLayers.copy(from: learned, into: trainGraph) { values }
             }
         } else {
             for weights in options.weights { values = try TrainedLayers.copy(from: weights, into: trainGraph) { values } }
         }
         net = try compile(trainGraph, values)
-        feeds = try TrainingFeeds(graph: trainGraph, seed: seed, baseDirectory: base, provider: options.provider, dataInPlace: options.dataInPlace)
+        feeds = try TrainingFeeds(graph: trainGraph, seed: seed, baseDirectory: base, netFile: trainDefinition.file,
+                                  provider: options.provider, dataInPlace: options.dataInPlace)
         solver = Solver(hyperparameters: hyper, parameterCounts: net.learnableParameters.map(\.data.count))
         if let state = resumeState {
             let history = state.history.map { $0.data }
@@ -75,7 +77,8 @@ public final class Trainer {
                 throw Diagnostic("test net \(index + 1) has no test_iter", file: solverPath, hint: "add one test_iter line per test net")
             }
             let testNet = try compile(graph, Self.shared(values, with: graph))
-            testNets.append((testNet, Int(p.testIter[index]), try TrainingFeeds(graph: graph, seed: seed, baseDirectory: base, provider: options.provider, dataInPlace: options.dataInPlace)))
+            testNets.append((testNet, Int(p.testIter[index]), try TrainingFeeds(graph: graph, seed: seed, baseDirectory: base, netFile: definition.file,
+                                                                                  provider: options.provider, dataInPlace: options.dataInPlace)))
         }
         log = TrainingLog(options: options, maxIterations: Int(p.maxIter))
         smoothing = LossSmoothing(window: max(1, Int(p.averageLoss)))
@@ -148,7 +151,7 @@ public final class Trainer {
             if !loss.isFinite {
                 let culprit = net.firstNonFinite()
                 let paths = try snapshot()
-                throw Diagnostic("the loss became \(loss) at iteration \(iteration)" +
+                throw Diagnostic("the loss became \(loss.isNaN ? "NaN" : "\(loss)") at iteration \(iteration)" +
                                  (culprit.map { "; the first non-finite value is in blob '\($0.blob)', made by layer '\($0.layer)'" } ?? ""),
                                  file: solverPath,
                                  hint: "a snapshot of the state before this update is in \(paths.model); lower base_lr, or add clip_gradients")
@@ -159,11 +162,12 @@ public final class Trainer {
             let rate = solver.applyUpdate(net.learnableParameters)
             result.losses.append((iteration, loss, rate))
             try log.record(iteration: iteration, loss: loss, smoothed: smoothed, rate: rate)
-            if p.snapshot > 0, solver.iteration % Int(p.snapshot) == 0 {
-                result.snapshots.append(try snapshot())
-            }
+            // Caffe's Step: a periodic snapshot, or one a signal asked for (sighup_effect: snapshot).
+            let requested = options.stop.takeSnapshotRequest()  // consumed even when a periodic one is due
+            let snapshotted = requested || p.snapshot > 0 && solver.iteration % Int(p.snapshot) == 0
+            if snapshotted { result.snapshots.append(try snapshot()) }
             if options.stop.isRequested {
-                result.snapshots.append(try snapshot())
+                if !snapshotted { result.snapshots.append(try snapshot()) }
                 result.stoppedEarly = true
                 log.note("stopped at iteration \(solver.iteration) on request; snapshot written")
                 return true
@@ -173,12 +177,12 @@ public final class Trainer {
     }
 
     /// Restores a `.solverstate` (iteration, history, lr schedule) and the `.caffemodel` it names
-    /// (looked up from the base directory, then beside the state), as Caffe's `Solver::Restore`.
+    /// (looked up beside the state, then from the base directory: `Snapshot.modelPath`), as
+    /// Caffe's `Solver::Restore`.
     public func restore(from statePath: String) throws {
         let state = try CaffeFiles.loadSolverState(path: statePath)
         if !state.learnedNet.isEmpty {
-            let learned = Self.resolve(state.learnedNet, base: options.baseDirectory,
-                                       alternate: URL(fileURLWithPath: statePath).deletingLastPathComponent().path)
+            let learned = Snapshot.modelPath(forState: statePath, learnedNet: state.learnedNet, base: options.baseDirectory)
             try net.setParameters(try TrainedLayers.copy(from: learned, into: net.graph) { [:] })
         }
         try solver.restore(iteration: Int(state.iter), currentStep: Int(state.currentStep), history: state.history.map { $0.data })
@@ -206,9 +210,7 @@ public final class Trainer {
     /// Writes `prefix_iter_N.caffemodel` and `.solverstate` (atomically) and returns their paths.
     @discardableResult
     public func snapshot() throws -> (model: String, state: String) {
-        let prefix = parameter.snapshotPrefix.isEmpty
-            ? URL(fileURLWithPath: solverPath).deletingPathExtension().path
-            : Self.resolve(parameter.snapshotPrefix, base: options.baseDirectory, alternate: nil)
+        let prefix = snapshotPrefix
         let model = Snapshot.netParameter(graph: net.graph, parameters: net.parameterArrays())
         let shapes = net.learnableShapes
         let history = solver.history.enumerated().map { index, values in
@@ -219,6 +221,14 @@ public final class Trainer {
                                        currentStep: solver.hyper.schedule.currentStep, history: history)
         log.note("snapshot: \(paths.model), \(paths.state)")
         return paths
+    }
+
+    /// `snapshot_prefix` resolved against the base directory (default: the solver's path without
+    /// its extension, as Caffe).
+    var snapshotPrefix: String {
+        parameter.snapshotPrefix.isEmpty
+            ? URL(fileURLWithPath: solverPath).deletingPathExtension().path
+            : Self.resolve(parameter.snapshotPrefix, base: options.baseDirectory, alternate: nil)
     }
 
     // MARK: - Nets and weights

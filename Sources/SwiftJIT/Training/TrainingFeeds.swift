@@ -17,11 +17,13 @@ public final class TrainingFeeds {
     private let providedNames: [String]
     private var pass = 0
 
-    /// Feeds for the data-source layers of `graph`; relative LMDB paths resolve against `baseDirectory`.
+    /// Feeds for the data-source layers of `graph`; relative LMDB paths resolve against
+    /// `baseDirectory` when given, otherwise by `DataSources`' rule (the working directory, then
+    /// the folder of `netFile`, the prototxt defining the net).
     ///
     /// With `dataInPlace`, Input, MemoryData and DummyData tops are left to the net, which holds
     /// what its caller wrote (pycaffe's solver nets); only Data layers are fed.
-    public init(graph: Graph, seed: UInt64, baseDirectory: String?, provider: Provider? = nil, dataInPlace: Bool = false) throws {
+    public init(graph: Graph, seed: UInt64, baseDirectory: String?, netFile: String? = nil, provider: Provider? = nil, dataInPlace: Bool = false) throws {
         generator = SeededGenerator(seed: seed, stream: "dummy-data")
         self.provider = provider
         var provided: [String] = []
@@ -31,10 +33,11 @@ public final class TrainingFeeds {
             switch node.kind {
             case .data, .imageData, .windowData:
                 let feed = try DataLayerFeed(layer: node.layer, phase: graph.phase, seed: UInt32(truncatingIfNeeded: seed),
-                                             baseDirectory: baseDirectory)
+                                             baseDirectory: baseDirectory ?? netFile.flatMap { DataSources.baseDirectory(for: node.layer, netFile: $0) })
                 dataFeeds.append((feed, tops[0].name, tops.count > 1 ? tops[1].name : nil, tops.count > 1 ? tops[1].shape.dims : []))
             case .hdf5Data:
-                let reader = try HDF5DataReader(layer: node.layer, seed: UInt32(truncatingIfNeeded: seed), baseDirectory: baseDirectory)
+                let reader = try HDF5DataReader(layer: node.layer, seed: UInt32(truncatingIfNeeded: seed),
+                                                baseDirectory: baseDirectory ?? netFile.flatMap { DataSources.baseDirectory(for: node.layer, netFile: $0) })
                 hdf5Feeds.append((reader, tops.map(\.name), node.name))
             case .dummyData:
                 let fillers = node.layer.dummyDataParam.dataFiller
@@ -61,11 +64,15 @@ public final class TrainingFeeds {
         providedNames = provided
     }
 
-    /// The shapes of the Data, ImageData and HDF5Data layers' tops in `definition` for a net state,
-    /// read from each LMDB's first record, list's first image or first .h5 file as Caffe's
-    /// `DataLayerSetUp` does (a missing source is reported here, in one line).
+    /// The shapes of the Data, ImageData, WindowData and HDF5Data layers' tops in `definition` for
+    /// a net state, read from each LMDB's first record, list's first image or first .h5 file as
+    /// Caffe's `DataLayerSetUp` does (a missing source is reported here, in one line). Relative
+    /// sources resolve against `baseDirectory` when given, otherwise by `DataSources`' rule.
     public static func dataShapes(_ definition: NetDefinition, phase: Caffe_Phase, level: Int32, stages: [String],
                                   baseDirectory: String?) throws -> [String: TensorShape] {
+        guard let baseDirectory else {
+            return try DataSources.shapes(definition, phase: phase, level: level, stages: stages, required: true).shapes
+        }
         let filter = NetFilter(net: definition.net, phase: phase, level: level, stages: stages)
         var shapes: [String: TensorShape] = [:]
         for layer in definition.net.layer where layer.type == "HDF5Data" && filter.includes(layer) {

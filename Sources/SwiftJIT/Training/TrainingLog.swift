@@ -1,12 +1,28 @@
 import Foundation
 
-/// A thread-safe flag a signal handler sets to ask training to snapshot and stop (Caffe's
-/// `sigint_effect: STOP`, with a snapshot so no work is lost).
+/// Thread-safe flags a signal handler sets for the training loop, which reads them after each
+/// iteration's update (Caffe's `SolverAction`): stop — snapshot and stop, so no work is lost
+/// (`sigint_effect: stop`) — or snapshot once and go on (`sighup_effect: snapshot`).
 public final class StopRequest: @unchecked Sendable {
     private let lock = NSLock()
     private var requested = false
+    private var snapshotRequested = false
 
     public init() {}
+
+    /// Asks for one snapshot after the current iteration; training goes on.
+    public func requestSnapshot() {
+        lock.lock()
+        snapshotRequested = true
+        lock.unlock()
+    }
+
+    /// Whether a snapshot was asked for since the last call (and clears the request).
+    public func takeSnapshotRequest() -> Bool {
+        lock.lock()
+        defer { snapshotRequested = false; lock.unlock() }
+        return snapshotRequested
+    }
 
     public func request() {
         lock.lock()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of one reader (or all of them) with libFuzzer and AddressSanitizer.
+#   tools/fuzz.sh HARNESS SECONDS [libFuzzer flags...]   e.g. tools/fuzz.sh caffemodel 1800
+#   tools/fuzz.sh all SECONDS                            each harness for SECONDS (CI: tools/test.sh)
+# Harnesses: net solver caffemodel solverstate binaryproto npy npz datum config request
+# (Tests/Fuzz/Harness/Harness.swift). The binary is built in .build/fuzz with
+# -sanitize=fuzzer,address; runs start from the seeds in Tests/Fuzz/corpus/HARNESS and keep what
+# they learn in .build/fuzz/corpus/HARNESS. A crash, leak or timeout ends the run with exit 1 and
+# leaves the input in .build/fuzz/crashes/; replay it with
+#   SWIFTJIT_FUZZ_HARNESS=HARNESS .build/fuzz/release/swiftjit-fuzz FILE
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { sed -n 2,10p "$0"; exit 2; }
+harness=$1 seconds=$2
+shift 2
+harnesses=(net solver caffemodel solverstate binaryproto npy npz datum config request)
+swift build -c release --scratch-path .build/fuzz --product swiftjit-fuzz \
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -DSWIFTJIT_FUZZ -Xswiftc -parse-as-library >&2
+binary=.build/fuzz/release/swiftjit-fuzz
+run() {
+    local name=$1
+    shift
+    mkdir -p ".build/fuzz/corpus/$name" .build/fuzz/crashes
+    echo "== fuzzing $name for ${seconds}s" >&2
+    # Leaks are reported (detect_leaks); an input that takes 20 s is reported as a hang.
+    local log=".build/fuzz/$name.log" status=0
+    SWIFTJIT_FUZZ_HARNESS=$name ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$binary" \
+        ".build/fuzz/corpus/$name" "Tests/Fuzz/corpus/$name" \
+        -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -max_len=65536 \
+        -artifact_prefix=".build/fuzz/crashes/$name-" -print_final_stats=1 "$@" >"$log" 2>&1 || status=$?
+    grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|SUMMARY|ERROR|Test unit written" "$log" >&2 || true
+    [ "$status" -eq 0 ] || echo "$name: libFuzzer exited $status (full log: $log)" >&2
+    return "$status"
+}
+if [ "$harness" = all ]; then
+    failed=()
+    for name in "${harnesses[@]}"; do run "$name" "$@" || failed+=("$name"); done
+    [ ${#failed[@]} -eq 0 ] || { echo "fuzzing found problems in: ${failed[*]} (inputs in .build/fuzz/crashes/)" >&2; exit 1; }
+else
+    run "$harness" "$@"
+fi
