@@ -3,8 +3,8 @@ fixture with a small folder of images (conftest.py re-exports it; the module has
 because Tests/python has a conftest of its own in the same pytest run).
 
 The CLI is $SWIFTJIT_CLI, else the checkout's .build/release/swiftjit (tools/test.sh builds it).
-caffe_pb2 is loaded from python/caffe/proto without importing the caffe package (which needs the
-C library), so these tests need only the CLI.
+caffe_pb2 is the caffe package's, or, when that package cannot be imported (no C library), loaded
+from python/caffe/proto by itself, so these tests need only the CLI.
 """
 
 import importlib.util
@@ -18,15 +18,14 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Registered under its package name, so a later `from caffe.proto import caffe_pb2` (Tests/python,
-# same pytest run) reuses it instead of adding caffe.proto to protobuf's pool a second time.
-if "caffe.proto.caffe_pb2" in sys.modules:
-    caffe_pb2 = sys.modules["caffe.proto.caffe_pb2"]
-else:
-    _spec = importlib.util.spec_from_file_location("caffe.proto.caffe_pb2",
-                                                   os.path.join(REPO, "python", "caffe", "proto", "caffe_pb2.py"))
+# The package's own module when the caffe package imports (tools/test.sh installs it), so that
+# Tests/python in the same pytest run sees one caffe.proto.caffe_pb2, attribute of its package;
+# otherwise loaded from its file alone (the CLI is all these tests need).
+try:
+    from caffe.proto import caffe_pb2
+except ImportError:
+    _spec = importlib.util.spec_from_file_location("caffe_pb2", os.path.join(REPO, "python", "caffe", "proto", "caffe_pb2.py"))
     caffe_pb2 = importlib.util.module_from_spec(_spec)
-    sys.modules["caffe.proto.caffe_pb2"] = caffe_pb2
     _spec.loader.exec_module(caffe_pb2)
 
 

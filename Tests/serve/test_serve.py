@@ -17,7 +17,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from conftest import Server
+from serve_support import Server
 
 
 def close(actual, expected):

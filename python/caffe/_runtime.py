@@ -17,6 +17,8 @@ _LAYER_TYPES = (
     "Threshold", "Dropout",
     "Softmax", "Concat", "Eltwise", "Reshape", "Flatten", "Split", "Slice", "Tile", "Silence", "Reduction",
     "ArgMax", "Embed", "Parameter", "Filter", "BatchReindex",
+    "Permute", "PriorBox", "DetectionOutput", "AnnotatedData", "MultiBoxLoss", "DetectionEvaluate",  # SSD's fork
+    "Upsample", "Reorg",  # SegNet's and YOLOv2's forks
     "LSTM", "RNN", "LSTMUnit",
     "SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
     "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss", "Accuracy",
