@@ -148,3 +148,47 @@ def test_forward_all_batches_and_drops_the_padding(linear):
     assert outs["ip"].shape == (5, 4) and diffs["data"].shape == (5, 3, 2, 2)
     through_relu = (nets.inner_product(x, weights, bias) > 0).astype(np.float32)
     np.testing.assert_allclose(diffs["data"], (through_relu @ weights).reshape(x.shape), rtol=1e-4, atol=1e-5)
+
+
+MEMORY_NET = """
+name: "memory"
+layer { name: "data" type: "MemoryData" top: "data" top: "label"
+        memory_data_param { batch_size: 2 channels: 1 height: 2 width: 3 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_set_input_arrays_feeds_memory_data_batch_by_batch_and_wraps(write):
+    net = caffe.Net(write("memory.prototxt", MEMORY_NET), caffe.TRAIN)
+    data = np.arange(6 * 6, dtype=np.float32).reshape(6, 1, 2, 3)
+    labels = np.array([0, 1, 2, 0, 1, 2], dtype=np.float32)
+    net.set_input_arrays(data, labels)
+    for batch in [0, 1, 2, 0]:  # three batches of 2, then around again, as MemoryDataLayer::Forward_cpu
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["data"].data, data[2 * batch:2 * batch + 2])
+        np.testing.assert_array_equal(net.blobs["label"].data.ravel(), labels[2 * batch:2 * batch + 2])
+        # The loss is computed from that batch: the same batch through the same weights.
+        w, b = net.params["ip"][0].data, net.params["ip"][1].data
+        scores = data[2 * batch:2 * batch + 2].reshape(2, 6) @ w.T + b
+        p = np.exp(scores - scores.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        expected = -np.mean(np.log(p[np.arange(2), labels[2 * batch:2 * batch + 2].astype(int)]))
+        assert abs(float(net.blobs["loss"].data) - expected) < 1e-5
+
+
+def test_set_input_arrays_checks_what_caffe_checks(write):
+    net = caffe.Net(write("memory.prototxt", MEMORY_NET), caffe.TRAIN)
+    good = np.zeros((4, 1, 2, 3), dtype=np.float32)
+    with pytest.raises(swiftjit.errors.InvalidArgumentError, match="multiple of the batch size"):
+        net.set_input_arrays(np.zeros((3, 1, 2, 3), dtype=np.float32), np.zeros(3, dtype=np.float32))
+    with pytest.raises(swiftjit.errors.InvalidArgumentError, match="float32"):
+        net.set_input_arrays(good.astype(np.float64), np.zeros(4, dtype=np.float32))
+    with pytest.raises(swiftjit.errors.InvalidArgumentError, match="same first dimension"):
+        net.set_input_arrays(good, np.zeros(2, dtype=np.float32))
+    with pytest.raises(swiftjit.errors.InvalidArgumentError, match="makes"):
+        net.set_input_arrays(np.zeros((4, 1, 3, 2), dtype=np.float32), np.zeros(4, dtype=np.float32))
+    plain = caffe.Net(write("plain.prototxt", 'input: "x" input_shape { dim: 1 dim: 2 }\nlayer { name: "r" type: "ReLU" bottom: "x" top: "y" }'), caffe.TEST)
+    with pytest.raises(swiftjit.errors.InvalidArgumentError, match="first layer is a MemoryData"):
+        plain.set_input_arrays(good, np.zeros(4, dtype=np.float32))

@@ -222,7 +222,22 @@ class Net:
                 % (what, name, values.shape, target.shape)) from None
 
     def _forward(self, start, end):
+        if start == 0:
+            self._feed_memory_data()
         return self._handle.forward(start, end)
+
+    def _feed_memory_data(self):
+        """MemoryDataLayer::Forward_cpu: the next batch of the arrays given to set_input_arrays
+        into the first layer's tops, wrapping around at the end."""
+        memory = getattr(self, "_memory_data", None)
+        if memory is None:
+            return
+        data, labels, tops = memory["data"], memory["labels"], memory["tops"]
+        batch, position = self.blobs[tops[0]].data.shape[0], memory["position"]
+        self.blobs[tops[0]].data[...] = data[position:position + batch]
+        if len(tops) > 1:
+            self.blobs[tops[1]].data[...] = labels[position:position + batch].reshape(self.blobs[tops[1]].data.shape)
+        memory["position"] = (position + batch) % data.shape[0]
 
     def _backward(self, start, end):
         # pycaffe counts backward from `start` (the later layer) down to `end`; the C API takes
@@ -335,9 +350,32 @@ class Net:
                 blob.diff[...] = 0
 
     def set_input_arrays(self, data, labels):
-        """pycaffe's MemoryData feed; SwiftJIT's C API has no MemoryData input yet."""
-        raise NotImplementedError("set_input_arrays (MemoryData layers) is not supported by SwiftJIT's C API; "
-                                  "use an Input layer and net.blobs[name].data[...] = array instead")
+        """Feeds a net whose first layer is MemoryData from arrays, as pycaffe does: each forward
+        pass from the first layer takes the next batch of `data` (N×C×H×W float32, C-contiguous)
+        and `labels` (N values, or N×1×1×1), wrapping around; N must be a multiple of the batch
+        size. The arrays are used as given (kept, not copied, as Caffe keeps their memory)."""
+        if not self._layer_names or self._handle.layer_type(0) != "MemoryData":
+            raise errors.InvalidArgumentError("set_input_arrays may only be called if the first layer is a MemoryData layer")
+        if labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        for what, array in (("data", data), ("labels", labels)):
+            if array.dtype != np.float32 or not array.flags["C_CONTIGUOUS"]:
+                raise errors.InvalidArgumentError("set_input_arrays: %s must be a C-contiguous float32 array, got %s%s"
+                                                  % (what, array.dtype, "" if array.flags["C_CONTIGUOUS"] else " (not contiguous)"))
+            if array.ndim != 4:
+                raise errors.InvalidArgumentError("set_input_arrays: %s must be 4-D, got shape %s" % (what, array.shape))
+        tops = list(self.top_names[self._layer_names[0]])
+        shape = self.blobs[tops[0]].data.shape
+        if data.shape[0] != labels.shape[0]:
+            raise errors.InvalidArgumentError("set_input_arrays: data and labels must have the same first dimension, got %d and %d"
+                                              % (data.shape[0], labels.shape[0]))
+        if data.shape[0] == 0 or data.shape[0] % shape[0] != 0:
+            raise errors.InvalidArgumentError("set_input_arrays: the first dimension (%d) must be a multiple of the batch size (%d)"
+                                              % (data.shape[0], shape[0]))
+        if tuple(data.shape[1:]) != tuple(shape[1:]):
+            raise errors.InvalidArgumentError("set_input_arrays: data items are %s, the MemoryData layer makes %s"
+                                              % (tuple(data.shape[1:]), tuple(shape[1:])))
+        self._memory_data = {"data": data, "labels": labels, "tops": tops, "position": 0}
 
     # --- parameters on disk --------------------------------------------------------------------
     def _python_layers_by_name(self):
