@@ -60,7 +60,7 @@ public final class DataBatchReader: BatchSource {
     public let firstKey: String
     private let reader: any DatumCursor
     private var transformer: DataTransformer
-    private var failure: (any Error)?
+    private var failure = StickyFailure()
 
     /// Opens `source`, skips `randSkip` draws' worth of records (`MersenneTwister(seed: skipSeed)`,
     /// one draw modulo `randSkip`, as Caffe's `rand_skip`), and infers the batch shape.
@@ -106,14 +106,7 @@ public final class DataBatchReader: BatchSource {
 
     /// Overwrites `batch` with the next batch, reusing its storage when it is uniquely held.
     public func fill(_ batch: inout DataBatch) throws {
-        if let failure { throw failure }
-        do {
-            try load(&batch)
-        } catch {
-            failure = error
-            reader.close()
-            throw error
-        }
+        try failure.run({ try load(&batch) }, cleanUp: { reader.close() })
     }
 
     private func load(_ batch: inout DataBatch) throws {

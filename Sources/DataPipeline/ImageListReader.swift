@@ -64,7 +64,7 @@ public final class ImageListReader: BatchSource {
     private let firstShape: [Int]
     private let layer: String?
     private let baseDirectory: String?
-    private var failure: (any Error)?
+    private var failure = StickyFailure()
 
     /// A reader for an `ImageData` layer's `image_data_param` and `transform_param`; relative
     /// `source`, `root_folder` and `mean_file` resolve against `baseDirectory`.
@@ -120,13 +120,7 @@ public final class ImageListReader: BatchSource {
     }
 
     public func fill(_ batch: inout DataBatch) throws {
-        if let failure { throw failure }
-        do {
-            try load(&batch)
-        } catch {
-            failure = error
-            throw error
-        }
+        try failure.run { try load(&batch) }
     }
 
     private func load(_ batch: inout DataBatch) throws {
@@ -173,7 +167,7 @@ public final class ImageListReader: BatchSource {
     private func decode(_ items: [ImageListEntry]) -> [Result<DatumImage, Diagnostic>] {
         let (root, base, list, height, width, color) = (rootFolder, baseDirectory, listPath, newHeight, newWidth, isColor)
         let threads = max(1, min(decodingThreads, items.count))
-        let results = ResultSlots(count: items.count)
+        let results = IndexedResults<DatumImage, Diagnostic>(count: items.count, missing: Diagnostic("an image was not decoded"))
         DispatchQueue.concurrentPerform(iterations: threads) { worker in
             var index = worker
             while index < items.count {
@@ -205,23 +199,5 @@ public final class ImageListReader: BatchSource {
         }
         return DatumImage(channels: image.channels, height: image.height, width: image.width, label: entry.label,
                           pixels: .bytes(Data(image.planar())))
-    }
-}
-
-/// Per-index result slots written by several decoding threads (each index by exactly one).
-private final class ResultSlots: @unchecked Sendable {
-    private var storage: [Result<DatumImage, Diagnostic>?]
-    private let lock = NSLock()
-
-    init(count: Int) { storage = Array(repeating: nil, count: count) }
-
-    func set(_ index: Int, _ value: Result<DatumImage, Diagnostic>) {
-        lock.lock()
-        storage[index] = value
-        lock.unlock()
-    }
-
-    var values: [Result<DatumImage, Diagnostic>] {
-        storage.map { $0 ?? .failure(Diagnostic("an image was not decoded")) }
     }
 }

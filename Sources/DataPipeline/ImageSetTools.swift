@@ -126,7 +126,7 @@ public struct ImageSetConversion: Sendable {
 
     /// The Datums of `chunk`, decoded on the worker threads.
     private func convert(_ chunk: [ImageListEntry], firstIndex: Int) -> [Result<Caffe_Datum, ImageDecodingError>] {
-        let slots = ConversionSlots(count: chunk.count)
+        let slots = IndexedResults<Caffe_Datum, ImageDecodingError>(count: chunk.count, missing: ImageDecodingError(description: "it was not decoded"))
         let workers = max(1, min(threads, chunk.count))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             var index = worker
@@ -167,20 +167,6 @@ public struct ImageSetConversion: Sendable {
     static func extensionMatches(_ path: String, _ encoding: String) -> Bool {
         let ext = (path as NSString).pathExtension.lowercased()
         return ext == encoding || (encoding == "jpg" && ext == "jpeg")
-    }
-}
-
-private final class ConversionSlots: @unchecked Sendable {
-    private var storage: [Result<Caffe_Datum, ImageDecodingError>?]
-    private let lock = NSLock()
-    init(count: Int) { storage = Array(repeating: nil, count: count) }
-    func set(_ index: Int, _ value: Result<Caffe_Datum, ImageDecodingError>) {
-        lock.lock()
-        storage[index] = value
-        lock.unlock()
-    }
-    var values: [Result<Caffe_Datum, ImageDecodingError>] {
-        storage.map { $0 ?? .failure(ImageDecodingError(description: "it was not decoded")) }
     }
 }
 

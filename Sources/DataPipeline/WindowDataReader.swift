@@ -42,7 +42,7 @@ public final class WindowDataReader: BatchSource, @unchecked Sendable {
     private let mean: DataTransformer.Mean
     private let windowFile: String
     private var generator: MersenneTwister
-    private var failure: (any Error)?
+    private var failure = StickyFailure()
     public var decodingThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     public init(layer: Caffe_LayerParameter, phase: Caffe_Phase, seed: UInt32, baseDirectory: String? = nil) throws {
@@ -145,13 +145,7 @@ public final class WindowDataReader: BatchSource, @unchecked Sendable {
     }
 
     public func fill(_ batch: inout DataBatch) throws {
-        if let failure { throw failure }
-        do {
-            try load(&batch)
-        } catch {
-            failure = error
-            throw error
-        }
+        try failure.run { try load(&batch) }
     }
 
     private func load(_ batch: inout DataBatch) throws {
@@ -169,7 +163,7 @@ public final class WindowDataReader: BatchSource, @unchecked Sendable {
             }
         }
         let chosen = picks
-        let slots = WindowSlots(count: chosen.count)
+        let slots = IndexedResults<[Float], any Error>(count: chosen.count, missing: Diagnostic("a window was not cropped"))
         let workers = max(1, min(decodingThreads, chosen.count))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             var index = worker
@@ -258,19 +252,5 @@ public final class WindowDataReader: BatchSource, @unchecked Sendable {
             }
         }
         return out
-    }
-}
-
-private final class WindowSlots: @unchecked Sendable {
-    private var storage: [Result<[Float], any Error>?]
-    private let lock = NSLock()
-    init(count: Int) { storage = Array(repeating: nil, count: count) }
-    func set(_ index: Int, _ value: Result<[Float], any Error>) {
-        lock.lock()
-        storage[index] = value
-        lock.unlock()
-    }
-    var values: [Result<[Float], any Error>] {
-        storage.map { $0 ?? .failure(Diagnostic("a window was not cropped")) }
     }
 }
