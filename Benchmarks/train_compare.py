@@ -399,15 +399,15 @@ def last_line(text, code):
 
 def compile_seconds(variant, net_path, kernel_cache, threads):
     """`swiftjit time --backward --iterations 1` on the TRAIN net in a new process: its "compile: X s"
-    (graph to executable), the kernels it compiled, the cache entries it rejected, and its peak RSS MiB."""
-    out, err, code, rss = run_with_rss([str(variant.binary), "time", str(net_path), "--backward", "--iterations", "1"],
+    (graph to executable), the kernels it compiled and the cache entries it rejected."""
+    out, err, code, _ = run_with_rss([str(variant.binary), "time", str(net_path), "--backward", "--iterations", "1"],
                                        {**variant.env, **thread_env(threads), "SWIFTJIT_CACHE_DIR": str(kernel_cache)})
     if code != 0:
         raise RuntimeError(last_line(err, code))
     found = re.search(r"compile: ([0-9.]+) s \(.*?(\d+) kernels: (\d+) compiled, (\d+) from the kernel cache[^)]*?(?:(\d+) cache entr)?", out)
     if not found:
         raise RuntimeError(f"no compile line in: {out.strip().splitlines()[-4:]}")
-    return float(found.group(1)), int(found.group(3)), int(found.group(5) or 0), rss
+    return float(found.group(1)), int(found.group(3)), int(found.group(5) or 0)
 
 
 def training_iteration_ms(variant, net_path, solver_path, kernel_cache, iterations, threads):
@@ -451,9 +451,8 @@ def bench(name, args, folder, ours):
     for v in ours:
         caches[v.key] = Path(tempfile.mkdtemp(prefix=f"kernels-{name}-{v.key}-", dir=folder))
         try:
-            row[f"{v.key}_compile_cold_s"], compiled, _, rss = compile_seconds(v, net_path, caches[v.key], args.threads)
-            row[f"{v.key}_kernels"], row[f"{v.key}_time_backward_rss"] = compiled, rss
-            row[f"{v.key}_compile_warm_s"], compiled, rejected, _ = compile_seconds(v, net_path, caches[v.key], args.threads)
+            row[f"{v.key}_compile_cold_s"], row[f"{v.key}_kernels"], _ = compile_seconds(v, net_path, caches[v.key], args.threads)
+            row[f"{v.key}_compile_warm_s"], compiled, rejected = compile_seconds(v, net_path, caches[v.key], args.threads)
             if compiled:
                 row[f"{v.key}_warm_note"] = (f"the warm compile compiled {compiled} of {row[f'{v.key}_kernels']} kernels"
                                              + (f" ({rejected} kernel cache entries rejected)" if rejected else ""))
