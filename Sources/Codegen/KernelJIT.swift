@@ -242,6 +242,7 @@ public final class KernelJIT: @unchecked Sendable {
     /// Hands object code defining `name` to the JIT. It is linked on the first lookup of one of
     /// its symbols; a malformed object fails here or at that lookup.
     func link(_ object: [UInt8], name: String, into group: ObjectGroup) throws {
+        PerfMap.shared?.noteSymbols(in: object)
         linkLock.lock()
         defer { linkLock.unlock() }
         let buffer = object.withUnsafeBufferPointer { bytes in
@@ -269,6 +270,7 @@ public final class KernelJIT: @unchecked Sendable {
         guard let pointer = UnsafeRawPointer(bitPattern: UInt(address)) else {
             throw CodegenError("looking up kernel \(name)", "the JIT returned a null address")
         }
+        PerfMap.shared?.record(name, address: address)
         return unsafeBitCast(pointer, to: KernelFunction.self)
     }
 
