@@ -55,6 +55,27 @@ extension KernelBuilder {
         return FloatVector(ref: broadcast, width: width, b: self)
     }
 
+    /// The sum of the lanes, as a tree: the upper half added to the lower half until one lane is
+    /// left (a fixed order, so the same bits on every run; not the left-to-right scalar order).
+    func sum(_ v: FloatVector) -> Scalar {
+        let i32 = LLVMInt32TypeInContext(context)
+        var value = v.ref, width = v.width
+        while width > 1 {
+            width /= 2
+            func half(_ first: Int) -> LLVMValueRef {
+                var lanes = (0..<width).map { LLVMConstInt(i32, UInt64(first + $0), 0) as LLVMValueRef? }
+                return LLVMBuildShuffleVector(llvm, value, LLVMGetUndef(LLVMTypeOf(value)), LLVMConstVector(&lanes, UInt32(width)), "")!
+            }
+            value = LLVMBuildFAdd(llvm, half(0), half(width), "")!
+        }
+        return Scalar(ref: LLVMBuildExtractElement(llvm, value, LLVMConstInt(i32, 0, 0), "")!, b: self)
+    }
+
+    /// `a` when the scalar `condition` holds, else `b`: the whole vector either way.
+    func select(_ condition: Predicate, _ a: FloatVector, _ b: FloatVector) -> FloatVector {
+        FloatVector(ref: LLVMBuildSelect(llvm, condition.ref, a.ref, b.ref, ""), width: a.width, b: self)
+    }
+
     /// `std::max` lane by lane: `a < b ? b : a`, as the scalar `max`.
     func max(_ a: FloatVector, _ b: FloatVector) -> FloatVector {
         FloatVector(ref: LLVMBuildSelect(llvm, a < b, b.ref, a.ref, ""), width: a.width, b: self)

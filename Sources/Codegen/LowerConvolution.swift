@@ -284,73 +284,31 @@ extension Lowering {
     /// Along the last axis the range of output positions that land inside the image depends only on
     /// the kernel offset, so it is a compile-time constant: each generated row is a zero run, a
     /// strided copy and a zero run, with no per-element bounds checks. Outer axes contribute one
-    /// "row inside the image" predicate per output row.
+    /// "row inside the image" predicate per output row. The walk and the row moves are
+    /// `ColumnLayout`'s, shared with training's col2im: a stride-1 row of up to eight vectors moves
+    /// as masked vector loads and stores, so 14- or 16-wide rows (CIFAR, ResNet's late stages) are
+    /// not left to scalar remainder loops.
     ///
     /// With `bandRows`, the kernel's tasks are bands of that many rows of the first output axis
     /// instead of channels: task `b` writes the columns of output rows `b·bandRows..<(b+1)·bandRows`
     /// only, as a (C·∏kernel) × (bandRows·∏other output axes) matrix.
     mutating func emitIm2col(_ node: Node, _ g: ConvolutionGeometry, channels c: Int, image: [Int], result: [Int],
                              input: Operand, columns: Operand, bandRows: Int? = nil) throws {
-        func list(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
-        let signature = "im2col c\(c) in\(list(image)) k\(list(g.kernel)) s\(list(g.stride)) p\(list(g.pad)) d\(list(g.dilation)) o\(list(result))"
-            + (bandRows.map { " band\($0)" } ?? "")
-        let last = image.count - 1
-        let (w, ow, kw) = (image[last], result[last], g.kernel[last])
-        let (sw, pw, dw) = (g.stride[last], g.pad[last], g.dilation[last])
-        let imageCount = image.reduce(1, *), kernelCount = g.kernel.reduce(1, *)
-        let resultCount = bandRows.map { $0 * result.dropFirst().reduce(1, *) } ?? result.reduce(1, *)
+        let layout = ColumnLayout(channels: c, image: image, result: result, g)
+        let width = layout.rowVectorWidth(lanes: cache.jit.features.vectorLanes)
+        let signature = "im2col \(layout.signature)" + (bandRows.map { " band\($0)" } ?? "") + (width.map { " rows of \($0)" } ?? "")
         let tasks = bandRows.map { result[0] / $0 } ?? c
-        try emitKernel(node, signature, operands: [input, columns], tasks: tasks, work: c * kernelCount * result.reduce(1, *)) { b in
+        try emitKernel(node, signature, operands: [input, columns], tasks: tasks, work: c * layout.kernelCount * layout.resultCount) { b in
             let (x, col) = (b.operand(0), b.operand(1))
-            /// Channels `forChannel` runs for: one per task, or all of them within a band's task.
-            func forChannels(_ task: Index, _ body: (Index) -> Void) {
-                if bandRows == nil { body(task) } else { b.loop(0..<c) { body($0) } }
+            b.forEachTask { task in
+                /// One channel's rows: the task's channel, or every channel within a band's task.
+                func channel(_ channel: Index) {
+                    layout.walk(b, channel: channel, band: bandRows.map { (task, $0) }) { column, start, lower, upper, inside in
+                        layout.copyRow(b, from: x, to: col, column: column, image: start, lower: lower, upper: upper, inside: inside, width: width)
+                    }
+                }
+                if bandRows == nil { channel(task) } else { b.loop(0..<c) { channel($0) } }
             }
-            b.forEachTask { task in forChannels(task) { channel in
-                /// Walks the output positions of axes `axis...` for one kernel offset.
-                func overOutput(_ axis: Int, offsets: [Index], kx: Int, columnRow: Index, outFlat: Index, inFlat: Index, inside: Predicate?) {
-                    if axis == last {
-                        // Output columns whose input column ox·sw − pw + kx·dw lies in 0..<w.
-                        let shift = kx * dw - pw
-                        let lower = Swift.min(ow, Swift.max(0, ceilDiv(-shift, sw)))
-                        let upper = Swift.max(lower, Swift.min(ow, ceilDiv(w - shift, sw)))
-                        let out = columnRow * resultCount + outFlat * ow
-                        let row = channel * imageCount + inFlat * w
-                        b.loop(0..<lower) { ox in col[out + ox] = b.constant(0) }
-                        b.loop(lower..<upper) { ox in
-                            let value = x[row + ox * sw + shift]
-                            col[out + ox] = inside.map { b.select($0, value, b.constant(0)) } ?? value
-                        }
-                        b.loop(upper..<ow) { ox in col[out + ox] = b.constant(0) }
-                        return
-                    }
-                    let positions = axis == 0 && bandRows != nil ? bandRows! : result[axis]
-                    b.loop(0..<positions) { local in
-                        // Within a band, `local` counts the band's rows; the input row is the absolute one.
-                        let position = axis == 0 && bandRows != nil ? task * bandRows! + local : local
-                        let at = position * g.stride[axis] + offsets[axis] * g.dilation[axis] - g.pad[axis]
-                        let valid = at >= 0 && at < image[axis]
-                        let clamped = b.max(b.index(0), b.min(at, b.index(image[axis] - 1)))
-                        overOutput(axis + 1, offsets: offsets, kx: kx, columnRow: columnRow,
-                                   outFlat: outFlat * positions + local, inFlat: inFlat * image[axis] + clamped,
-                                   inside: inside.map { $0 && valid } ?? valid)
-                    }
-                }
-                /// Walks the kernel offsets of axes `axis...`; the last axis is unrolled in Swift.
-                func overKernel(_ axis: Int, offsets: [Index], kernelFlat: Index) {
-                    if axis == last {
-                        for kx in 0..<kw {
-                            overOutput(0, offsets: offsets, kx: kx, columnRow: channel * kernelCount + kernelFlat * kw + kx,
-                                       outFlat: b.index(0), inFlat: b.index(0), inside: nil)
-                        }
-                        return
-                    }
-                    b.loop(0..<g.kernel[axis]) { offset in
-                        overKernel(axis + 1, offsets: offsets + [offset], kernelFlat: kernelFlat * g.kernel[axis] + offset)
-                    }
-                }
-                overKernel(0, offsets: [], kernelFlat: b.index(0))
-            } }
         }
     }
 

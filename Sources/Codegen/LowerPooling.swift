@@ -14,8 +14,10 @@ extension Lowering {
     ///
     /// One task per (image, channel) plane. Windows wholly inside the image (known at compile time
     /// from the geometry) are unrolled taps at constant offsets, visited in Caffe's order, so the
-    /// result is the same bit for bit; border windows clip their bounds in the loop.
-    mutating func lowerPooling(_ node: Node) throws {
+    /// result is the same bit for bit; border windows clip their bounds in the loop. `argmax`, for
+    /// MAX, is where the arg-max indices go when the layer has no mask top (training saves them
+    /// for backward).
+    mutating func lowerPooling(_ node: Node, argmax: BufferID? = nil) throws {
         let p = node.layer.poolingParam
         let input = node.inputs[0], dims = shape(input)
         let g = try PoolingGeometry(p, input: graph.values[input].shape)
@@ -45,8 +47,9 @@ extension Lowering {
         }
         switch p.pool {
         case .max:
-            let withMask = node.outputs.count > 1
-            if withMask { operands.append(Operand(buffer(node.outputs[1]))) }
+            let maskBuffer = argmax ?? (node.outputs.count > 1 ? buffer(node.outputs[1]) : nil)
+            let withMask = maskBuffer != nil
+            if let maskBuffer { operands.append(Operand(maskBuffer)) }
             try emitKernel(node, "pool.max \(geometry) mask=\(withMask)", operands: operands, tasks: n * c, work: work) { b in
                 let (x, y) = (b.operand(0), b.operand(1))
                 let mask = withMask ? b.operand(2) : nil
@@ -55,15 +58,18 @@ extension Lowering {
                     overPlane(b) { oy, ox, inside in
                         let y0 = oy * sh - ph, x0 = ox * sw - pw
                         let at = target + oy * ow + ox
-                        if inside, mask == nil {
+                        if inside {
                             var best = b.constant(-Float.greatestFiniteMagnitude)
+                            var bestIndex = mask.map { _ in b.constant(-1) }
                             for ky in 0..<kh {
                                 for kx in 0..<kw {
-                                    let v = x[source + (y0 + ky) * w + (x0 + kx)]
-                                    best = b.select(v > best, v, best)
+                                    let v = x[source + (y0 + ky) * w + (x0 + kx)], better = v > best
+                                    best = b.select(better, v, best)
+                                    bestIndex = bestIndex.map { b.select(better, b.float((y0 + ky) * w + (x0 + kx)), $0) }
                                 }
                             }
                             y[at] = best
+                            if let mask, let bestIndex { mask[at] = bestIndex }
                             return
                         }
                         let (best, bestIndex) = window.maximum(b, x, plane: source, y0: y0, x0: x0, index: mask != nil)

@@ -6,7 +6,8 @@ import NumPy
 import Testing
 
 /// Convolution backward's paths agree: a 1×1 convolution's input diff through the panel GEMM over the
-/// batch (transposed weights packed before each backward) equals the per-image OpenBLAS product, the
+/// batch (transposed weights packed before each backward), and a k×k one's through the panel GEMM
+/// into its columns and col2im, equal the per-image OpenBLAS product, the
 /// weight gradient summed per thread equals the single-thread (Caffe-order) sum, and the forward's
 /// derived constants follow parameter updates between runs.
 @Suite("convolution backward paths")
@@ -30,6 +31,7 @@ struct ConvolutionBackwardPathTests {
         -> (y: [Float], dx: [Float], dw: [Float], derivations: Int) {
         let compiler = try TrainingCompiler(threads: threads)
         compiler.panelGemms = panels
+        compiler.winograd = nil  // so the forward's only derived constant is its panels
         let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(CaffeFiles.parseNet(text: text))
         let weights = values([outputs, channels, kernel, kernel], salt: 1), bias = values([outputs], salt: 2)
         let net = try compiler.compile(graph: graph, parameters: ["conv": [weights, bias]], keepingAllBlobs: true)
@@ -59,6 +61,22 @@ struct ConvolutionBackwardPathTests {
         let blas = try Self.run(text, panels: false, threads: 2, channels: shape.channels, outputs: shape.outputs, kernel: 1)
         // Packed for the forward (outputs a multiple of 8) and, transposed, for backward (channels a multiple of 8).
         #expect(panels.derivations == (shape.outputs % 8 == 0 ? 1 : 0) + (shape.channels % 8 == 0 ? 1 : 0))
+        #expect(blas.derivations == 0)
+        Self.expectClose(panels.y, blas.y, "forward")
+        Self.expectClose(panels.dx, blas.dx, "input diff")
+        Self.expectClose(panels.dw, blas.dw, "weight diff")
+    }
+
+    @Test("a k×k convolution's input diff by the panel GEMM into its columns, then col2im, equals OpenBLAS's",
+          arguments: [(3, 1, 8, 16), (5, 2, 8, 8), (3, 1, 3, 8)])
+    func columns(_ shape: (kernel: Int, pad: Int, channels: Int, outputs: Int)) throws {
+        let text = Self.net(kernel: shape.kernel, pad: shape.pad, channels: shape.channels, outputs: shape.outputs)
+        let panels = try Self.run(text, panels: true, threads: 2, channels: shape.channels, outputs: shape.outputs, kernel: shape.kernel)
+        let blas = try Self.run(text, panels: false, threads: 2, channels: shape.channels, outputs: shape.outputs, kernel: shape.kernel)
+        // Transposed panels need the column rows (channels·k²) to fill the tile's panels (8 rows with
+        // AVX-512, 4 with AVX2): 3·9 = 27 fills neither, 72 and 200 both.
+        let columnRows = shape.channels * shape.kernel * shape.kernel
+        #expect(panels.derivations == (shape.outputs % 8 == 0 ? 1 : 0) + (columnRows % 8 == 0 ? 1 : 0))
         #expect(blas.derivations == 0)
         Self.expectClose(panels.y, blas.y, "forward")
         Self.expectClose(panels.dx, blas.dx, "input diff")

@@ -2,79 +2,6 @@ import CaffeFormat
 import Graph
 import Runtime
 
-/// The im2col layout of one image: `channels` planes of extents `image`, unfolded into a
-/// (channels·∏kernel) × ∏result column matrix, any number of spatial axes.
-struct ColumnLayout {
-    var channels: Int
-    var image: [Int]
-    var result: [Int]
-    var geometry: ConvolutionGeometry
-    var kernel: [Int] { geometry.kernel }
-    var stride: [Int] { geometry.stride }
-    var pad: [Int] { geometry.pad }
-    var dilation: [Int] { geometry.dilation }
-    /// Caffe's `is_1x1_` (`ConvolutionGeometry.isPointwise`): the column matrix is the image itself.
-    var isPointwise: Bool { geometry.isPointwise }
-
-    init(channels: Int, image: [Int], result: [Int], _ g: ConvolutionGeometry) {
-        self.channels = channels
-        self.image = image
-        self.result = result
-        geometry = g
-    }
-
-    var imageCount: Int { channels * image.reduce(1, *) }
-    var kernelCount: Int { kernel.reduce(1, *) }
-    var resultCount: Int { result.reduce(1, *) }
-    var columnCount: Int { channels * kernelCount * resultCount }
-
-    var signature: String {
-        func list(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
-        return "c\(channels) in\(list(image)) k\(list(kernel)) s\(list(stride)) p\(list(pad)) d\(list(dilation)) o\(list(result))"
-    }
-
-    /// Visits every row segment of one channel's columns: for each kernel offset and each output
-    /// position of the outer axes, `row(column, image, lower, upper, inside)` means column entries
-    /// `column + o` correspond to image elements `image + o·stride` for `o` in `lower..<upper`
-    /// (the last axis's positions that land inside the image, a compile-time range), and to padding
-    /// elsewhere; `inside` is false when an outer axis falls in the padding (then `image` is clamped).
-    func walk(_ b: KernelBuilder, channel: Index, _ row: (Index, Index, Int, Int, Predicate?) -> Void) {
-        let last = image.count - 1
-        let (w, ow, kw) = (image[last], result[last], kernel[last])
-        let (sw, pw, dw) = (stride[last], pad[last], dilation[last])
-        let imagePlane = image.reduce(1, *), kernels = kernelCount, results = resultCount
-        func overOutput(_ axis: Int, offsets: [Index], kx: Int, columnRow: Index, outFlat: Index, inFlat: Index, inside: Predicate?) {
-            if axis == last {
-                let shift = kx * dw - pw
-                let lower = Swift.min(ow, Swift.max(0, ceilDiv(-shift, sw)))
-                let upper = Swift.max(lower, Swift.min(ow, ceilDiv(w - shift, sw)))
-                row(columnRow * results + outFlat * ow, channel * imagePlane + inFlat * w + shift, lower, upper, inside)
-                return
-            }
-            b.loop(0..<result[axis]) { position in
-                let at = position * stride[axis] + offsets[axis] * dilation[axis] - pad[axis]
-                let valid = at >= 0 && at < image[axis]
-                let clamped = b.max(b.index(0), b.min(at, b.index(image[axis] - 1)))
-                overOutput(axis + 1, offsets: offsets, kx: kx, columnRow: columnRow, outFlat: outFlat * result[axis] + position,
-                           inFlat: inFlat * image[axis] + clamped, inside: inside.map { $0 && valid } ?? valid)
-            }
-        }
-        func overKernel(_ axis: Int, offsets: [Index], kernelFlat: Index) {
-            if axis == last {
-                for kx in 0..<kw {
-                    overOutput(0, offsets: offsets, kx: kx, columnRow: channel * kernels + kernelFlat * kw + kx,
-                               outFlat: b.index(0), inFlat: b.index(0), inside: nil)
-                }
-                return
-            }
-            b.loop(0..<kernel[axis]) { offset in
-                overKernel(axis + 1, offsets: offsets + [offset], kernelFlat: kernelFlat * kernel[axis] + offset)
-            }
-        }
-        overKernel(0, offsets: [], kernelFlat: b.index(0))
-    }
-}
-
 extension Lowering {
     /// im2col of one image into its column matrix: the forward convolution's kernel
     /// (`emitIm2col(_:_:channels:image:result:input:columns:bandRows:)`), so training compiles one
@@ -86,18 +13,15 @@ extension Lowering {
     /// col2im: folds a column matrix back into an image, summing overlapping windows (the image is
     /// overwritten, as Caffe zeroes it first). One task per channel, so tasks never collide.
     mutating func emitCol2im(_ node: Node, _ layout: ColumnLayout, columns: Operand, image: Operand) throws {
-        let sw = layout.stride.last!, plane = layout.image.reduce(1, *)
-        try emitKernel(node, "train.col2im \(layout.signature)", operands: [columns, image], tasks: layout.channels,
-                            work: layout.columnCount) { b in
+        let plane = layout.image.reduce(1, *)
+        let width = layout.rowVectorWidth(lanes: cache.jit.features.vectorLanes)
+        try emitKernel(node, "train.col2im \(layout.signature)" + (width.map { " rows of \($0)" } ?? ""), operands: [columns, image],
+                       tasks: layout.channels, work: layout.columnCount) { b in
             let (col, x) = (b.operand(0), b.operand(1))
             b.forEachTask { channel in
                 b.loop(0..<plane) { i in x[channel * plane + i] = b.constant(0) }
                 layout.walk(b, channel: channel) { column, start, lower, upper, inside in
-                    b.loop(lower..<upper) { o in
-                        let value = col[column + o]
-                        let at = start + o * sw
-                        x[at] = x[at] + (inside.map { b.select($0, value, b.constant(0)) } ?? value)
-                    }
+                    layout.addRow(b, from: col, to: x, column: column, image: start, lower: lower, upper: upper, inside: inside, width: width)
                 }
             }
         }
@@ -119,16 +43,31 @@ extension Lowering {
 
 extension TrainingLowering {
     /// `bias[c] += Σ_n Σ_s dy[n][c][s]`, per image then added, as Caffe's per-image `gemv` does.
+    /// Each image's sum over `s` runs in vectors of the host's width (one accumulator, then a
+    /// tree over its lanes), not as one long dependent chain of scalar adds; like OpenBLAS's gemv
+    /// in Caffe, it is not the left-to-right order, but the same order on every run.
     mutating func emitBiasGradient(_ node: Node, topDiff: Operand, biasDiff: Operand, outer: Int, channels: Int, inner: Int) throws {
-        try base.emitKernel(node, "bias.grad o\(outer) c\(channels) i\(inner)", operands: [topDiff, biasDiff], tasks: channels,
-                            work: outer * channels * inner) { b in
+        let lanes = base.cache.jit.features.vectorLanes
+        let width = inner >= lanes ? lanes : nil
+        try base.emitKernel(node, "bias.grad o\(outer) c\(channels) i\(inner)" + (width.map { " rows of \($0)" } ?? ""),
+                            operands: [topDiff, biasDiff], tasks: channels, work: outer * channels * inner) { b in
             let (dy, db) = (b.operand(0), b.operand(1))
             b.forEachTask { c in
                 let total = b.variable(db[c])
                 b.loop(0..<outer, unrolled: false) { n in
-                    let sum = b.variable(b.constant(0))
-                    b.loop(0..<inner) { s in sum.value = sum.value + dy[(n * channels + c) * inner + s] }
-                    total.value = sum.value + total.value
+                    let start = (n * channels + c) * inner
+                    guard let width else {
+                        let sum = b.variable(b.constant(0))
+                        b.loop(0..<inner) { s in sum.value = sum.value + dy[start + s] }
+                        total.value = sum.value + total.value
+                        return
+                    }
+                    let full = inner / width, tail = inner % width
+                    var sums = b.loop(0..<full, carrying: [b.splat(0, width: width)], unrolled: false) { i, carried in
+                        [carried[0] + dy.load(start + i * width, LaneMask(first: width, of: width))]
+                    }[0]
+                    if tail > 0 { sums = sums + dy.load(start + b.index(full * width), LaneMask(first: tail, of: width)) }
+                    total.value = b.sum(sums) + total.value
                 }
                 db[c] = total.value
             }
@@ -139,7 +78,9 @@ extension TrainingLowering {
 
     /// Convolution backward, per bottom/top pair, image by image as Caffe's `Backward_cpu`: the
     /// bias gradient, then per image `dW[g] += dy[g] · colᵀ` over im2col of the input (GEMM,
-    /// accumulating) and `col[g] = W[g]ᵀ · dy[g]` folded back by col2im into the input diff.
+    /// accumulating) and `col[g] = W[g]ᵀ · dy[g]` folded back by col2im into the input diff. That
+    /// second product runs on the JIT'd panel GEMM (transposed weights packed by a host step
+    /// before each backward) when its rows fill the tile's panels; OpenBLAS otherwise.
     ///
     /// The images are an item loop shared among the threads, each with its own columns. With more
     /// than one thread, each thread accumulates its images' weight gradient into a private copy
@@ -165,9 +106,19 @@ extension TrainingLowering {
             guard wantsWeights || wantsInput else { continue }
             let x = data(input)
             let dx = wantsInput ? bottomDiff(node, i) : nil
-            // A 1×1 convolution's input diff is the product Wᵀ · dy per image: the panel GEMM over the
-            // batch (the transposed weights packed before each backward), like its forward.
-            let pointwiseData = dx != nil && g.isPointwise && g.group == 1 && base.usesPanelGemm(g, inputs: o, outputs: c)
+            // The input diff's product Wᵀ · dy (kernelDim × spatial per image) runs on the panel GEMM
+            // when its rows fill panels, with the transposed weights packed before each backward:
+            // for a 1×1 convolution over the whole batch (like its forward), for others per image
+            // into the thread's columns, which col2im then folds.
+            let tile = base.panelTile
+            let transposedPanels = dx != nil && g.group == 1 && base.panelGemms && kernelDim % tile.rows == 0 && o <= tile.maximumDepth
+            let pointwiseData = transposedPanels && g.isPointwise
+            var transposed: BufferID?
+            if transposedPanels {
+                transposed = try base.derivedConstant(node, "transposed weight panels", count: o * kernelDim, from: 0, try base.parameterBlobs(node)) { w, target in
+                    PanelGemm.packTransposed(w, outputs: kernelDim, inputs: o, rows: tile.rows, into: target)
+                }
+            }
             let threads = n > 1 ? base.threads : 1
             let columns = layout.isPointwise ? nil : base.scratch(node, "columns", count: layout.columnCount * threads)
             // Per-thread weight gradients, when images run on several threads at once.
@@ -186,7 +137,11 @@ extension TrainingLowering {
                                                 diff: partials.map { Operand($0) } ?? weights.diff,
                                                 perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
                 }
-                if let dx, !pointwiseData {
+                if let dx, !pointwiseData, let transposed, let columns {
+                    try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: o, outputs: kernelDim, spatial: spatial, input: dy,
+                                               output: Operand(columns), panels: Operand(transposed), bias: nil, accumulate: false)
+                    try lowering.emitCol2im(node, layout, columns: Operand(columns), image: dx)
+                } else if let dx, !pointwiseData {
                     var gemm = GemmStep(m: kernelDim, n: spatial, k: perGroup, a: weights.data, lda: kernelDim,
                                         b: dy, ldb: spatial, c: columns.map { Operand($0) } ?? dx, ldc: spatial)
                     gemm.transA = true
@@ -196,11 +151,7 @@ extension TrainingLowering {
                     if let columns { try lowering.emitCol2im(node, layout, columns: Operand(columns), image: dx) }
                 }
             }
-            if pointwiseData, let dx {
-                let rows = base.panelTile.rows
-                let transposed = try base.derivedConstant(node, "transposed weight panels", count: o * c, from: 0, try base.parameterBlobs(node)) { w, target in
-                    PanelGemm.packTransposed(w, outputs: c, inputs: o, rows: rows, into: target)
-                }
+            if pointwiseData, let dx, let transposed {
                 try base.emitPanelGemm(node, matrices: n, groups: 1, inputs: o, outputs: c, spatial: spatial, input: dy, output: dx,
                                        panels: Operand(transposed), bias: nil, accumulate: false)
             }

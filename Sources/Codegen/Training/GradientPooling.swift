@@ -5,8 +5,9 @@ import Runtime
 extension TrainingLowering {
     /// Pooling backward over N×C×H×W, Caffe's `PoolingLayer::Backward_cpu`: the input diff is
     /// zeroed, then
-    /// - MAX adds each top diff to the first strict maximum of its window, found again by the
-    ///   forward's scan (clipped window, row by row, from −FLT_MAX) instead of a stored mask;
+    /// - MAX adds each top diff to the first strict maximum of its window: the arg-max its forward
+    ///   saved (`savedArgmax`), or, where it saved none, found again by the forward's scan
+    ///   (clipped window, row by row, from −FLT_MAX);
     /// - AVE adds `dy / pool_size` over the window clipped to the image, `pool_size` being the
     ///   window clipped to `[−pad, H + pad)`.
     /// One task per (image, channel) plane.
@@ -28,6 +29,24 @@ extension TrainingLowering {
         let window = PoolingWindow(height: h, width: w, kernel: (kh, kw), pad: (ph, pw))
         switch p.pool {
         case .max:
+            if let argmax = savedArgmax[node.id] {
+                try base.emitKernel(node, "pool.max.grad.scatter \(geometry)", operands: [Operand(argmax), dy, dx], tasks: n * c,
+                                    work: n * c * (h * w + oh * ow)) { b in
+                    let (index, topDiff, result) = (b.operand(0), b.operand(1), b.operand(2))
+                    b.forEachTask { plane in
+                        let source = plane * (h * w), target = plane * (oh * ow)
+                        b.loop(0..<(h * w)) { i in result[source + i] = b.constant(0) }
+                        b.loop(0..<(oh * ow)) { o in
+                            let winner = b.int(index[target + o])
+                            b.when(winner >= 0) {
+                                let at = source + winner
+                                result[at] = result[at] + topDiff[target + o]
+                            }
+                        }
+                    }
+                }
+                return
+            }
             try base.emitKernel(node, "pool.max.grad \(geometry)", operands: [x, dy, dx], tasks: n * c, work: work) { b in
                 let (x, topDiff, result) = (b.operand(0), b.operand(1), b.operand(2))
                 b.forEachTask { plane in

@@ -12,7 +12,7 @@ extension TrainingLowering {
         case .input, .data, .imageData, .hdf5Data, .windowData, .dummyData, .memoryData: try lowerFeed(node)
         case .convolution: try base.lowerConvolution(node)
         case .innerProduct: try base.lowerInnerProduct(node)
-        case .pooling: try base.lowerPooling(node)
+        case .pooling: try lowerPoolingForward(node)
         case .lrn: try base.lowerLRN(node)
         case .scale: try base.lowerScale(node)
         case .bias: try base.lowerBias(node)
@@ -37,6 +37,20 @@ extension TrainingLowering {
         }
         try checkNoConstants(node, firstBuffer: firstBuffer)
         forwardSteps.append(firstStep..<base.program.steps.count)
+    }
+
+    /// Pooling forward: the inference lowering. A 2-D MAX pooling whose input diff is wanted also
+    /// saves its arg-max per output, as Caffe's forward fills `max_idx_`, so backward scatters
+    /// the top diff without scanning the windows again (its mask top when it has one, else a
+    /// buffer of its own that the memory plan keeps from this forward to that backward).
+    mutating func lowerPoolingForward(_ node: Node) throws {
+        let p = node.layer.poolingParam
+        guard p.pool == .max, shape(node.inputs[0]).count == 4, analysis.writesBottomDiff(node, 0) else {
+            return try base.lowerPooling(node)
+        }
+        let argmax = node.outputs.count > 1 ? base.buffer(node.outputs[1]) : base.scratch(node, "argmax", count: count(node.outputs[0]))
+        savedArgmax[node.id] = argmax
+        try base.lowerPooling(node, argmax: argmax)
     }
 
     /// Data-source tops become buffers the caller fills before each run (bound as program inputs so

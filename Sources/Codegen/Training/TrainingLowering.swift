@@ -38,6 +38,9 @@ struct TrainingLowering {
     var feedDefaults: [ValueID: [Float]] = [:]
     /// Forward steps of each node.
     var forwardSteps: [Range<Int>] = []
+    /// MAX pooling layers whose forward saved each output's arg-max (Caffe's `max_idx_`), for
+    /// their backward to scatter through: the buffer of flat in-plane indices, as floats.
+    var savedArgmax: [NodeID: BufferID] = [:]
     /// A persistent 4-float buffer holding this run's 64-bit random key (dropout masks).
     var randomKey: BufferID
     /// Why backward cannot run, when a layer that must run it has none (Caffe aborts there).
