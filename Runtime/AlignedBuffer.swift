@@ -32,17 +32,37 @@ public final class AlignedBuffer: @unchecked Sendable {
     /// Allocates `count` floats, 64-byte aligned; with `zeroed: false` their contents are
     /// undefined until written (for a caller that writes every element at once, which then
     /// touches the memory once instead of twice).
+    ///
+    /// A zeroed buffer of `mappedBytes` or more is mapped straight from the kernel (anonymous pages
+    /// read as zero until written), not allocated and then cleared: clearing a training arena of
+    /// gigabytes wrote every page once before any kernel ran, most of a warm compile's time. The
+    /// pages are faulted in by whatever touches them first, the first run, as with `calloc`.
     public init(count: Int, zeroed: Bool) throws {
         guard count >= 0 else { throw RuntimeError("cannot allocate a buffer of \(count) floats") }
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         var raw: UnsafeMutableRawPointer?
-        guard posix_memalign(&raw, AlignedBuffer.alignment, bytes) == 0, let raw else {
-            throw RuntimeError("out of memory allocating \(bytes) bytes", hint: "use a smaller batch or input size")
+        if zeroed, bytes >= AlignedBuffer.mappedBytes {
+            let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            guard let mapped, mapped != MAP_FAILED else {
+                throw RuntimeError("out of memory mapping \(bytes) bytes", hint: "use a smaller batch or input size")
+            }
+            raw = mapped
+            self.mappedBytes = bytes
+        } else {
+            guard posix_memalign(&raw, AlignedBuffer.alignment, bytes) == 0, raw != nil else {
+                throw RuntimeError("out of memory allocating \(bytes) bytes", hint: "use a smaller batch or input size")
+            }
+            if zeroed { memset(raw!, 0, bytes) }
+            self.mappedBytes = 0
         }
-        if zeroed { memset(raw, 0, bytes) }
         self.count = count
-        self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.pointer = raw!.bindMemory(to: Float.self, capacity: max(count, 1))
     }
+
+    /// Zeroed buffers at least this large are mapped pages (page-aligned, so 64-byte aligned).
+    static let mappedBytes = 1 << 20
+    /// The length of the mapping when the buffer is mapped pages, else 0 (`posix_memalign`).
+    private let mappedBytes: Int
 
     /// Allocates a buffer holding a copy of `values`.
     public convenience init(copying values: [Float]) throws {
@@ -52,7 +72,9 @@ public final class AlignedBuffer: @unchecked Sendable {
         }
     }
 
-    deinit { free(pointer) }
+    deinit {
+        if mappedBytes > 0 { munmap(pointer, mappedBytes) } else { free(pointer) }
+    }
 
     /// The contents as an array (a copy).
     public var values: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }

@@ -164,7 +164,24 @@ public struct KernelStatistics: Sendable, Equatable {
         public var seconds: Double
     }
 
+    /// Optimize + compile CPU seconds and kernel counts per kernel family (`conv.panels`,
+    /// `im2col`, …): which kind of kernel a cold compile spends its time on.
+    public var families: [String: FamilyTime] = [:]
+
+    /// One family's share of a cold compile.
+    public struct FamilyTime: Sendable, Equatable {
+        public var seconds = 0.0
+        public var kernels = 0
+    }
+
     mutating func noteTime(_ time: KernelTime) {
+        let family = time.signature.split(separator: " ").first.map(String.init) ?? time.signature
+        families[family, default: FamilyTime()].seconds += time.seconds
+        families[family, default: FamilyTime()].kernels += 1
+        noteSlowest(time)
+    }
+
+    private mutating func noteSlowest(_ time: KernelTime) {
         slowest.append(time)
         slowest.sort { $0.seconds > $1.seconds }
         if slowest.count > KernelStatistics.slowestKept { slowest.removeLast() }
@@ -187,7 +204,11 @@ public struct KernelStatistics: Sendable, Equatable {
         loadSeconds += other.loadSeconds; linkSeconds += other.linkSeconds
         threads = max(threads, other.threads)
         warnings += other.warnings
-        for time in other.slowest { noteTime(time) }
+        for time in other.slowest { noteSlowest(time) }
+        for (family, time) in other.families {
+            families[family, default: FamilyTime()].seconds += time.seconds
+            families[family, default: FamilyTime()].kernels += time.kernels
+        }
     }
 }
 

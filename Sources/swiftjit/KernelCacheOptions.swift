@@ -21,10 +21,18 @@ struct KernelCacheOptions: ParsableArguments {
     /// `compile: 0.123 s (graph → executable; 23 kernels: …)` and a line of where the time went.
     /// `seconds` is the whole compilation as the command timed it (graph passes included).
     func report(seconds: Double, _ net: CompiledNet) -> String {
-        let k = net.kernels, p = net.phases
+        report(seconds: seconds, kernels: net.kernels, phases: net.phases, compileSeconds: net.compileSeconds)
+    }
+
+    /// The same lines for a training net: the same phases, counted the same way.
+    func report(seconds: Double, _ net: TrainingNet) -> String {
+        report(seconds: seconds, kernels: net.kernels, phases: net.phases, compileSeconds: net.compileSeconds)
+    }
+
+    private func report(seconds: Double, kernels k: KernelStatistics, phases p: CompilePhases, compileSeconds: Double) -> String {
         var lines = [String(format: "compile: %.3f s (graph → executable; %@)", seconds, k.summary)]
         lines.append(String(format: "  passes %.3f s, lowering %.3f s, kernels %.3f s (IR %.3f s, cache reads %.3f s, optimize %.3f s + codegen %.3f s CPU on %d thread%@, link %.3f s), arena and weights %.3f s",
-                            max(0, seconds - net.compileSeconds), p.lowering, p.kernels, k.generateSeconds, k.loadSeconds,
+                            max(0, seconds - compileSeconds), p.lowering, p.kernels, k.generateSeconds, k.loadSeconds,
                             k.optimizeSeconds, k.codegenSeconds, k.threads, k.threads == 1 ? "" : "s", k.linkSeconds, p.executable))
         lines.append(cacheLine)
         lines += slowestLines(k)
@@ -32,22 +40,21 @@ struct KernelCacheOptions: ParsableArguments {
         return lines.joined(separator: "\n")
     }
 
-    /// `  slowest kernels to compile: …` lines, when any kernel took 0.1 s or more.
+    /// `  slowest kernels to compile: …` lines, when any kernel took 0.1 s or more, and the kernel
+    /// families that took the most compile time in all (when kernels were compiled at all).
     private func slowestLines(_ kernels: KernelStatistics) -> [String] {
+        var lines: [String] = []
         let slow = kernels.slowest.filter { $0.seconds >= 0.1 }
-        guard !slow.isEmpty else { return [] }
-        return ["  slowest kernels to compile (CPU s):"] + slow.map { String(format: "    %.3f  %@", $0.seconds, $0.signature) }
-    }
-
-    /// The compile line for a training net, which has no per-phase breakdown.
-    func report(seconds: Double, _ kernels: KernelStatistics) -> String {
-        warn(kernels)
-        let k = kernels
-        let lines = [String(format: "compile: %.3f s (graph → executable; %@)", seconds, k.summary),
-                     String(format: "  kernels: IR %.3f s, cache reads %.3f s, optimize %.3f s + codegen %.3f s CPU on %d thread%@, link %.3f s",
-                            k.generateSeconds, k.loadSeconds, k.optimizeSeconds, k.codegenSeconds, k.threads, k.threads == 1 ? "" : "s", k.linkSeconds),
-                     cacheLine] + slowestLines(k)
-        return lines.joined(separator: "\n")
+        if !slow.isEmpty {
+            lines += ["  slowest kernels to compile (CPU s):"] + slow.map { String(format: "    %.3f  %@", $0.seconds, $0.signature) }
+        }
+        let families = kernels.families.sorted { $0.value.seconds > $1.value.seconds }.prefix(6)
+        if kernels.optimizeSeconds + kernels.codegenSeconds >= 0.5, !families.isEmpty {
+            lines.append("  compile CPU s by kernel family: " + families.map {
+                String(format: "%@ %.2f (%d)", $0.key, $0.value.seconds, $0.value.kernels)
+            }.joined(separator: ", "))
+        }
+        return lines
     }
 
     private var cacheLine: String {

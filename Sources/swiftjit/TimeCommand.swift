@@ -169,7 +169,7 @@ struct TimeCommand: ParsableCommand {
         for _ in 0..<passes { _ = try compiled.run(feeds, backward: true) }
         let total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(passes)
         let f = forward.values.reduce(0, +) / Double(passes) * 1000, b = backwardTimes.values.reduce(0, +) / Double(passes) * 1000
-        print(kernelCache.report(seconds: compileSeconds, compiled.kernels))
+        print(kernelCache.report(seconds: compileSeconds, compiled))
         print(String(format: "Average Forward pass: %.4f ms.", f))
         print(String(format: "Average Backward pass: %.4f ms.", b))
         print(String(format: "Average Forward-Backward: %.4f ms.", total))

@@ -20,7 +20,7 @@ extension Lowering {
             let (col, x) = (b.operand(0), b.operand(1))
             b.forEachTask { channel in
                 b.loop(0..<plane) { i in x[channel * plane + i] = b.constant(0) }
-                layout.walk(b, channel: channel) { column, start, lower, upper, inside in
+                layout.walk(b, channel: channel, unrolled: width == nil) { column, start, lower, upper, inside in
                     layout.addRow(b, from: col, to: x, column: column, image: start, lower: lower, upper: upper, inside: inside, width: width)
                 }
             }

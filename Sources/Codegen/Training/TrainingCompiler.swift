@@ -89,7 +89,8 @@ public final class TrainingCompiler: @unchecked Sendable {
             }
             return variant.layout
         }
-        return TrainingNet(graph: graph, layout: first.layout, cache: cache, kernels: first.kernels, slots: first.slots, slotOf: first.slotOf,
+        return TrainingNet(graph: graph, layout: first.layout, cache: cache, kernels: first.kernels, phases: first.phases,
+                           compileSeconds: first.compileSeconds, slots: first.slots, slotOf: first.slotOf,
                            randomKey: first.randomKey, seed: seed, statisticSlots: first.statisticSlots, rows: rows)
     }
 
@@ -102,12 +103,16 @@ public final class TrainingCompiler: @unchecked Sendable {
         var statisticSlots: Set<Int>
         /// Where the first variant's kernels came from.
         var kernels: KernelStatistics
+        /// Where this variant's compile time went, and all of it.
+        var phases: CompilePhases
+        var compileSeconds: Double
     }
 
     /// Lowers and plans `graph` for its shapes; with a `sibling` (a net's first variant), its
     /// persistent buffers and equal constants are the sibling's.
     private func build(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool, sibling: Executable?,
                        sharing other: TrainingNet? = nil, hostLayer: HostLayerFunction? = nil) throws -> Built {
+        let start = DispatchTime.now().uptimeNanoseconds
         if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
             let producer = unknown.producer.map { graph.nodes[$0] }
             throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
@@ -194,7 +199,9 @@ public final class TrainingCompiler: @unchecked Sendable {
             lowering.base.program.checkpoints.append(Checkpoint(step: 0, live: Array(Set(pinned)).sorted()))
         }
         lowering.base.finishRowGuards()
+        let lowered = DispatchTime.now().uptimeNanoseconds
         let kernels = try lowering.base.compileKernels()
+        let compiled = DispatchTime.now().uptimeNanoseconds
         var adopted: [BufferID: AlignedBuffer] = [:]
         if let other {
             for node in graph.nodes {
@@ -205,6 +212,11 @@ public final class TrainingCompiler: @unchecked Sendable {
             }
         }
         let executable = try Executable(lowering.base.program, pool: pool, blas: blas, sharingBuffersWith: sibling, adopting: adopted)
+        let finished = DispatchTime.now().uptimeNanoseconds
+        // As NetCompiler counts them: kernel IR is built while lowering, and counts with the kernels.
+        let phases = CompilePhases(lowering: Double(lowered - start) / 1e9 - kernels.generateSeconds,
+                                   kernels: Double(compiled - lowered) / 1e9 + kernels.generateSeconds,
+                                   executable: Double(finished - compiled) / 1e9)
         let layout = TrainingNet.Layout(executable: executable, forwardStepCount: forwardCount, rowGuards: lowering.base.rowGuards,
                                         feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs,
                                         seeds: seeds, losses: losses, nodeSteps: lowering.forwardSteps, backwardNodeSteps: backwardSteps, checks: checks,
@@ -212,7 +224,8 @@ public final class TrainingCompiler: @unchecked Sendable {
                                         recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) },
                                         valueDiffs: lowering.diffOf)
         return Built(layout: layout, slots: lowering.slots, slotOf: lowering.slotOf, randomKey: lowering.randomKey,
-                     statisticSlots: lowering.slotsWrittenByForward, kernels: kernels)
+                     statisticSlots: lowering.slotsWrittenByForward, kernels: kernels, phases: phases,
+                     compileSeconds: Double(finished - start) / 1e9)
     }
 
     /// Runs `body`, attributing a diagnostic without a layer to `node`.

@@ -76,6 +76,10 @@ public final class TrainingNet: @unchecked Sendable {
     let rows: RowSpecializer<Layout>?
     /// Where the first compilation's kernels came from (compiled, disk cache, already in the process).
     public let kernels: KernelStatistics
+    /// Where the first compilation's time went (lowering, kernels, arena and parameters), as
+    /// `CompiledNet.phases`, and the whole of it (graph to executable).
+    public let phases: CompilePhases
+    public let compileSeconds: Double
     private let cache: KernelCache
     let slots: [ParameterSlot]
     let slotOf: [[Int]]
@@ -92,12 +96,14 @@ public final class TrainingNet: @unchecked Sendable {
     /// Recursive: a caller's layer running inside a pass may read blobs (`blobMemory`).
     let lock = NSRecursiveLock()
 
-    init(graph: Graph, layout: Layout, cache: KernelCache, kernels: KernelStatistics, slots: [ParameterSlot], slotOf: [[Int]],
-         randomKey: BufferID, seed: UInt64, statisticSlots: Set<Int>, rows: RowSpecializer<Layout>?) {
+    init(graph: Graph, layout: Layout, cache: KernelCache, kernels: KernelStatistics, phases: CompilePhases, compileSeconds: Double,
+         slots: [ParameterSlot], slotOf: [[Int]], randomKey: BufferID, seed: UInt64, statisticSlots: Set<Int>, rows: RowSpecializer<Layout>?) {
         self.graph = graph
         self.layout = layout
         self.cache = cache
         self.kernels = kernels
+        self.phases = phases
+        self.compileSeconds = compileSeconds
         self.slots = slots
         self.slotOf = slotOf
         self.randomKey = randomKey
