@@ -43,8 +43,8 @@ struct ColumnLayout {
     /// With `band`, only output rows `band.index·band.rows..<(band.index + 1)·band.rows` of the
     /// first axis are visited, and the columns are those of a band: a (channels·∏kernel) ×
     /// (band.rows·∏other result axes) matrix. `unrolled: false` keeps LLVM from unrolling the
-    /// loops over output rows, for row bodies that are already vector code: unrolled, ResNet's
-    /// 28×28 im2col took 0.75 s to compile and ran no faster.
+    /// loops over output rows, whose bodies are already a row of vector code (ours or the loop
+    /// vectorizer's): unrolled, ResNet's 28×28 im2col took 0.75 s to compile and ran no faster.
     func walk(_ b: KernelBuilder, channel: Index, band: (index: Index, rows: Int)? = nil, unrolled: Bool = true,
               _ row: (Index, Index, Int, Int, Predicate?) -> Void) {
         let last = image.count - 1

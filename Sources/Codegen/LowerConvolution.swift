@@ -303,7 +303,7 @@ extension Lowering {
             b.forEachTask { task in
                 /// One channel's rows: the task's channel, or every channel within a band's task.
                 func channel(_ channel: Index) {
-                    layout.walk(b, channel: channel, band: bandRows.map { (task, $0) }, unrolled: width == nil) { column, start, lower, upper, inside in
+                    layout.walk(b, channel: channel, band: bandRows.map { (task, $0) }, unrolled: false) { column, start, lower, upper, inside in
                         layout.copyRow(b, from: x, to: col, column: column, image: start, lower: lower, upper: upper, inside: inside, width: width)
                     }
                 }

@@ -20,7 +20,7 @@ extension Lowering {
             let (col, x) = (b.operand(0), b.operand(1))
             b.forEachTask { channel in
                 b.loop(0..<plane) { i in x[channel * plane + i] = b.constant(0) }
-                layout.walk(b, channel: channel, unrolled: width == nil) { column, start, lower, upper, inside in
+                layout.walk(b, channel: channel, unrolled: false) { column, start, lower, upper, inside in
                     layout.addRow(b, from: col, to: x, column: column, image: start, lower: lower, upper: upper, inside: inside, width: width)
                 }
             }
@@ -156,12 +156,15 @@ extension TrainingLowering {
                                        panels: Operand(transposed), bias: nil, accumulate: false)
             }
             if let partials {
-                try base.emitKernel(node, "weight.partials.sum t\(threads) n\(weightCount)", operands: [Operand(partials), weights.diff], tasks: weightCount,
+                // Each thread's copy is its own operand, so the kernel does not depend on the
+                // weight count: one kernel serves every convolution of the net.
+                let copies = (0..<threads).map { Operand(partials, offset: $0 * weightCount) }
+                try base.emitKernel(node, "weight.partials.sum t\(threads)", operands: [weights.diff] + copies, tasks: weightCount,
                                     work: weightCount * threads) { b in
-                    let (partial, diff) = (b.operand(0), b.operand(1))
+                    let diff = b.operand(0)
                     b.forEachTask { j in
                         var total = diff[j]
-                        for t in 0..<threads { total = total + partial[j + t * weightCount] }
+                        for t in 0..<threads { total = total + b.operand(1 + t)[j] }
                         diff[j] = total
                     }
                 }
