@@ -136,17 +136,25 @@ extension Lowering {
     /// `y = activation(W · x + bias)` for each of the `matrices` K×N matrices `x` (consecutive in
     /// `input`, their M×N products consecutive in `output`), by `PanelGemm`; matrix `i` is group
     /// `i % groups`, whose M×K weights and M biases are the group's. With `accumulate`,
-    /// `activation((y + W · x) + bias)`.
+    /// `activation((y + W · x) + bias)`. The node's fused activation applies unless
+    /// `activation: false` (backward products).
+    ///
+    /// With `rowStride`, the left operand is not packed panels but a plain row-major M×K matrix
+    /// whose rows are `rowStride` apart (one matrix, one group): each K step broadcasts one value
+    /// from each of the tile's rows, `rows` streams read in order. Training's weight gradient
+    /// multiplies the columns it has just built this way, so nothing is packed per image.
     mutating func emitPanelGemm(_ node: Node, matrices n: Int, groups: Int, inputs k: Int, outputs m: Int, spatial: Int,
-                                        input: Operand, output: Operand, panels: Operand, bias: Operand?, accumulate: Bool) throws {
+                                        input: Operand, output: Operand, panels: Operand, bias: Operand?, accumulate: Bool,
+                                        activation applies: Bool = true, rowStride: Int? = nil) throws {
+        precondition(rowStride == nil || (n == 1 && groups == 1), "an unpacked left operand is one matrix")
         let tileShape = panelTile
         let (rows, lanes, tileColumns) = (tileShape.rows, tileShape.lanes, tileShape.columns)
         let wholeTiles = spatial / tileColumns, tail = spatial % tileColumns
         let chunkTiles = PanelGemm.chunkTiles(inputs: k, tile: tileShape)
         let chunks = max(1, (wholeTiles + chunkTiles - 1) / chunkTiles), panelCount = m / rows
-        let activation = node.fusedActivation
+        let activation = applies ? node.fusedActivation : nil
         let signature = "conv.panels \(rows)x\(tileShape.vectors)x\(lanes) g\(groups) k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
-            + (activation.map { " " + $0.signature } ?? "")
+            + (activation.map { " " + $0.signature } ?? "") + (rowStride.map { " rows\($0)" } ?? "")
         try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelCount, work: n * m * spatial * k) { b in
             let (x, y, a) = (b.operand(0), b.operand(1), b.operand(2))
@@ -168,7 +176,7 @@ extension Lowering {
                         var next = sums
                         for r in 0..<rows {
                             // One load; the optimizer merges equal broadcasts of it.
-                            let weight = a[weights + kk * rows + r]
+                            let weight = rowStride.map { a[panel * (rows * $0) + r * $0 + kk] } ?? a[weights + kk * rows + r]
                             for j in columns.indices {
                                 next[r * columns.count + j] = b.fma(b.splat(weight, width: widths[j]), columns[j], sums[r * columns.count + j])
                             }

@@ -27,6 +27,16 @@ extension Lowering {
         }
     }
 
+    /// `output = inputᵀ` for a `rows` × `columns` row-major matrix: one task per output row.
+    mutating func emitTranspose(_ node: Node, rows: Int, columns: Int, input: Operand, output: Operand) throws {
+        try emitKernel(node, "transpose r\(rows) c\(columns)", operands: [input, output], tasks: columns, work: rows * columns) { b in
+            let (x, y) = (b.operand(0), b.operand(1))
+            b.forEachTask { column in
+                b.loop(0..<rows) { row in y[column * rows + row] = x[row * columns + column] }
+            }
+        }
+    }
+
     /// The weight gradient of one image, accumulated: `dW[g] += dY[g] (perGroup × spatial) ·
     /// columns[g]ᵀ (spatial × kernelDim)` for each group — convolution's form, and deconvolution's
     /// with the roles of its input and output gradient exchanged.
@@ -80,7 +90,9 @@ extension TrainingLowering {
     /// bias gradient, then per image `dW[g] += dy[g] · colᵀ` over im2col of the input (GEMM,
     /// accumulating) and `col[g] = W[g]ᵀ · dy[g]` folded back by col2im into the input diff. That
     /// second product runs on the JIT'd panel GEMM (transposed weights packed by a host step
-    /// before each backward) when its rows fill the tile's panels; OpenBLAS otherwise.
+    /// before each backward) when its rows fill the tile's panels; OpenBLAS otherwise. So does the
+    /// first, as `dWᵀ += col · dyᵀ` with the columns read in place as the left operand's rows
+    /// (`emitPanelGemm(rowStride:)`), into per-thread transposed copies.
     ///
     /// The images are an item loop shared among the threads, each with its own columns. With more
     /// than one thread, each thread accumulates its images' weight gradient into a private copy
@@ -121,21 +133,37 @@ extension TrainingLowering {
             }
             let threads = n > 1 ? base.threads : 1
             let columns = layout.isPointwise ? nil : base.scratch(node, "columns", count: layout.columnCount * threads)
-            // Per-thread weight gradients, when images run on several threads at once.
-            let partials = wantsWeights && threads > 1 ? base.scratch(node, "weight gradient per thread", count: weightCount * threads) : nil
+            // The weight gradient's product on the panel GEMM, as dWᵀ (kernelDim × o) += columns
+            // (kernelDim × spatial, the left operand read in place, row by row) · dyᵀ (spatial × o,
+            // transposed per image), when the column rows fill panels: into per-thread transposed
+            // copies, summed and transposed back after the loop.
+            let weightPanels = wantsWeights && g.group == 1 && base.panelGemms && kernelDim % tile.rows == 0 && spatial <= tile.maximumDepth
+            // Per-thread weight gradients, when images run on several threads at once (or transposed).
+            let partials = wantsWeights && (threads > 1 || weightPanels)
+                ? base.scratch(node, "weight gradient per thread", count: weightCount * threads) : nil
             if let partials { try base.emitFill(node, Operand(partials), count: weightCount * threads, value: 0) }
+            let transposedDiff = weightPanels ? base.scratch(node, "top diff transposed", count: spatial * o * threads) : nil
             let perGroup = o / g.group
             var strides = [x.buffer: layout.imageCount, dy.buffer: o * spatial]
             if let dx { strides[dx.buffer] = layout.imageCount }
             var slices: [BufferID: Int] = [:]
             if let columns { slices[columns] = layout.columnCount }
             if let partials { slices[partials] = weightCount }
+            if let transposedDiff { slices[transposedDiff] = spatial * o }
             try base.emitItemLoop(node, items: n, strides: strides, privateSlices: slices) { lowering in
                 if wantsWeights {
                     if let columns { try lowering.emitIm2col(node, layout, image: x, columns: Operand(columns)) }
-                    lowering.emitWeightGradient(node, outputs: dy, columns: columns.map { Operand($0) } ?? x,
-                                                diff: partials.map { Operand($0) } ?? weights.diff,
-                                                perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
+                    if let transposedDiff, let partials {
+                        try lowering.emitTranspose(node, rows: o, columns: spatial, input: dy, output: Operand(transposedDiff))
+                        try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: spatial, outputs: kernelDim, spatial: o,
+                                                   input: Operand(transposedDiff), output: Operand(partials),
+                                                   panels: columns.map { Operand($0) } ?? x, bias: nil, accumulate: true,
+                                                   activation: false, rowStride: spatial)
+                    } else {
+                        lowering.emitWeightGradient(node, outputs: dy, columns: columns.map { Operand($0) } ?? x,
+                                                    diff: partials.map { Operand($0) } ?? weights.diff,
+                                                    perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
+                    }
                 }
                 if let dx, !pointwiseData, let transposed, let columns {
                     try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: o, outputs: kernelDim, spatial: spatial, input: dy,
@@ -155,7 +183,21 @@ extension TrainingLowering {
                 try base.emitPanelGemm(node, matrices: n, groups: 1, inputs: o, outputs: c, spatial: spatial, input: dy, output: dx,
                                        panels: Operand(transposed), bias: nil, accumulate: false)
             }
-            if let partials {
+            if let partials, weightPanels {
+                // dW[m][j] += Σ_t dWᵀ_t[j][m], in thread order; one task per output channel m.
+                let copies = (0..<threads).map { Operand(partials, offset: $0 * weightCount) }
+                try base.emitKernel(node, "weight.partials.sum.transposed t\(threads) k\(kernelDim) m\(o)", operands: [weights.diff] + copies,
+                                    tasks: o, work: weightCount * threads) { b in
+                    let diff = b.operand(0)
+                    b.forEachTask { m in
+                        b.loop(0..<kernelDim) { j in
+                            var total = diff[m * kernelDim + j]
+                            for t in 0..<threads { total = total + b.operand(1 + t)[j * o + m] }
+                            diff[m * kernelDim + j] = total
+                        }
+                    }
+                }
+            } else if let partials {
                 // Each thread's copy is its own operand, so the kernel does not depend on the
                 // weight count: one kernel serves every convolution of the net.
                 let copies = (0..<threads).map { Operand(partials, offset: $0 * weightCount) }
