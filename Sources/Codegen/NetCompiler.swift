@@ -197,6 +197,9 @@ public final class NetCompiler: @unchecked Sendable {
         case .normalize: try lowering.lowerNormalize(node)
         case .upsample: try lowering.lowerUpsample(node)
         case .reorg: try lowering.lowerReorg(node)
+        case .proposal: try lowering.lowerProposal(node)
+        case .region: try lowering.lowerRegion(node)
+        case .psroiPooling: try lowering.lowerPSROIPooling(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

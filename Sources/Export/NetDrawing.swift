@@ -100,6 +100,15 @@ public struct NetDrawing: Sendable {
             return "\(method) \(g.kernel.map(String.init).joined(separator: "×"))" + (g.stride.contains { $0 != 1 } ? " stride \(g.stride.map(String.init).joined(separator: "×"))" : "")
                 + (g.pad.contains { $0 != 0 } ? " pad \(g.pad.map(String.init).joined(separator: "×"))" : "")
         case .innerProduct: return "\(node.layer.innerProductParam.numOutput) out"
+        case .proposal:
+            guard let p = try? ProposalSettings(node.layer) else { return nil }
+            return "stride \(p.featStride), \(p.anchorCount) anchors, NMS \(p.nmsThreshold) → ≤\(p.postNMSTopN)"
+        case .region:
+            guard let p = try? RegionSettings(node.layer) else { return nil }
+            return "\(p.boxes) boxes × \(p.classes) classes\(p.softmax ? ", softmax" : ""), NMS \(p.nmsThreshold)"
+        case .psroiPooling:
+            guard let p = try? PSROIPoolingSettings(node.layer) else { return nil }
+            return "\(p.outputDim) out, \(p.groupSize)×\(p.groupSize) bins, scale \(p.spatialScale)"
         case .eltwise:
             switch node.layer.eltwiseParam.operation {
             case .sum: return "SUM"
@@ -113,7 +122,7 @@ public struct NetDrawing: Sendable {
     static func color(_ kind: OpKind) -> String {
         switch kind {
         case .convolution, .deconvolution: return "#cfe2f3"
-        case .pooling, .roiPooling, .spp: return "#d9ead3"
+        case .pooling, .roiPooling, .psroiPooling, .spp: return "#d9ead3"
         case .innerProduct: return "#fce5cd"
         case .concat, .eltwise, .split, .slice, .reshape, .flatten: return "#fff2cc"
         case .batchNorm, .scale, .lrn, .mvn, .normalize, .l2Norm: return "#ead1dc"

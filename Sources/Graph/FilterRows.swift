@@ -11,8 +11,9 @@ import CaffeFormat
 /// cached kernels). Example: in `x 4×3×2 → Filter(sel) → fx → InnerProduct → ip`, rows `[3]`
 /// gives `fx` 3×3×2 and `ip` 3×N; `x` stays 4×3×2.
 extension Graph {
-    /// The Filter nodes in net order; a row-count vector has one entry per Filter, in this order.
-    public var filterNodes: [NodeID] { nodes.filter { $0.kind == .filter }.map(\.id) }
+    /// The nodes whose tops have a data-dependent first axis (Filter, Proposal), in net order; a
+    /// row-count vector has one entry per such node, in this order.
+    public var filterNodes: [NodeID] { nodes.filter { $0.kind.selectsRows }.map(\.id) }
 
     /// This graph with the tops of Filter `filterNodes[k]` holding `rows[k]` rows and every shape
     /// that depends on them re-inferred. Parameter shapes must not change (Caffe's layers CHECK
@@ -71,4 +72,11 @@ extension Graph {
         }
         return result
     }
+}
+
+extension OpKind {
+    /// Layers that, like Caffe's `Filter`, resize their tops' first axis at every Forward to a
+    /// count their input *values* decide: Filter (the selected rows) and Proposal (the boxes that
+    /// survive NMS, at most its setup count). Their shape rules give the setup (largest) count.
+    public var selectsRows: Bool { self == .filter || self == .proposal }
 }

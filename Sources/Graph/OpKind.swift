@@ -33,6 +33,10 @@ public enum OpKind: String, CaseIterable, Sendable {
     case upsample = "Upsample"
     // YOLOv2 (Intel Caffe)
     case reorg = "Reorg"
+    // Faster R-CNN's RPN proposals (py-faster-rcnn's Python layer, run natively as OpenCV DNN does)
+    case proposal = "Proposal"
+    // YOLOv2's detection head; R-FCN's position-sensitive ROI pooling (daijifeng001/caffe-rfcn)
+    case region = "Region", psroiPooling = "PSROIPooling"
     // Recurrent
     case lstm = "LSTM", rnn = "RNN", lstmUnit = "LSTMUnit"
     // Losses and metrics
@@ -64,7 +68,7 @@ public enum OpKind: String, CaseIterable, Sendable {
 
     /// Layer types Caffe's own code knows that SwiftJIT does not (yet), with why.
     public static let knownUnsupported: [String: String] = [
-        "Python": "it runs arbitrary Python code inside Caffe",
+        "Python": "it runs arbitrary Python code inside Caffe (py-faster-rcnn's rpn.proposal_layer is the exception: it runs natively as Proposal)",
         "Recurrent": "it is an abstract base type",
         "DeformableConvolution": "it is not part of BVLC Caffe",
     ]

@@ -111,6 +111,9 @@ public enum ShapeInference {
         case .detectionEvaluate: return try detectionEvaluate(c)
         case .upsample: return try upsample(c)
         case .reorg: return try reorg(c)
+        case .proposal: return try proposal(c)
+        case .region: return try region(c)
+        case .psroiPooling: return try psroiPooling(c)
         case .python:
             throw Diagnostic("a Python layer's top shapes come from the code implementing it",
                              hint: "build the net through the C API or LayerwiseNet with a layer function")
@@ -127,6 +130,8 @@ public enum ShapeInference {
         case .priorBox: return 1...2
         case .upsample: return 2...2  // values, pooling mask
         case .detectionOutput: return 3...3  // loc, conf, priors
+        case .proposal: return 3...3  // scores, box deltas, im_info
+        case .psroiPooling: return 2...2  // features, rois
         case .multiBoxLoss, .detectionEvaluate: return kind == .multiBoxLoss ? 4...4 : 2...2
         case .convolution, .deconvolution, .split, .silence, .hdf5Output, .l2Norm: return 1...Int.max
         case .concat, .eltwise: return 1...Int.max

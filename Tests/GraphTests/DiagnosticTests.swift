@@ -44,13 +44,18 @@ struct DiagnosticTests {
         #expect(message.hasPrefix("net.prototxt:2:1: layer 'x': unknown layer type 'Convolutoin' — did you mean 'Convolution' or 'Deconvolution'?\n  hint: supported types: AbsVal, Accuracy,"))
     }
 
-    @Test("a Python layer is named as unsupported")
+    @Test("a Python layer is named as unsupported, except py-faster-rcnn's proposal layer, which needs its feat_stride")
     func pythonLayer() {
         let text = """
         layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }
+        layer { name: "input-data" type: "Python" top: "data2" python_param { module: "roi_data_layer.layer" layer: "RoIDataLayer" } }
+        """
+        #expect(buildError(text) == "net.prototxt:2:1: layer 'input-data': layer type 'Python' is not supported: it runs arbitrary Python code inside Caffe (py-faster-rcnn's rpn.proposal_layer is the exception: it runs natively as Proposal)\n  hint: replace the layer by supported ones, or feed its tops as net inputs (Input layer) and run it outside SwiftJIT")
+        let proposal = """
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }
         layer { name: "proposal" type: "Python" bottom: "data" top: "rois" python_param { module: "rpn.proposal_layer" layer: "ProposalLayer" } }
         """
-        #expect(buildError(text) == "net.prototxt:2:1: layer 'proposal': layer type 'Python' is not supported: it runs arbitrary Python code inside Caffe\n  hint: replace the layer by supported ones, or feed its tops as net inputs (Input layer) and run it outside SwiftJIT")
+        #expect(buildError(proposal) == "net.prototxt:2:1: layer 'proposal': py-faster-rcnn's ProposalLayer needs 'feat_stride' in param_str, got \"\"\n  hint: e.g. param_str: \"'feat_stride': 16\"")
     }
 
     @Test("Eltwise of label (10) and DummyData noise (10×1×1×1) shows both shapes and the Reshape fix")

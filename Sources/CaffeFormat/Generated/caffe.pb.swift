@@ -1616,6 +1616,37 @@ public nonisolated struct Caffe_LayerParameter: @unchecked Sendable {
   /// Clears the value of `reorgParam`. Subsequent reads from it will return its default value.
   public mutating func clearReorgParam() {_uniqueStorage()._reorgParam = nil}
 
+  /// Faster R-CNN's region proposals as a native layer (OpenCV DNN's opencv-caffe.proto numbers
+  /// its proposal_param 201, which SSD gave multibox_loss_param; it lives at 5201 here).
+  public var proposalParam: Caffe_ProposalParameter {
+    get {_storage._proposalParam ?? Caffe_ProposalParameter()}
+    set {_uniqueStorage()._proposalParam = newValue}
+  }
+  /// Returns true if `proposalParam` has been explicitly set.
+  public var hasProposalParam: Bool {_storage._proposalParam != nil}
+  /// Clears the value of `proposalParam`. Subsequent reads from it will return its default value.
+  public mutating func clearProposalParam() {_uniqueStorage()._proposalParam = nil}
+
+  /// R-FCN (daijifeng001/caffe-rfcn)
+  public var psroiPoolingParam: Caffe_PSROIPoolingParameter {
+    get {_storage._psroiPoolingParam ?? Caffe_PSROIPoolingParameter()}
+    set {_uniqueStorage()._psroiPoolingParam = newValue}
+  }
+  /// Returns true if `psroiPoolingParam` has been explicitly set.
+  public var hasPsroiPoolingParam: Bool {_storage._psroiPoolingParam != nil}
+  /// Clears the value of `psroiPoolingParam`. Subsequent reads from it will return its default value.
+  public mutating func clearPsroiPoolingParam() {_uniqueStorage()._psroiPoolingParam = nil}
+
+  /// YOLOv2 Caffe ports number region_param 149 (Intel Caffe's `engine`); it lives at 5149 here.
+  public var regionParam: Caffe_RegionParameter {
+    get {_storage._regionParam ?? Caffe_RegionParameter()}
+    set {_uniqueStorage()._regionParam = newValue}
+  }
+  /// Returns true if `regionParam` has been explicitly set.
+  public var hasRegionParam: Bool {_storage._regionParam != nil}
+  /// Clears the value of `regionParam`. Subsequent reads from it will return its default value.
+  public mutating func clearRegionParam() {_uniqueStorage()._regionParam = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -6660,6 +6691,213 @@ public nonisolated struct Caffe_UpsampleParameter: Sendable {
   fileprivate var _upsampleW: UInt32? = nil
 }
 
+/// Proposal layer (Faster R-CNN's RPN proposals, py-faster-rcnn's `rpn.proposal_layer` as OpenCV
+/// DNN and the C++ forks define it, with OpenCV's field numbers): anchors of `base_size` ×
+/// `ratio` × `scale` every `feat_stride` pixels, decoded by the predicted deltas, clipped to the
+/// image, boxes narrower than `min_size` × im_info[2] dropped, the `pre_nms_topn` best NMS'd at
+/// `nms_thresh`, and the first `post_nms_topn` kept. No ratio/scale: py-faster-rcnn's 0.5 1 2 and
+/// 8 16 32.
+public nonisolated struct Caffe_ProposalParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var featStride: UInt32 {
+    get {_featStride ?? 16}
+    set {_featStride = newValue}
+  }
+  /// Returns true if `featStride` has been explicitly set.
+  public var hasFeatStride: Bool {self._featStride != nil}
+  /// Clears the value of `featStride`. Subsequent reads from it will return its default value.
+  public mutating func clearFeatStride() {self._featStride = nil}
+
+  public var baseSize: UInt32 {
+    get {_baseSize ?? 16}
+    set {_baseSize = newValue}
+  }
+  /// Returns true if `baseSize` has been explicitly set.
+  public var hasBaseSize: Bool {self._baseSize != nil}
+  /// Clears the value of `baseSize`. Subsequent reads from it will return its default value.
+  public mutating func clearBaseSize() {self._baseSize = nil}
+
+  public var minSize: UInt32 {
+    get {_minSize ?? 16}
+    set {_minSize = newValue}
+  }
+  /// Returns true if `minSize` has been explicitly set.
+  public var hasMinSize: Bool {self._minSize != nil}
+  /// Clears the value of `minSize`. Subsequent reads from it will return its default value.
+  public mutating func clearMinSize() {self._minSize = nil}
+
+  public var ratio: [Float] = []
+
+  public var scale: [Float] = []
+
+  public var preNmsTopn: UInt32 {
+    get {_preNmsTopn ?? 6000}
+    set {_preNmsTopn = newValue}
+  }
+  /// Returns true if `preNmsTopn` has been explicitly set.
+  public var hasPreNmsTopn: Bool {self._preNmsTopn != nil}
+  /// Clears the value of `preNmsTopn`. Subsequent reads from it will return its default value.
+  public mutating func clearPreNmsTopn() {self._preNmsTopn = nil}
+
+  public var postNmsTopn: UInt32 {
+    get {_postNmsTopn ?? 300}
+    set {_postNmsTopn = newValue}
+  }
+  /// Returns true if `postNmsTopn` has been explicitly set.
+  public var hasPostNmsTopn: Bool {self._postNmsTopn != nil}
+  /// Clears the value of `postNmsTopn`. Subsequent reads from it will return its default value.
+  public mutating func clearPostNmsTopn() {self._postNmsTopn = nil}
+
+  public var nmsThresh: Float {
+    get {_nmsThresh ?? 0.7}
+    set {_nmsThresh = newValue}
+  }
+  /// Returns true if `nmsThresh` has been explicitly set.
+  public var hasNmsThresh: Bool {self._nmsThresh != nil}
+  /// Clears the value of `nmsThresh`. Subsequent reads from it will return its default value.
+  public mutating func clearNmsThresh() {self._nmsThresh = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _featStride: UInt32? = nil
+  fileprivate var _baseSize: UInt32? = nil
+  fileprivate var _minSize: UInt32? = nil
+  fileprivate var _preNmsTopn: UInt32? = nil
+  fileprivate var _postNmsTopn: UInt32? = nil
+  fileprivate var _nmsThresh: Float? = nil
+}
+
+/// PSROIPooling (R-FCN's position-sensitive ROI pooling, daijifeng001/caffe-rfcn's fields and
+/// numbers; its `required` fields are optional here so that a missing one gets a diagnostic).
+public nonisolated struct Caffe_PSROIPoolingParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var spatialScale: Float {
+    get {_spatialScale ?? 0}
+    set {_spatialScale = newValue}
+  }
+  /// Returns true if `spatialScale` has been explicitly set.
+  public var hasSpatialScale: Bool {self._spatialScale != nil}
+  /// Clears the value of `spatialScale`. Subsequent reads from it will return its default value.
+  public mutating func clearSpatialScale() {self._spatialScale = nil}
+
+  /// channels of the output
+  public var outputDim: Int32 {
+    get {_outputDim ?? 0}
+    set {_outputDim = newValue}
+  }
+  /// Returns true if `outputDim` has been explicitly set.
+  public var hasOutputDim: Bool {self._outputDim != nil}
+  /// Clears the value of `outputDim`. Subsequent reads from it will return its default value.
+  public mutating func clearOutputDim() {self._outputDim = nil}
+
+  /// the output's height and width (k in the paper)
+  public var groupSize: Int32 {
+    get {_groupSize ?? 0}
+    set {_groupSize = newValue}
+  }
+  /// Returns true if `groupSize` has been explicitly set.
+  public var hasGroupSize: Bool {self._groupSize != nil}
+  /// Clears the value of `groupSize`. Subsequent reads from it will return its default value.
+  public mutating func clearGroupSize() {self._groupSize = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spatialScale: Float? = nil
+  fileprivate var _outputDim: Int32? = nil
+  fileprivate var _groupSize: Int32? = nil
+}
+
+/// Region (YOLOv2's detection head, darknet's [region] as OpenCV DNN implements it). The YOLOv2
+/// Caffe ports number classes 1, coords 2, boxes_of_each_grid 3 and softmax 4; the anchors and the
+/// output thresholds, which they hard-code or keep elsewhere, get SwiftJIT's numbers 5–7 (with
+/// OpenCV DNN's defaults).
+public nonisolated struct Caffe_RegionParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var classes: UInt32 {
+    get {_classes ?? 20}
+    set {_classes = newValue}
+  }
+  /// Returns true if `classes` has been explicitly set.
+  public var hasClasses: Bool {self._classes != nil}
+  /// Clears the value of `classes`. Subsequent reads from it will return its default value.
+  public mutating func clearClasses() {self._classes = nil}
+
+  public var coords: UInt32 {
+    get {_coords ?? 4}
+    set {_coords = newValue}
+  }
+  /// Returns true if `coords` has been explicitly set.
+  public var hasCoords: Bool {self._coords != nil}
+  /// Clears the value of `coords`. Subsequent reads from it will return its default value.
+  public mutating func clearCoords() {self._coords = nil}
+
+  /// darknet's `num`
+  public var boxesOfEachGrid: UInt32 {
+    get {_boxesOfEachGrid ?? 5}
+    set {_boxesOfEachGrid = newValue}
+  }
+  /// Returns true if `boxesOfEachGrid` has been explicitly set.
+  public var hasBoxesOfEachGrid: Bool {self._boxesOfEachGrid != nil}
+  /// Clears the value of `boxesOfEachGrid`. Subsequent reads from it will return its default value.
+  public mutating func clearBoxesOfEachGrid() {self._boxesOfEachGrid = nil}
+
+  public var softmax: Bool {
+    get {_softmax ?? false}
+    set {_softmax = newValue}
+  }
+  /// Returns true if `softmax` has been explicitly set.
+  public var hasSoftmax: Bool {self._softmax != nil}
+  /// Clears the value of `softmax`. Subsequent reads from it will return its default value.
+  public mutating func clearSoftmax() {self._softmax = nil}
+
+  /// darknet's `anchors`: w, h per box, in cells
+  public var anchors: [Float] = []
+
+  /// class probabilities at or below it become 0
+  public var thresh: Float {
+    get {_thresh ?? 0.2}
+    set {_thresh = newValue}
+  }
+  /// Returns true if `thresh` has been explicitly set.
+  public var hasThresh: Bool {self._thresh != nil}
+  /// Clears the value of `thresh`. Subsequent reads from it will return its default value.
+  public mutating func clearThresh() {self._thresh = nil}
+
+  /// per-class NMS over the boxes; 0: none
+  public var nmsThreshold: Float {
+    get {_nmsThreshold ?? 0.4}
+    set {_nmsThreshold = newValue}
+  }
+  /// Returns true if `nmsThreshold` has been explicitly set.
+  public var hasNmsThreshold: Bool {self._nmsThreshold != nil}
+  /// Clears the value of `nmsThreshold`. Subsequent reads from it will return its default value.
+  public mutating func clearNmsThreshold() {self._nmsThreshold = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _classes: UInt32? = nil
+  fileprivate var _coords: UInt32? = nil
+  fileprivate var _boxesOfEachGrid: UInt32? = nil
+  fileprivate var _softmax: Bool? = nil
+  fileprivate var _thresh: Float? = nil
+  fileprivate var _nmsThreshold: Float? = nil
+}
+
 /// Reorg layer (YOLOv2's passthrough, Intel Caffe's numbering): darknet's reorg, which moves each
 /// stride × stride block of positions into channels (reverse: back out of them).
 public nonisolated struct Caffe_ReorgParameter: Sendable {
@@ -7631,7 +7869,7 @@ nonisolated extension Caffe_ParamSpec.DimCheckMode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LayerParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}\u{b}reorg_param\0\u{4})annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}F\u{7f}`\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}\u{b}reorg_param\0\u{4})annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}\u{c}region_param\0\u{4}4proposal_param\0\u{4}AK\u{1}psroi_pooling_param\0\u{4}Es_\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
 
   fileprivate class _StorageClass {
     var _name: String? = nil
@@ -7705,6 +7943,9 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
     var _smoothL1LossParam: Caffe_SmoothL1LossParameter? = nil
     var _upsampleParam: Caffe_UpsampleParameter? = nil
     var _reorgParam: Caffe_ReorgParameter? = nil
+    var _proposalParam: Caffe_ProposalParameter? = nil
+    var _psroiPoolingParam: Caffe_PSROIPoolingParameter? = nil
+    var _regionParam: Caffe_RegionParameter? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -7786,6 +8027,9 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       _smoothL1LossParam = source._smoothL1LossParam
       _upsampleParam = source._upsampleParam
       _reorgParam = source._reorgParam
+      _proposalParam = source._proposalParam
+      _psroiPoolingParam = source._psroiPoolingParam
+      _regionParam = source._regionParam
     }
   }
 
@@ -7880,6 +8124,9 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         case 205: try { try decoder.decodeSingularMessageField(value: &_storage._detectionEvaluateParam) }()
         case 206: try { try decoder.decodeSingularMessageField(value: &_storage._normParam) }()
         case 5137: try { try decoder.decodeSingularMessageField(value: &_storage._upsampleParam) }()
+        case 5149: try { try decoder.decodeSingularMessageField(value: &_storage._regionParam) }()
+        case 5201: try { try decoder.decodeSingularMessageField(value: &_storage._proposalParam) }()
+        case 10002: try { try decoder.decodeSingularMessageField(value: &_storage._psroiPoolingParam) }()
         case 8266711: try { try decoder.decodeSingularMessageField(value: &_storage._roiPoolingParam) }()
         case 8266712: try { try decoder.decodeSingularMessageField(value: &_storage._smoothL1LossParam) }()
         default: break
@@ -8101,6 +8348,15 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._upsampleParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 5137)
       } }()
+      try { if let v = _storage._regionParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5149)
+      } }()
+      try { if let v = _storage._proposalParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5201)
+      } }()
+      try { if let v = _storage._psroiPoolingParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10002)
+      } }()
       try { if let v = _storage._roiPoolingParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 8266711)
       } }()
@@ -8187,6 +8443,9 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._smoothL1LossParam != rhs_storage._smoothL1LossParam {return false}
         if _storage._upsampleParam != rhs_storage._upsampleParam {return false}
         if _storage._reorgParam != rhs_storage._reorgParam {return false}
+        if _storage._proposalParam != rhs_storage._proposalParam {return false}
+        if _storage._psroiPoolingParam != rhs_storage._psroiPoolingParam {return false}
+        if _storage._regionParam != rhs_storage._regionParam {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -13144,6 +13403,183 @@ nonisolated extension Caffe_UpsampleParameter: SwiftProtobuf.Message, SwiftProto
     if lhs._padOutW != rhs._padOutW {return false}
     if lhs._upsampleH != rhs._upsampleH {return false}
     if lhs._upsampleW != rhs._upsampleW {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_ProposalParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProposalParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}feat_stride\0\u{3}base_size\0\u{3}min_size\0\u{1}ratio\0\u{1}scale\0\u{3}pre_nms_topn\0\u{3}post_nms_topn\0\u{3}nms_thresh\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._featStride) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self._baseSize) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._minSize) }()
+      case 4: try { try decoder.decodeRepeatedFloatField(value: &self.ratio) }()
+      case 5: try { try decoder.decodeRepeatedFloatField(value: &self.scale) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._preNmsTopn) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self._postNmsTopn) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self._nmsThresh) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._featStride {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._baseSize {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._minSize {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    if !self.ratio.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.ratio, fieldNumber: 4)
+    }
+    if !self.scale.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.scale, fieldNumber: 5)
+    }
+    try { if let v = self._preNmsTopn {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._postNmsTopn {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._nmsThresh {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 8)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_ProposalParameter, rhs: Caffe_ProposalParameter) -> Bool {
+    if lhs._featStride != rhs._featStride {return false}
+    if lhs._baseSize != rhs._baseSize {return false}
+    if lhs._minSize != rhs._minSize {return false}
+    if lhs.ratio != rhs.ratio {return false}
+    if lhs.scale != rhs.scale {return false}
+    if lhs._preNmsTopn != rhs._preNmsTopn {return false}
+    if lhs._postNmsTopn != rhs._postNmsTopn {return false}
+    if lhs._nmsThresh != rhs._nmsThresh {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_PSROIPoolingParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PSROIPoolingParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}spatial_scale\0\u{3}output_dim\0\u{3}group_size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self._spatialScale) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self._outputDim) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self._groupSize) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._spatialScale {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._outputDim {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._groupSize {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_PSROIPoolingParameter, rhs: Caffe_PSROIPoolingParameter) -> Bool {
+    if lhs._spatialScale != rhs._spatialScale {return false}
+    if lhs._outputDim != rhs._outputDim {return false}
+    if lhs._groupSize != rhs._groupSize {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_RegionParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RegionParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}classes\0\u{1}coords\0\u{3}boxes_of_each_grid\0\u{1}softmax\0\u{1}anchors\0\u{1}thresh\0\u{3}nms_threshold\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._classes) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self._coords) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._boxesOfEachGrid) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._softmax) }()
+      case 5: try { try decoder.decodeRepeatedFloatField(value: &self.anchors) }()
+      case 6: try { try decoder.decodeSingularFloatField(value: &self._thresh) }()
+      case 7: try { try decoder.decodeSingularFloatField(value: &self._nmsThreshold) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._classes {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._coords {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._boxesOfEachGrid {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._softmax {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    if !self.anchors.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.anchors, fieldNumber: 5)
+    }
+    try { if let v = self._thresh {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._nmsThreshold {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_RegionParameter, rhs: Caffe_RegionParameter) -> Bool {
+    if lhs._classes != rhs._classes {return false}
+    if lhs._coords != rhs._coords {return false}
+    if lhs._boxesOfEachGrid != rhs._boxesOfEachGrid {return false}
+    if lhs._softmax != rhs._softmax {return false}
+    if lhs.anchors != rhs.anchors {return false}
+    if lhs._thresh != rhs._thresh {return false}
+    if lhs._nmsThreshold != rhs._nmsThreshold {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -269,6 +269,15 @@ struct ONNXLowering {
         case .threshold: try lowerThreshold(node)
         case .tile: try lowerTile(node)
         case .crop: try lowerCrop(node)
+        case .proposal:
+            throw unsupported(node, "ONNX has no operator for Faster R-CNN's proposals (anchors, box decoding, NMS, a data-dependent box count)",
+                              hint: "export the net up to the RPN outputs and run the proposals outside ONNX; nothing was written")
+        case .region:
+            throw unsupported(node, "ONNX has no operator for YOLOv2's region decoding with its per-class NMS",
+                              hint: "export the net up to the Region's bottom and decode the boxes outside ONNX; nothing was written")
+        case .psroiPooling:
+            throw unsupported(node, "ONNX has no position-sensitive ROI pooling (MaxRoiPool/RoiAlign pool every channel alike)",
+                              hint: "export the net up to the PSROIPooling's bottoms; nothing was written")
         default:
             throw unsupported(node)
         }

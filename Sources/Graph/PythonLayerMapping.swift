@@ -1,0 +1,132 @@
+import CaffeFormat
+
+/// Python layers that SwiftJIT runs natively: a `type: "Python"` layer whose `python_param` names
+/// a known module and class is rewritten, at graph-build time, into the native layer with the
+/// same semantics, so the net runs without a Python interpreter (OpenCV DNN does the same).
+///
+/// Known so far: py-faster-rcnn's `rpn.proposal_layer.ProposalLayer` → `Proposal`. Its
+/// `param_str` is YAML (`"'feat_stride': 16"`, optionally `'scales': [8, 16, 32]`, a braced
+/// `{…}` dict, or `!!python/tuple` lists); its thresholds come from py-faster-rcnn's `cfg` for the
+/// net's phase, as the Python layer reads them. A key the layer does not read is refused rather
+/// than ignored, so no setting is silently lost.
+///
+///     layer { type: "Python" python_param { module: 'rpn.proposal_layer' layer: 'ProposalLayer'
+///             param_str: "'feat_stride': 16" } }      →  layer { type: "Proposal" proposal_param { feat_stride: 16 } }
+public enum PythonLayerMapping {
+    /// The native layer for `layer`, or nil when it is not a Python layer SwiftJIT knows.
+    public static func native(for layer: Caffe_LayerParameter, phase: Caffe_Phase) throws -> Caffe_LayerParameter? {
+        guard layer.type == "Python" else { return nil }
+        let python = layer.pythonParam
+        switch (python.module, python.layer) {
+        case ("rpn.proposal_layer", "ProposalLayer"):
+            return try proposal(layer, phase: phase)
+        default:
+            return nil
+        }
+    }
+
+    /// py-faster-rcnn's `ProposalLayer.setup` and `cfg.TEST`/`cfg.TRAIN` (`lib/fast_rcnn/config.py`).
+    static func proposal(_ layer: Caffe_LayerParameter, phase: Caffe_Phase) throws -> Caffe_LayerParameter {
+        let entries = try parseParamString(layer.pythonParam.paramStr)
+        var p = Caffe_ProposalParameter()
+        let training = phase == .train
+        p.preNmsTopn = training ? 12000 : 6000
+        p.postNmsTopn = training ? 2000 : 300
+        p.nmsThresh = 0.7
+        p.minSize = 16
+        guard let stride = entries["feat_stride"] else {
+            throw Diagnostic("py-faster-rcnn's ProposalLayer needs 'feat_stride' in param_str, got \"\(layer.pythonParam.paramStr)\"",
+                             hint: "e.g. param_str: \"'feat_stride': 16\"")
+        }
+        p.featStride = try whole(stride, "feat_stride")
+        for (key, values) in entries {
+            switch key {
+            case "feat_stride": break
+            case "scales": p.scale = values
+            case "ratios": p.ratio = values
+            case "base_size": p.baseSize = try whole(values, "base_size")
+            default:
+                throw Diagnostic("py-faster-rcnn's ProposalLayer does not read '\(key)' from param_str",
+                                 hint: "it reads feat_stride and scales (and, in some forks, ratios and base_size)")
+            }
+        }
+        var native = layer
+        native.type = "Proposal"
+        native.clearPythonParam()
+        native.proposalParam = p
+        return native
+    }
+
+    private static func whole(_ values: [Float], _ key: String) throws -> UInt32 {
+        guard values.count == 1, let value = values.first, value > 0, value == value.rounded(), value < 16_777_216 else {
+            throw Diagnostic("param_str's '\(key)' must be one positive whole number, got \(values)")
+        }
+        return UInt32(value)
+    }
+
+    /// The YAML flow mappings py-faster-rcnn's prototxts use for `param_str`: `key: value`
+    /// entries separated by commas or newlines, optionally in braces; keys bare or quoted; values
+    /// numbers or `[…]`/`(…)` lists of numbers (an optional `!!python/tuple` tag before a list).
+    static func parseParamString(_ text: String) throws -> [String: [Float]] {
+        var body = Substring(text).trimmed(" \t\r\n")
+        if body.hasPrefix("{") {
+            guard body.hasSuffix("}") else { throw Diagnostic("param_str \"\(text)\" opens '{' but does not close it") }
+            body = String(body.dropFirst().dropLast())
+        }
+        // Split at commas and newlines outside brackets.
+        var entries: [String] = [], current = "", depth = 0
+        for character in body {
+            switch character {
+            case "[", "(": depth += 1; current.append(character)
+            case "]", ")": depth -= 1; current.append(character)
+            case ",", "\n", "\r\n":
+                if depth == 0 { entries.append(current); current = "" } else { current.append(character) }
+            default: current.append(character)
+            }
+        }
+        entries.append(current)
+        var result: [String: [Float]] = [:]
+        for entry in entries {
+            let trimmed = Substring(entry).trimmed(" \t\r")
+            if trimmed.isEmpty { continue }
+            guard let colon = trimmed.firstIndex(of: ":") else {
+                throw Diagnostic("param_str entry \"\(trimmed)\" is not 'key: value'", hint: "e.g. param_str: \"'feat_stride': 16\"")
+            }
+            let key = unquoted(Substring(trimmed[..<colon]).trimmed(" \t"))
+            var value = Substring(trimmed[trimmed.index(after: colon)...]).trimmed(" \t")
+            if value.hasPrefix("!!python/tuple") { value = Substring(value.dropFirst("!!python/tuple".count)).trimmed(" \t") }
+            let items: [String]
+            if let first = value.first, first == "[" || first == "(" {
+                guard let last = value.last, last == (first == "[" ? "]" : ")") else {
+                    throw Diagnostic("param_str value for '\(key)' \"\(value)\" is not a closed list")
+                }
+                items = value.dropFirst().dropLast().split(separator: ",").map { Substring($0).trimmed(" \t") }.filter { !$0.isEmpty }
+            } else {
+                items = [value]
+            }
+            let numbers = items.compactMap { Float($0) }
+            guard numbers.count == items.count, !numbers.isEmpty else {
+                throw Diagnostic("param_str value for '\(key)' must be a number or a list of numbers, got \"\(value)\"")
+            }
+            guard result[key] == nil else { throw Diagnostic("param_str gives '\(key)' twice") }
+            result[key] = numbers
+        }
+        return result
+    }
+
+    private static func unquoted(_ text: String) -> String {
+        if text.count >= 2, let first = text.first, first == "'" || first == "\"", text.last == first {
+            return String(text.dropFirst().dropLast())
+        }
+        return text
+    }
+}
+
+private extension Substring {
+    func trimmed(_ set: String) -> String {
+        var view = self
+        while let first = view.first, set.contains(first) { view = view.dropFirst() }
+        while let last = view.last, set.contains(last) { view = view.dropLast() }
+        return String(view)
+    }
+}
