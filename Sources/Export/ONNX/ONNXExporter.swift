@@ -269,6 +269,7 @@ struct ONNXLowering {
         case .threshold: try lowerThreshold(node)
         case .tile: try lowerTile(node)
         case .crop: try lowerCrop(node)
+        case .permute, .normalize, .priorBox, .detectionOutput, .multiBoxLoss: try lowerDetection(node)
         default:
             throw unsupported(node)
         }
