@@ -238,6 +238,27 @@ struct DetectionOutputTests {
         }
     }
 
+    @Test("swiftjit run prints and saves exactly the kept rows (1×1×R×7), as Model returns them")
+    func runCommand() throws {
+        try ExportFixtures.withTempDir { dir in
+            let prototxt = dir.appendingPathComponent("net.prototxt")
+            let param = "background_label_id: 0 nms_param { nms_threshold: 0.45 top_k: 20 } code_type: CENTER_SIZE keep_top_k: 9 confidence_threshold: 0.3"
+            try Self.net(param).write(to: prototxt, atomically: true, encoding: .utf8)
+            let inputs = Self.inputs(seed: 17)
+            let expected = try #require(try Model(prototxt: prototxt.path).forward(inputs)["det"])
+            let archive = dir.appendingPathComponent("inputs.npz"), saved = dir.appendingPathComponent("out.npz")
+            try NumPyFile.write(archive: inputs.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, to: archive.path)
+            let run = try ExportFixtures.swiftjit(["run", prototxt.path, "--input", archive.path, "--output", saved.path])
+            #expect(run.status == 0, "\(run.err)")
+            #expect(expected.shape == [1, 1, 18, 7], "two images, keep_top_k 9 each: \(expected.shape)")
+            #expect(run.out.contains("det  1×1×18×7"), "\(run.out)")
+            let first = String(format: "  image 0  label %d  score %.4f", Int(expected.data[1]), expected.data[2])
+            #expect(run.out.contains(first) && run.out.split(separator: "\n").filter { $0.hasPrefix("  image ") }.count == 18, "\(run.out)")
+            let written = try NumPyFile.readArchive(path: saved.path)
+            #expect(written["det"]?.shape == expected.shape && written["det"]?.data == expected.data)
+        }
+    }
+
     @Test("Caffe's checks on nms_param: a negative threshold and eta outside (0, 1] are diagnosed")
     func parameterChecks() throws {
         for (param, message) in [("nms_param { nms_threshold: -0.1 }", "nms_threshold } must be non-negative"),
