@@ -89,12 +89,13 @@ struct DetectionOutputAlgorithm: Sendable {
             }
             let detections = kept.reduce(0) { $0 + $1.indices.count }
             if keepTopK > -1, detections > keepTopK {
-                var pairs: [(score: Float, label: Int, index: Int)] = []
+                var pairs: [(score: Float, label: Int, index: Int, order: Int)] = []
                 for (label, indices) in kept {
-                    for index in indices { pairs.append((confBase[index * classes + label], label, index)) }
+                    for index in indices { pairs.append((confBase[index * classes + label], label, index, pairs.count)) }
                 }
                 // std::sort on scores; ties (none with real-valued scores) keep label order here.
-                let best = stableSortedDescending(pairs, by: \.score).prefix(keepTopK)
+                pairs.sort { $0.score != $1.score ? $0.score > $1.score : $0.order < $1.order }
+                let best = pairs.prefix(keepTopK)
                 kept = kept.map { entry in (entry.label, best.filter { $0.label == entry.label }.map(\.index)) }
             }
             for (label, indices) in kept {
@@ -117,13 +118,13 @@ struct DetectionOutputAlgorithm: Sendable {
     func decode(prior: UnsafePointer<Float>, _ p: Int, _ offsets: UnsafePointer<Float>) -> Box {
         let (pxmin, pymin, pxmax, pymax) = (prior[4 * p], prior[4 * p + 1], prior[4 * p + 2], prior[4 * p + 3])
         let v = prior + 4 * (priors + p)
-        let variance: [Float] = varianceInTarget ? [1, 1, 1, 1] : [v[0], v[1], v[2], v[3]]
+        let variance = varianceInTarget ? (Float(1), Float(1), Float(1), Float(1)) : (v[0], v[1], v[2], v[3])
         let (x0, y0, x1, y1) = (offsets[0], offsets[1], offsets[2], offsets[3])
         let width = pxmax - pxmin, height = pymax - pymin
         switch codeType {
         case .corner:
             if varianceInTarget { return Box(pxmin + x0, pymin + y0, pxmax + x1, pymax + y1) }
-            return Box(pxmin + variance[0] * x0, pymin + variance[1] * y0, pxmax + variance[2] * x1, pymax + variance[3] * y1)
+            return Box(pxmin + variance.0 * x0, pymin + variance.1 * y0, pxmax + variance.2 * x1, pymax + variance.3 * y1)
         case .centerSize:
             let centerX = Float((Double(pxmin) + Double(pxmax)) / 2), centerY = Float((Double(pymin) + Double(pymax)) / 2)
             let boxCenterX: Float, boxCenterY: Float, boxWidth: Float, boxHeight: Float
@@ -133,10 +134,10 @@ struct DetectionOutputAlgorithm: Sendable {
                 boxWidth = expf(x1) * width
                 boxHeight = expf(y1) * height
             } else {
-                boxCenterX = variance[0] * x0 * width + centerX
-                boxCenterY = variance[1] * y0 * height + centerY
-                boxWidth = expf(variance[2] * x1) * width
-                boxHeight = expf(variance[3] * y1) * height
+                boxCenterX = variance.0 * x0 * width + centerX
+                boxCenterY = variance.1 * y0 * height + centerY
+                boxWidth = expf(variance.2 * x1) * width
+                boxHeight = expf(variance.3 * y1) * height
             }
             let halfWidth = Double(boxWidth) / 2, halfHeight = Double(boxHeight) / 2
             return Box(Float(Double(boxCenterX) - halfWidth), Float(Double(boxCenterY) - halfHeight),
@@ -145,8 +146,8 @@ struct DetectionOutputAlgorithm: Sendable {
             if varianceInTarget {
                 return Box(pxmin + x0 * width, pymin + y0 * height, pxmax + x1 * width, pymax + y1 * height)
             }
-            return Box(pxmin + variance[0] * x0 * width, pymin + variance[1] * y0 * height,
-                       pxmax + variance[2] * x1 * width, pymax + variance[3] * y1 * height)
+            return Box(pxmin + variance.0 * x0 * width, pymin + variance.1 * y0 * height,
+                       pxmax + variance.2 * x1 * width, pymax + variance.3 * y1 * height)
         }
     }
 
@@ -154,25 +155,20 @@ struct DetectionOutputAlgorithm: Sendable {
     /// at most `top_k`), each kept unless it overlaps an already kept box by more than the
     /// threshold; with `eta < 1` the threshold shrinks by `eta` after each kept box while above 0.5.
     func suppress(_ boxes: [Box], _ scores: [Float]) -> [Int] {
-        var candidates = stableSortedDescending(scores.indices.filter { scores[$0] > threshold }.map { (score: scores[$0], index: $0) }, by: \.score)
+        // A stable sort: ties stay in index order.
+        var candidates = scores.indices.filter { scores[$0] > threshold }
+        candidates.sort { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
         if topK > -1, topK < candidates.count { candidates.removeLast(candidates.count - topK) }
         var adaptive = nmsThreshold
         var kept: [Int] = []
         for candidate in candidates {
-            let keep = kept.allSatisfy { boxes[candidate.index].overlap(boxes[$0]) <= adaptive }
+            let keep = kept.allSatisfy { boxes[candidate].overlap(boxes[$0]) <= adaptive }
             if keep {
-                kept.append(candidate.index)
+                kept.append(candidate)
                 if eta < 1, adaptive > 0.5 { adaptive *= eta }
             }
         }
         return kept
-    }
-
-    private func stableSortedDescending<T>(_ items: [T], by score: KeyPath<T, Float>) -> [T] {
-        items.enumerated().sorted { a, b in
-            let (x, y) = (a.element[keyPath: score], b.element[keyPath: score])
-            return x != y ? x > y : a.offset < b.offset
-        }.map(\.element)
     }
 }
 
