@@ -55,7 +55,46 @@ NETS = {
     "squeezenet11": ("squeezenet_v1.1/deploy.prototxt", {"data": (3, 227, 227)}),
     "mobilenet": ("mobilenet/mobilenet_deploy.prototxt", {"data": (3, 224, 224)}),
     "fast_rcnn_vgg16": ("faster_rcnn/VGG16/fast_rcnn/test.prototxt", {"data": (3, 224, 224), "rois": (5,)}),
+    # Not in the zoo: SSD300's published deploy net (committed, Tests/peers/nets/SOURCE.txt) and
+    # DenseNet-121 generated in the shape of shicai/DenseNet-Caffe's (Benchmarks/nets/densenet121.py).
+    "ssd300": (str(ROOT / "Tests" / "peers" / "nets" / "ssd300_vgg16_voc0712_deploy.prototxt"), {"data": (3, 300, 300)}),
+    "densenet121": ("generated:densenet121", {"data": (3, 224, 224)}),
 }
+
+
+def without_detection_output(text):
+    """The prototxt `text` without its DetectionOutput layers (so their bottoms become outputs)."""
+    kept, depth, layer = [], 0, []
+    for line in text.splitlines(keepends=True):
+        if depth == 0 and line.lstrip().startswith("layer"):
+            layer = [line]
+            depth = line.count("{") - line.count("}")
+            if depth == 0:
+                kept += [] if 'type: "DetectionOutput"' in line else layer
+            continue
+        if depth > 0:
+            layer.append(line)
+            depth += line.count("{") - line.count("}")
+            if depth == 0 and not any('type: "DetectionOutput"' in l for l in layer):
+                kept += layer
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+def net_path(name, workdir):
+    """The prototxt of net `name`: in the zoo, at an absolute path, or written by a generator in
+    Benchmarks/nets into `workdir`."""
+    prototxt = NETS[name][0]
+    if prototxt.startswith("generated:"):
+        generator = prototxt.split(":", 1)[1]
+        path = workdir / f"{generator}.prototxt"
+        if not path.exists():
+            text = subprocess.run([sys.executable, str(ROOT / "Benchmarks" / "nets" / f"{generator}.py")],
+                                  check=True, capture_output=True, text=True).stdout
+            path.write_text(text)
+        return path
+    return ZOO / prototxt
 
 
 # The environment of swiftjit's AVX2 path on an AVX-512 host (see the docstring).
@@ -117,10 +156,10 @@ def shape_args(inputs, batch):
 
 
 def weights_for(name, workdir):
-    prototxt, inputs = NETS[name]
+    inputs = NETS[name][1]
     weights = workdir / f"{name}.caffemodel"
     if not weights.exists():
-        subprocess.run([SWIFTJIT, "init", ZOO / prototxt, "--seed", "1", "--batchnorm", "unit", "--unfilled-weights", "msra",
+        subprocess.run([SWIFTJIT, "init", net_path(name, workdir), "--seed", "1", "--batchnorm", "unit", "--unfilled-weights", "msra",
                         "-o", weights, *shape_args(inputs, 1)],
                        check=True, capture_output=True)
     return weights
@@ -133,9 +172,9 @@ def fresh_cache(workdir, name, batch):
 
 def compile_once(name, batch, workdir, kernel_cache, variant=None):
     """`swiftjit compile --json` in a new process: (seconds, compiled kernels, kernels from the cache)."""
-    prototxt, inputs = NETS[name]
+    inputs = NETS[name][1]
     variant = variant or Variant("swiftjit", "swiftjit")
-    out, err, code, _ = run_with_rss([str(variant.binary), "compile", str(ZOO / prototxt), "--weights", str(weights_for(name, workdir)),
+    out, err, code, _ = run_with_rss([str(variant.binary), "compile", str(net_path(name, workdir)), "--weights", str(weights_for(name, workdir)),
                                       *shape_args(inputs, batch), "--json"], kernel_cache=kernel_cache, extra_env=variant.env)
     if code != 0:
         raise RuntimeError(err.strip().splitlines()[0] if err.strip() else f"exit {code}")
@@ -170,14 +209,21 @@ def bench(name, batch, iterations, rounds, workdir, ours):
     """Each runtime `rounds` times, interleaved (ours, OpenCV, ORT, ours, ...), so that a slow spell of
     this shared machine hits all of them alike; each runtime's best median is reported. `ours` are
     the swiftjit variants, each with its own kernel cache directory."""
-    prototxt, inputs = NETS[name]
-    prototxt = ZOO / prototxt
+    inputs = NETS[name][1]
+    prototxt = net_path(name, workdir)
     shapes = shape_args(inputs, batch)
     weights = weights_for(name, workdir)
-    row = {"net": name, "batch": batch}
+    row = {"net": name, "batch": batch, "load_before": os.getloadavg()[0]}
     onnx = workdir / f"{name}.onnx"
     if not onnx.exists():
         export = subprocess.run([SWIFTJIT, "export", prototxt, "--weights", weights, "--onnx", onnx], capture_output=True, text=True)
+        if export.returncode != 0 and "DetectionOutput" in export.stderr:
+            # ONNX has no DetectionOutput (NMS): ORT runs the net up to its inputs (the heads), and
+            # the row says so.
+            cut = workdir / f"{name}-heads.prototxt"
+            cut.write_text(without_detection_output(prototxt.read_text()))
+            export = subprocess.run([SWIFTJIT, "export", cut, "--weights", weights, "--onnx", onnx], capture_output=True, text=True)
+            row["ort_note"] = "ONNX Runtime runs the net up to DetectionOutput's inputs (ONNX has no SSD NMS); the others run it whole"
         if export.returncode != 0:
             row["ort_error"] = export.stderr.strip().splitlines()[0]
     caches = {v.key: fresh_cache(workdir, name, batch) for v in ours}
@@ -205,6 +251,7 @@ def bench(name, batch, iterations, rounds, workdir, ours):
                 row[f"{peer}_load_ms"], row[f"{peer}_rss"] = result["load_ms"], max(row.get(f"{peer}_rss", 0), rss)
             else:
                 row[f"{peer}_error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+    row["load_after"] = os.getloadavg()[0]  # 1-minute load average: how busy the shared machine was
     for runtime, values in runs.items():
         if values:
             row[f"{runtime}_ms"], row[f"{runtime}_runs"] = min(values), values

@@ -37,7 +37,7 @@ public final class CompiledNet: @unchecked Sendable {
     private let inputChecks: [InputCheck]
     /// This compilation as a variant (with its row guards), for a re-specialization to hand over.
     let first: Variant
-    /// For a net with Filter layers: its variants by selected row counts; nil otherwise.
+    /// For a net with data-dependent rows (Filter, DetectionOutput): its variants by row counts; nil otherwise.
     private let rows: RowSpecializer<Variant>?
     private let lock = NSLock()
 
@@ -66,7 +66,7 @@ public final class CompiledNet: @unchecked Sendable {
     public var blobNames: [String] { executable.outputs.map(\.name) }
     /// Arena floats with reuse, and what one buffer per blob would take.
     public var memory: (planned: Int, naive: Int) { (executable.memoryPlan.arenaCount, executable.memoryPlan.naiveCount) }
-    /// For a net with Filter layers: the row counts the last run selected (or the setup counts
+    /// For a net with data-dependent rows (Filter, DetectionOutput): the row counts the last run gave (or the setup counts
     /// before any run) and how many re-specializations runs have compiled so far; nil otherwise.
     public var filterRows: (current: [Int], specializations: Int)? {
         lock.lock()

@@ -35,7 +35,7 @@ extension Lowering {
             }
         }
         let rows = shape(node.outputs[0]).first ?? 0
-        rowGuards.append(RowGuard(layer: node.name, node: node.id, step: program.steps.count, count: Operand(selected),
+        rowGuards.append(RowGuard(layer: node.name, node: node.id, axis: 0, step: program.steps.count, count: Operand(selected),
                                   rows: rows, prefixBuffers: program.buffers.count))
         for (input, output) in zip(node.inputs[..<s], node.outputs) {
             let inner = shape(input).dropFirst().reduce(1, *)

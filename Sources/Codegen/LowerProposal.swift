@@ -121,7 +121,7 @@ extension Lowering {
             return true
         })))
         let rows = shape(node.outputs[0]).first ?? 0
-        rowGuards.append(RowGuard(layer: node.name, node: node.id, step: program.steps.count, count: Operand(selected),
+        rowGuards.append(RowGuard(layer: node.name, node: node.id, axis: 0, step: program.steps.count, count: Operand(selected),
                                   rows: rows, prefixBuffers: program.buffers.count))
         for (k, output) in node.outputs.enumerated() {
             let width = k == 0 ? 5 : 1, start = k == 0 ? 1 : 1 + 5 * capacity

@@ -67,7 +67,7 @@ public final class NetCompiler: @unchecked Sendable {
     /// `Diagnostic` naming the layer for a layer type that cannot run yet, missing or misshapen
     /// weights, or a blob whose shape is not fully known.
     ///
-    /// A net with Filter layers is compiled for Caffe's setup shapes (all N rows) and re-specializes
+    /// A net with data-dependent rows (Filter, DetectionOutput) is compiled for Caffe's setup shapes and re-specializes
     /// itself when a run selects another count (`RowSpecializer`); the variants it compiles then
     /// reuse this compiler, `graph` and `parameters`, which the returned net keeps for that purpose.
     ///
@@ -89,7 +89,7 @@ public final class NetCompiler: @unchecked Sendable {
             respecialize = nil
         } else {
             respecialize = { [self] rows, guessesFrom, first in
-                let specialized = try graph.specializingFilterRows(rows, guessesFrom: guessesFrom)
+                let specialized = try graph.specializingRows(rows, guessesFrom: guessesFrom)
                 let variant = try build(graph: specialized, parameters: parameters, keeping: selection, constants: constants)
                 return CompiledNet.Variant(executable: try variant.makeExecutable(sharingBuffersWith: first),
                                            rowGuards: variant.rowGuards, inputChecks: variant.inputChecks)
@@ -194,6 +194,7 @@ public final class NetCompiler: @unchecked Sendable {
         case .accuracy: try lowering.lowerAccuracy(node)
         case .permute: try lowering.lowerPermute(node)
         case .priorBox: try lowering.lowerPriorBox(node)
+        case .detectionOutput: try lowering.lowerDetectionOutput(node)
         case .normalize: try lowering.lowerNormalize(node)
         case .upsample: try lowering.lowerUpsample(node)
         case .reorg: try lowering.lowerReorg(node)

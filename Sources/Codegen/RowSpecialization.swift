@@ -2,22 +2,30 @@ import Foundation
 import Graph
 import Runtime
 
-/// Where a compiled schedule learns a Filter's selected row count: after the selection kernel,
-/// before the rows are gathered.
+/// Where a compiled schedule learns a data-dependent row count: after the step that computes it
+/// (Filter's selection kernel, DetectionOutput's NMS), before the rows are copied into the tops.
+///
+/// Any layer can own one (`Graph.rowOwnership(of:inputs:outputs:)` says which layers do, which
+/// axis of which tops the count sets, and the most rows it can be): its lowering stores the count
+/// as a float in a buffer, appends a `RowGuard` naming the layer, the count operand and the axis,
+/// with `step` the next step's index and `rows` the count its tops have in the graph being
+/// compiled, then emits the steps that fill the tops for exactly `rows`.
 ///
 /// Everything before `step` is the *prefix*: the same steps over the same buffers (id for id) in
 /// every variant of the net, whatever row counts the variants were compiled for, because the
-/// layers before a Filter do not depend on its count. `finishRowGuards` fills in what a
+/// layers before the owner do not depend on its count. `finishRowGuards` fills in what a
 /// variant switch must carry over.
 struct RowGuard: Sendable {
-    /// The Filter layer, for messages.
+    /// The owning layer (Filter, DetectionOutput, …), for messages.
     var layer: String
     var node: NodeID
+    /// The axis of the owner's tops that the count sets (Filter: 0; DetectionOutput: 2).
+    var axis: Int
     /// Steps `0..<step` compute the count; the steps from `step` on were compiled for `rows`.
     var step: Int
     /// Where the selection kernel stored the count (a float holding an integer).
     var count: Operand
-    /// The selected row count the steps from `step` on were compiled for.
+    /// The row count the steps from `step` on were compiled for.
     var rows: Int
     /// How many buffers were declared before the guard: the prefix's, the same in every variant.
     var prefixBuffers: Int
@@ -34,8 +42,8 @@ extension Lowering {
     /// built, and declares each as a `Checkpoint` so the memory plan keeps its live buffers intact
     /// across it. Live across a guard are the prefix buffers some step before it and some step
     /// after it touch (including inputs read later, kept outputs, and, in training, the values
-    /// backward reads), plus the buffers of every value made before the Filter and read by a layer
-    /// from the Filter on — those even when this variant's later steps skip them (a kernel over 0
+    /// backward reads), plus the buffers of every value made before the owner and read by a layer
+    /// from the owner on — those even when this variant's later steps skip them (a kernel over 0
     /// rows is not emitted), so that a variant that skipped them can still hand them over.
     mutating func finishRowGuards() {
         guard !rowGuards.isEmpty else { return }
@@ -73,23 +81,24 @@ extension Lowering {
 
 }
 
-/// A net compiled for one vector of Filter row counts: its executable and its row guards.
+/// A net compiled for one vector of data-dependent row counts: its executable and its row guards.
 protocol RowVariant {
     var executable: Executable { get }
     var rowGuards: [RowGuard] { get }
 }
 
-/// Runs a net with Filter layers the way Caffe does — every Forward resizes a Filter's tops to the
-/// selected rows and every layer below reshapes — on top of schedules compiled for fixed shapes.
+/// Runs a net with data-dependent rows (Filter, DetectionOutput) the way Caffe does — every Forward
+/// resizes such a layer's tops to what the data gave and every layer below reshapes — on top of
+/// schedules compiled for fixed shapes.
 ///
-/// The design: a net is compiled for one row count per Filter (at first Caffe's setup count, all
-/// N rows). Its schedule has a `RowGuard` right after each Filter's selection kernel has stored
-/// the count. `advance` runs the schedule up to each guard and reads the count. When it equals
-/// the compiled one — the usual case, and the only cost a run pays: one float read per Filter —
+/// The design: a net is compiled for one row count per row owner (at first Caffe's setup count:
+/// a Filter's N rows, DetectionOutput's one). Its schedule has a `RowGuard` right after each
+/// owner has stored its count. `advance` runs the schedule up to each guard and reads the count. When it equals
+/// the compiled one — the usual case, and the only cost a run pays: one float read per owner —
 /// it goes on. When it differs, the net is re-specialized: the graph's shapes are re-inferred
-/// for the new count (`Graph.specializingFilterRows`) and compiled again, which costs lowering
+/// for the new count (`Graph.specializingRows`) and compiled again, which costs lowering
 /// and memory planning only, since the kernel cache already holds every kernel whose shapes did
-/// not change (the whole prefix, and everything not downstream of the Filter); then the state the
+/// not change (the whole prefix, and everything not downstream of the owner); then the state the
 /// prefix computed is copied into the new variant (`RowGuard.live`) and the run continues there.
 /// The prefix is never run twice: its side effects (TRAIN BatchNorm's running statistics, this
 /// run's dropout masks) happen once, as in Caffe. Variants are kept, most recently used first
@@ -98,7 +107,7 @@ protocol RowVariant {
 /// their parameters, diffs and statistics (`Executable(sharingBuffersWith:)`), so the solver
 /// updates one set of weights whichever variant ran.
 ///
-/// A net without Filter layers has no guards and never gets a specializer: nothing changes for it.
+/// A net without row owners has no guards and never gets a specializer: nothing changes for it.
 ///
 ///     let (variant, resumeAt) = try specializer.advance(feed: …)   // inputs already fed to `current`
 ///     variant.executable.execute(steps: resumeAt..<variant.executable.steps.count)
@@ -115,8 +124,8 @@ final class RowSpecializer<Variant: RowVariant> {
     private(set) var specializations = 0
 
     /// `first` is the variant compiled from the graph as built; `make(rows, k)` compiles the
-    /// variant for a row-count vector (one count per Filter, in net order) whose counts from
-    /// index `k` on are guesses it may lower (`Graph.specializingFilterRows(_:guessesFrom:)`).
+    /// variant for a row-count vector (one count per row owner, in net order, `Graph.rowOwnerNodes`) whose counts from
+    /// index `k` on are guesses it may lower (`Graph.specializingRows(_:guessesFrom:)`).
     init(_ first: Variant, capacity: Int = 8, make: @escaping ([Int], Int) throws -> Variant) {
         self.capacity = max(1, capacity)
         current = first
@@ -134,7 +143,7 @@ final class RowSpecializer<Variant: RowVariant> {
     /// variant that now holds the run's state and the step to resume it at: its steps from there
     /// on are specialized for this run's counts. It becomes `current`. On a switch, `feed(next,
     /// first)` must write the inputs whose buffers are not in the prefix (ids from `first` on: an
-    /// Input layer written after the Filter) into `next`; the prefix's are copied over.
+    /// Input layer written after the owner) into `next`; the prefix's are copied over.
     func advance(feed: (Variant, BufferID) throws -> Void) throws -> (variant: Variant, resumeAt: Int) {
         var variant = current
         var start = 0
@@ -157,14 +166,14 @@ final class RowSpecializer<Variant: RowVariant> {
     }
 
     /// The variant for `key`, whose first `known` counts are observed and the rest guesses,
-    /// compiled on a miss (the guesses possibly lowered to what the Filters can receive); drops
+    /// compiled on a miss (the guesses possibly lowered to what the owners can give); drops
     /// the least recently used variants beyond `capacity`.
     private func variant(for key: [Int], known: Int) throws -> Variant {
         if let cached = variants[key] { return use(key, cached) }
         let made = try make(key, known)
         let compiled = made.rowGuards.map(\.rows)
         guard compiled.count == key.count, compiled[..<known] == key[..<known] else {
-            throw CodegenError("re-specializing for Filter rows \(key)", "the compiled variant guards rows \(compiled)")
+            throw CodegenError("re-specializing for data-dependent rows \(key)", "the compiled variant guards rows \(compiled)")
         }
         if let cached = variants[compiled] { return use(compiled, cached) }
         specializations += 1
@@ -192,8 +201,8 @@ final class RowSpecializer<Variant: RowVariant> {
         let kept = Dictionary(uniqueKeysWithValues: a.live.map { ($0.buffer, $0.count) })
         guard a.step == b.step, a.prefixBuffers == b.prefixBuffers, a.prefixDigest == b.prefixDigest, a.count == b.count,
               b.live.allSatisfy({ kept[$0.buffer] == $0.count }) else {
-            throw CodegenError("continuing after Filter '\(a.layer)' selected \(b.rows) rows",
-                               "the variant compiled for \(b.rows) rows does not share the schedule before the Filter with the one for \(a.rows)")
+            throw CodegenError("continuing after \(a.layer) gave \(b.rows) rows on axis \(a.axis)",
+                               "the variant compiled for \(b.rows) rows does not share the schedule before \(a.layer) with the one for \(a.rows)")
         }
         for (buffer, count) in b.live {
             new.executable.pointer(to: buffer).update(from: old.executable.pointer(to: buffer), count: count)

@@ -31,11 +31,20 @@ extension ShapeInference {
 
     /// DetectionOutput over `loc` (N × priors·locClasses·4), `conf` (N × priors·classes) and the
     /// priors (1 × 2 × priors·4): Caffe's setup shape `1 × 1 × 1 × 7`; each forward resizes it to
-    /// one row `[image, label, score, xmin, ymin, xmax, ymax]` per kept detection.
+    /// one row `[image, label, score, xmin, ymin, xmax, ymax]` per kept detection (axis 2 is a
+    /// data-dependent extent: `Graph.rowOwnership`, `DetectionOutputBound`).
     static func detectionOutput(_ c: ShapeContext) throws -> LayerSignature {
         let p = c.layer.detectionOutputParam
         guard p.hasNumClasses, p.numClasses > 0 else {
             throw DetectionDiagnostics.required("detection_output_param { num_classes }", layer: "DetectionOutput")
+        }
+        guard p.nmsParam.nmsThreshold >= 0 else {
+            throw Diagnostic("DetectionOutput's nms_param { nms_threshold } must be non-negative, got \(p.nmsParam.nmsThreshold)",
+                             hint: "SSD uses 0.45")
+        }
+        guard p.nmsParam.eta > 0, p.nmsParam.eta <= 1 else {
+            throw Diagnostic("DetectionOutput's nms_param { eta } must be in (0, 1], got \(p.nmsParam.eta)",
+                             hint: "1 (the default) keeps the NMS threshold fixed; smaller values shrink it after each kept box")
         }
         let (loc, conf, prior) = (c.inputs[0], c.inputs[1], c.inputs[2])
         if let priorCount = prior.count(from: 2), prior.rank == 3 {

@@ -347,7 +347,7 @@ extension ShapeInference {
     /// row (its axes after the first must be 1); every other bottom is filtered row by row and
     /// gets one top. The tops keep Caffe's *setup* shape — all N rows, as `first_reshape_` makes
     /// them — because the selected count is data: Caffe resizes the tops at every Forward, and a
-    /// compiled net re-specializes itself for the count it observes (`Graph.specializingFilterRows`).
+    /// compiled net re-specializes itself for the count it observes (`Graph.specializingRows`).
     /// Caffe CHECKs each bottom's first axis against the selector's; here the data bottoms are
     /// compared with one another first, so a mismatch names the two blobs that disagree.
     static func filter(_ c: ShapeContext) throws -> LayerSignature {

@@ -56,6 +56,7 @@ struct RunCommand: ParsableCommand {
             let order = net.graph.values.map(\.name).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
             let entries = order.compactMap { name in results[name].map { (name, $0) } }
             try NumPyFile.write(archive: entries, to: output)
+            let detectionTops = Set(net.graph.nodes.filter { $0.kind == .detectionOutput }.flatMap { $0.outputs.map { net.graph.values[$0].name } })
             for (name, array) in entries {
                 let finite = array.data.filter(\.isFinite)
                 var summary = finite.isEmpty ? "no finite values" :
@@ -63,6 +64,7 @@ struct RunCommand: ParsableCommand {
                 let nans = array.data.filter(\.isNaN).count, infinities = array.data.filter(\.isInfinite).count
                 if nans + infinities > 0 { summary += "  (\(nans) NaN, \(infinities) inf)" }
                 print("\(name)  \(array.shape.isEmpty ? "scalar" : array.shape.map(String.init).joined(separator: "×"))  \(summary)")
+                if detectionTops.contains(name) { printDetections(array) }
             }
             print("wrote \(entries.count) blob\(entries.count == 1 ? "" : "s") to \(output)")
             if let compare {
@@ -157,5 +159,23 @@ enum InputFiles {
         do { return try NumPyFile.readArchive(path: path) } catch let error as NumPyError {
             throw Diagnostic(error.description, hint: "pass NAME=file.npy for one input, or an .npz whose keys are the input blob names")
         }
+    }
+}
+
+extension RunCommand {
+    /// A DetectionOutput top's rows (`[image, label, score, xmin, ymin, xmax, ymax]`, as many as
+    /// this run kept), the first 20 of them, one line each; Caffe's "nothing detected" rows (label
+    /// -1) are named as such.
+    func printDetections(_ array: NDArray) {
+        let rows = array.data.count / 7, shown = min(rows, 20)
+        for r in 0..<shown {
+            let v = Array(array.data[(r * 7)..<(r * 7 + 7)])
+            if v[1] == -1 {
+                print("  image \(Int(v[0])): no detection")
+            } else {
+                print(String(format: "  image %d  label %d  score %.4f  box (%.4f, %.4f)–(%.4f, %.4f)", Int(v[0]), Int(v[1]), v[2], v[3], v[4], v[5], v[6]))
+            }
+        }
+        if rows > shown { print("  … \(rows - shown) more rows in the output file") }
     }
 }

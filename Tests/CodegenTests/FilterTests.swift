@@ -167,7 +167,7 @@ struct FilterRowTests {
             Issue.record("expected an error")
         } catch let diagnostic as Diagnostic {
             #expect(diagnostic.layer == "ip")
-            #expect(diagnostic.message == "with Filter row counts [2], parameter 0 (weights) would be 1×4, but it is 1×6")
+            #expect(diagnostic.message == "with data-dependent row counts [2], parameter 0 (weights) would be 1×4, but it is 1×6")
         }
     }
 }

@@ -67,13 +67,13 @@ struct GoldenShapeTests {
         #expect(graph.value(named: "fz")?.shape == TensorShape([4, 5]))
         let selector = try NumPyFile.readArchive(path: folder.appendingPathComponent("inputs.npz").path)["sel"]!
         let selected = selector.data.filter { $0 != 0 }.count
-        let specialized = try graph.specializingFilterRows([selected])
+        let specialized = try graph.specializingRows([selected])
         let outputs = try NumPyFile.readArchive(path: folder.appendingPathComponent("outputs.npz").path)
         for key in outputs.keys {
             #expect(specialized.value(named: key)?.shape == TensorShape(outputs[key]!.shape), "blob '\(key)'")
         }
-        #expect(try graph.specializingFilterRows([0]).value(named: "fx")?.shape == TensorShape([0, 3, 2]))
-        #expect(throws: Diagnostic.self) { try graph.specializingFilterRows([5]) }
+        #expect(try graph.specializingRows([0]).value(named: "fx")?.shape == TensorShape([0, 3, 2]))
+        #expect(throws: Diagnostic.self) { try graph.specializingRows([5]) }
     }
 
     /// Probes that Caffe rejects only when running backward (force_backward into an index input,

@@ -63,7 +63,7 @@ public final class TrainingCompiler: @unchecked Sendable {
     /// naming the layer for a layer type that cannot be trained yet, missing or misshapen
     /// parameters, a blob shape not fully known, or a graph without Split layers.
     ///
-    /// A net with Filter layers is compiled for Caffe's setup shapes (all N rows) and re-specializes
+    /// A net with data-dependent rows (Filter, DetectionOutput) is compiled for Caffe's setup shapes and re-specializes
     /// itself when a run selects another count (`RowSpecializer`); its variants share one set of
     /// parameters, diffs and statistics.
     ///
@@ -77,7 +77,7 @@ public final class TrainingCompiler: @unchecked Sendable {
                               hostLayer: hostLayer)
         let rows = first.layout.rowGuards.isEmpty ? nil : RowSpecializer(first.layout) { [self] rows, guessesFrom in
             // The variant trains the first one's parameter buffers: the arrays only give shapes.
-            let specialized = try graph.specializingFilterRows(rows, guessesFrom: guessesFrom)
+            let specialized = try graph.specializingRows(rows, guessesFrom: guessesFrom)
             let shapes = Dictionary(uniqueKeysWithValues: graph.nodes.filter { !$0.parameters.isEmpty }.map { node in
                 (node.name, node.parameters.map { NDArray(shape: $0.shape.dims, repeating: 0) })
             })
@@ -85,7 +85,7 @@ public final class TrainingCompiler: @unchecked Sendable {
             let buffers = [first.randomKey] + first.slots.flatMap { [$0.data, $0.diff] }
             guard variant.slots.count == first.slots.count,
                   buffers.allSatisfy({ variant.layout.executable.pointer(to: $0) == first.layout.executable.pointer(to: $0) }) else {
-                throw CodegenError("re-specializing for Filter rows \(rows)", "the variant does not share the net's parameter buffers")
+                throw CodegenError("re-specializing for data-dependent rows \(rows)", "the variant does not share the net's parameter buffers")
             }
             return variant.layout
         }
@@ -185,7 +185,7 @@ public final class TrainingCompiler: @unchecked Sendable {
         // Caffe's Filter backward divides by the top's row count: with no row selected it crashes.
         let zeroRowProblems = lowering.base.rowGuards.compactMap { rowGuard -> Diagnostic? in
             let node = graph.nodes[rowGuard.node]
-            guard rowGuard.rows == 0, node.inputs.indices.dropLast().contains(where: { lowering.analysis.writesBottomDiff(node, $0) }) else { return nil }
+            guard node.kind == .filter, rowGuard.rows == 0, node.inputs.indices.dropLast().contains(where: { lowering.analysis.writesBottomDiff(node, $0) }) else { return nil }
             return Diagnostic("Filter selected no rows, so it has no gradient to pass down: Caffe's Filter backward divides by the selected row count (0) and crashes",
                               at: node.location, layer: node.name,
                               hint: "make every batch select at least one row, or run this batch forward only (backward: false)")

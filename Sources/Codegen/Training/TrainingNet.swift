@@ -72,7 +72,7 @@ public final class TrainingNet: @unchecked Sendable {
         return layout.forwardStepCount
     }
     var layout: Layout
-    /// For a net with Filter layers: its layouts by selected row counts; nil otherwise.
+    /// For a net with data-dependent rows (Filter, DetectionOutput): its layouts by row counts; nil otherwise.
     let rows: RowSpecializer<Layout>?
     /// Where the first compilation's kernels came from (compiled, disk cache, already in the process).
     public let kernels: KernelStatistics

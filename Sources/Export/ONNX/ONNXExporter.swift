@@ -278,6 +278,7 @@ struct ONNXLowering {
         case .psroiPooling:
             throw unsupported(node, "ONNX has no position-sensitive ROI pooling (MaxRoiPool/RoiAlign pool every channel alike)",
                               hint: "export the net up to the PSROIPooling's bottoms; nothing was written")
+        case .permute, .normalize, .priorBox, .detectionOutput, .multiBoxLoss: try lowerDetection(node)
         default:
             throw unsupported(node)
         }
