@@ -197,6 +197,11 @@ public final class NetCompiler: @unchecked Sendable {
         case .normalize: try lowering.lowerNormalize(node)
         case .upsample: try lowering.lowerUpsample(node)
         case .reorg: try lowering.lowerReorg(node)
+        case .bn: try lowering.lowerBN(node)
+        case .spatialDropout: try lowering.lowerSpatialDropout(node)
+        case .transpose: try lowering.lowerTranspose(node)
+        case .reverse: try lowering.lowerReverse(node)
+        case .ctpnLSTM: try lowering.lowerCTPNLSTM(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

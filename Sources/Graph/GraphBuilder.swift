@@ -103,7 +103,7 @@ public struct GraphBuilder: Sendable {
 
     private func addNode(_ layer: Caffe_LayerParameter, location: SourcePosition?, isSynthetic: Bool, to graph: inout Graph,
                          latest: inout [String: ValueID], excluded: [Caffe_LayerParameter], filter: NetFilter) throws {
-        guard let kind = OpKind(caffeType: layer.type), kind != .python || hostLayerShapes != nil else { throw unsupported(layer) }
+        guard let kind = OpKind(layer: layer), kind != .python || hostLayerShapes != nil else { throw unsupported(layer) }
         // Bottoms: the latest version of each named blob.
         var inputs: [ValueID] = []
         for bottom in layer.bottom {

@@ -31,6 +31,10 @@ public enum OpKind: String, CaseIterable, Sendable {
     case annotatedData = "AnnotatedData", multiBoxLoss = "MultiBoxLoss", detectionEvaluate = "DetectionEvaluate"
     // Segmentation (SegNet: alexgkendall/caffe-segnet)
     case upsample = "Upsample"
+    // Segmentation and sequence forks: SegNet's and ENet's BN and DenseImageData, ENet's spatial
+    // dropout (a Python layer there, see `nativePythonLayers`), CTPN's Transpose, Reverse, Lstm
+    case bn = "BN", denseImageData = "DenseImageData", spatialDropout = "SpatialDropout"
+    case transpose = "Transpose", reverse = "Reverse", ctpnLSTM = "Lstm"
     // YOLOv2 (Intel Caffe)
     case reorg = "Reorg"
     // Recurrent
@@ -57,7 +61,7 @@ public enum OpKind: String, CaseIterable, Sendable {
     /// Layers whose tops come from outside the net (files, the API, fillers).
     public var isDataSource: Bool {
         switch self {
-        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .annotatedData: return true
+        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .annotatedData, .denseImageData: return true
         default: return false
         }
     }
@@ -72,5 +76,22 @@ public enum OpKind: String, CaseIterable, Sendable {
     /// Parses a prototxt `type:` string.
     public init?(caffeType: String) {
         self.init(rawValue: caffeType)
+    }
+
+    /// Python layers of published nets that SwiftJIT runs natively, by `module.layer` of their
+    /// `python_param`: ENet's `spatial_dropout.SpatialDropoutLayer` (TimoSaemann/caffe-enet).
+    public static let nativePythonLayers: [String: OpKind] = [
+        "spatial_dropout.SpatialDropoutLayer": .spatialDropout,
+    ]
+
+    /// The kind of `layer`: its `type:`, or for a Python layer listed in `nativePythonLayers`
+    /// the native kind that implements it.
+    public init?(layer: Caffe_LayerParameter) {
+        if layer.type == OpKind.python.rawValue,
+           let native = OpKind.nativePythonLayers["\(layer.pythonParam.module).\(layer.pythonParam.layer)"] {
+            self = native
+            return
+        }
+        self.init(caffeType: layer.type)
     }
 }

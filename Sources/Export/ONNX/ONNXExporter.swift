@@ -269,6 +269,10 @@ struct ONNXLowering {
         case .threshold: try lowerThreshold(node)
         case .tile: try lowerTile(node)
         case .crop: try lowerCrop(node)
+        case .bn: try lowerBN(node)
+        case .spatialDropout: try lowerSpatialDropout(node)
+        case .transpose: try lowerTranspose(node)
+        case .reverse: try lowerReverse(node)
         default:
             throw unsupported(node)
         }
