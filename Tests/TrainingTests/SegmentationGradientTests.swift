@@ -167,4 +167,39 @@ struct SegmentationGradientTests {
             #expect(dx.data[((n * 3 + c) * 4 + h) * 5 + w] == seed[(((4 - w) * 4 + h) * 2 + n) * 3 + c])
         } } } }
     }
+
+    static func lstmNet(clipping: Float) -> String {
+        """
+        force_backward: true
+        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 2 dim: 3 } } }
+        layer { name: "lstm" type: "Lstm" bottom: "x" top: "y" lstm_param { num_output: 3 clipping_threshold: \(clipping) } }
+        """
+    }
+
+    static let lstmParameters = ["lstm": [NDArray(shape: [12, 3], data: values(36, seed: 31).map { $0 * 0.3 }),
+                                          NDArray(shape: [12, 3], data: values(36, seed: 32).map { $0 * 0.3 }),
+                                          NDArray(shape: [12], data: values(12, seed: 33).map { $0 * 0.2 })]]
+
+    @Test("CTPN's Lstm backward through time matches central differences for x, W_i, W_h and b")
+    func ctpnLSTMGradients() throws {
+        let x = NDArray(shape: [4, 2, 3], data: Self.values(24, seed: 34))
+        let worst = try Self.worstError(Self.lstmNet(clipping: 0), layer: "lstm", x: x, parameters: Self.lstmParameters, outputCount: 24)
+        #expect(worst < 2e-2, "worst relative error \(worst)")
+    }
+
+    @Test("CTPN's Lstm clips each step's pre-activation diffs to ±clipping_threshold, as the fork's caffe_bound")
+    func ctpnLSTMClipping() throws {
+        let x = NDArray(shape: [4, 2, 3], data: Self.values(24, seed: 34))
+        func biasDiff(_ clipping: Float) throws -> [Float] {
+            let net = try Self.compile(Self.lstmNet(clipping: clipping), parameters: Self.lstmParameters)
+            net.setTopDiffs(["y": NDArray(shape: [4, 2, 3], data: Self.values(24, seed: 35).map { $0 * 10 })])
+            net.zeroParameterDiffs()
+            _ = try net.run(["x": x], backward: true)
+            return try #require(net.parameterDiffs()["lstm"])[2].data
+        }
+        let free = try biasDiff(0), clipped = try biasDiff(0.01)
+        // db sums T·N = 8 clipped pre-activation diffs per gate unit.
+        #expect(clipped.allSatisfy { abs($0) <= 8 * 0.01 + 1e-6 }, "\(clipped)")
+        #expect(free.contains { abs($0) > 8 * 0.01 }, "the seed is large enough for clipping to matter: \(free)")
+    }
 }

@@ -159,3 +159,71 @@ extension TrainingLowering {
         try base.emitReverse(node, input: dy, output: bottomDiff(node, 0), dims: shape(node.inputs[0]), axis: Int(node.layer.reverseParam.axis))
     }
 }
+
+extension TrainingLowering {
+    // MARK: Lstm (CTPN)
+
+    /// CTPN's Lstm backward through time (`LstmLayer::Backward_cpu`), on the forward's scratch
+    /// buffers: from step T−1 down to 0 the BVLC LSTM step's backward (`emitLSTMStepBackward`:
+    /// dc carried, f = 0 at t = 0), then — the fork's addition — each step's pre-activation diffs
+    /// clipped to ±`clipping_threshold` when it is positive, before `dh_{t−1} += dpre_t·W_h`. Then
+    /// `dW_i += dpreᵀ·x`, `dW_h += dpreᵀ·h_{t−1}` (h₋₁ = 0), `db += Σ dpre` and `dx = dpre·W_i`.
+    mutating func lowerCTPNLSTMBackward(_ node: Node) throws {
+        let dims = shape(node.inputs[0])
+        let (t, n) = (dims[0], dims[1]), features = dims[2...].reduce(1, *)
+        let h = Int(node.layer.lstmParam.numOutput), gates = 4 * h, state = n * h
+        let threshold = node.layer.lstmParam.clippingThreshold
+        guard let pre = scratchBuffer(node, "gates"), let gated = scratchBuffer(node, "gated hidden"),
+              let cells = scratchBuffer(node, "cells"), let cont = scratchBuffer(node, "cont") else {
+            throw unsupported(node, "its forward kept no intermediate values")
+        }
+        guard t > 0, n > 0 else { return }
+        let dtop = try topDiff(node, node.outputs[0])
+        let dpre = Operand(base.scratch(node, "pre-activation diffs", count: t * n * gates))
+        let recurrentDiff = Operand(base.scratch(node, "recurrent diff", count: state))
+        let cellDiff = Operand(base.scratch(node, "cell diff", count: state))
+        try base.emitFill(node, cellDiff, count: state, value: 0)
+        let (inputWeights, recurrentWeights, bias) = (parameter(node, 0), parameter(node, 1), parameter(node, 2))
+        for step in stride(from: t - 1, through: 0, by: -1) {
+            let hasNext = step + 1 < t
+            var operands = [Operand(cells.buffer, offset: step * state), Operand(pre.buffer, offset: step * n * gates),
+                            Operand(cont.buffer, offset: step * n), Operand(cells.buffer, offset: (step + 1) * state), cellDiff,
+                            Operand(dtop.buffer, offset: dtop.offset + step * state), cellDiff, Operand(dpre.buffer, offset: step * n * gates)]
+            if hasNext { operands += [Operand(cont.buffer, offset: (step + 1) * n), recurrentDiff] }
+            try emitLSTMStepBackward(node, operands: operands, batch: n, hidden: h, hasNext: hasNext)
+            if threshold > 0 {
+                try base.emitKernel(node, "lstm.fork.clip g\(n * gates) t\(threshold.bitPattern)", operands: [Operand(dpre.buffer, offset: step * n * gates)],
+                                    tasks: 1, work: n * gates) { b in
+                    let d = b.operand(0)
+                    b.forEachTask { _ in
+                        b.loop(0..<(n * gates), unrolled: false) { i in d[i] = b.max(b.constant(-threshold), b.min(d[i], b.constant(threshold))) }
+                    }
+                }
+            }
+            if step > 0 {
+                base.emitGemm(node, GemmStep(m: n, n: h, k: gates, a: Operand(dpre.buffer, offset: step * n * gates), lda: gates,
+                                             b: recurrentWeights.data, ldb: h, c: recurrentDiff, ldc: h))
+            }
+        }
+        if propagatesToParameter(node, 1) {
+            var gradient = GemmStep(m: gates, n: h, k: t * n, a: dpre, lda: gates, b: gated, ldb: h, c: recurrentWeights.diff, ldc: h)
+            gradient.transA = true
+            gradient.beta = 1
+            base.emitGemm(node, gradient)
+        }
+        if propagatesToParameter(node, 0) {
+            var gradient = GemmStep(m: gates, n: features, k: t * n, a: dpre, lda: gates, b: data(node.inputs[0]), ldb: features,
+                                    c: inputWeights.diff, ldc: features)
+            gradient.transA = true
+            gradient.beta = 1
+            base.emitGemm(node, gradient)
+        }
+        if propagatesToParameter(node, 2) {
+            try emitBiasGradient(node, topDiff: dpre, biasDiff: bias.diff, outer: t * n, channels: gates, inner: 1)
+        }
+        if analysis.writesBottomDiff(node, 0) {
+            base.emitGemm(node, GemmStep(m: t * n, n: features, k: gates, a: dpre, lda: gates, b: inputWeights.data, ldb: features,
+                                         c: bottomDiff(node, 0), ldc: features))
+        }
+    }
+}

@@ -76,6 +76,7 @@ extension TrainingLowering {
         case .spatialDropout: try lowerSpatialDropoutBackward(node)
         case .transpose: try lowerTransposeBackward(node)
         case .reverse: try lowerReverseBackward(node)
+        case .ctpnLSTM: try lowerCTPNLSTMBackward(node)
         default: return false
         }
         return true
