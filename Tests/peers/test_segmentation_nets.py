@@ -10,6 +10,7 @@ OpenCV DNN has no BN (the forks' layer) nor SegNet's Upsample, so NumPy is the r
 Runs the release swiftjit binary (tools/test.sh builds it; SWIFTJIT overrides the path).
 """
 import atexit
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -24,8 +25,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import segmentation_nets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
-from caffe.proto import caffe_pb2  # noqa: E402
+
+
+def _caffe_pb2():
+    """The caffe package's caffe_pb2, else the copy Tests/data's helpers loaded (one pytest run
+    must register caffe.proto once), else python/caffe/proto/caffe_pb2.py loaded by itself."""
+    try:
+        from caffe.proto import caffe_pb2
+        return caffe_pb2
+    except ImportError:
+        pass
+    if "caffe_pb2" in sys.modules:
+        return sys.modules["caffe_pb2"]
+    if "data_helpers" in sys.modules:
+        return sys.modules["data_helpers"].caffe_pb2
+    spec = importlib.util.spec_from_file_location("caffe_pb2", ROOT / "python" / "caffe" / "proto" / "caffe_pb2.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["caffe_pb2"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+caffe_pb2 = _caffe_pb2()
 from google.protobuf import text_format  # noqa: E402
 
 SWIFTJIT = Path(os.environ.get("SWIFTJIT", ROOT / ".build" / "release" / "swiftjit"))
