@@ -199,3 +199,14 @@ def _blobs(weights, layer_name):
     model = caffe_pb2.NetParameter()
     model.ParseFromString(weights.read_bytes())
     return next(layer.blobs for layer in model.layer if layer.name == layer_name)
+
+
+def test_draw_labels_the_fork_layers(tmp_path):
+    """swiftjit draw names each new layer's mode or geometry in its box."""
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(ONNX_NET + 'layer { name: "lstm" type: "Lstm" bottom: "reverse" top: "lstm" lstm_param { num_output: 4 } }\n')
+    swiftjit("draw", prototxt, "--output", tmp_path / "net.dot")
+    dot = (tmp_path / "net.dot").read_text()
+    for label in ["bn_inference (BN)\\nINFERENCE", "bn_learn (BN)\\nLEARN (batch statistics)", "drop (SpatialDropout)\\nspatial, p 0.01",
+                  "transpose (Transpose)\\ndims 3,2,0,1", "reverse (Reverse)\\naxis 1", "lstm (Lstm)\\n4 out"]:
+        assert label in dot, label
