@@ -201,6 +201,11 @@ public final class NetCompiler: @unchecked Sendable {
         case .proposal: try lowering.lowerProposal(node)
         case .region: try lowering.lowerRegion(node)
         case .psroiPooling: try lowering.lowerPSROIPooling(node)
+        case .bn: try lowering.lowerBN(node)
+        case .spatialDropout: try lowering.lowerSpatialDropout(node)
+        case .transpose: try lowering.lowerTranspose(node)
+        case .reverse: try lowering.lowerReverse(node)
+        case .ctpnLSTM: try lowering.lowerCTPNLSTM(node)
         default:
             if let function = try lowering.unaryFunction(node) {
                 try lowering.lowerUnary(node, function)

@@ -65,13 +65,18 @@ public final class DataLayerFeed: @unchecked Sendable {
                 source = list.listPath
                 depth = prefetch ?? Int(layer.dataParam.prefetch)
                 reader = list
+            case "DenseImageData":
+                let list = try DenseImageListReader(layer: layer, phase: phase, seed: seed, baseDirectory: baseDirectory)
+                source = list.listPath
+                depth = prefetch ?? Int(layer.dataParam.prefetch)
+                reader = list
             case "WindowData":
                 let windows = try WindowDataReader(layer: layer, phase: phase, seed: seed, baseDirectory: baseDirectory)
                 source = resolve(layer.windowDataParam.source, against: baseDirectory)
                 depth = prefetch ?? Int(layer.dataParam.prefetch)
                 reader = windows
             default:
-                throw Diagnostic("a DataLayerFeed reads Data, ImageData and WindowData layers, not \(layer.type)", layer: layer.name)
+                throw Diagnostic("a DataLayerFeed reads Data, ImageData, DenseImageData and WindowData layers, not \(layer.type)", layer: layer.name)
             }
         } catch let diagnostic as Diagnostic {
             throw diagnostic.inLayer(layer.name)

@@ -115,6 +115,12 @@ public struct NetDrawing: Sendable {
             case .prod: return "PROD"
             case .max: return "MAX"
             }
+        case .bn: return node.layer.bnParam.bnMode == .learn ? "LEARN (batch statistics)" : "INFERENCE"
+        case .spatialDropout:
+            return (try? SpatialDropoutSettings(node.layer, phase: .test)).map { "spatial, p \($0.ratio)" }
+        case .transpose: return "dims \(node.layer.transposeParam.dim.map(String.init).joined(separator: ","))"
+        case .reverse: return "axis \(node.layer.reverseParam.axis)"
+        case .ctpnLSTM: return "\(node.layer.lstmParam.numOutput) out"
         default: return nil
         }
     }
@@ -125,7 +131,7 @@ public struct NetDrawing: Sendable {
         case .pooling, .roiPooling, .psroiPooling, .spp: return "#d9ead3"
         case .innerProduct: return "#fce5cd"
         case .concat, .eltwise, .split, .slice, .reshape, .flatten: return "#fff2cc"
-        case .batchNorm, .scale, .lrn, .mvn, .normalize, .l2Norm: return "#ead1dc"
+        case .batchNorm, .scale, .lrn, .mvn, .normalize, .l2Norm, .bn: return "#ead1dc"
         default: return kind.isDataSource ? "#eeeeee" : kind.isLoss ? "#f4cccc" : "#ffffff"
         }
     }

@@ -103,9 +103,10 @@ public struct GraphBuilder: Sendable {
 
     private func addNode(_ layer: Caffe_LayerParameter, location: SourcePosition?, isSynthetic: Bool, to graph: inout Graph,
                          latest: inout [String: ValueID], excluded: [Caffe_LayerParameter], filter: NetFilter) throws {
-        // Python layers SwiftJIT implements natively (py-faster-rcnn's proposals) run without Python.
+        // Python layers SwiftJIT implements natively (py-faster-rcnn's proposals, ENet's spatial
+        // dropout) run without Python.
         var layer = layer
-        if hostLayerShapes == nil, let native = try PythonLayerMapping.native(for: layer, phase: phase) { layer = native }
+        if let native = try PythonLayerMapping.native(for: layer, phase: phase, pythonHost: hostLayerShapes != nil) { layer = native }
         guard let kind = OpKind(caffeType: layer.type), kind != .python || hostLayerShapes != nil else { throw unsupported(layer) }
         // Bottoms: the latest version of each named blob.
         var inputs: [ValueID] = []

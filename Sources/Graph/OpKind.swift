@@ -31,6 +31,10 @@ public enum OpKind: String, CaseIterable, Sendable {
     case annotatedData = "AnnotatedData", multiBoxLoss = "MultiBoxLoss", detectionEvaluate = "DetectionEvaluate"
     // Segmentation (SegNet: alexgkendall/caffe-segnet)
     case upsample = "Upsample"
+    // Segmentation and sequence forks: SegNet's and ENet's BN and DenseImageData, ENet's spatial
+    // dropout (a Python layer there, see `PythonLayerMapping`), CTPN's Transpose, Reverse, Lstm
+    case bn = "BN", denseImageData = "DenseImageData", spatialDropout = "SpatialDropout"
+    case transpose = "Transpose", reverse = "Reverse", ctpnLSTM = "Lstm"
     // YOLOv2 (Intel Caffe)
     case reorg = "Reorg"
     // Faster R-CNN's RPN proposals (py-faster-rcnn's Python layer, run natively as OpenCV DNN does)
@@ -61,7 +65,7 @@ public enum OpKind: String, CaseIterable, Sendable {
     /// Layers whose tops come from outside the net (files, the API, fillers).
     public var isDataSource: Bool {
         switch self {
-        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .annotatedData: return true
+        case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .annotatedData, .denseImageData: return true
         default: return false
         }
     }
@@ -77,4 +81,5 @@ public enum OpKind: String, CaseIterable, Sendable {
     public init?(caffeType: String) {
         self.init(rawValue: caffeType)
     }
+
 }

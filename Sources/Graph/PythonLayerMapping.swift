@@ -4,7 +4,8 @@ import CaffeFormat
 /// a known module and class is rewritten, at graph-build time, into the native layer with the
 /// same semantics, so the net runs without a Python interpreter (OpenCV DNN does the same).
 ///
-/// Known so far: py-faster-rcnn's `rpn.proposal_layer.ProposalLayer` → `Proposal`. Its
+/// Known so far: ENet's `spatial_dropout.SpatialDropoutLayer` → `SpatialDropout`, and
+/// py-faster-rcnn's `rpn.proposal_layer.ProposalLayer` → `Proposal`. The latter's
 /// `param_str` is YAML (`"'feat_stride': 16"`, optionally `'scales': [8, 16, 32]`, a braced
 /// `{…}` dict, or `!!python/tuple` lists); its thresholds come from py-faster-rcnn's `cfg` for the
 /// net's phase, as the Python layer reads them. A key the layer does not read is refused rather
@@ -14,12 +15,19 @@ import CaffeFormat
 ///             param_str: "'feat_stride': 16" } }      →  layer { type: "Proposal" proposal_param { feat_stride: 16 } }
 public enum PythonLayerMapping {
     /// The native layer for `layer`, or nil when it is not a Python layer SwiftJIT knows.
-    public static func native(for layer: Caffe_LayerParameter, phase: Caffe_Phase) throws -> Caffe_LayerParameter? {
+    /// With `pythonHost` (pycaffe runs the net and has the user's Python), py-faster-rcnn's
+    /// proposal layer is left to that Python; ENet's spatial dropout is native either way.
+    public static func native(for layer: Caffe_LayerParameter, phase: Caffe_Phase, pythonHost: Bool = false) throws -> Caffe_LayerParameter? {
         guard layer.type == "Python" else { return nil }
         let python = layer.pythonParam
         switch (python.module, python.layer) {
-        case ("rpn.proposal_layer", "ProposalLayer"):
+        case ("rpn.proposal_layer", "ProposalLayer") where !pythonHost:
             return try proposal(layer, phase: phase)
+        case ("spatial_dropout", "SpatialDropoutLayer"):
+            // ENet's layer: `SpatialDropoutSettings` reads its param_str from the python_param kept here.
+            var native = layer
+            native.type = OpKind.spatialDropout.rawValue
+            return native
         default:
             return nil
         }

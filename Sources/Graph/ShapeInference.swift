@@ -114,6 +114,14 @@ public enum ShapeInference {
         case .proposal: return try proposal(c)
         case .region: return try region(c)
         case .psroiPooling: return try psroiPooling(c)
+        case .bn: return try bn(c)
+        case .denseImageData: return try denseImageData(c)
+        case .spatialDropout:
+            _ = try SpatialDropoutSettings(c.layer, phase: c.phase)
+            return sameShape(c, flopsPerElement: 1)
+        case .transpose: return try transpose(c)
+        case .reverse: return try reverse(c)
+        case .ctpnLSTM: return try ctpnLSTM(c)
         case .python:
             throw Diagnostic("a Python layer's top shapes come from the code implementing it",
                              hint: "build the net through the C API or LayerwiseNet with a layer function")
@@ -129,6 +137,8 @@ public enum ShapeInference {
         case .input, .data, .imageData, .hdf5Data, .windowData, .memoryData, .dummyData, .parameter, .annotatedData: return 0...0
         case .priorBox: return 1...2
         case .upsample: return 2...2  // values, pooling mask
+        case .denseImageData: return 0...0
+        case .ctpnLSTM: return 1...2  // x, [clip]
         case .detectionOutput: return 3...3  // loc, conf, priors
         case .proposal: return 3...3  // scores, box deltas, im_info
         case .psroiPooling: return 2...2  // features, rois

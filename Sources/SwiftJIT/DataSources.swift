@@ -38,12 +38,19 @@ public enum DataSources {
         case "ImageData": return layer.imageDataParam.source
         case "WindowData": return layer.windowDataParam.source
         case "HDF5Data": return layer.hdf5DataParam.source
+        case "DenseImageData": return layer.denseImageDataParam.source
         default: return layer.dataParam.source
         }
     }
 
     /// The layer types whose top shapes come from their files.
-    static let fileLayerTypes: Set<String> = ["Data", "ImageData", "WindowData", "HDF5Data"]
+    static let fileLayerTypes: Set<String> = ["Data", "ImageData", "WindowData", "HDF5Data", "DenseImageData"]
+
+    /// The label top's shape for a data layer whose images are `batchShape`: one label per item,
+    /// or for DenseImageData one label image per item, N×1×H×W.
+    static func labelShape(_ layer: Caffe_LayerParameter, batchShape: [Int]) -> [Int] {
+        layer.type == "DenseImageData" ? [batchShape[0], 1, batchShape[2], batchShape[3]] : [batchShape[0]]
+    }
 
     /// The tops' shapes of `definition`'s Data layers in one net state, read from their LMDBs
     /// unless `given` has them. With `required`, an LMDB that cannot be read throws; otherwise its
@@ -72,7 +79,7 @@ public enum DataSources {
                 let feed = try DataLayerFeed(layer: layer, phase: phase, baseDirectory: base, prefetch: 0)
                 defer { feed.close() }
                 shapes[data] = TensorShape(feed.batchShape)
-                if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape([feed.batchShape[0]]) }
+                if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape(labelShape(layer, batchShape: feed.batchShape)) }
             } catch {
                 if required { throw error }
                 let reason = (error as? Diagnostic)?.message ?? "\(error)"

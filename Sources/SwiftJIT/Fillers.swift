@@ -220,6 +220,10 @@ public enum ParameterInitializer {
             return layer.preluParam.hasFiller ? Filler(layer.preluParam.filler) : .constant(0.25)
         case .normalize:
             return layer.normParam.hasScaleFiller ? Filler(layer.normParam.scaleFiller) : .constant(1)
+        case .bn:
+            return Filler(index == 0 ? layer.bnParam.scaleFiller : layer.bnParam.shiftFiller)
+        case .ctpnLSTM:
+            return Filler(index < 2 ? layer.lstmParam.weightFiller : layer.lstmParam.biasFiller)
         default:
             return .constant(0)
         }

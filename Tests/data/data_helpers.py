@@ -24,9 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 try:
     from caffe.proto import caffe_pb2
 except ImportError:
-    _spec = importlib.util.spec_from_file_location("caffe_pb2", os.path.join(REPO, "python", "caffe", "proto", "caffe_pb2.py"))
-    caffe_pb2 = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(caffe_pb2)
+    # One copy per pytest run (Tests/peers may have loaded it already): caffe.proto registers once.
+    caffe_pb2 = sys.modules.get("caffe_pb2")
+    if caffe_pb2 is None:
+        _spec = importlib.util.spec_from_file_location("caffe_pb2", os.path.join(REPO, "python", "caffe", "proto", "caffe_pb2.py"))
+        caffe_pb2 = sys.modules["caffe_pb2"] = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(caffe_pb2)
 
 
 def cli_path():

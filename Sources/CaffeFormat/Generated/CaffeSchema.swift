@@ -194,6 +194,11 @@ extension ProtoSchema {
                 .init("proposal_param", 5201, .message("caffe.ProposalParameter")),
                 .init("psroi_pooling_param", 10002, .message("caffe.PSROIPoolingParameter")),
                 .init("region_param", 5149, .message("caffe.RegionParameter")),
+                .init("bn_param", 45, .message("caffe.BNParameter")),
+                .init("dense_image_data_param", 46, .message("caffe.DenseImageDataParameter")),
+                .init("lstm_param", 5140, .message("caffe.LSTMParameter")),
+                .init("transpose_param", 5142, .message("caffe.TransposeParameter")),
+                .init("reverse_param", 5143, .message("caffe.ReverseParameter")),
             ]),
             .init("caffe.TransformationParameter", [
                 .init("scale", 1, .float),
@@ -782,6 +787,38 @@ extension ProtoSchema {
                 .init("stride", 1, .uint32),
                 .init("reverse", 2, .bool),
             ]),
+            .init("caffe.BNParameter", [
+                .init("bn_mode", 3, .enumeration("caffe.BNParameter.BNMode")),
+                .init("scale_filler", 1, .message("caffe.FillerParameter")),
+                .init("shift_filler", 2, .message("caffe.FillerParameter")),
+            ]),
+            .init("caffe.DenseImageDataParameter", [
+                .init("source", 1, .string),
+                .init("batch_size", 2, .uint32),
+                .init("rand_skip", 3, .uint32),
+                .init("shuffle", 4, .bool),
+                .init("new_height", 5, .uint32),
+                .init("new_width", 6, .uint32),
+                .init("is_color", 7, .bool),
+                .init("mean_file", 8, .string),
+                .init("root_folder", 9, .string),
+                .init("mirror", 10, .bool),
+                .init("crop_width", 11, .uint32),
+                .init("crop_height", 12, .uint32),
+            ]),
+            .init("caffe.LSTMParameter", [
+                .init("num_output", 1, .uint32),
+                .init("clipping_threshold", 2, .float),
+                .init("weight_filler", 3, .message("caffe.FillerParameter")),
+                .init("bias_filler", 4, .message("caffe.FillerParameter")),
+                .init("batch_size", 5, .uint32),
+            ]),
+            .init("caffe.TransposeParameter", [
+                .init("dim", 1, .int32, repeated: true),
+            ]),
+            .init("caffe.ReverseParameter", [
+                .init("axis", 1, .int32),
+            ]),
         ],
         enums: [
             .init("caffe.Phase", [("TRAIN", 0), ("TEST", 1)]),
@@ -820,6 +857,7 @@ extension ProtoSchema {
             .init("caffe.ResizeParameter.Resize_mode", [("WARP", 1), ("FIT_SMALL_SIZE", 2), ("FIT_LARGE_SIZE_AND_PAD", 3)]),
             .init("caffe.ResizeParameter.Pad_mode", [("CONSTANT", 1), ("MIRRORED", 2), ("REPEAT_NEAREST", 3)]),
             .init("caffe.ResizeParameter.Interp_mode", [("LINEAR", 1), ("AREA", 2), ("NEAREST", 3), ("CUBIC", 4), ("LANCZOS4", 5)]),
+            .init("caffe.BNParameter.BNMode", [("LEARN", 0), ("INFERENCE", 1)]),
         ]
     )
 }

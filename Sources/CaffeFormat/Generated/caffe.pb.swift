@@ -1647,6 +1647,60 @@ public nonisolated struct Caffe_LayerParameter: @unchecked Sendable {
   /// Clears the value of `regionParam`. Subsequent reads from it will return its default value.
   public mutating func clearRegionParam() {_uniqueStorage()._regionParam = nil}
 
+  /// Segmentation and sequence forks. SegNet (alexgkendall/caffe-segnet) and ENet
+  /// (TimoSaemann/caffe-enet) both number bn_param 45. dense_image_data_param is 46 as in ENet's
+  /// fork (SegNet's 138 is BVLC's tile_param). CTPN (tianzhi0549/CTPN) numbers lstm_param 140,
+  /// transpose_param 142 and reverse_param 143, which BVLC gave elu_param, scale_param and
+  /// input_param; they live at 5140, 5142 and 5143 here (prototxts name fields).
+  public var bnParam: Caffe_BNParameter {
+    get {_storage._bnParam ?? Caffe_BNParameter()}
+    set {_uniqueStorage()._bnParam = newValue}
+  }
+  /// Returns true if `bnParam` has been explicitly set.
+  public var hasBnParam: Bool {_storage._bnParam != nil}
+  /// Clears the value of `bnParam`. Subsequent reads from it will return its default value.
+  public mutating func clearBnParam() {_uniqueStorage()._bnParam = nil}
+
+  /// SegNet, ENet
+  public var denseImageDataParam: Caffe_DenseImageDataParameter {
+    get {_storage._denseImageDataParam ?? Caffe_DenseImageDataParameter()}
+    set {_uniqueStorage()._denseImageDataParam = newValue}
+  }
+  /// Returns true if `denseImageDataParam` has been explicitly set.
+  public var hasDenseImageDataParam: Bool {_storage._denseImageDataParam != nil}
+  /// Clears the value of `denseImageDataParam`. Subsequent reads from it will return its default value.
+  public mutating func clearDenseImageDataParam() {_uniqueStorage()._denseImageDataParam = nil}
+
+  /// CTPN
+  public var lstmParam: Caffe_LSTMParameter {
+    get {_storage._lstmParam ?? Caffe_LSTMParameter()}
+    set {_uniqueStorage()._lstmParam = newValue}
+  }
+  /// Returns true if `lstmParam` has been explicitly set.
+  public var hasLstmParam: Bool {_storage._lstmParam != nil}
+  /// Clears the value of `lstmParam`. Subsequent reads from it will return its default value.
+  public mutating func clearLstmParam() {_uniqueStorage()._lstmParam = nil}
+
+  /// CTPN
+  public var transposeParam: Caffe_TransposeParameter {
+    get {_storage._transposeParam ?? Caffe_TransposeParameter()}
+    set {_uniqueStorage()._transposeParam = newValue}
+  }
+  /// Returns true if `transposeParam` has been explicitly set.
+  public var hasTransposeParam: Bool {_storage._transposeParam != nil}
+  /// Clears the value of `transposeParam`. Subsequent reads from it will return its default value.
+  public mutating func clearTransposeParam() {_uniqueStorage()._transposeParam = nil}
+
+  /// CTPN
+  public var reverseParam: Caffe_ReverseParameter {
+    get {_storage._reverseParam ?? Caffe_ReverseParameter()}
+    set {_uniqueStorage()._reverseParam = newValue}
+  }
+  /// Returns true if `reverseParam` has been explicitly set.
+  public var hasReverseParam: Bool {_storage._reverseParam != nil}
+  /// Clears the value of `reverseParam`. Subsequent reads from it will return its default value.
+  public mutating func clearReverseParam() {_uniqueStorage()._reverseParam = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -6931,6 +6985,286 @@ public nonisolated struct Caffe_ReorgParameter: Sendable {
   fileprivate var _reverse: Bool? = nil
 }
 
+/// BN layer (SegNet's and ENet's forks): per-channel y = scale · x̂ + shift. LEARN normalizes
+/// with the batch's own mean and (biased) variance over N×H×W, eps 1e-9, in every phase;
+/// INFERENCE applies scale and shift alone (the statistics already folded into them by the
+/// forks' compute_bn_statistics.py). Blobs: scale (1×C×1×1), shift (1×C×1×1).
+public nonisolated struct Caffe_BNParameter: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var bnMode: Caffe_BNParameter.BNMode {
+    get {_storage._bnMode ?? .learn}
+    set {_uniqueStorage()._bnMode = newValue}
+  }
+  /// Returns true if `bnMode` has been explicitly set.
+  public var hasBnMode: Bool {_storage._bnMode != nil}
+  /// Clears the value of `bnMode`. Subsequent reads from it will return its default value.
+  public mutating func clearBnMode() {_uniqueStorage()._bnMode = nil}
+
+  public var scaleFiller: Caffe_FillerParameter {
+    get {_storage._scaleFiller ?? Caffe_FillerParameter()}
+    set {_uniqueStorage()._scaleFiller = newValue}
+  }
+  /// Returns true if `scaleFiller` has been explicitly set.
+  public var hasScaleFiller: Bool {_storage._scaleFiller != nil}
+  /// Clears the value of `scaleFiller`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleFiller() {_uniqueStorage()._scaleFiller = nil}
+
+  public var shiftFiller: Caffe_FillerParameter {
+    get {_storage._shiftFiller ?? Caffe_FillerParameter()}
+    set {_uniqueStorage()._shiftFiller = newValue}
+  }
+  /// Returns true if `shiftFiller` has been explicitly set.
+  public var hasShiftFiller: Bool {_storage._shiftFiller != nil}
+  /// Clears the value of `shiftFiller`. Subsequent reads from it will return its default value.
+  public mutating func clearShiftFiller() {_uniqueStorage()._shiftFiller = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum BNMode: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+    case learn = 0
+    case inference = 1
+
+    public init() {
+      self = .learn
+    }
+
+  }
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// DenseImageData layer (SegNet, ENet): a list file of "image label_image" lines; the label image
+/// is read as one channel of class ids, resized (nearest) and cropped with the image.
+public nonisolated struct Caffe_DenseImageDataParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var source: String {
+    get {_source ?? String()}
+    set {_source = newValue}
+  }
+  /// Returns true if `source` has been explicitly set.
+  public var hasSource: Bool {self._source != nil}
+  /// Clears the value of `source`. Subsequent reads from it will return its default value.
+  public mutating func clearSource() {self._source = nil}
+
+  public var batchSize: UInt32 {
+    get {_batchSize ?? 0}
+    set {_batchSize = newValue}
+  }
+  /// Returns true if `batchSize` has been explicitly set.
+  public var hasBatchSize: Bool {self._batchSize != nil}
+  /// Clears the value of `batchSize`. Subsequent reads from it will return its default value.
+  public mutating func clearBatchSize() {self._batchSize = nil}
+
+  public var randSkip: UInt32 {
+    get {_randSkip ?? 0}
+    set {_randSkip = newValue}
+  }
+  /// Returns true if `randSkip` has been explicitly set.
+  public var hasRandSkip: Bool {self._randSkip != nil}
+  /// Clears the value of `randSkip`. Subsequent reads from it will return its default value.
+  public mutating func clearRandSkip() {self._randSkip = nil}
+
+  public var shuffle: Bool {
+    get {_shuffle ?? false}
+    set {_shuffle = newValue}
+  }
+  /// Returns true if `shuffle` has been explicitly set.
+  public var hasShuffle: Bool {self._shuffle != nil}
+  /// Clears the value of `shuffle`. Subsequent reads from it will return its default value.
+  public mutating func clearShuffle() {self._shuffle = nil}
+
+  public var newHeight: UInt32 {
+    get {_newHeight ?? 0}
+    set {_newHeight = newValue}
+  }
+  /// Returns true if `newHeight` has been explicitly set.
+  public var hasNewHeight: Bool {self._newHeight != nil}
+  /// Clears the value of `newHeight`. Subsequent reads from it will return its default value.
+  public mutating func clearNewHeight() {self._newHeight = nil}
+
+  public var newWidth: UInt32 {
+    get {_newWidth ?? 0}
+    set {_newWidth = newValue}
+  }
+  /// Returns true if `newWidth` has been explicitly set.
+  public var hasNewWidth: Bool {self._newWidth != nil}
+  /// Clears the value of `newWidth`. Subsequent reads from it will return its default value.
+  public mutating func clearNewWidth() {self._newWidth = nil}
+
+  public var isColor: Bool {
+    get {_isColor ?? true}
+    set {_isColor = newValue}
+  }
+  /// Returns true if `isColor` has been explicitly set.
+  public var hasIsColor: Bool {self._isColor != nil}
+  /// Clears the value of `isColor`. Subsequent reads from it will return its default value.
+  public mutating func clearIsColor() {self._isColor = nil}
+
+  public var meanFile: String {
+    get {_meanFile ?? String()}
+    set {_meanFile = newValue}
+  }
+  /// Returns true if `meanFile` has been explicitly set.
+  public var hasMeanFile: Bool {self._meanFile != nil}
+  /// Clears the value of `meanFile`. Subsequent reads from it will return its default value.
+  public mutating func clearMeanFile() {self._meanFile = nil}
+
+  public var rootFolder: String {
+    get {_rootFolder ?? String()}
+    set {_rootFolder = newValue}
+  }
+  /// Returns true if `rootFolder` has been explicitly set.
+  public var hasRootFolder: Bool {self._rootFolder != nil}
+  /// Clears the value of `rootFolder`. Subsequent reads from it will return its default value.
+  public mutating func clearRootFolder() {self._rootFolder = nil}
+
+  public var mirror: Bool {
+    get {_mirror ?? false}
+    set {_mirror = newValue}
+  }
+  /// Returns true if `mirror` has been explicitly set.
+  public var hasMirror: Bool {self._mirror != nil}
+  /// Clears the value of `mirror`. Subsequent reads from it will return its default value.
+  public mutating func clearMirror() {self._mirror = nil}
+
+  public var cropWidth: UInt32 {
+    get {_cropWidth ?? 0}
+    set {_cropWidth = newValue}
+  }
+  /// Returns true if `cropWidth` has been explicitly set.
+  public var hasCropWidth: Bool {self._cropWidth != nil}
+  /// Clears the value of `cropWidth`. Subsequent reads from it will return its default value.
+  public mutating func clearCropWidth() {self._cropWidth = nil}
+
+  public var cropHeight: UInt32 {
+    get {_cropHeight ?? 0}
+    set {_cropHeight = newValue}
+  }
+  /// Returns true if `cropHeight` has been explicitly set.
+  public var hasCropHeight: Bool {self._cropHeight != nil}
+  /// Clears the value of `cropHeight`. Subsequent reads from it will return its default value.
+  public mutating func clearCropHeight() {self._cropHeight = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _source: String? = nil
+  fileprivate var _batchSize: UInt32? = nil
+  fileprivate var _randSkip: UInt32? = nil
+  fileprivate var _shuffle: Bool? = nil
+  fileprivate var _newHeight: UInt32? = nil
+  fileprivate var _newWidth: UInt32? = nil
+  fileprivate var _isColor: Bool? = nil
+  fileprivate var _meanFile: String? = nil
+  fileprivate var _rootFolder: String? = nil
+  fileprivate var _mirror: Bool? = nil
+  fileprivate var _cropWidth: UInt32? = nil
+  fileprivate var _cropHeight: UInt32? = nil
+}
+
+/// CTPN's Lstm layer (junhyukoh-style): x is T×N×I, the top T×N×num_output; blobs W_i (4H×I),
+/// W_h (4H×H), b (4H), gates in the order i, f, o, g. clipping_threshold clips gradients.
+public nonisolated struct Caffe_LSTMParameter: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var numOutput: UInt32 {
+    get {_storage._numOutput ?? 0}
+    set {_uniqueStorage()._numOutput = newValue}
+  }
+  /// Returns true if `numOutput` has been explicitly set.
+  public var hasNumOutput: Bool {_storage._numOutput != nil}
+  /// Clears the value of `numOutput`. Subsequent reads from it will return its default value.
+  public mutating func clearNumOutput() {_uniqueStorage()._numOutput = nil}
+
+  public var clippingThreshold: Float {
+    get {_storage._clippingThreshold ?? 0}
+    set {_uniqueStorage()._clippingThreshold = newValue}
+  }
+  /// Returns true if `clippingThreshold` has been explicitly set.
+  public var hasClippingThreshold: Bool {_storage._clippingThreshold != nil}
+  /// Clears the value of `clippingThreshold`. Subsequent reads from it will return its default value.
+  public mutating func clearClippingThreshold() {_uniqueStorage()._clippingThreshold = nil}
+
+  public var weightFiller: Caffe_FillerParameter {
+    get {_storage._weightFiller ?? Caffe_FillerParameter()}
+    set {_uniqueStorage()._weightFiller = newValue}
+  }
+  /// Returns true if `weightFiller` has been explicitly set.
+  public var hasWeightFiller: Bool {_storage._weightFiller != nil}
+  /// Clears the value of `weightFiller`. Subsequent reads from it will return its default value.
+  public mutating func clearWeightFiller() {_uniqueStorage()._weightFiller = nil}
+
+  public var biasFiller: Caffe_FillerParameter {
+    get {_storage._biasFiller ?? Caffe_FillerParameter()}
+    set {_uniqueStorage()._biasFiller = newValue}
+  }
+  /// Returns true if `biasFiller` has been explicitly set.
+  public var hasBiasFiller: Bool {_storage._biasFiller != nil}
+  /// Clears the value of `biasFiller`. Subsequent reads from it will return its default value.
+  public mutating func clearBiasFiller() {_uniqueStorage()._biasFiller = nil}
+
+  public var batchSize: UInt32 {
+    get {_storage._batchSize ?? 1}
+    set {_uniqueStorage()._batchSize = newValue}
+  }
+  /// Returns true if `batchSize` has been explicitly set.
+  public var hasBatchSize: Bool {_storage._batchSize != nil}
+  /// Clears the value of `batchSize`. Subsequent reads from it will return its default value.
+  public mutating func clearBatchSize() {_uniqueStorage()._batchSize = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// CTPN's Transpose layer: top axis i is bottom axis dim[i] (dim lists every axis once).
+public nonisolated struct Caffe_TransposeParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var dim: [Int32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// CTPN's Reverse layer: reverses the order of the bottom along axis.
+public nonisolated struct Caffe_ReverseParameter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var axis: Int32 {
+    get {_axis ?? 0}
+    set {_axis = newValue}
+  }
+  /// Returns true if `axis` has been explicitly set.
+  public var hasAxis: Bool {self._axis != nil}
+  /// Clears the value of `axis`. Subsequent reads from it will return its default value.
+  public mutating func clearAxis() {self._axis = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _axis: Int32? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caffe"
@@ -7869,7 +8203,7 @@ nonisolated extension Caffe_ParamSpec.DimCheckMode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LayerParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}Y\u{1}transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}\u{b}reorg_param\0\u{4})annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}\u{c}region_param\0\u{4}4proposal_param\0\u{4}AK\u{1}psroi_pooling_param\0\u{4}Es_\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}bottom\0\u{1}top\0\u{3}loss_weight\0\u{1}param\0\u{1}blobs\0\u{1}include\0\u{1}exclude\0\u{1}phase\0\u{3}propagate_down\0\u{4}\"bn_param\0\u{3}dense_image_data_param\0\u{4}6transform_param\0\u{3}loss_param\0\u{3}accuracy_param\0\u{3}argmax_param\0\u{3}concat_param\0\u{3}contrastive_loss_param\0\u{3}convolution_param\0\u{3}data_param\0\u{3}dropout_param\0\u{3}dummy_data_param\0\u{3}eltwise_param\0\u{3}exp_param\0\u{3}hdf5_data_param\0\u{3}hdf5_output_param\0\u{3}hinge_loss_param\0\u{3}image_data_param\0\u{3}infogain_loss_param\0\u{3}inner_product_param\0\u{3}lrn_param\0\u{3}memory_data_param\0\u{3}mvn_param\0\u{3}pooling_param\0\u{3}power_param\0\u{3}relu_param\0\u{3}sigmoid_param\0\u{3}softmax_param\0\u{3}slice_param\0\u{3}tanh_param\0\u{3}threshold_param\0\u{3}window_data_param\0\u{3}python_param\0\u{3}prelu_param\0\u{3}spp_param\0\u{3}reshape_param\0\u{3}log_param\0\u{3}flatten_param\0\u{3}reduction_param\0\u{3}embed_param\0\u{3}tile_param\0\u{3}batch_norm_param\0\u{3}elu_param\0\u{3}bias_param\0\u{3}scale_param\0\u{3}input_param\0\u{3}crop_param\0\u{3}parameter_param\0\u{3}recurrent_param\0\u{3}swish_param\0\u{3}clip_param\0\u{4}\u{b}reorg_param\0\u{4})annotated_data_param\0\u{3}multibox_loss_param\0\u{3}permute_param\0\u{3}prior_box_param\0\u{3}detection_output_param\0\u{3}detection_evaluate_param\0\u{3}norm_param\0\u{4}CM\u{1}upsample_param\0\u{4}\u{3}lstm_param\0\u{4}\u{2}transpose_param\0\u{3}reverse_param\0\u{4}\u{6}region_param\0\u{4}4proposal_param\0\u{4}AK\u{1}psroi_pooling_param\0\u{4}Es_\u{1f}roi_pooling_param\0\u{3}smooth_l1_loss_param\0")
 
   fileprivate class _StorageClass {
     var _name: String? = nil
@@ -7946,6 +8280,11 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
     var _proposalParam: Caffe_ProposalParameter? = nil
     var _psroiPoolingParam: Caffe_PSROIPoolingParameter? = nil
     var _regionParam: Caffe_RegionParameter? = nil
+    var _bnParam: Caffe_BNParameter? = nil
+    var _denseImageDataParam: Caffe_DenseImageDataParameter? = nil
+    var _lstmParam: Caffe_LSTMParameter? = nil
+    var _transposeParam: Caffe_TransposeParameter? = nil
+    var _reverseParam: Caffe_ReverseParameter? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -8030,6 +8369,11 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       _proposalParam = source._proposalParam
       _psroiPoolingParam = source._psroiPoolingParam
       _regionParam = source._regionParam
+      _bnParam = source._bnParam
+      _denseImageDataParam = source._denseImageDataParam
+      _lstmParam = source._lstmParam
+      _transposeParam = source._transposeParam
+      _reverseParam = source._reverseParam
     }
   }
 
@@ -8066,6 +8410,8 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         case 9: try { try decoder.decodeRepeatedMessageField(value: &_storage._exclude) }()
         case 10: try { try decoder.decodeSingularEnumField(value: &_storage._phase) }()
         case 11: try { try decoder.decodeRepeatedBoolField(value: &_storage._propagateDown) }()
+        case 45: try { try decoder.decodeSingularMessageField(value: &_storage._bnParam) }()
+        case 46: try { try decoder.decodeSingularMessageField(value: &_storage._denseImageDataParam) }()
         case 100: try { try decoder.decodeSingularMessageField(value: &_storage._transformParam) }()
         case 101: try { try decoder.decodeSingularMessageField(value: &_storage._lossParam) }()
         case 102: try { try decoder.decodeSingularMessageField(value: &_storage._accuracyParam) }()
@@ -8124,6 +8470,9 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         case 205: try { try decoder.decodeSingularMessageField(value: &_storage._detectionEvaluateParam) }()
         case 206: try { try decoder.decodeSingularMessageField(value: &_storage._normParam) }()
         case 5137: try { try decoder.decodeSingularMessageField(value: &_storage._upsampleParam) }()
+        case 5140: try { try decoder.decodeSingularMessageField(value: &_storage._lstmParam) }()
+        case 5142: try { try decoder.decodeSingularMessageField(value: &_storage._transposeParam) }()
+        case 5143: try { try decoder.decodeSingularMessageField(value: &_storage._reverseParam) }()
         case 5149: try { try decoder.decodeSingularMessageField(value: &_storage._regionParam) }()
         case 5201: try { try decoder.decodeSingularMessageField(value: &_storage._proposalParam) }()
         case 10002: try { try decoder.decodeSingularMessageField(value: &_storage._psroiPoolingParam) }()
@@ -8174,6 +8523,12 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._propagateDown.isEmpty {
         try visitor.visitRepeatedBoolField(value: _storage._propagateDown, fieldNumber: 11)
       }
+      try { if let v = _storage._bnParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 45)
+      } }()
+      try { if let v = _storage._denseImageDataParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 46)
+      } }()
       try { if let v = _storage._transformParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 100)
       } }()
@@ -8348,6 +8703,15 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._upsampleParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 5137)
       } }()
+      try { if let v = _storage._lstmParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5140)
+      } }()
+      try { if let v = _storage._transposeParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5142)
+      } }()
+      try { if let v = _storage._reverseParam {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5143)
+      } }()
       try { if let v = _storage._regionParam {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 5149)
       } }()
@@ -8446,6 +8810,11 @@ nonisolated extension Caffe_LayerParameter: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._proposalParam != rhs_storage._proposalParam {return false}
         if _storage._psroiPoolingParam != rhs_storage._psroiPoolingParam {return false}
         if _storage._regionParam != rhs_storage._regionParam {return false}
+        if _storage._bnParam != rhs_storage._bnParam {return false}
+        if _storage._denseImageDataParam != rhs_storage._denseImageDataParam {return false}
+        if _storage._lstmParam != rhs_storage._lstmParam {return false}
+        if _storage._transposeParam != rhs_storage._transposeParam {return false}
+        if _storage._reverseParam != rhs_storage._reverseParam {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -13619,6 +13988,345 @@ nonisolated extension Caffe_ReorgParameter: SwiftProtobuf.Message, SwiftProtobuf
   public static func ==(lhs: Caffe_ReorgParameter, rhs: Caffe_ReorgParameter) -> Bool {
     if lhs._stride != rhs._stride {return false}
     if lhs._reverse != rhs._reverse {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_BNParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BNParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}scale_filler\0\u{3}shift_filler\0\u{3}bn_mode\0")
+
+  fileprivate class _StorageClass {
+    var _bnMode: Caffe_BNParameter.BNMode? = nil
+    var _scaleFiller: Caffe_FillerParameter? = nil
+    var _shiftFiller: Caffe_FillerParameter? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _bnMode = source._bnMode
+      _scaleFiller = source._scaleFiller
+      _shiftFiller = source._shiftFiller
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._scaleFiller) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._shiftFiller) }()
+        case 3: try { try decoder.decodeSingularEnumField(value: &_storage._bnMode) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._scaleFiller {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._shiftFiller {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._bnMode {
+        try visitor.visitSingularEnumField(value: v, fieldNumber: 3)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_BNParameter, rhs: Caffe_BNParameter) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._bnMode != rhs_storage._bnMode {return false}
+        if _storage._scaleFiller != rhs_storage._scaleFiller {return false}
+        if _storage._shiftFiller != rhs_storage._shiftFiller {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_BNParameter.BNMode: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LEARN\0\u{1}INFERENCE\0")
+}
+
+nonisolated extension Caffe_DenseImageDataParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DenseImageDataParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{3}batch_size\0\u{3}rand_skip\0\u{1}shuffle\0\u{3}new_height\0\u{3}new_width\0\u{3}is_color\0\u{3}mean_file\0\u{3}root_folder\0\u{1}mirror\0\u{3}crop_width\0\u{3}crop_height\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self._source) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self._batchSize) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._randSkip) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self._shuffle) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self._newHeight) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._newWidth) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self._isColor) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self._meanFile) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self._rootFolder) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self._mirror) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self._cropWidth) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self._cropHeight) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._source {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._batchSize {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._randSkip {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._shuffle {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._newHeight {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._newWidth {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._isColor {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._meanFile {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._rootFolder {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._mirror {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 10)
+    } }()
+    try { if let v = self._cropWidth {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 11)
+    } }()
+    try { if let v = self._cropHeight {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 12)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_DenseImageDataParameter, rhs: Caffe_DenseImageDataParameter) -> Bool {
+    if lhs._source != rhs._source {return false}
+    if lhs._batchSize != rhs._batchSize {return false}
+    if lhs._randSkip != rhs._randSkip {return false}
+    if lhs._shuffle != rhs._shuffle {return false}
+    if lhs._newHeight != rhs._newHeight {return false}
+    if lhs._newWidth != rhs._newWidth {return false}
+    if lhs._isColor != rhs._isColor {return false}
+    if lhs._meanFile != rhs._meanFile {return false}
+    if lhs._rootFolder != rhs._rootFolder {return false}
+    if lhs._mirror != rhs._mirror {return false}
+    if lhs._cropWidth != rhs._cropWidth {return false}
+    if lhs._cropHeight != rhs._cropHeight {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_LSTMParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LSTMParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}num_output\0\u{3}clipping_threshold\0\u{3}weight_filler\0\u{3}bias_filler\0\u{3}batch_size\0")
+
+  fileprivate class _StorageClass {
+    var _numOutput: UInt32? = nil
+    var _clippingThreshold: Float? = nil
+    var _weightFiller: Caffe_FillerParameter? = nil
+    var _biasFiller: Caffe_FillerParameter? = nil
+    var _batchSize: UInt32? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _numOutput = source._numOutput
+      _clippingThreshold = source._clippingThreshold
+      _weightFiller = source._weightFiller
+      _biasFiller = source._biasFiller
+      _batchSize = source._batchSize
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt32Field(value: &_storage._numOutput) }()
+        case 2: try { try decoder.decodeSingularFloatField(value: &_storage._clippingThreshold) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._weightFiller) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._biasFiller) }()
+        case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._batchSize) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._numOutput {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._clippingThreshold {
+        try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._weightFiller {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._biasFiller {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._batchSize {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_LSTMParameter, rhs: Caffe_LSTMParameter) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._numOutput != rhs_storage._numOutput {return false}
+        if _storage._clippingThreshold != rhs_storage._clippingThreshold {return false}
+        if _storage._weightFiller != rhs_storage._weightFiller {return false}
+        if _storage._biasFiller != rhs_storage._biasFiller {return false}
+        if _storage._batchSize != rhs_storage._batchSize {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_TransposeParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TransposeParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dim\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedInt32Field(value: &self.dim) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.dim.isEmpty {
+      try visitor.visitRepeatedInt32Field(value: self.dim, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_TransposeParameter, rhs: Caffe_TransposeParameter) -> Bool {
+    if lhs.dim != rhs.dim {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caffe_ReverseParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReverseParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}axis\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self._axis) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._axis {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caffe_ReverseParameter, rhs: Caffe_ReverseParameter) -> Bool {
+    if lhs._axis != rhs._axis {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -140,7 +140,7 @@ extension TrainingLowering {
     /// Whether element `i` survives dropout in this run: `u ≥ ratio` for a uniform `u` hashed from
     /// the run's random key, the layer and `i` (Caffe keeps with probability 1 − ratio). Forward and
     /// backward recompute the same mask instead of storing it.
-    private static func keeps(_ b: KernelBuilder, key: Buffer, layer: Int, _ i: Index, ratio: Float) -> Predicate {
+    static func keeps(_ b: KernelBuilder, key: Buffer, layer: Int, _ i: Index, ratio: Float) -> Predicate {
         let salt = b.bitPattern(UInt64(truncatingIfNeeded: layer) &* 0xD1B5_4A32_D192_ED03)
         return b.uniform(b.key(from: key) ^ salt, i) >= ratio
     }

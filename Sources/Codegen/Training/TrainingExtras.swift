@@ -32,6 +32,11 @@ extension TrainingLowering {
         case .lstmUnit: try base.lowerLSTMUnit(node)
         case .lstm, .rnn: try base.lowerRecurrent(node, savesOutput: true)
         case .upsample: try base.lowerUpsample(node)
+        case .bn: try base.lowerBN(node)
+        case .spatialDropout: try lowerSpatialDropoutForward(node)
+        case .transpose: try base.lowerTranspose(node)
+        case .reverse: try base.lowerReverse(node)
+        case .ctpnLSTM: try base.lowerCTPNLSTM(node)
         default: return false
         }
         return true
@@ -69,6 +74,11 @@ extension TrainingLowering {
         case .lstmUnit: try lowerLSTMUnitBackward(node)
         case .lstm, .rnn: try lowerRecurrentBackward(node)
         case .upsample: try lowerUpsampleBackward(node)
+        case .bn: try lowerBNBackward(node)
+        case .spatialDropout: try lowerSpatialDropoutBackward(node)
+        case .transpose: try lowerTransposeBackward(node)
+        case .reverse: try lowerReverseBackward(node)
+        case .ctpnLSTM: try lowerCTPNLSTMBackward(node)
         default: return false
         }
         return true

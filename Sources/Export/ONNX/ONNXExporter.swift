@@ -279,6 +279,10 @@ struct ONNXLowering {
             throw unsupported(node, "ONNX has no position-sensitive ROI pooling (MaxRoiPool/RoiAlign pool every channel alike)",
                               hint: "export the net up to the PSROIPooling's bottoms; nothing was written")
         case .permute, .normalize, .priorBox, .detectionOutput, .multiBoxLoss: try lowerDetection(node)
+        case .bn: try lowerBN(node)
+        case .spatialDropout: try lowerSpatialDropout(node)
+        case .transpose: try lowerTranspose(node)
+        case .reverse: try lowerReverse(node)
         default:
             throw unsupported(node)
         }

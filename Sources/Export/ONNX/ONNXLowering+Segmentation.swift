@@ -1,0 +1,59 @@
+import CaffeFormat
+import Graph
+
+/// The segmentation and sequence forks' layers that ONNX has operators for: SegNet's and ENet's
+/// BN (Mul and Add; with batch statistics, ReduceMean over N, H, W first), ENet's spatial
+/// dropout (Identity or Mul, as SwiftJIT's inference runs it), CTPN's Transpose (Transpose) and
+/// Reverse (Slice with step −1). CTPN's Lstm is not exported (as Caffe's LSTM is not).
+extension ONNXLowering {
+    /// BN: INFERENCE is `x·scale + shift` with the 1×C×1×1 blobs broadcast; LEARN normalizes with
+    /// the batch's mean and biased variance first (eps 1e-9), as the forks do in every phase. A
+    /// LEARN BN's second and third tops (the batch statistics) are exported too.
+    mutating func lowerBN(_ node: Node) throws {
+        let rank = inputShape(node).count
+        guard rank == 4 else { throw unsupported(node, "its input has \(rank) axes; the export writes N×C×H×W BN layers") }
+        let scale = try parameter(node, 0), shift = try parameter(node, 1)
+        var x = input(node)
+        if node.layer.bnParam.bnMode == .learn {
+            fixBatch(node, because: "normalizes with statistics over the whole batch")
+            let mean = reduce("ReduceMean", x, axes: [0, 2, 3], keepDims: true, name: "\(node.name)/mean",
+                              output: node.outputs.count > 1 ? output(node, 1) : nil)
+            let centered = writer.node("Sub", name: "\(node.name)/center", inputs: [x, mean])
+            let square = writer.node("Mul", name: "\(node.name)/square", inputs: [centered, centered])
+            let variance = reduce("ReduceMean", square, axes: [0, 2, 3], keepDims: true, name: "\(node.name)/variance",
+                                  output: node.outputs.count > 2 ? output(node, 2) : nil)
+            let padded = writer.node("Add", name: "\(node.name)/eps", inputs: [variance, writer.constant("\(node.name)/eps", [BNLayer.varianceEpsilon])])
+            let deviation = writer.node("Sqrt", name: "\(node.name)/sqrt", inputs: [padded])
+            x = writer.node("Div", name: "\(node.name)/normalize", inputs: [centered, deviation])
+        }
+        let scaled = writer.node("Mul", name: "\(node.name)/scale", inputs: [x, scale])
+        writer.node("Add", name: node.name, inputs: [scaled, shift], outputs: [output(node)])
+    }
+
+    /// ENet's spatial dropout as SwiftJIT's inference runs it: Identity where it would draw masks,
+    /// else `x · 1/(1 − p)` (the fork's branch for other phases).
+    mutating func lowerSpatialDropout(_ node: Node) throws {
+        let settings = try SpatialDropoutSettings(node.layer, phase: graph.phase)
+        if settings.dropsChannels {
+            writer.node("Identity", name: node.name, inputs: [input(node)], outputs: [output(node)])
+        } else {
+            writer.node("Mul", name: node.name, inputs: [input(node), writer.constant("\(node.name)/scale", [settings.scale])], outputs: [output(node)])
+        }
+    }
+
+    /// Transpose: ONNX's `perm` is CTPN's `dim` (top axis i = bottom axis perm[i]).
+    mutating func lowerTranspose(_ node: Node) throws {
+        let order = try AxisTransposition(node.layer.transposeParam, rank: inputShape(node).count).order
+        if order.first != 0 { fixBatch(node, because: "moves the batch axis") }
+        writer.node("Transpose", name: node.name, inputs: [input(node)], outputs: [output(node)], [Attribute.ints("perm", order)])
+    }
+
+    /// Reverse: a Slice of `axis` from its last index to before the first, step −1.
+    mutating func lowerReverse(_ node: Node) throws {
+        let axis = Int(node.layer.reverseParam.axis)
+        if axis == 0 { fixBatch(node, because: "reverses the batch axis") }
+        let starts = writer.int64s("\(node.name)/starts", [-1]), ends = writer.int64s("\(node.name)/ends", [Int(Int64.min)])
+        let axes = writer.int64s("\(node.name)/axes", [axis]), steps = writer.int64s("\(node.name)/steps", [-1])
+        writer.node("Slice", name: node.name, inputs: [input(node), starts, ends, axes, steps], outputs: [output(node)])
+    }
+}
