@@ -83,6 +83,39 @@ struct ReaderLimitsTests {
                 + "3×1073741824×1073741824 needs 3458764513820540928")
         }
     }
+
+    @Test("run on an Input of 10^12 (or an Int-overflowing number of) elements, or an .npy declaring 10^12, fails in one line with the sizes")
+    func hugeInputsInRun() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-limits-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func net(_ dims: [Int]) throws -> String {
+            let path = folder.appendingPathComponent("net\(dims.count).prototxt").path
+            let shape = dims.map { "dim: \($0)" }.joined(separator: " ")
+            try """
+            name: "huge"
+            layer { name: "data" type: "Input" top: "data" input_param { shape { \(shape) } } }
+            layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let output = folder.appendingPathComponent("out.npz").path
+        for dims in [[1_000_000, 1_000_000], [10_000_000, 10_000_000, 10_000_000]] {
+            let result = try CompileCommandTests.run(["run", try net(dims), "--output", output])
+            #expect(result.status == 1)
+            #expect(result.err.contains("layer 'data': top 'data' \(dims.map(String.init).joined(separator: "×")) would hold more than 2147483647 values"),
+                    "\(result.err)")
+        }
+        // An .npy whose header declares 10^6 × 10^6 floats over 4 bytes of data.
+        var header = Array("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }".utf8)
+        header += [UInt8](repeating: 0x20, count: 118 - header.count) + [0x0A]
+        let npy = folder.appendingPathComponent("lie.npy").path
+        try Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count), 0] + header + [0, 0, 0, 0]).write(to: URL(fileURLWithPath: npy))
+        let result = try CompileCommandTests.run(["run", try net([2, 3]), "--input", "data=\(npy)", "--output", output])
+        #expect(result.status == 1)
+        #expect(result.err.contains("the header declares shape [1000000, 1000000] of '<f4' = 4000000000000 bytes at offset 129, but only 4 bytes follow"),
+                "\(result.err)")
+    }
 }
 
 /// Every fuzzing seed and every input a fuzz run found crashing (Tests/Fuzz/corpus and
