@@ -3,7 +3,7 @@
 # `swift build --sanitize=KIND` in .build-sanitize-KIND and runs `swift test` there.
 #   tools/sanitize.sh address|thread [swift test flags, e.g. --filter TrainerTests]
 # Fails on any test failure or sanitizer report (ASan stops the process at its first report;
-# TSan is told to, too). The results of the last full runs are in docs/sanitizers.md.
+# TSan is told to, too). Runs and their results are recorded in Tests/Fuzz/README.md (Sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind="${1:-}"

@@ -52,7 +52,8 @@ public struct DatumImage: Sendable, Equatable {
     ///
     /// Throws a `Diagnostic` naming the key when the bytes are not a Datum ("corrupt record at key
     /// 00000123"), when its pixel count differs from `channels × height × width` (both sizes are
-    /// given), when its shape has a zero dimension, or when an encoded image cannot be decoded.
+    /// given, also when the product overflows an Int), when its shape has a zero dimension, or when
+    /// an encoded image cannot be decoded or declares more pixels than its bytes can describe.
     public init(serialized value: Data, key: String, colorMode: ImageColorMode = .native,
                 source: String? = nil) throws {
         let datum: Caffe_Datum
@@ -95,7 +96,13 @@ public struct DatumImage: Sendable, Equatable {
             throw Diagnostic("corrupt record at key \(key): its shape \(declared) is empty", file: source,
                              hint: "every Datum needs positive channels, height and width")
         }
-        let expected = channels * height * width
+        let (area, areaOverflow) = height.multipliedReportingOverflow(by: width)
+        let (expected, overflow) = area.multipliedReportingOverflow(by: channels)
+        guard !areaOverflow && !overflow else {
+            throw Diagnostic("mis-sized record at key \(key): its shape \(declared) has more values than an Int holds, "
+                             + "but it stores \(datum.data.isEmpty ? datum.floatData.count : datum.data.count)", file: source,
+                             hint: "rebuild the LMDB; a Datum's channels, height and width must describe the pixels it holds")
+        }
         if !datum.data.isEmpty {
             guard datum.data.count == expected else {
                 throw Diagnostic("mis-sized record at key \(key): it holds \(datum.data.count) bytes of pixels, "

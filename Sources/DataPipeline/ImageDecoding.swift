@@ -60,7 +60,9 @@ public struct ImageDecodingError: Error, Sendable, Equatable, CustomStringConver
 ///
 ///     let image = try ImageDecoder.decode(jpegBytes, mode: .color)   // 3 channels, BGR
 ///
-/// Differences from OpenCV that remain: EXIF orientation is not applied, and CMYK JPEGs are rejected.
+/// Differences from OpenCV that remain: EXIF orientation is not applied, CMYK JPEGs are rejected, and
+/// JPEGs whose header asks for more decoding work than their bytes can describe are rejected
+/// (`JPEGWorkBound`: truncated decompression bombs, more than 500 progressive scans).
 public enum ImageDecoder {
     /// Decodes `bytes`, recognising JPEG or PNG by signature.
     public static func decode(_ bytes: Data, mode: ImageColorMode) throws(ImageDecodingError) -> DecodedImage {
@@ -101,10 +103,14 @@ public enum ImageDecoder {
             guard width > 0, height > 0, count < Int(Int32.max) else {
                 return .failure(ImageDecodingError(description: "its JPEG claims an impossible size \(width)×\(height)"))
             }
+            if let excess = JPEGWorkBound(bytes: raw, width: Int(width), height: Int(height)).excess {
+                return .failure(ImageDecodingError(description: excess))
+            }
             var pixels = [UInt8](repeating: 0, count: count)
+            // TJFLAG_LIMITSCANS: more than 500 progressive scans is an error (libjpeg-turbo ≥ 2.1).
             let code = pixels.withUnsafeMutableBufferPointer { target in
                 tjDecompress2(handle, source, UInt(raw.count), target.baseAddress, width, 0, height,
-                              Int32(format.rawValue), 0)
+                              Int32(format.rawValue), TJFLAG_LIMITSCANS)
             }
             if code != 0 && tjGetErrorCode(handle) != Int32(TJERR_WARNING.rawValue) {
                 return .failure(jpegError(handle, doing: "decoding its JPEG"))
@@ -150,5 +156,58 @@ public enum ImageDecoder {
     private static func jpegError(_ handle: tjhandle, doing what: String) -> ImageDecodingError {
         let reason = tjGetErrorStr2(handle).map { String(cString: $0) } ?? "unknown error"
         return ImageDecodingError(description: "\(what) failed (libjpeg-turbo: \(reason))")
+    }
+}
+
+/// How much decoding work a JPEG's bytes can honestly ask for, checked before TurboJPEG runs.
+///
+/// libjpeg decodes a truncated or corrupt JPEG to the end anyway (the rest grey, as OpenCV shows
+/// it), so a few hundred bytes whose header declares 30000×20000 pixels cost seconds of decoding
+/// and gigabytes of memory, and a progressive JPEG repeats that work once per scan. A complete
+/// Huffman-coded JPEG spends at least one bit on every 8×8 block of its full-resolution component,
+/// so it holds at least `pixels / 512` bytes; real progressive JPEGs have about 10 scans. A JPEG
+/// that declares more pixels than its bytes can hold, or whose pixels × scans exceed `bytes × 8192`
+/// (16 scans at that densest possible coding), is rejected. The densest real images, uniform
+/// colour, reach half the first bound and a fifth of the second (libjpeg's progressive 4000×3000
+/// white: 254 pixels and 1,525 pixel-scans per byte); photos are 50–500 times less dense. It is rejected
+/// with both sizes in the message. What this refuses that OpenCV would decode: a JPEG truncated to
+/// under a 512th of its pixel count, and arithmetic-coded images of (nearly) uniform colour.
+struct JPEGWorkBound {
+    /// Pixels one byte of a complete Huffman-coded JPEG can at most describe (1 bit per 64 pixels).
+    static let pixelsPerByte = 512
+    /// Pixel-scans (pixels decoded once per scan) one byte may ask for.
+    static let pixelScansPerByte = 8192
+
+    let bytes: Int
+    let pixels: Int
+    /// Start-of-scan markers; byte stuffing keeps them out of entropy-coded data, so this never
+    /// undercounts (markers inside an APPn payload, an EXIF thumbnail's, only count more).
+    let scans: Int
+
+    init(bytes raw: UnsafeRawBufferPointer, width: Int, height: Int) {
+        bytes = raw.count
+        pixels = width * height
+        var scans = 0
+        var index = 0
+        while index + 1 < raw.count {
+            if raw[index] == 0xFF && raw[index + 1] == 0xDA { scans += 1 }
+            index += 1
+        }
+        self.scans = max(scans, 1)
+    }
+
+    /// Why the JPEG is refused, or nil when its declared work fits its bytes.
+    var excess: String? {
+        let size = "\(bytes) bytes"
+        if pixels / Self.pixelsPerByte > bytes {
+            return "its JPEG declares \(pixels) pixels but holds only \(size); a complete JPEG that large needs at least "
+                + "\(pixels / Self.pixelsPerByte) bytes (1 bit per 8×8 block), so the data is truncated or corrupt"
+        }
+        let (work, overflow) = pixels.multipliedReportingOverflow(by: scans)
+        if overflow || work / Self.pixelScansPerByte > bytes {
+            return "its JPEG declares \(pixels) pixels in \(scans) progressive scans, more decoding work than its \(size) "
+                + "can describe (at most \(Self.pixelScansPerByte) pixel-scans per byte), so the data is corrupt"
+        }
+        return nil
     }
 }

@@ -73,7 +73,8 @@ public struct InferenceRequest: Sendable, Equatable {
         var offset = jsonEnd
         for (index, item) in inputs.enumerated() {
             guard let input = item as? [String: Any] else { throw ServeError(.badRequest, "inputs[\(index)] must be an object") }
-            let decoded = try decodeInput(input, index: index, body: body, offset: &offset, binaryAllowed: headerLength != nil)
+            let decoded = try decodeInput(input, index: index, body: body, jsonLength: jsonEnd, offset: &offset,
+                                          binaryAllowed: headerLength != nil)
             if request.inputs.contains(where: { $0.name == decoded.name }) {
                 throw ServeError(.badRequest, "input '\(decoded.name)' appears twice")
             }
@@ -95,7 +96,10 @@ public struct InferenceRequest: Sendable, Equatable {
         return request
     }
 
-    private static func decodeInput(_ input: [String: Any], index: Int, body: [UInt8], offset: inout Int, binaryAllowed: Bool) throws(ServeError) -> Input {
+    /// One input: its shape is checked against `maxElements`, and against the bytes that could hold
+    /// its values (the binary data, or the `jsonLength` bytes of JSON), before anything is allocated.
+    private static func decodeInput(_ input: [String: Any], index: Int, body: [UInt8], jsonLength: Int, offset: inout Int,
+                                    binaryAllowed: Bool) throws(ServeError) -> Input {
         guard let name = input["name"] as? String else { throw ServeError(.badRequest, "inputs[\(index)] has no \"name\"") }
         guard let rawShape = input["shape"] as? [Any] else { throw ServeError(.badRequest, "input '\(name)' has no \"shape\" (an array of non-negative integers)") }
         var shape: [Int] = []
@@ -141,6 +145,12 @@ public struct InferenceRequest: Sendable, Equatable {
         }
         guard let data = input["data"] else {
             throw ServeError(.badRequest, "input '\(name)' has neither \"data\" nor parameters.binary_data_size")
+        }
+        // Each JSON value takes at least two bytes ("0,"), so a shape the header cannot hold is refused
+        // before its values are reserved.
+        guard count <= (jsonLength + 1) / 2 else {
+            throw ServeError(.badRequest, "input '\(name)': shape \(shapeText(shape)) has \(count) elements, more than the "
+                             + "\(jsonLength)-byte JSON header can hold in \"data\" (each value takes at least 2 bytes)")
         }
         var numbers: [Double] = []
         numbers.reserveCapacity(count)

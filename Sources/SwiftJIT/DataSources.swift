@@ -89,3 +89,72 @@ public enum DataSources {
         return (shapes, notes)
     }
 }
+
+extension DataSources {
+    /// A net whose file data layers (Data, ImageData, WindowData, HDF5Data) are fed once, for a
+    /// single forward pass (`swiftjit run`), and the values that feed them.
+    public struct FirstBatch {
+        /// `definition` with each file data layer of the net state replaced by an `Input` layer of
+        /// the same name and tops, shaped as the type's rule learns (or as `given` says).
+        public var definition: NetDefinition
+        /// One batch of every replaced top not in `given`, read from its source through the same
+        /// feeds as `swiftjit test` (transform_param applied), by blob name.
+        public var batch: [String: NDArray]
+    }
+
+    /// Turns `definition`'s file data layers into `Input` layers fed from their sources' first
+    /// batch, so a net written for `caffe test` runs forward (`swiftjit run`) as `test` would run
+    /// its first iteration. Sources resolve and shapes are learned by the type's rule; a layer
+    /// whose every top is in `given` (`--input`) is not opened. A source that cannot be read
+    /// throws, as for `train` and `test`. A net without file data layers comes back unchanged.
+    public static func firstBatch(_ definition: NetDefinition, phase: Caffe_Phase, given: [String: TensorShape]) throws -> FirstBatch {
+        let state = definition.net.state
+        let filter = NetFilter(net: definition.net, phase: phase, level: state.level, stages: state.stage)
+        let fileLayers = definition.net.layer.indices.filter { index in
+            fileLayerTypes.contains(definition.net.layer[index].type) && filter.includes(definition.net.layer[index])
+        }
+        guard !fileLayers.isEmpty else { return FirstBatch(definition: definition, batch: [:]) }
+        var reading = definition
+        reading.net.layer = definition.net.layer.enumerated().compactMap { index, layer in
+            // Only the layers whose tops are not all given are read.
+            !fileLayers.contains(index) || !layer.top.allSatisfy({ given[$0] != nil }) ? layer : nil
+        }
+        var batch: [String: NDArray] = [:]
+        var shapes = given
+        if reading.net.layer.contains(where: { fileLayerTypes.contains($0.type) && filter.includes($0) }) {
+            let learned = try DataSources.shapes(reading, phase: phase, level: state.level, stages: state.stage,
+                                                 given: given, required: true).shapes
+            shapes.merge(learned) { mine, _ in mine }
+            // A graph of the data layers alone: the feeds need nothing else.
+            var feedsOnly = reading
+            feedsOnly.net.layer = reading.net.layer.filter { fileLayerTypes.contains($0.type) }
+            feedsOnly.layerLocations = []
+            let graph = try GraphBuilder(phase: phase, inputShapes: shapes, insertsSplits: false).build(feedsOnly)
+            let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil, netFile: definition.file, dataInPlace: true)
+            defer { feeds.close() }
+            batch = try feeds.next().filter { given[$0.key] == nil }
+            for (name, array) in batch { shapes[name] = shapes[name] ?? TensorShape(array.shape) }
+        }
+        var fed = definition
+        for index in fileLayers {
+            let layer = definition.net.layer[index]
+            var input = Caffe_LayerParameter()
+            input.name = layer.name
+            input.type = "Input"
+            input.top = layer.top
+            input.include = layer.include
+            input.exclude = layer.exclude
+            for top in layer.top {
+                guard let shape = shapes[top], shape.isFullyKnown else {
+                    throw Diagnostic("\(layer.type) layer '\(layer.name)': the shape of its top '\(top)' is not known", layer: layer.name,
+                                     hint: "give it with --input \(top)=FILE.npy")
+                }
+                var blob = Caffe_BlobShape()
+                blob.dim = shape.dims.map(Int64.init)
+                input.inputParam.shape.append(blob)
+            }
+            fed.net.layer[index] = input
+        }
+        return FirstBatch(definition: fed, batch: batch)
+    }
+}

@@ -8,7 +8,7 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run a net forward on inputs from .npy/.npz files and write blobs to an .npz.",
         discussion: """
-        Inputs are NumPy files: `--input data=x.npy` feeds one blob (repeat for several, e.g. `--input rois=r.npy`), `--input inputs.npz` feeds every array of the archive by its key. The net is compiled for the inputs' shapes, whatever the prototxt says. Without --weights the parameters come from the prototxt's fillers with --seed.
+        Inputs are NumPy files: `--input data=x.npy` feeds one blob (repeat for several, e.g. `--input rois=r.npy`), `--input inputs.npz` feeds every array of the archive by its key. The net is compiled for the inputs' shapes, whatever the prototxt says. Data, ImageData, WindowData and HDF5Data layers (a train_val net) read their first batch from their sources, found as every command finds them (the working directory, then the prototxt's folder), as `swiftjit test` reads its first iteration; `--input` for all of a layer's tops replaces its source. Without --weights the parameters come from the prototxt's fillers with --seed.
 
         The output .npz keys are the exact Caffe blob names (`inception_3a/1x1` included). `--blobs all` writes every blob (each keeps its own buffer, as in Caffe); `--blobs a,b` writes those; the default writes the net's outputs.
 
@@ -47,8 +47,14 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let inputs = try InputFiles.load(input)
-            let net = try Net(prototxt: net, weights: weights, phase: phase.caffePhase, inputShapes: inputs.mapValues(\.shape), seed: seed,
+            let given = try InputFiles.load(input)
+            // Data, ImageData, WindowData and HDF5Data layers: their sources' first batch, found and
+            // shaped by the rule every command shares (DataSources).
+            let fed = try DataSources.firstBatch(try CaffeFiles.loadNet(path: net), phase: phase.caffePhase,
+                                                 given: given.mapValues { TensorShape($0.shape) })
+            let inputs = given.merging(fed.batch) { mine, _ in mine }
+            let net = try Net(definition: fed.definition, weights: try weights.map { (try CaffeFiles.loadWeights(path: $0), $0) },
+                              phase: phase.caffePhase, inputShapes: inputs.mapValues(\.shape), seed: seed,
                               compiler: NetCompiler(cache: kernelCache.makeCache()))
             let selection: BlobSelection = blobs == "all" ? .all : blobs == "outputs" ? .outputs
                 : .named(blobs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })

@@ -50,6 +50,22 @@ struct RequestDecodingTests {
         #expect(throws: ServeError.self) { try InferenceRequest.decode(body: Self.bytes(lying), headerLength: 1 << 40) }
     }
 
+    @Test("a JSON tensor whose shape needs more values than the body can hold is refused before reserving them, naming both sizes")
+    func jsonShapeBeyondBody() throws {
+        // 2^31 elements (the element limit) in a 90-byte body: refused before 16 GB of Doubles are reserved.
+        let body = #"{"inputs":[{"name":"a","shape":[2147483648],"datatype":"FP32","data":[1]}]}"#
+        do {
+            _ = try InferenceRequest.decode(body: Self.bytes(body), headerLength: nil)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.status == .badRequest)
+            #expect(error.message == "input 'a': shape [2147483648] has 2147483648 elements, more than the \(body.utf8.count)-byte JSON header can hold in \"data\" (each value takes at least 2 bytes)")
+        }
+        // The tightest honest body still decodes: three one-digit values.
+        let tight = #"{"inputs":[{"name":"a","shape":[3],"datatype":"FP32","data":[1,2,3]}]}"#
+        #expect(try InferenceRequest.decode(body: Self.bytes(tight), headerLength: nil).inputs[0].values == [1, 2, 3])
+    }
+
     @Test("malformed JSON, missing fields and wrong element counts are 400s that say what is wrong")
     func malformed() throws {
         let cases: [(String, String)] = [

@@ -55,6 +55,67 @@ struct ReaderLimitsTests {
         let mean = try DataTransformer.mean(fromBinaryproto: try blob.serializedData(), file: "mean.binaryproto")
         #expect(mean == .perPixel(channels: 3, height: 2, width: 2, values: (0..<12).map(Float.init)))
     }
+
+    @Test("a raw Datum whose channels × height × width overflows an Int is an error naming the shape, not a trap")
+    func overflowingDatum() throws {
+        var datum = Caffe_Datum()
+        datum.channels = .max
+        datum.height = .max
+        datum.width = .max
+        datum.data = Data([1, 2, 3])
+        do {
+            _ = try DatumImage(serialized: try datum.serializedData(), key: "00000042", source: "train_lmdb")
+            Issue.record("expected an error")
+        } catch let diagnostic as Diagnostic {
+            #expect(diagnostic.message == "mis-sized record at key 00000042: its shape 2147483647×2147483647×2147483647 "
+                + "has more values than an Int holds, but it stores 3")
+            #expect(diagnostic.file == "train_lmdb")
+        }
+        // Large but representable: the sizes are compared, nothing is allocated for the declared shape.
+        datum.channels = 3
+        datum.height = 1 << 30
+        datum.width = 1 << 30
+        do {
+            _ = try DatumImage(serialized: try datum.serializedData(), key: "00000043")
+            Issue.record("expected an error")
+        } catch let diagnostic as Diagnostic {
+            #expect(diagnostic.message == "mis-sized record at key 00000043: it holds 3 bytes of pixels, but its shape "
+                + "3×1073741824×1073741824 needs 3458764513820540928")
+        }
+    }
+
+    @Test("run on an Input of 10^12 (or an Int-overflowing number of) elements, or an .npy declaring 10^12, fails in one line with the sizes")
+    func hugeInputsInRun() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-limits-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func net(_ dims: [Int]) throws -> String {
+            let path = folder.appendingPathComponent("net\(dims.count).prototxt").path
+            let shape = dims.map { "dim: \($0)" }.joined(separator: " ")
+            try """
+            name: "huge"
+            layer { name: "data" type: "Input" top: "data" input_param { shape { \(shape) } } }
+            layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let output = folder.appendingPathComponent("out.npz").path
+        for dims in [[1_000_000, 1_000_000], [10_000_000, 10_000_000, 10_000_000]] {
+            let result = try CompileCommandTests.run(["run", try net(dims), "--output", output])
+            #expect(result.status == 1)
+            #expect(result.err.contains("layer 'data': top 'data' \(dims.map(String.init).joined(separator: "×")) would hold more than 2147483647 values"),
+                    "\(result.err)")
+        }
+        // An .npy whose header declares 10^6 × 10^6 floats over 4 bytes of data.
+        var header = Array("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }".utf8)
+        header += [UInt8](repeating: 0x20, count: 118 - header.count) + [0x0A]
+        let npy = folder.appendingPathComponent("lie.npy").path
+        try Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count), 0] + header + [0, 0, 0, 0]).write(to: URL(fileURLWithPath: npy))
+        let result = try CompileCommandTests.run(["run", try net([2, 3]), "--input", "data=\(npy)", "--output", output])
+        #expect(result.status == 1)
+        #expect(result.err.contains("the header declares shape [1000000, 1000000] of '<f4' = 4000000000000 bytes at offset 129, but only 4 bytes follow"),
+                "\(result.err)")
+    }
 }
 
 /// Every fuzzing seed and every input a fuzz run found crashing (Tests/Fuzz/corpus and
@@ -106,4 +167,52 @@ struct FuzzFindingsTests {
         }
     }
 
+}
+
+/// The datum harness's timeout: small encoded JPEG Datums that libjpeg-turbo spent tens of
+/// seconds on (a header declaring 30000×20000 pixels over 628 bytes; hundreds of empty progressive
+/// scans). `JPEGWorkBound` and `TJFLAG_LIMITSCANS` refuse them before decoding.
+@Suite("fuzzing finds, fixed: JPEG decompression bombs")
+struct JPEGBombTests {
+    static func datum(_ name: String) throws -> Data {
+        try Data(contentsOf: FuzzFindingsTests.regressions.appendingPathComponent("datum/\(name).datum"))
+    }
+
+    static func message(_ name: String) throws -> String {
+        do {
+            _ = try DatumImage(serialized: try datum(name), key: "00000007", source: "train_lmdb")
+        } catch let diagnostic as Diagnostic {
+            #expect(diagnostic.file == "train_lmdb")
+            return diagnostic.message
+        }
+        Issue.record("\(name) decoded")
+        return ""
+    }
+
+    @Test("a JPEG declaring 30000×20000 pixels in 628 bytes is refused before decoding, with both sizes (fuzz: datum)")
+    func declaredSizeBeyondBytes() throws {
+        #expect(try Self.message("jpeg-30000x20000-in-628-bytes") == "corrupt record at key 00000007: its JPEG declares 600000000 pixels "
+            + "but holds only 628 bytes; a complete JPEG that large needs at least 1171875 bytes (1 bit per 8×8 block), so the data is truncated or corrupt")
+    }
+
+    @Test("a 1024×1024 JPEG with 301 empty progressive scans in 3730 bytes is refused: pixels × scans beyond its bytes (fuzz: datum)")
+    func scansBeyondBytes() throws {
+        #expect(try Self.message("jpeg-1024x1024-300-empty-scans") == "corrupt record at key 00000007: its JPEG declares 1048576 pixels in 301 "
+            + "progressive scans, more decoding work than its 3730 bytes can describe (at most 8192 pixel-scans per byte), so the data is corrupt")
+    }
+
+    @Test("a 256×256 JPEG with 601 scans passes the byte bound but libjpeg-turbo's 500-scan limit stops it (TJFLAG_LIMITSCANS)")
+    func scanLimit() throws {
+        let message = try Self.message("jpeg-256x256-600-empty-scans")
+        #expect(message.contains("Progressive JPEG image has more than 500 scans"), "\(message)")
+    }
+
+    @Test("the densest real JPEG, a uniform white progressive one (256 pixels per byte), still decodes")
+    func uniformProgressiveDecodes() throws {
+        let url = FuzzReplayTests.fuzz.appendingPathComponent("corpus/datum/encoded_progressive_white_gray_jpg.datum")
+        let image = try DatumImage(serialized: try Data(contentsOf: url), key: "0")
+        #expect(image.shape == [1, 768, 1024])
+        #expect(image.label == 7)
+        #expect(image.floatCHW().allSatisfy { $0 == 255 })
+    }
 }

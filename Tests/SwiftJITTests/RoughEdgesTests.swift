@@ -40,6 +40,42 @@ struct RoughEdgesTests {
         #expect(result.out.contains("Batch 1, accuracy = "))
     }
 
+    @Test("run reads a Data layer's first batch by the same rule (from another working directory) and matches test's first iteration")
+    func runDataLayerNet() throws {
+        let folder = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let prototxt = Self.sgd.appendingPathComponent("train_test.prototxt").path
+        let weights = Self.sgd.appendingPathComponent("final.caffemodel").path
+        let archive = folder.appendingPathComponent("blobs.npz").path
+        // The working directory is the repository; "../data/test_lmdb" is found beside the prototxt.
+        let result = try CompileCommandTests.run(["run", prototxt, "--weights", weights, "--output", archive])
+        #expect(result.status == 0, "\(result.err)")
+        let blobs = try NumPyFile.readArchive(path: archive)
+        let tested = try CompileCommandTests.run(["test", "--model", prototxt, "--weights", weights, "--iterations", "1"])
+        #expect(tested.status == 0, "\(tested.err)")
+        func batch0(_ name: String) -> Float? {
+            tested.out.split(separator: "\n").first { $0.hasPrefix("Batch 0, \(name) = ") }.flatMap { Float($0.split(separator: " ").last!) }
+        }
+        let accuracy = try #require(batch0("accuracy")), loss = try #require(batch0("loss"))
+        #expect(blobs["accuracy"]?.data == [accuracy])
+        #expect(abs((blobs["loss"]?.data.first ?? .nan) - loss) <= 1e-5 * loss, "run \(String(describing: blobs["loss"]?.data)), test \(loss)")
+        #expect(accuracy == 0.875)  // 14 of the LMDB's first 16 digits
+
+        // Every top given with --input: a copy of the net whose LMDB is not beside it runs on those.
+        let copy = folder.appendingPathComponent("train_test.prototxt")
+        try FileManager.default.copyItem(atPath: prototxt, toPath: copy.path)
+        let data = folder.appendingPathComponent("data.npy").path, label = folder.appendingPathComponent("label.npy").path
+        try NumPyFile.write(NDArray(shape: [16, 1, 28, 28], data: [Float](repeating: 0, count: 16 * 784)), to: data)
+        try NumPyFile.write(NDArray(shape: [16], data: [Float](repeating: 3, count: 16)), to: label)
+        let given = try CompileCommandTests.run(["run", copy.path, "--weights", weights, "--output", archive,
+                                                 "--input", "data=\(data)", "--input", "label=\(label)"])
+        #expect(given.status == 0, "\(given.err)")
+        #expect(try NumPyFile.readArchive(path: archive)["loss"]?.shape == [])
+        let missing = try CompileCommandTests.run(["run", copy.path, "--weights", weights, "--output", archive])
+        #expect(missing.status == 1)
+        #expect(missing.err.contains("no such LMDB"), "\(missing.err)")
+    }
+
     @Test("compile --json flags partial totals and names the blobs whose size is unknown")
     func partialTotals() throws {
         let folder = try Self.folder()

@@ -172,7 +172,14 @@ struct TrainingRobustnessTests {
                 }
                 if writing { duringWrites += 1 }
             } else {
-                usleep(UInt32.random(in: 0...600_000, using: &generator))  // about 0 to 12 iterations in
+                // After the next complete snapshot (so each such kill leaves one more to resume
+                // from, however loaded the machine), at a random moment: about 0 to 12 iterations on.
+                _ = Self.waitFor(120) { ((try? Self.snapshotIterations(folder).last) ?? nil).map { $0 > (latest ?? 0) } ?? false }
+                usleep(UInt32.random(in: 0...600_000, using: &generator))
+                if try Self.snapshotIterations(folder).last == 40 {
+                    #expect(run.wait() == 0, "\(run.output)")  // it finished before the kill
+                    break
+                }
             }
             kill(run.process.processIdentifier, SIGKILL)
             #expect(run.wait() == 128 + SIGKILL)
