@@ -6,36 +6,12 @@ extension Lowering {
     /// Permute (SSD): output element at position `o` (row-major over the permuted shape) is the
     /// input element whose index along axis `order[d]` is `o[d]`. One task per index of the first
     /// output axis; the other axes are nested loops with constant bounds and strides, so the
-    /// innermost loop is a strided gather (or a contiguous copy when the last axis stays last).
+    /// innermost loop is a strided gather (or a contiguous copy when the last axis stays last):
+    /// `emitAxisPermutation`, which CTPN's Transpose shares.
     mutating func lowerPermute(_ node: Node) throws {
-        let input = node.inputs[0], dims = shape(input)
+        let dims = shape(node.inputs[0])
         let order = try Permutation(node.layer.permuteParam, rank: dims.count).order
-        let outDims = order.map { dims[$0] }
-        var inputStrides = Array(repeating: 1, count: dims.count)
-        for axis in Swift.stride(from: dims.count - 2, through: 0, by: -1) { inputStrides[axis] = inputStrides[axis + 1] * dims[axis + 1] }
-        let sourceStrides = order.map { inputStrides[$0] }
-        let total = outDims.reduce(1, *)
-        guard total > 0 else { return }
-        let operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0]))]
-        let signature = "permute in\(dims.map(String.init).joined(separator: "x")) order\(order.map(String.init).joined(separator: ","))"
-        let tasks = outDims.first ?? 1
-        try emitKernel(node, signature, operands: operands, tasks: tasks, work: total) { b in
-            let (x, y) = (b.operand(0), b.operand(1))
-            b.forEachTask { first in
-                guard outDims.count > 1 else {
-                    y[first] = x[first * (sourceStrides.first ?? 1)]
-                    return
-                }
-                func axis(_ d: Int, target: Index, source: Index) {
-                    guard d < outDims.count else {
-                        y[target] = x[source]
-                        return
-                    }
-                    b.loop(0..<outDims[d]) { i in axis(d + 1, target: target * outDims[d] + i, source: source + i * sourceStrides[d]) }
-                }
-                axis(1, target: first, source: first * sourceStrides[0])
-            }
-        }
+        try emitAxisPermutation(node, input: Operand(buffer(node.inputs[0])), output: Operand(buffer(node.outputs[0])), dims: dims, order: order)
     }
 
     /// PriorBox (SSD): its output depends only on shapes, so it is computed once while compiling

@@ -13,18 +13,8 @@ extension TrainingLowering {
     /// Bins of different ROIs overlap, so the tasks run in order on one thread (the fork uses
     /// atomic adds).
     mutating func lowerPSROIPoolingBackward(_ node: Node) throws {
-        if analysis.writesBottomDiff(node, 1) { try base.emitFill(node, bottomDiff(node, 1), count: count(node.inputs[1]), value: 0) }
-        guard analysis.writesBottomDiff(node, 0) else { return }
-        let dy = try topDiff(node, node.outputs[0])
-        let dx = bottomDiff(node, 0)
-        try base.emitFill(node, dx, count: count(node.inputs[0]), value: 0)
-        let first = base.program.steps.count
-        try base.emitPSROIPooling(node, backward: true, operands: [data(node.inputs[0]), data(node.inputs[1]), dy, dx])
-        for index in first..<base.program.steps.count {
-            if case .kernel(var step) = base.program.steps[index].action {
-                step.parallel = false
-                base.program.steps[index].action = .kernel(step)
-            }
+        try lowerPoolingOverROIsBackward(node) { lowering, operands in
+            try lowering.base.emitPSROIPooling(node, backward: true, operands: operands)
         }
     }
 }

@@ -224,14 +224,24 @@ extension TrainingLowering {
     /// ROIPooling backward. Tasks of different ROIs may add into the same feature element, so the
     /// step runs its tasks in order on one thread.
     mutating func lowerROIPoolingBackward(_ node: Node) throws {
-        // Fast R-CNN's backward leaves the ROIs' diff alone (zero), even under force_backward.
+        try lowerPoolingOverROIsBackward(node) { lowering, operands in
+            try lowering.emitROIPooling(node, backward: true, operands: operands)
+        }
+    }
+
+    /// The backward of a pooling over ROIs (ROIPooling, PSROIPooling): the ROIs get no diff (zero,
+    /// even under force_backward, as Fast R-CNN and caffe-rfcn leave it); the features' diff is
+    /// zeroed and `emit` adds each bin's top diff into it, given `[features, rois, dy, dx]`. Bins of
+    /// different ROIs overlap, so its steps run their tasks in order on one thread (the forks use
+    /// atomic adds on the GPU).
+    mutating func lowerPoolingOverROIsBackward(_ node: Node, _ emit: (inout TrainingLowering, [Operand]) throws -> Void) throws {
         if analysis.writesBottomDiff(node, 1) { try base.emitFill(node, bottomDiff(node, 1), count: count(node.inputs[1]), value: 0) }
         guard analysis.writesBottomDiff(node, 0) else { return }
         let dy = try topDiff(node, node.outputs[0])
         let dx = bottomDiff(node, 0)
         try base.emitFill(node, dx, count: count(node.inputs[0]), value: 0)
         let first = base.program.steps.count
-        try emitROIPooling(node, backward: true, operands: [data(node.inputs[0]), data(node.inputs[1]), dy, dx])
+        try emit(&self, [data(node.inputs[0]), data(node.inputs[1]), dy, dx])
         for index in first..<base.program.steps.count {
             if case .kernel(var step) = base.program.steps[index].action {
                 step.parallel = false
