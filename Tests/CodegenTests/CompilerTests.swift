@@ -117,18 +117,20 @@ struct CompilerTests {
         } catch let error as Diagnostic {
             #expect(error.layer == "conv" && error.message.contains("2×1×3×3"))
         }
-        // SSD's DetectionOutput has a shape rule but no lowering yet.
-        let detection = """
+        // SSD's MultiBoxLoss has a shape rule but no lowering yet.
+        let multibox = """
         layer { name: "loc" type: "Input" top: "loc" input_param { shape { dim: 1 dim: 8 } } }
         layer { name: "conf" type: "Input" top: "conf" input_param { shape { dim: 1 dim: 4 } } }
         layer { name: "prior" type: "Input" top: "prior" input_param { shape { dim: 1 dim: 2 dim: 8 } } }
-        layer { name: "top" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" top: "y" detection_output_param { num_classes: 2 } }
+        layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 1 dim: 1 dim: 1 dim: 8 } } }
+        layer { name: "top" type: "MultiBoxLoss" bottom: "loc" bottom: "conf" bottom: "prior" bottom: "label" top: "y"
+                multibox_loss_param { num_classes: 2 } }
         """
         do {
-            _ = try sharedCompiler.compile(graph: graph(detection), parameters: [:])
-            Issue.record("expected DetectionOutput to be unsupported")
+            _ = try sharedCompiler.compile(graph: graph(multibox), parameters: [:])
+            Issue.record("expected MultiBoxLoss to be unsupported")
         } catch let error as Diagnostic {
-            #expect(error.layer == "top" && error.message.contains("DetectionOutput"))
+            #expect(error.layer == "top" && error.message.contains("MultiBoxLoss"), "\(error)")
         }
     }
 
