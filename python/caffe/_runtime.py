@@ -19,6 +19,9 @@ _LAYER_TYPES = (
     "ArgMax", "Embed", "Parameter", "Filter", "BatchReindex",
     "Permute", "PriorBox", "DetectionOutput", "AnnotatedData", "MultiBoxLoss", "DetectionEvaluate",  # SSD's fork
     "Upsample", "Reorg",  # SegNet's and YOLOv2's forks
+    "BN", "DenseImageData", "SpatialDropout",  # SegNet's and ENet's forks
+    "Transpose", "Reverse", "Lstm",  # CTPN's fork
+    "Proposal", "Region", "PSROIPooling",  # Faster R-CNN (OpenCV DNN's Proposal), YOLOv2, R-FCN
     "LSTM", "RNN", "LSTMUnit",
     "SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
     "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss", "Accuracy",
