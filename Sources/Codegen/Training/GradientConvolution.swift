@@ -27,16 +27,6 @@ extension Lowering {
         }
     }
 
-    /// `output = inputᵀ` for a `rows` × `columns` row-major matrix: one task per output row.
-    mutating func emitTranspose(_ node: Node, rows: Int, columns: Int, input: Operand, output: Operand) throws {
-        try emitKernel(node, "transpose r\(rows) c\(columns)", operands: [input, output], tasks: columns, work: rows * columns) { b in
-            let (x, y) = (b.operand(0), b.operand(1))
-            b.forEachTask { column in
-                b.loop(0..<rows) { row in y[column * rows + row] = x[row * columns + column] }
-            }
-        }
-    }
-
     /// The weight gradient of one image, accumulated: `dW[g] += dY[g] (perGroup × spatial) ·
     /// columns[g]ᵀ (spatial × kernelDim)` for each group — convolution's form, and deconvolution's
     /// with the roles of its input and output gradient exchanged.
@@ -154,7 +144,7 @@ extension TrainingLowering {
                 if wantsWeights {
                     if let columns { try lowering.emitIm2col(node, layout, image: x, columns: Operand(columns)) }
                     if let transposedDiff, let partials {
-                        try lowering.emitTranspose(node, rows: o, columns: spatial, input: dy, output: Operand(transposedDiff))
+                        try lowering.emitAxisPermutation(node, input: dy, output: Operand(transposedDiff), dims: [o, spatial], order: [1, 0])
                         try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: spatial, outputs: kernelDim, spatial: o,
                                                    input: Operand(transposedDiff), output: Operand(partials),
                                                    panels: columns.map { Operand($0) } ?? x, bias: nil, accumulate: true,
