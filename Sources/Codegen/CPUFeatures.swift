@@ -13,7 +13,7 @@ import Foundation
 /// variable `SWIFTJIT_CPU_FEATURES` (`KernelJIT()` reads it, nowhere else), e.g.
 ///
 ///     SWIFTJIT_CPU_FEATURES=-avx512f swiftjit time net.prototxt    # the AVX2 kernels on an AVX-512 host
-///     let avx2 = try CPUFeatures.host().applying("-avx512f")        // in code: NetCompiler(cpuFeatures: avx2)
+///     let avx2 = try CPUFeatures.host().applying("-avx512f")        // in code: Compiler(cpuFeatures: avx2)
 public struct CPUFeatures: Hashable, Sendable, CustomStringConvertible {
     /// Feature names in the order LLVM gave them, each enabled or not.
     public private(set) var names: [String]

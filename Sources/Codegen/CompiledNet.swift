@@ -199,7 +199,7 @@ public struct CompilePhases: Sendable, Equatable {
     }
 }
 
-/// Reads a caffemodel's parameter blobs into arrays by layer name, for `NetCompiler.compile`.
+/// Reads a caffemodel's parameter blobs into arrays by layer name, for `Compiler.compile`.
 public enum CaffeParameters {
     /// Each layer's blobs in order, from `data` (or `double_data`, narrowed to float), shaped by
     /// `shape { dim }` or the legacy num/channels/height/width fields. Layers without blobs are

@@ -73,8 +73,9 @@ public final class CompiledProgram: @unchecked Sendable {
         return CompiledNet(first: variant, program: self, kernels: kernels, compileSeconds: compileSeconds + seconds, phases: phases, rows: rows)
     }
 
-    /// This program's schedule over a new arena (persistent buffers shared with `other` when given).
-    func makeExecutable(sharingBuffersWith other: Executable?) throws -> Executable {
-        try Executable(program, plan: memoryPlan, pool: pool, blas: blas, sharingBuffersWith: other)
+    /// This program's schedule over a new arena (persistent buffers shared with `other` when given;
+    /// training adopts another net's parameter memory for the buffers in `adopting`).
+    func makeExecutable(sharingBuffersWith other: Executable?, adopting: [BufferID: AlignedBuffer] = [:]) throws -> Executable {
+        try Executable(program, plan: memoryPlan, pool: pool, blas: blas, sharingBuffersWith: other, adopting: adopting)
     }
 }

@@ -22,7 +22,7 @@ import Foundation
 /// `--no-kernel-cache` is given.
 ///
 ///     let disk = KernelDiskCache(directory: URL(fileURLWithPath: "/tmp/kernels"))
-///     let compiler = try NetCompiler(cache: KernelCache(disk: disk))
+///     let compiler = try Compiler(cache: KernelCache(disk: disk))
 public struct KernelDiskCache: Sendable {
     /// The layout of an entry and of its key. Bump it when either changes.
     /// Version 2 names an entry by its symbol's family as well as its key (see `path`).

@@ -22,7 +22,7 @@ public final class ModelRepository: @unchecked Sendable {
 
     public let directory: String?
     private let fixed: [String: ModelSource]
-    private let compiler: NetCompiler
+    private let compiler: Compiler
     private let metrics: ServeMetricsRegistry
     private let queueCapacity: Int
     private let warmUp: Bool
@@ -33,7 +33,7 @@ public final class ModelRepository: @unchecked Sendable {
     /// Loads under way per name (a reload may start while another is still compiling).
     private var loading: [String: Int] = [:]
 
-    public init(directory: String?, models fixed: [ModelSource] = [], compiler: NetCompiler, metrics: ServeMetricsRegistry,
+    public init(directory: String?, models fixed: [ModelSource] = [], compiler: Compiler, metrics: ServeMetricsRegistry,
                 queueCapacity: Int, warmUp: Bool, logger: Logger) {
         self.directory = directory
         self.fixed = Dictionary(fixed.map { ($0.name, $0) }, uniquingKeysWith: { $1 })

@@ -59,7 +59,7 @@ public final class ServedModel: @unchecked Sendable {
     /// `keepsParameters: false` drops the parameter arrays once compiled (weights held once, as
     /// constants) and reads the caffemodel again for a batch size not compiled yet: what a server
     /// that compiles its batch sizes up front (`--warmup`) wants.
-    public init(source: ModelSource, compiler: NetCompiler, metrics: ServeMetricsRegistry, queueCapacity: Int,
+    public init(source: ModelSource, compiler: Compiler, metrics: ServeMetricsRegistry, queueCapacity: Int,
                 keepsParameters: Bool = true, warnings: (String) -> Void) throws {
         self.source = source
         var configuration = ModelConfiguration.standard

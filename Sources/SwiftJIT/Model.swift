@@ -29,7 +29,7 @@ public final class Model: @unchecked Sendable {
     public var params: [String: [NDArray]] { (try? parameters()) ?? [:] }
     /// The graph for the prototxt's own input shapes.
     public let graph: Graph
-    public let compiler: NetCompiler
+    public let compiler: Compiler
     /// Every constant of every program this model compiled, each held once.
     public let constants = ConstantStore()
     /// Whether programs that return only the outputs run the inference passes (BatchNorm folding,
@@ -63,7 +63,7 @@ public final class Model: @unchecked Sendable {
     /// weights once, as the compiled constants, instead of twice (what a server wants).
     public convenience init(prototxt: String, weights: String? = nil, phase: Caffe_Phase = .test,
                             inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, unfilledWeights: Filler? = nil,
-                            keepsParameters: Bool = true, compiler: NetCompiler? = nil) throws {
+                            keepsParameters: Bool = true, compiler: Compiler? = nil) throws {
         try self.init(definition: try CaffeFiles.loadNet(path: prototxt), weights: try weights.map { path in
             (try CaffeFiles.loadWeights(path: path), path)
         }, phase: phase, inputShapes: inputShapes, seed: seed, unfilledWeights: unfilledWeights,
@@ -74,7 +74,7 @@ public final class Model: @unchecked Sendable {
     /// errors) — what loading from memory uses (`CaffeFiles.parseNet(text:)`, `parseWeights`).
     public convenience init(definition: NetDefinition, weights: (model: Caffe_NetParameter, file: String)?, phase: Caffe_Phase = .test,
                             inputShapes: [String: [Int]] = [:], seed: UInt64 = 1, unfilledWeights: Filler? = nil,
-                            compiler: NetCompiler? = nil) throws {
+                            compiler: Compiler? = nil) throws {
         try self.init(definition: definition, weights: weights, phase: phase, inputShapes: inputShapes, seed: seed,
                       unfilledWeights: unfilledWeights, reloadingFrom: nil, compiler: compiler)
     }
@@ -83,7 +83,7 @@ public final class Model: @unchecked Sendable {
     /// parameters after compiling and read them from there again when it needs them.
     private init(definition: NetDefinition, weights: (model: Caffe_NetParameter, file: String)?, phase: Caffe_Phase,
                  inputShapes: [String: [Int]], seed: UInt64, unfilledWeights: Filler?, reloadingFrom path: String?,
-                 compiler: NetCompiler?) throws {
+                 compiler: Compiler?) throws {
         self.definition = definition
         self.phase = phase
         let graph = try GraphBuilder(phase: phase, inputShapes: inputShapes.mapValues(TensorShape.init), insertsSplits: false).build(definition)
@@ -99,7 +99,7 @@ public final class Model: @unchecked Sendable {
             storedParams = try fillers()
         }
         reloadParams = path.map { path in { try TrainedLayers.copy(from: path, into: graph, others: fillers) } }
-        self.compiler = try compiler ?? NetCompiler()
+        self.compiler = try compiler ?? Compiler()
         graphs[inputShapes.isEmpty ? [:] : inputShapes] = graph
     }
 

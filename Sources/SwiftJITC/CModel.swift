@@ -31,8 +31,8 @@ final class CModel {
                                 inputShapes: options.inputShapes, seed: options.seed, compiler: try compiler(options)))
     }
 
-    private static func compiler(_ options: COptions) throws -> NetCompiler {
-        try NetCompiler(threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount, cache: options.makeKernelCache())
+    private static func compiler(_ options: COptions) throws -> Compiler {
+        try Compiler(threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount, cache: options.makeKernelCache())
     }
 }
 

@@ -61,7 +61,7 @@ public func sj_net_create(_ prototxt: UnsafePointer<CChar>?, _ weights: UnsafePo
         let path = try cString(prototxt, "prototxt_path")
         let settings = Handle.peek(options, as: COptions.self) ?? COptions()
         let definition = try CaffeFiles.loadNet(path: path)
-        let compiler = try TrainingCompiler(threads: settings.threads ?? ProcessInfo.processInfo.activeProcessorCount,
+        let compiler = try Compiler(threads: settings.threads ?? ProcessInfo.processInfo.activeProcessorCount,
                                             cache: settings.makeKernelCache())
         let net = try LayerwiseNet(definition: definition, phase: settings.phase, level: settings.level,
                                    stages: settings.stages.isEmpty ? nil : settings.stages, inputShapes: settings.inputShapes,

@@ -111,7 +111,7 @@ struct CompileCommand: ParsableCommand {
     /// The net compiled for inference as `swiftjit run` compiles it, with its kernels in `cache`,
     /// and the seconds from graph to executable (not reading the weights).
     private func compile(_ shapes: [String: [Int]], cache: KernelCache) throws -> (CompiledNet, seconds: Double) {
-        let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, compiler: NetCompiler(cache: cache))
+        let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, compiler: Compiler(cache: cache))
         let start = DispatchTime.now().uptimeNanoseconds
         let compiled = try net.compiled(for: Dictionary(net.inputs.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 }))
         return (compiled, elapsed(since: start))

@@ -177,7 +177,7 @@ struct ExtractFeaturesCommand: ParsableCommand {
                 throw Diagnostic("the net has no blob '\(name)'", file: net)
             }
             let values = try TrainedLayers.copy(from: weights, into: graph) { try ParameterInitializer.initialize(graph, seed: 1) }
-            let compiled = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: values, keepingAllBlobs: true)
+            let compiled = try Compiler(cache: kernelCache.makeCache()).compileTraining(graph: graph, parameters: values, keepingAllBlobs: true)
             let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil)
             defer { feeds.close() }
             var writers: [(any DatumWriter)?] = []

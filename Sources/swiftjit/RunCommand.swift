@@ -55,7 +55,7 @@ struct RunCommand: ParsableCommand {
             let inputs = given.merging(fed.batch) { mine, _ in mine }
             let net = try Net(definition: fed.definition, weights: try weights.map { (try CaffeFiles.loadWeights(path: $0), $0) },
                               phase: phase.caffePhase, inputShapes: inputs.mapValues(\.shape), seed: seed,
-                              compiler: NetCompiler(cache: kernelCache.makeCache()))
+                              compiler: Compiler(cache: kernelCache.makeCache()))
             let selection: BlobSelection = blobs == "all" ? .all : blobs == "outputs" ? .outputs
                 : .named(blobs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             let results = try net.forward(inputs, blobs: selection)

@@ -82,7 +82,7 @@ struct ServeCommand: AsyncParsableCommand {
                 }
             }
             let metrics = ServeMetricsRegistry()
-            let compiler = try NetCompiler(cache: kernelCache.makeCache())
+            let compiler = try Compiler(cache: kernelCache.makeCache())
             let repository = ModelRepository(directory: modelRepository, models: fixed, compiler: compiler, metrics: metrics,
                                              queueCapacity: maxQueue, warmUp: warmup, logger: logger)
             let names = repository.availableNames()

@@ -47,7 +47,7 @@ struct TimeCommand: ParsableCommand {
             let shapes = data.shapes.merging(given) { $1 }.mapValues(\.dims)
             let loadStart = DispatchTime.now().uptimeNanoseconds
             let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed,
-                              compiler: NetCompiler(cache: kernelCache.makeCache()))
+                              compiler: Compiler(cache: kernelCache.makeCache()))
             let loadSeconds = elapsed(since: loadStart)
             var generator = SeededGenerator(seed: seed, stream: "inputs")
             var inputs: [String: NDArray] = [:]
@@ -129,7 +129,7 @@ struct TimeCommand: ParsableCommand {
         try MemoryBudget(graph, use: .training).check()
         let parameters = try weights.map { try TrainedLayers.copy(from: $0, into: graph, others: fill) } ?? fill()
         let compileStart = DispatchTime.now().uptimeNanoseconds
-        let compiled = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: parameters, seed: seed)
+        let compiled = try Compiler(cache: kernelCache.makeCache()).compileTraining(graph: graph, parameters: parameters, seed: seed)
         let compileSeconds = elapsed(since: compileStart)
         var generator = SeededGenerator(seed: seed, stream: "inputs")
         var feeds: [String: NDArray] = [:]

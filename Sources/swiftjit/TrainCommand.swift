@@ -59,7 +59,7 @@ struct TrainCommand: ParsableCommand {
             .map { number, name, effect in effect.install(for: number, named: name, on: options.stop) }
         defer { sources.forEach { $0.cancel() } }
         do {
-            let trainer = try Trainer(solverPath: solver, options: options, compiler: try TrainingCompiler(cache: kernelCache.makeCache()))
+            let trainer = try Trainer(solverPath: solver, options: options, compiler: try Compiler(cache: kernelCache.makeCache()))
             let result = try trainer.train()
             if let last = result.losses.last {
                 print("done: iteration \(trainer.solver.iteration), last loss \(last.loss)" +
@@ -132,7 +132,7 @@ struct TestCommand: ParsableCommand {
             let shapes = try TrainingFeeds.dataShapes(definition, phase: .test, level: 0, stages: [], baseDirectory: nil)
             let graph = try GraphBuilder(phase: .test, inputShapes: shapes, insertsSplits: true).build(definition)
             let values = try TrainedLayers.copy(from: weights, into: graph) { try ParameterInitializer.initialize(graph, seed: 1) }
-            let net = try TrainingCompiler(cache: kernelCache.makeCache()).compile(graph: graph, parameters: values)
+            let net = try Compiler(cache: kernelCache.makeCache()).compileTraining(graph: graph, parameters: values)
             let feeds = try TrainingFeeds(graph: graph, seed: 1, baseDirectory: nil, netFile: model)
             defer { feeds.close() }
             var sums: [String: Float] = [:]

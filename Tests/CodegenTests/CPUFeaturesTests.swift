@@ -6,7 +6,7 @@ import NumPy
 import Runtime
 import Testing
 
-/// The CPU feature override (`SWIFTJIT_CPU_FEATURES`, `NetCompiler(cpuFeatures:)`): what it removes,
+/// The CPU feature override (`SWIFTJIT_CPU_FEATURES`, `Compiler(cpuFeatures:)`): what it removes,
 /// how it refuses bad values, that the kernels it produces use no AVX-512 register, and that the
 /// disk cache never hands code made for one feature set to the other.
 @Suite("CPU feature override")
@@ -64,7 +64,7 @@ struct CPUFeaturesTests {
         let jit = try KernelJIT(cpuFeatures: isa.features())
         let assembly = Locked<[String: String]>([:])
         jit.inspectAssembly = { name, text in assembly.update { $0[name] = text } }
-        let compiler = try NetCompiler(threads: 2, cache: KernelCache(jit: jit, disk: disk))
+        let compiler = try Compiler(threads: 2, cache: KernelCache(jit: jit, disk: disk))
         let graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: net, file: "features.prototxt"))
         var values = SeededValues(seed: 7, step: 1 / 500.0)
         var parameters: [String: [NDArray]] = [:]

@@ -55,7 +55,7 @@ struct CompilerTests {
 
     @Test("recompiling a net reuses its kernels; a new input shape compiles only the changed ones")
     func recompilation() throws {
-        let compiler = try NetCompiler(cache: KernelCache())
+        let compiler = try Compiler(cache: KernelCache())
         let first = try compiler.compile(graph: graph(poolNet), parameters: [:])
         #expect(first.compiledKernels == 2)
         let same = try compiler.compile(graph: graph(poolNet), parameters: [:])

@@ -8,10 +8,10 @@ import Testing
 /// the result is bit for bit the copying lowering's.
 @Suite("Concat in place")
 struct ConcatInPlaceTests {
-    static func compiler(inPlace: Bool) -> NetCompiler {
+    static func compiler(inPlace: Bool) -> Compiler {
         do {
-            let compiler = try NetCompiler(threads: 2)
-            compiler.concatInPlace = inPlace
+            let compiler = try Compiler(threads: 2)
+            compiler.options.concatInPlace = inPlace
             return compiler
         } catch { fatalError("cannot create the JIT: \(error)") }
     }

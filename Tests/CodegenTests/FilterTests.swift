@@ -20,7 +20,7 @@ struct FilterRowTests {
     @Test("the golden Filter follows the selected count from run to run: 3, 1, 4 and 0 rows, then 3 again without compiling")
     func countChanges() throws {
         let golden = try GoldenCase("layers", "filter")
-        let compiler = try NetCompiler(threads: 1)
+        let compiler = try Compiler(threads: 1)
         let net = try compiler.compile(graph: golden.graph(), parameters: golden.parameters())
         #expect(net.filterRows?.current == [4] && net.filterRows?.specializations == 0)
         var inputs = try golden.inputs()
@@ -110,7 +110,7 @@ struct FilterRowTests {
 
     @Test("two Filters in a chain: each guard re-specializes for its own count")
     func chainedFilters() throws {
-        let compiler = try NetCompiler(threads: 1)
+        let compiler = try Compiler(threads: 1)
         let net = try compiler.compile(graph: graph(Self.chained), parameters: [:])
         #expect(net.filterRows?.current == [6, 6])
         let x = NDArray(shape: [6, 2], data: (0..<12).map(Float.init))

@@ -24,8 +24,8 @@ struct GemmEpilogueTests {
         let input = NDArray(shape: [1, c.channels, c.side, c.side], data: values.next(c.channels * spatial))
         // The OpenBLAS path (the JIT'd panel GEMM, which has no separate epilogue, is
         // PanelGemmTests' subject).
-        let compiler = try NetCompiler(threads: 2)
-        compiler.panelGemms = false
+        let compiler = try Compiler(threads: 2)
+        compiler.options.panelGemms = false
         let net = try compiler.compile(graph: graph, parameters: ["conv": [NDArray(shape: [c.outputs, c.channels, 1, 1], data: weights),
                                                                          NDArray(shape: [c.outputs], data: bias)]])
         let steps = net.executable.steps

@@ -40,10 +40,10 @@ struct GoldenLayerTests {
 /// Caffe's numbers: a compiler that bands every convolution it can, one output row per band.
 @Suite("banded convolutions")
 struct BandedConvolutionTests {
-    static let banding: NetCompiler = {
+    static let banding: Compiler = {
         do {
-            let compiler = try NetCompiler(threads: 2)
-            compiler.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
+            let compiler = try Compiler(threads: 2)
+            compiler.options.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
             return compiler
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()

@@ -54,7 +54,7 @@ struct GoldenCase {
     /// Compiles and runs the case and compares every key of outputs.npz with
     /// `|a − b| ≤ rtol · max|b| + atol`; returns the worst error relative to each blob's max |b|.
     @discardableResult
-    func check(with compiler: NetCompiler, rtol: Float, atol: Float = 1e-6) throws -> Float {
+    func check(with compiler: Compiler, rtol: Float, atol: Float = 1e-6) throws -> Float {
         let net = try compiler.compile(graph: graph(), parameters: parameters())
         let actual = try net.run(inputs: inputs())
         let expected = try expected()
@@ -91,8 +91,8 @@ struct GoldenMissing: Error, CustomStringConvertible {
 }
 
 /// One compiler for the whole test process: its kernel cache is shared across cases, like a session's.
-let sharedCompiler: NetCompiler = {
-    do { return try NetCompiler() } catch { fatalError("cannot create the JIT: \(error)") }
+let sharedCompiler: Compiler = {
+    do { return try Compiler() } catch { fatalError("cannot create the JIT: \(error)") }
 }()
 
 /// The vector ISAs kernel tests run under, on any host: the host's own features (as
@@ -113,15 +113,15 @@ enum VectorISA: String, CaseIterable, Sendable, CustomStringConvertible {
     }
 
     /// A new compiler for these features.
-    func compiler(threads: Int = 2) throws -> NetCompiler {
-        try NetCompiler(threads: threads, cpuFeatures: features())
+    func compiler(threads: Int = 2) throws -> Compiler {
+        try Compiler(threads: threads, cpuFeatures: features())
     }
 
     /// One compiler per ISA for the whole test process, like `sharedCompiler`.
-    var shared: NetCompiler { self == .host ? sharedCompiler : sharedAVX2Compiler }
+    var shared: Compiler { self == .host ? sharedCompiler : sharedAVX2Compiler }
 }
 
-private let sharedAVX2Compiler: NetCompiler = {
+private let sharedAVX2Compiler: Compiler = {
     do { return try VectorISA.avx2.compiler(threads: ProcessInfo.processInfo.activeProcessorCount) } catch { fatalError("cannot create the JIT: \(error)") }
 }()
 

@@ -34,7 +34,7 @@ struct TemporaryCacheDirectory {
 /// goldens: a net with a handful of distinct kernels, compiled and run.
 func compileCifar(_ cache: KernelCache) throws -> (net: CompiledNet, outputs: [String: NDArray]) {
     let golden = try GoldenCase("nets", "cifar10_quick")
-    let net = try NetCompiler(threads: 2, cache: cache).compile(graph: golden.graph(), parameters: golden.parameters())
+    let net = try Compiler(threads: 2, cache: cache).compile(graph: golden.graph(), parameters: golden.parameters())
     return (net, try net.run(inputs: golden.inputs()))
 }
 
@@ -188,7 +188,7 @@ struct KernelCacheTests {
         let results = Locked<[Int: Result<[Float], Error>]>([:])
         DispatchQueue.concurrentPerform(iterations: 4) { index in
             let result = Result {
-                let net = try NetCompiler(threads: 1, cache: cache).compile(graph: graph, parameters: parameters)
+                let net = try Compiler(threads: 1, cache: cache).compile(graph: graph, parameters: parameters)
                 return try net.run(inputs: inputs)["prob"]!.data
             }
             results.update { $0[index] = result }
@@ -252,7 +252,7 @@ struct KernelCacheKeyTests {
     func goldenSignaturesAreKeys() throws {
         let cache = try KernelCache()
         cache.verifiesSignatures = true
-        let compiler = try NetCompiler(threads: 2, cache: cache)
+        let compiler = try Compiler(threads: 2, cache: cache)
         let cases = try GoldenLayerTests.cases.map { try GoldenCase("layers", $0) }
             + ["lenet_deploy", "cifar10_quick", "conv3d_5d_pool", "cms_rcnn_head"].map { try GoldenCase("nets", $0) }
         for round in 0..<2 {

@@ -15,10 +15,10 @@ import Testing
 /// products up to K = 256, so its cases with K = 288 and 1024 check that those stay with OpenBLAS).
 @Suite("Panel GEMM convolutions")
 struct PanelGemmTests {
-    static func compiler(panels: Bool, _ isa: VectorISA) throws -> NetCompiler {
+    static func compiler(panels: Bool, _ isa: VectorISA) throws -> Compiler {
         let compiler = try isa.compiler()
-        compiler.panelGemms = panels
-        compiler.winograd = nil
+        compiler.options.panelGemms = panels
+        compiler.options.winograd = nil
         return compiler
     }
 

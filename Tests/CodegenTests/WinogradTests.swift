@@ -9,27 +9,27 @@ import Testing
 @Suite("Winograd convolutions")
 struct WinogradTests {
     /// A compiler that runs every eligible 3×3 convolution as Winograd, however small.
-    static let always: NetCompiler = {
+    static let always: Compiler = {
         do {
-            let compiler = try NetCompiler(threads: 2)
-            compiler.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max, largeTileMinimumTiles: nil)
+            let compiler = try Compiler(threads: 2)
+            compiler.options.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max, largeTileMinimumTiles: nil)
             return compiler
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()
 
     /// Every eligible 3×3 convolution as F(4×4, 3×3), however small.
-    static let large: NetCompiler = {
+    static let large: Compiler = {
         do {
-            let compiler = try NetCompiler(threads: 2)
-            compiler.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max, largeTileMinimumTiles: 1)
+            let compiler = try Compiler(threads: 2)
+            compiler.options.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max, largeTileMinimumTiles: 1)
             return compiler
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()
 
-    static let never: NetCompiler = {
+    static let never: Compiler = {
         do {
-            let compiler = try NetCompiler(threads: 2)
-            compiler.winograd = nil
+            let compiler = try Compiler(threads: 2)
+            compiler.options.winograd = nil
             return compiler
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()
@@ -57,7 +57,7 @@ struct WinogradTests {
 
     @Test("the default policy picks F(4×4) for large images, F(2×2) for middling ones, im2col for small ones")
     func policy() throws {
-        let compiler = try NetCompiler(threads: 2)
+        let compiler = try Compiler(threads: 2)
         for (side, alpha) in [(56, 6), (28, 6), (20, 4), (14, 4), (12, 0)] {
             let text = """
             layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 8 dim: \(side) dim: \(side) } } }
@@ -81,14 +81,14 @@ struct WinogradTests {
     @Test("banded Winograd (bands of tile rows, one band per thread at a time) equals im2col, with a partial last tile row, batches 1 and 2",
           arguments: [1, 2])
     func banded(_ n: Int) throws {
-        let compiler = try NetCompiler(threads: 2)
-        compiler.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
+        let compiler = try Compiler(threads: 2)
+        compiler.options.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
         // 78×78 outputs: 20×20 tiles of 4×4 (the last row and column of tiles half full), in two
         // bands of 10 tile rows (the first divisor of 20 giving ≥ 192 tiles).
         try againstIm2col((n, 5, 6, 78, 78, 1), compiler: compiler, alpha: 6, tolerance: 1e-5, bands: 2)
     }
 
-    func againstIm2col(_ c: (Int, Int, Int, Int, Int, Int), compiler: NetCompiler, alpha: Int, tolerance: Float, bands: Int? = nil) throws {
+    func againstIm2col(_ c: (Int, Int, Int, Int, Int, Int), compiler: Compiler, alpha: Int, tolerance: Float, bands: Int? = nil) throws {
         let (n, channels, outputs, h, w, pad) = c
         let text = """
         layer { name: "x" type: "Input" top: "x" input_param { shape { dim: \(n) dim: \(channels) dim: \(h) dim: \(w) } } }

@@ -36,16 +36,16 @@ struct FuseResidualTests {
     /// Three compilers: every eligible 3×3 convolution as Winograd and one-group ones by the JIT'd
     /// panel GEMM, or neither (im2col + OpenBLAS GEMM), or the first on the AVX2 path (whose panel
     /// GEMM leaves convolutions that add a residual to OpenBLAS with β = 1).
-    static let compilers: [NetCompiler] = {
+    static let compilers: [Compiler] = {
         do {
-            let always = try NetCompiler(threads: 2), never = try NetCompiler(threads: 2)
-            let avx2 = try NetCompiler(threads: 2, cpuFeatures: CPUFeatures.effective().applying("-avx512f", from: "the tests' AVX2 path"))
+            let always = try Compiler(threads: 2), never = try Compiler(threads: 2)
+            let avx2 = try Compiler(threads: 2, cpuFeatures: CPUFeatures.effective().applying("-avx512f", from: "the tests' AVX2 path"))
             for compiler in [always, avx2] {
-                compiler.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max)
-                compiler.panelGemms = true
+                compiler.options.winograd = WinogradPolicy(minimumTiles: 1, maximumBytes: .max)
+                compiler.options.panelGemms = true
             }
-            never.winograd = nil
-            never.panelGemms = false
+            never.options.winograd = nil
+            never.options.panelGemms = false
             return [always, never, avx2]
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()

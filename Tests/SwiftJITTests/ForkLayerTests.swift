@@ -204,7 +204,7 @@ struct ForkLayerTests {
 
         // `swiftjit test`: the training compiler on the TEST-phase graph.
         let graph = try GraphBuilder(phase: .test, insertsSplits: true).build(try CaffeFiles.parseNet(text: Self.lossNet))
-        let trained = try TrainingCompiler().compile(graph: graph, parameters: [:]).run(inputs, backward: false).outputs
+        let trained = try Compiler().compileTraining(graph: graph, parameters: [:]).run(inputs, backward: false).outputs
         for name in ["sm_valid", "sm_full", "sm_batch", "sm_none", "sce", "euclid", "accuracy"] {
             let ours = try #require(outputs[name]?.data.first, "\(name) is missing from run's outputs")
             #expect(ours == trained[name]?.data.first, "\(name): run \(ours), test \(String(describing: trained[name]?.data))")

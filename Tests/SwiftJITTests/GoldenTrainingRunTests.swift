@@ -8,7 +8,7 @@ import SwiftJIT
 @Suite("training reproduces Caffe's runs", .serialized)
 struct GoldenTrainingRunTests {
     static let train = CompileCommandTests.shared.appendingPathComponent("golden/train")
-    static let compiler: TrainingCompiler? = try? TrainingCompiler()
+    static let compiler: Compiler? = try? Compiler()
     static let cases = ["adadelta", "adagrad", "adam", "nesterov", "rmsprop", "sgd", "sgd_iter_size2", "sgd_l1",
                         "sgd_lr_exp", "sgd_lr_inv", "sgd_plain", "sgd_test"]
 

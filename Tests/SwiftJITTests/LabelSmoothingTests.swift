@@ -55,13 +55,13 @@ struct LabelSmoothingTests {
         net: "net.prototxt" base_lr: 0.5 momentum: 0.9 lr_policy: "fixed" max_iter: 60 display: 0 random_seed: 2 type: "SGD"
         """.write(to: folder.appendingPathComponent("solver.prototxt"), atomically: true, encoding: .utf8)
 
-        let compiler = try TrainingCompiler()
+        let compiler = try Compiler()
         var trained: [TrainingNet] = []
         var options = TrainingOptions()
         options.baseDirectory = folder.path
         options.progress = .quiet
         let trainer = try Trainer(solverPath: folder.appendingPathComponent("solver.prototxt").path, options: options) { graph, parameters in
-            let net = try compiler.compile(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: 2)
+            let net = try compiler.compileTraining(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: 2)
             trained.append(net)
             return net
         }

@@ -6,7 +6,7 @@ import SwiftJIT
 /// (python/caffe/test/test_net.py, test_solver.py, test_python_layer.py).
 @Suite("layer-by-layer nets, as pycaffe drives them", .serialized)
 struct LayerwiseNetTests {
-    static let compiler: TrainingCompiler? = try? TrainingCompiler(threads: 2)
+    static let compiler: Compiler? = try? Compiler(threads: 2)
 
     /// test_net.py's simple net: DummyData (gaussian data, constant label), conv, ip, softmax loss.
     static let simpleNet = """

@@ -49,7 +49,7 @@ struct RecurrentNetTests {
         var options = TrainingOptions()
         options.baseDirectory = folder.path
         options.progress = .quiet
-        let trainer = try Trainer(solverPath: solver.path, options: options, compiler: try TrainingCompiler())
+        let trainer = try Trainer(solverPath: solver.path, options: options, compiler: try Compiler())
         let initial = trainer.net.parameterArrays()["lstm"]!
         let result = try trainer.train()
 

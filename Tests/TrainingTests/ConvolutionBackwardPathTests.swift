@@ -29,12 +29,12 @@ struct ConvolutionBackwardPathTests {
     /// the output, the input diff and the weight diff.
     static func run(_ text: String, panels: Bool, threads: Int, channels: Int, outputs: Int, kernel: Int) throws
         -> (y: [Float], dx: [Float], dw: [Float], derivations: Int) {
-        let compiler = try TrainingCompiler(threads: threads)
-        compiler.panelGemms = panels
-        compiler.winograd = nil  // so the forward's only derived constant is its panels
+        let compiler = try Compiler(threads: threads)
+        compiler.options.panelGemms = panels
+        compiler.options.winograd = nil  // so the forward's only derived constant is its panels
         let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(CaffeFiles.parseNet(text: text))
         let weights = values([outputs, channels, kernel, kernel], salt: 1), bias = values([outputs], salt: 2)
-        let net = try compiler.compile(graph: graph, parameters: ["conv": [weights, bias]], keepingAllBlobs: true)
+        let net = try compiler.compileTraining(graph: graph, parameters: ["conv": [weights, bias]], keepingAllBlobs: true)
         net.setTopDiffs(["conv": values([3, outputs, 5, 7], salt: 3)])
         net.zeroParameterDiffs()
         let (_, outputsByName) = try net.run(["data": values([3, channels, 5, 7], salt: 4)], backward: true)
@@ -103,11 +103,11 @@ struct ConvolutionBackwardPathTests {
         let parameters = ["c1": [Self.values([16, 8, 1, 1], salt: 5), Self.values([16], salt: 6)],
                           "c3": [Self.values([16, 16, 3, 3], salt: 7), Self.values([16], salt: 8)]]
         let data = Self.values([2, 8, 12, 12], salt: 9)
-        let fast = try TrainingCompiler(threads: 2).compile(graph: graph, parameters: parameters)
-        let plain = try TrainingCompiler(threads: 2)
-        plain.panelGemms = false
-        plain.winograd = nil
-        let reference = try plain.compile(graph: graph, parameters: parameters)
+        let fast = try Compiler(threads: 2).compileTraining(graph: graph, parameters: parameters)
+        let plain = try Compiler(threads: 2)
+        plain.options.panelGemms = false
+        plain.options.winograd = nil
+        let reference = try plain.compileTraining(graph: graph, parameters: parameters)
         #expect(Self.derivations(fast) == 2, "c1's panels and c3's Winograd filters are derived before each forward")
         for round in 0..<3 {
             let a = try fast.run(["data": data], backward: false).outputs["c3"]!.data

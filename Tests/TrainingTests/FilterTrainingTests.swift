@@ -40,8 +40,8 @@ struct FilterTrainingTests {
     @Test("the golden Filter trains for 3, 1, 4 rows and back: unselected rows get zero diffs, the biases sum the selected seeds")
     func countChanges() throws {
         let golden = try GoldenTrainingCase("layers", "filter")
-        let compiler = try TrainingCompiler(threads: 1)
-        let net = try compiler.compile(graph: golden.graph(), parameters: golden.parameters(), keepingAllBlobs: true)
+        let compiler = try Compiler(threads: 1)
+        let net = try compiler.compileTraining(graph: golden.graph(), parameters: golden.parameters(), keepingAllBlobs: true)
         var inputs = try golden.archive("inputs.npz")
         let (x, z) = (inputs["x"]!, inputs["z"]!)
         for (step, selector) in [[Float]([1, 0, 1, 1]), [0, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 0], [1, 0, 1, 1]].enumerated() {
@@ -72,7 +72,7 @@ struct FilterTrainingTests {
     @Test("profiling (swiftjit time --backward) times the layout of the last run, Filter steps included")
     func profile() throws {
         let golden = try GoldenTrainingCase("layers", "filter")
-        let net = try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
+        let net = try sharedTrainingCompiler.compileTraining(graph: golden.graph(), parameters: golden.parameters())
         _ = try net.run(try golden.archive("inputs.npz"), backward: true)
         let profile = net.profileSteps()
         #expect(profile.forward.count == net.forwardStepCount && profile.forward.contains { $0.layer == "filter" })
@@ -82,7 +82,7 @@ struct FilterTrainingTests {
     @Test("no selected row: forward gives 0-row tops as in Caffe; backward, where Caffe divides by zero, is an error naming the layer")
     func zeroRows() throws {
         let golden = try GoldenTrainingCase("layers", "filter")
-        let net = try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters(), keepingAllBlobs: true)
+        let net = try sharedTrainingCompiler.compileTraining(graph: golden.graph(), parameters: golden.parameters(), keepingAllBlobs: true)
         var inputs = try golden.archive("inputs.npz")
         inputs["sel"] = NDArray(shape: [4], repeating: 0)
         let (loss, outputs) = try net.run(inputs, backward: false)
@@ -107,7 +107,7 @@ struct FilterTrainingTests {
     @Test("parameter diffs accumulate across runs of different counts (iter_size): the variants share one set of parameters")
     func sharedParameters() throws {
         let golden = try GoldenTrainingCase("layers", "filter")
-        let net = try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
+        let net = try sharedTrainingCompiler.compileTraining(graph: golden.graph(), parameters: golden.parameters())
         var inputs = try golden.archive("inputs.npz")
         func diff(_ selector: [Float]) throws -> [Float] {
             inputs["sel"] = NDArray(shape: [4], data: selector)
@@ -152,7 +152,7 @@ struct FilterTrainingTests {
     func lossNormalization(_ normalization: String) throws {
         func compile(_ text: String) throws -> TrainingNet {
             let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(CaffeFiles.parseNet(text: text))
-            return try sharedTrainingCompiler.compile(graph: graph, parameters: ["bias": [NDArray(shape: [4], data: [0.1, -0.2, 0.3, 0])]], keepingAllBlobs: true)
+            return try sharedTrainingCompiler.compileTraining(graph: graph, parameters: ["bias": [NDArray(shape: [4], data: [0.1, -0.2, 0.3, 0])]], keepingAllBlobs: true)
         }
         let filtered = try compile(Self.lossNet(nil, normalization: normalization))
         let x = NDArray(shape: [5, 4], data: (0..<20).map { Float(cos(Double($0))) })
@@ -189,7 +189,7 @@ struct FilterTrainingTests {
         let x = NDArray(shape: [4, 3], data: (0..<12).map { Float($0 * $0 % 7) })
         var statistics: [[Float]] = []
         for selector: [Float] in [[1, 1, 1, 1], [0, 1, 1, 0]] {
-            let net = try sharedTrainingCompiler.compile(graph: graph, parameters: parameters)
+            let net = try sharedTrainingCompiler.compileTraining(graph: graph, parameters: parameters)
             for _ in 0..<2 { _ = try net.run(["x": x, "sel": NDArray(shape: [4], data: selector)], backward: true) }
             statistics.append(net.parameterArrays()["bn"]!.flatMap(\.data))
         }
@@ -206,7 +206,7 @@ struct FilterTrainingTests {
             layer { name: "f" type: "Filter" bottom: "x" bottom: "sel" top: "y" }
             """
         let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(CaffeFiles.parseNet(text: text))
-        let net = try sharedTrainingCompiler.compile(graph: graph, parameters: [:])
+        let net = try sharedTrainingCompiler.compileTraining(graph: graph, parameters: [:])
         let feeds = ["x": NDArray(shape: [3, 2], data: [1, 2, 3, 4, 5, 6]), "sel": NDArray(shape: [3], data: [0, 1, 1])]
         #expect(try net.run(feeds, backward: false).outputs["y"]?.data == [3, 4, 5, 6])
         do {

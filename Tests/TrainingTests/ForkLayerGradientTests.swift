@@ -83,7 +83,7 @@ struct ForkLayerGradientTests {
                 layer { name: "drop" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 0.25 \(field) } }
                 """
             let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(try CaffeFiles.parseNet(text: text))
-            let net = try sharedTrainingCompiler.compile(graph: graph, parameters: [:], keepingAllBlobs: true)
+            let net = try sharedTrainingCompiler.compileTraining(graph: graph, parameters: [:], keepingAllBlobs: true)
             let x = Self.values(256, seed: 4)
             _ = try net.run(["x": NDArray(shape: [4, 64], data: x)], backward: false)
             let y = try #require(net.blob("y"))

@@ -64,8 +64,8 @@ struct GoldenTrainingCase {
     }
 
     /// Compiles (keeping every blob readable) and runs the case once.
-    func run(with compiler: TrainingCompiler) throws -> TrainingNet {
-        let net = try compiler.compile(graph: graph(), parameters: parameters(), keepingAllBlobs: true)
+    func run(with compiler: Compiler) throws -> TrainingNet {
+        let net = try compiler.compileTraining(graph: graph(), parameters: parameters(), keepingAllBlobs: true)
         net.zeroParameterDiffs()
         net.setTopDiffs(try archive("top_diff.npz"))
         _ = try net.run(try archive("inputs.npz"), backward: hasBackward)
@@ -75,7 +75,7 @@ struct GoldenTrainingCase {
     /// Runs the case and compares everything Caffe recorded; returns the worst error relative to
     /// each compared array's max |b| for forward and backward.
     @discardableResult
-    func check(with compiler: TrainingCompiler, rtol: Float = 1e-5, atol: Float = 1e-6,
+    func check(with compiler: Compiler, rtol: Float = 1e-5, atol: Float = 1e-6,
                absoluteTolerances: [String: Float] = [:]) throws -> (forward: Float, backward: Float) {
         let net = try run(with: compiler)
         var report: [String] = []
@@ -131,6 +131,6 @@ struct GoldenMissing: Error, CustomStringConvertible {
 }
 
 /// One training compiler for the whole test process: its kernel cache is shared across cases.
-let sharedTrainingCompiler: TrainingCompiler = {
-    do { return try TrainingCompiler() } catch { fatalError("cannot create the JIT: \(error)") }
+let sharedTrainingCompiler: Compiler = {
+    do { return try Compiler() } catch { fatalError("cannot create the JIT: \(error)") }
 }()

@@ -70,10 +70,10 @@ struct GoldenTrainingLayerTests {
 /// Forward convolutions built band by band keep Caffe's forward and backward numbers in training.
 @Suite("banded convolutions in training")
 struct BandedTrainingTests {
-    static let banding: TrainingCompiler = {
+    static let banding: Compiler = {
         do {
-            let compiler = try TrainingCompiler(threads: 2)
-            compiler.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
+            let compiler = try Compiler(threads: 2)
+            compiler.options.convolutionBanding = ConvolutionBanding(minimumBytes: 0, minimumColumns: 1)
             return compiler
         } catch { fatalError("cannot create the JIT: \(error)") }
     }()

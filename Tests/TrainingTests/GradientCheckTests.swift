@@ -24,9 +24,9 @@ struct GradientCheck {
         abs(analytic - numeric) <= relative * max(abs(analytic), abs(numeric)) + 1e-6 * magnitude / eps
     }
 
-    static func run(_ golden: GoldenTrainingCase, compiler: TrainingCompiler, eps: Float = 1e-3, seed: UInt64 = 7,
+    static func run(_ golden: GoldenTrainingCase, compiler: Compiler, eps: Float = 1e-3, seed: UInt64 = 7,
                     caffeIgnores: Set<String> = []) throws -> GradientCheck {
-        let net = try compiler.compile(graph: golden.graph(), parameters: golden.parameters(), keepingAllBlobs: true)
+        let net = try compiler.compileTraining(graph: golden.graph(), parameters: golden.parameters(), keepingAllBlobs: true)
         let inputs = try golden.archive("inputs.npz")
         let seeds = try golden.archive("top_diff.npz")
         net.setTopDiffs(seeds)

@@ -16,13 +16,13 @@ struct RecurrentTrainingTests {
     @Test("a training forward continues from the previous forward's final h and c where cont is 1 at t = 0")
     func carriesState() throws {
         let golden = try GoldenTrainingCase("layers", "lstm")
-        let net = try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
+        let net = try sharedTrainingCompiler.compileTraining(graph: golden.graph(), parameters: golden.parameters())
         let inputs = try continuingInputs(golden)
         let first = try #require(try net.run(inputs, backward: true).outputs["h"])
         let second = try #require(try net.run(inputs, backward: true).outputs["h"])
         // The first run starts from zeros, as Caffe's freshly allocated h_T does: Caffe's own answer.
         let caffe = try #require(try golden.archive("outputs.npz")["h"])
-        let fresh = try #require(try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
+        let fresh = try #require(try sharedTrainingCompiler.compileTraining(graph: golden.graph(), parameters: golden.parameters())
             .run(try golden.archive("inputs.npz"), backward: false).outputs["h"])
         #expect(zip(fresh.data, caffe.data).allSatisfy { abs($0 - $1) <= 1e-6 })
         #expect(first.data != second.data)
@@ -32,8 +32,8 @@ struct RecurrentTrainingTests {
     func replayKeepsState() throws {
         let golden = try GoldenTrainingCase("layers", "lstm")
         let inputs = try continuingInputs(golden)
-        let plain = try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
-        let inspected = try sharedTrainingCompiler.compile(graph: golden.graph(), parameters: golden.parameters())
+        let plain = try sharedTrainingCompiler.compileTraining(graph: golden.graph(), parameters: golden.parameters())
+        let inspected = try sharedTrainingCompiler.compileTraining(graph: golden.graph(), parameters: golden.parameters())
         _ = try plain.run(inputs, backward: false)
         _ = try inspected.run(inputs, backward: false)
         #expect(inspected.firstNonFinite() == nil)

@@ -21,7 +21,7 @@ struct SegmentationGradientTests {
 
     static func compile(_ text: String, parameters: [String: [NDArray]] = [:], phase: Caffe_Phase = .train, seed: UInt64 = 1701) throws -> TrainingNet {
         let graph = try GraphBuilder(phase: phase, insertsSplits: true).build(try CaffeFiles.parseNet(text: text))
-        return try sharedTrainingCompiler.compile(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: seed)
+        return try sharedTrainingCompiler.compileTraining(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: seed)
     }
 
     /// f = Σ y · seed after one forward.

@@ -12,7 +12,7 @@ struct TrainingSemanticsTests {
     func compile(_ text: String, phase: Caffe_Phase = .train, parameters: [String: [NDArray]] = [:], keep: Bool = true,
                  seed: UInt64 = 1701, shapes: [String: TensorShape] = [:]) throws -> TrainingNet {
         let graph = try GraphBuilder(phase: phase, inputShapes: shapes, insertsSplits: true).build(CaffeFiles.parseNet(text: text))
-        return try sharedTrainingCompiler.compile(graph: graph, parameters: parameters, keepingAllBlobs: keep, seed: seed)
+        return try sharedTrainingCompiler.compileTraining(graph: graph, parameters: parameters, keepingAllBlobs: keep, seed: seed)
     }
 
     func lenet(_ weights: String) throws -> (TrainingNet, batch: [String: NDArray]) {
@@ -232,7 +232,7 @@ struct TrainingSemanticsTests {
             layer { name: "b" type: "TanH" bottom: "x" top: "b" loss_weight: 1 }
             """
         let graph = try GraphBuilder(phase: .train, insertsSplits: false).build(CaffeFiles.parseNet(text: text))
-        #expect(throws: Diagnostic.self) { try sharedTrainingCompiler.compile(graph: graph, parameters: [:]) }
+        #expect(throws: Diagnostic.self) { try sharedTrainingCompiler.compileTraining(graph: graph, parameters: [:]) }
         do {
             _ = try compile("""
                 layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 2 dim: 3 } } }

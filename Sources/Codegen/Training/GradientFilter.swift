@@ -12,7 +12,7 @@ extension TrainingLowering {
     /// Caffe aborts ("cannot backpropagate to filter index inputs") when the selector needs a
     /// diff — under `force_backward`, or when the selector comes from a layer that learns — so that
     /// is recorded as a problem `TrainingNet.run(backward: true)` reports. With no row selected,
-    /// Caffe's backward divides by the top's row count (0/0, a crash); `TrainingCompiler` records
+    /// Caffe's backward divides by the top's row count (0/0, a crash); `Compiler` records
     /// that per variant (`zeroRowProblems`), as a run-time error naming the layer.
     mutating func lowerFilterBackward(_ node: Node) throws {
         let s = node.inputs.count - 1

@@ -43,7 +43,7 @@ extension TrainingNet {
     }
 
     /// The memory of layer `layer`'s parameter blob `index` when it has exactly `shape`, for
-    /// another net to share (`TrainingCompiler.compile(sharingParametersWith:)`).
+    /// another net to share (`Compiler.compileTraining(sharingParametersWith:)`).
     func parameterMemory(layer: String, index: Int, shape: [Int]) -> AlignedBuffer? {
         guard let node = graph.node(named: layer), node.parameters.indices.contains(index),
               node.parameters[index].shape.dims == shape else { return nil }

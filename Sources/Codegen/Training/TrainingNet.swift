@@ -5,7 +5,7 @@ import NumPy
 import Runtime
 import Solvers
 
-/// A net compiled for training by `TrainingCompiler`: forward (and backward) over one batch per
+/// A net compiled for training by `Compiler`: forward (and backward) over one batch per
 /// `run`, persistent parameters the solver updates in place, and Caffe's bookkeeping around them.
 ///
 /// Parameter diffs accumulate across runs until `zeroParameterDiffs` (Caffe's `iter_size`).
@@ -34,7 +34,10 @@ public final class TrainingNet: @unchecked Sendable {
     /// with Filter layers — re-specialized for a run's selected row counts. Parameters, their
     /// diffs, the random key and running statistics are the same buffers in every layout.
     struct Layout: RowVariant {
-        /// Steps `0..<forwardStepCount` are the forward pass, the rest backward.
+        /// The compiled program this layout runs: `Compiler`'s one program type, here with forward
+        /// and backward steps and the parameters as persistent buffers of its one context.
+        var program: CompiledProgram
+        /// The program's context. Steps `0..<forwardStepCount` are the forward pass, the rest backward.
         var executable: Executable
         var forwardStepCount: Int
         var rowGuards: [RowGuard]
@@ -65,6 +68,13 @@ public final class TrainingNet: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return layout.executable
+    }
+    /// The compiled program of the last run's layout: `Compiler`'s one program type, of which this
+    /// net is the one execution context (its arena, its parameters as persistent buffers).
+    public var program: CompiledProgram {
+        lock.lock()
+        defer { lock.unlock() }
+        return layout.program
     }
     public var forwardStepCount: Int {
         lock.lock()

@@ -46,7 +46,7 @@ public final class LayerwiseNet: TrainableNet {
     /// Where the layers came from, for errors.
     public let file: String?
 
-    private let compiler: TrainingCompiler
+    private let compiler: Compiler
     private let build: GraphBuild
     private let seed: UInt64
     private var inputShapes: [String: TensorShape]
@@ -64,7 +64,7 @@ public final class LayerwiseNet: TrainableNet {
     /// (seeded by `seed`), then from `weights` (.caffemodel files, by layer name) when given.
     public convenience init(definition: NetDefinition, phase: Caffe_Phase = .test, level: Int32? = nil, stages: [String]? = nil,
                             inputShapes: [String: [Int]] = [:], weights: [String] = [], seed: UInt64 = 1,
-                            compiler: TrainingCompiler, hostLayers: HostLayers? = nil) throws {
+                            compiler: Compiler, hostLayers: HostLayers? = nil) throws {
         let build: GraphBuild = { shapes in
             var builder = GraphBuilder(phase: phase, level: level, stages: stages, inputShapes: shapes, insertsSplits: true)
             hostLayers?.install(in: &builder)
@@ -91,7 +91,7 @@ public final class LayerwiseNet: TrainableNet {
     /// Compiles an already built graph (with Split layers) and its parameter values; `sharing`
     /// makes matching parameters the same memory as another net's (Caffe's ShareTrainedLayersWith).
     public init(graph: Graph, parameters: [String: [NDArray]], inputShapes: [String: TensorShape] = [:], seed: UInt64,
-                compiler: TrainingCompiler, sharing other: LayerwiseNet? = nil, file: String? = nil, hostLayers: HostLayers? = nil,
+                compiler: Compiler, sharing other: LayerwiseNet? = nil, file: String? = nil, hostLayers: HostLayers? = nil,
                 build: @escaping GraphBuild) throws {
         self.hostLayers = hostLayers
         self.graph = graph
@@ -101,7 +101,7 @@ public final class LayerwiseNet: TrainableNet {
         self.file = file
         self.inputShapes = inputShapes
         generator = SeededGenerator(seed: seed, stream: "dummy-data")
-        compiled = try compiler.compile(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: seed,
+        compiled = try compiler.compileTraining(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: seed,
                                         sharingParametersWith: other?.compiled, hostLayer: hostLayers?.hostFunction)
         layers = LayerwiseNet.layers(of: graph)
         blobNames = LayerwiseNet.blobNames(of: graph)
@@ -234,7 +234,7 @@ public final class LayerwiseNet: TrainableNet {
 
     private func recompile(graph newGraph: Graph, sharing: TrainingNet) throws {
         let previous = compiled
-        let next = try compiler.compile(graph: newGraph, parameters: previous.parameterArrays(), keepingAllBlobs: true, seed: seed,
+        let next = try compiler.compileTraining(graph: newGraph, parameters: previous.parameterArrays(), keepingAllBlobs: true, seed: seed,
                                         sharingParametersWith: sharing, hostLayer: hostLayers?.hostFunction)
         retired.append(previous)
         graph = newGraph

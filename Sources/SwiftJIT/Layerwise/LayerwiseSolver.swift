@@ -27,7 +27,7 @@ public final class LayerwiseSolver {
         options.prepareGraph = { net, builder in hosts[net]?.install(in: &builder) }
         let solverSeed = try CaffeFiles.loadSolver(path: solverPath).randomSeed
         let seed = solverSeed >= 0 ? UInt64(solverSeed) : 1701
-        let compiler = try TrainingCompiler(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, cache: cache)
+        let compiler = try Compiler(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, cache: cache)
         var built: [LayerwiseNet] = []
         trainer = try Trainer(solverPath: solverPath, options: options) { graph, parameters in
             let host = hosts[built.count]

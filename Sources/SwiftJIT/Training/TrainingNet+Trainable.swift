@@ -2,12 +2,12 @@
 extension TrainingNet: TrainableNet {}
 
 extension Trainer {
-    /// A trainer whose nets are compiled by SwiftJIT's JIT (`TrainingCompiler`), seeded by the
+    /// A trainer whose nets are compiled by SwiftJIT's JIT (`Compiler`), seeded by the
     /// solver's `random_seed` (dropout masks).
-    public convenience init(solverPath: String, options: TrainingOptions = TrainingOptions(), compiler: TrainingCompiler) throws {
+    public convenience init(solverPath: String, options: TrainingOptions = TrainingOptions(), compiler: Compiler) throws {
         let seed = try CaffeFiles.loadSolver(path: solverPath).randomSeed
         try self.init(solverPath: solverPath, options: options) { graph, parameters in
-            try compiler.compile(graph: graph, parameters: parameters, seed: seed >= 0 ? UInt64(seed) : 1701)
+            try compiler.compileTraining(graph: graph, parameters: parameters, seed: seed >= 0 ? UInt64(seed) : 1701)
         }
     }
 }

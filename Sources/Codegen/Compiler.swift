@@ -15,48 +15,68 @@ public enum BlobSelection: Sendable {
     case named([String])
 }
 
-/// Compiles a shape-inferred `Graph` into a `CompiledNet`: lowers every layer into JIT'd,
-/// shape-specialized kernels and OpenBLAS GEMMs, plans one arena, and binds the weights.
-///
-/// The compiler owns the kernel cache (and through it the JIT), the thread pool and the BLAS
-/// bridge, and passes them to everything it builds; compiling a second net, or the same net for a
-/// new input shape, reuses every kernel whose code is unchanged. Every layer is lowered first;
-/// the kernels the net needs are then compiled as one batch (looked up in the cache's disk cache,
-/// the rest compiled on several threads, all linked at once), before memory is planned.
-///
-///     let compiler = try NetCompiler()
-///     let net = try compiler.compile(graph: graph, parameters: try CaffeParameters.arrays(from: weights))
-///     let outputs = try net.run(inputs: ["data": image])
-public final class NetCompiler: @unchecked Sendable {
-    public let cache: KernelCache
-    public let pool: ThreadPool
-    public let blas: BLAS
+/// What every compilation of a `Compiler` shares, inference and training alike: one option set,
+/// read by the lowerings of both (training forward runs the inference lowerings, so a choice such
+/// as Winograd or the panel GEMM applies to both passes). Defaults suit the machine the compiler
+/// runs on; tests and benchmarks change them to force one path.
+public struct CompileOptions: Sendable {
     /// Elements a kernel must touch before it is split across threads.
     public var parallelThreshold = 1 << 15
     /// When convolutions build their im2col columns band by band.
     public var convolutionBanding = ConvolutionBanding()
-    /// When 3×3 convolutions run as Winograd F(2×2, 3×3); nil: always im2col + GEMM.
+    /// When 3×3 convolutions run as Winograd; nil: always im2col + GEMM.
     public var winograd: WinogradPolicy? = WinogradPolicy()
     /// Whether a batch-1 Concat's bottoms are computed straight into its top instead of copied.
+    /// Inference only: training's backward reads each bottom's own buffer.
     public var concatInPlace = true
     /// Whether convolutions on the GEMM path (not Winograd, depthwise or banded) multiply by the
-    /// JIT'd `PanelGemm` instead of OpenBLAS + epilogue: by default where the JIT's features (the
-    /// host's, or fewer) have AVX-512 or AVX2 + FMA (`PanelGemm.isNative`); its tile follows the
-    /// vector width.
-    public var panelGemms: Bool
+    /// JIT'd `PanelGemm` instead of OpenBLAS + epilogue, where the JIT's features (the host's, or
+    /// fewer) allow it (`PanelGemm.isNative`: AVX-512, or AVX2 + FMA); its tile follows the vector
+    /// width. In training the panels are packed from the parameters before each forward.
+    public var panelGemms = true
+    /// Whether an InnerProduct over a few rows streams weight panels (`InnerProductPanels`).
+    public var innerProductPanels = true
+
+    public init() {}
+}
+
+/// The one front door of the compiler, for inference and training: lowers a shape-inferred `Graph`
+/// into JIT'd, shape-specialized kernels and OpenBLAS GEMMs, compiles the kernels, plans one
+/// arena, and returns a `CompiledProgram`, the one compiled-program type. For inference
+/// (`compileProgram`, `compile`) the program's constants (weights, packed panels, Winograd
+/// filters) live in a `ConstantStore` shared by every execution context (`CompiledNet`); for
+/// training (`compileTraining`, in Compiler+Training.swift) the same lowerings read parameters
+/// from persistent buffers, backward steps follow the forward ones, and the program's one context
+/// is a `TrainingNet`.
+///
+/// The compiler owns the kernel cache (and through it the JIT), the thread pool and the BLAS
+/// bridge, and passes them to everything it builds; compiling a second net, or the same net for a
+/// new input shape, or a training net after its deploy net, reuses every kernel whose code is
+/// unchanged. Every layer is lowered first; the kernels the net needs are then compiled as one
+/// batch (looked up in the cache's disk cache, the rest compiled on several threads, all linked
+/// at once), before memory is planned.
+///
+///     let compiler = try Compiler()
+///     let net = try compiler.compile(graph: graph, parameters: try CaffeParameters.arrays(from: weights))
+///     let outputs = try net.run(inputs: ["data": image])
+public final class Compiler: @unchecked Sendable {
+    public let cache: KernelCache
+    public let pool: ThreadPool
+    public let blas: BLAS
+    /// The options of every compilation from here on.
+    public var options = CompileOptions()
 
     /// A compiler for this machine: one pool thread per core by default. OpenBLAS runs on one
     /// thread; executables split large GEMMs across the pool themselves, so kernels and GEMMs share
     /// one set of threads and never compete for the cores.
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
         self.cache = try cache ?? KernelCache()
-        panelGemms = PanelGemm.isNative(self.cache.jit.features)
         pool = ThreadPool(threads: threads)
         blas = BLAS(threads: 1)
     }
 
     /// A compiler whose kernels are generated and chosen for `cpuFeatures` only, e.g. the AVX2
-    /// path on an AVX-512 host: `NetCompiler(cpuFeatures: CPUFeatures.host().applying("-avx512f"))`.
+    /// path on an AVX-512 host: `Compiler(cpuFeatures: CPUFeatures.host().applying("-avx512f"))`.
     public convenience init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cpuFeatures: CPUFeatures,
                             disk: KernelDiskCache? = nil) throws {
         try self.init(threads: threads, cache: KernelCache(cpuFeatures: cpuFeatures, disk: disk))
@@ -105,42 +125,65 @@ public final class NetCompiler: @unchecked Sendable {
     private func build(graph: Graph, parameters: [String: [NDArray]], keeping selection: BlobSelection,
                        constants: ConstantStore) throws -> CompiledProgram {
         let start = DispatchTime.now().uptimeNanoseconds
-        if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
-            let producer = unknown.producer.map { graph.nodes[$0] }
-            throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
-                             layer: producer?.name, hint: "give the net's inputs concrete shapes (Input layers or --input NAME=dims)")
-        }
+        try requireKnownShapes(graph, hint: "give the net's inputs concrete shapes (Input layers or --input NAME=dims)")
         let kept = keptValues(graph, selection)
-        var lowering = Lowering(graph: graph, parameters: parameters, cache: cache, kept: Set(kept), parallelThreshold: parallelThreshold)
-        lowering.threads = pool.threadCount
-        lowering.banding = convolutionBanding
-        lowering.winograd = winograd
-        lowering.innerProductPanels = true
-        lowering.concatInPlace = concatInPlace
-        lowering.panelGemms = panelGemms
+        var lowering = Lowering(graph: graph, parameters: parameters, cache: cache, kept: Set(kept), parallelThreshold: options.parallelThreshold)
+        configure(&lowering, training: false)
         for value in graph.externalInputs {
             lowering.program.inputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                        buffer: lowering.buffer(value)))
         }
         for node in graph.nodes {
-            do {
-                try lower(node, &lowering)
-            } catch let diagnostic as Diagnostic {
-                var located = diagnostic.inLayer(node.name)
-                if located.location == nil { located.location = node.location }
-                throw located
-            }
+            try located(node) { try lower(node, &lowering) }
         }
         for value in kept {
             lowering.program.outputs.append(BlobBinding(name: graph.values[value].name, shape: graph.values[value].shape.dims,
                                                         buffer: lowering.buffer(value)))
         }
+        return try finish(&lowering, started: start) { program in try program.materializeConstants(in: constants) }
+    }
+
+    /// Runs `body`, attributing a diagnostic without a layer to `node`.
+    func located(_ node: Node, _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let diagnostic as Diagnostic {
+            var located = diagnostic.inLayer(node.name)
+            if located.location == nil { located.location = node.location }
+            throw located
+        }
+    }
+
+    /// Fails with a diagnostic naming the producer of the first blob whose shape is not fully known.
+    func requireKnownShapes(_ graph: Graph, hint: String) throws {
+        if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
+            let producer = unknown.producer.map { graph.nodes[$0] }
+            throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
+                             layer: producer?.name, hint: hint)
+        }
+    }
+
+    /// Hands this compiler's options and pool size to a fresh lowering: the one place they are read.
+    func configure(_ lowering: inout Lowering, training: Bool) {
+        lowering.threads = pool.threadCount
+        lowering.banding = options.convolutionBanding
+        lowering.winograd = options.winograd
+        lowering.innerProductPanels = options.innerProductPanels
+        lowering.concatInPlace = options.concatInPlace && !training
+        lowering.panelGemms = options.panelGemms && PanelGemm.isNative(cache.jit.features)
+    }
+
+    /// Finishes a lowered program, inference or training alike: closes its row guards, compiles the
+    /// kernels it asked for in one batch, runs `prepare` on the program (inference materializes its
+    /// constants there), and times each phase from `started`.
+    func finish(_ lowering: inout Lowering, started start: UInt64,
+                prepare: (inout Program) throws -> Void = { _ in }) throws -> CompiledProgram {
         lowering.finishRowGuards()
         let lowered = DispatchTime.now().uptimeNanoseconds
         let kernels = try lowering.compileKernels()
         let compiled = DispatchTime.now().uptimeNanoseconds
         var program = lowering.program
-        try program.materializeConstants(in: constants)
+        try prepare(&program)
         let finished = DispatchTime.now().uptimeNanoseconds
         // Kernel IR is built while lowering; count it with the kernels.
         let phases = CompilePhases(lowering: Double(lowered - start) / 1e9 - kernels.generateSeconds,

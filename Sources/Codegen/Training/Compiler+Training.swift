@@ -4,7 +4,7 @@ import Graph
 import NumPy
 import Runtime
 
-/// Compiles a TRAIN- or TEST-phase `Graph` built with Caffe's Split layers
+/// Training's half of `Compiler`: compiles a TRAIN- or TEST-phase `Graph` built with Caffe's Split layers
 /// (`GraphBuilder(phase:, insertsSplits: true)`) into a `TrainingNet`: forward steps (TRAIN
 /// semantics when the graph's phase is TRAIN: batch statistics, dropout masks), then backward
 /// steps for exactly the layers, bottoms and parameters Caffe's `Net::Init` marks as needing
@@ -14,48 +14,16 @@ import Runtime
 /// persistent buffers; what they derive from parameters (packed panels, Winograd filters) is
 /// derived again before each forward. Backward kernels are JIT'd like forward ones (one per op and
 /// shape, cached, compiled in one batch with the forward kernels once every layer is lowered);
-/// convolution gradients run image by image across the threads (an item loop: im2col, OpenBLAS
-/// GEMMs, col2im), each thread summing its images' weight gradient before one pass adds them up. Every value gets its
-/// own diff buffer, planned by lifetime like activations; forward values backward reads stay
+/// convolution gradients run image by image across the threads (an item loop over the JIT'd panel
+/// GEMM: the input diff into columns, then col2im; the weight gradient as dWᵀ += col·dyᵀ into each
+/// thread's partial sum, added up in thread order). Every value gets its own diff buffer, planned by lifetime like activations; forward values backward reads stay
 /// live until then, the rest are reused.
 ///
-///     let compiler = try TrainingCompiler()
+///     let compiler = try Compiler()
 ///     let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(definition)
-///     let net = try compiler.compile(graph: graph, parameters: initialValues)
+///     let net = try compiler.compileTraining(graph: graph, parameters: initialValues)
 ///     let (loss, _) = try net.run(["data": images, "label": labels], backward: true)
-public final class TrainingCompiler: @unchecked Sendable {
-    public let cache: KernelCache
-    public let pool: ThreadPool
-    public let blas: BLAS
-    /// Elements a kernel must touch before it is split across threads.
-    public var parallelThreshold = 1 << 15
-    /// When forward convolutions build their im2col columns band by band.
-    public var convolutionBanding = ConvolutionBanding()
-    /// When a forward 3×3 convolution runs as Winograd (as `NetCompiler.winograd`); nil: never.
-    public var winograd: WinogradPolicy? = WinogradPolicy()
-    /// Whether forward convolutions multiply by `PanelGemm` (as `NetCompiler.panelGemms`); the
-    /// panels are packed from the parameters before each forward.
-    public var panelGemms: Bool
-
-    /// A compiler with its own kernel cache, thread pool and BLAS bridge.
-    public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, cache: KernelCache? = nil) throws {
-        self.cache = try cache ?? KernelCache()
-        pool = ThreadPool(threads: threads)
-        blas = BLAS(threads: 1)  // executables split GEMMs across `pool` themselves
-        panelGemms = PanelGemm.isNative(self.cache.jit.features)
-    }
-
-    /// A compiler sharing an inference compiler's kernel cache, pool, BLAS bridge and options.
-    public init(sharing compiler: NetCompiler) {
-        cache = compiler.cache
-        pool = compiler.pool
-        blas = compiler.blas
-        parallelThreshold = compiler.parallelThreshold
-        convolutionBanding = compiler.convolutionBanding
-        winograd = compiler.winograd
-        panelGemms = compiler.panelGemms
-    }
-
+extension Compiler {
     /// Compiles `graph` for training. `parameters` holds every parameter blob by layer name in
     /// Caffe's order (shared blobs may be given by any layer sharing them). `keepingAllBlobs`
     /// keeps every blob's value and diff readable after a run (`blob`, `blobDiff`; for tests and
@@ -70,10 +38,10 @@ public final class TrainingCompiler: @unchecked Sendable {
     /// With `sharingParametersWith`, a parameter blob of a layer whose name and blob shape match a
     /// layer of `other` uses `other`'s parameter memory (Caffe's `ShareTrainedLayersWith`: data
     /// only; diffs stay this net's own). `hostLayer` runs "Python" layers (host steps in the schedule).
-    public func compile(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool = false,
+    public func compileTraining(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool = false,
                         seed: UInt64 = 1701, sharingParametersWith other: TrainingNet? = nil,
                         hostLayer: HostLayerFunction? = nil) throws -> TrainingNet {
-        let first = try build(graph: graph, parameters: parameters, keepingAllBlobs: keepingAllBlobs, sibling: nil, sharing: other,
+        let first = try buildTraining(graph: graph, parameters: parameters, keepingAllBlobs: keepingAllBlobs, sibling: nil, sharing: other,
                               hostLayer: hostLayer)
         let rows = first.layout.rowGuards.isEmpty ? nil : RowSpecializer(first.layout) { [self] rows, guessesFrom in
             // The variant trains the first one's parameter buffers: the arrays only give shapes.
@@ -81,7 +49,7 @@ public final class TrainingCompiler: @unchecked Sendable {
             let shapes = Dictionary(uniqueKeysWithValues: graph.nodes.filter { !$0.parameters.isEmpty }.map { node in
                 (node.name, node.parameters.map { NDArray(shape: $0.shape.dims, repeating: 0) })
             })
-            let variant = try build(graph: specialized, parameters: shapes, keepingAllBlobs: keepingAllBlobs, sibling: first.layout.executable)
+            let variant = try buildTraining(graph: specialized, parameters: shapes, keepingAllBlobs: keepingAllBlobs, sibling: first.layout.executable)
             let buffers = [first.randomKey] + first.slots.flatMap { [$0.data, $0.diff] }
             guard variant.slots.count == first.slots.count,
                   buffers.allSatisfy({ variant.layout.executable.pointer(to: $0) == first.layout.executable.pointer(to: $0) }) else {
@@ -94,8 +62,8 @@ public final class TrainingCompiler: @unchecked Sendable {
                            randomKey: first.randomKey, seed: seed, statisticSlots: first.statisticSlots, rows: rows)
     }
 
-    /// What `build` makes: one variant's layout, and the parameter bookkeeping all variants share.
-    private struct Built {
+    /// What `buildTraining` makes: one variant's layout, and the parameter bookkeeping all variants share.
+    fileprivate struct Built {
         var layout: TrainingNet.Layout
         var slots: [ParameterSlot]
         var slotOf: [[Int]]
@@ -110,22 +78,14 @@ public final class TrainingCompiler: @unchecked Sendable {
 
     /// Lowers and plans `graph` for its shapes; with a `sibling` (a net's first variant), its
     /// persistent buffers and equal constants are the sibling's.
-    private func build(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool, sibling: Executable?,
+    fileprivate func buildTraining(graph: Graph, parameters: [String: [NDArray]], keepingAllBlobs: Bool, sibling: Executable?,
                        sharing other: TrainingNet? = nil, hostLayer: HostLayerFunction? = nil) throws -> Built {
         let start = DispatchTime.now().uptimeNanoseconds
-        if let unknown = graph.values.first(where: { !$0.shape.isFullyKnown }) {
-            let producer = unknown.producer.map { graph.nodes[$0] }
-            throw Diagnostic("blob '\(unknown.name)' has shape \(unknown.shape), which is not fully known", at: producer?.location,
-                             layer: producer?.name, hint: "give the net's data layers concrete shapes")
-        }
-        var lowering = try TrainingLowering(graph: graph, parameters: parameters, cache: cache, parallelThreshold: parallelThreshold)
+        try requireKnownShapes(graph, hint: "give the net's data layers concrete shapes")
+        var lowering = try TrainingLowering(graph: graph, parameters: parameters, cache: cache, parallelThreshold: options.parallelThreshold)
         lowering.keepsAllDiffs = keepingAllBlobs
         lowering.hostLayer = hostLayer
-        lowering.base.threads = pool.threadCount
-        lowering.base.banding = convolutionBanding
-        lowering.base.winograd = winograd
-        lowering.base.panelGemms = panelGemms
-        lowering.base.innerProductPanels = true
+        configure(&lowering.base, training: true)
         for node in graph.nodes {
             try located(node) { try lowering.lowerForward(node) }
         }
@@ -198,10 +158,7 @@ public final class TrainingCompiler: @unchecked Sendable {
                 .filter { lowering.base.program.buffers[$0].isActivation }
             lowering.base.program.checkpoints.append(Checkpoint(step: 0, live: Array(Set(pinned)).sorted()))
         }
-        lowering.base.finishRowGuards()
-        let lowered = DispatchTime.now().uptimeNanoseconds
-        let kernels = try lowering.base.compileKernels()
-        let compiled = DispatchTime.now().uptimeNanoseconds
+        let program = try finish(&lowering.base, started: start)
         var adopted: [BufferID: AlignedBuffer] = [:]
         if let other {
             for node in graph.nodes {
@@ -211,31 +168,19 @@ public final class TrainingCompiler: @unchecked Sendable {
                 }
             }
         }
-        let executable = try Executable(lowering.base.program, pool: pool, blas: blas, sharingBuffersWith: sibling, adopting: adopted)
-        let finished = DispatchTime.now().uptimeNanoseconds
-        // As NetCompiler counts them: kernel IR is built while lowering, and counts with the kernels.
-        let phases = CompilePhases(lowering: Double(lowered - start) / 1e9 - kernels.generateSeconds,
-                                   kernels: Double(compiled - lowered) / 1e9 + kernels.generateSeconds,
-                                   executable: Double(finished - compiled) / 1e9)
-        let layout = TrainingNet.Layout(executable: executable, forwardStepCount: forwardCount, rowGuards: lowering.base.rowGuards,
+        let executableStart = DispatchTime.now().uptimeNanoseconds
+        let executable = try program.makeExecutable(sharingBuffersWith: sibling, adopting: adopted)
+        let executableSeconds = Double(DispatchTime.now().uptimeNanoseconds - executableStart) / 1e9
+        var phases = program.phases
+        phases.executable += executableSeconds
+        let layout = TrainingNet.Layout(program: program, executable: executable, forwardStepCount: forwardCount, rowGuards: lowering.base.rowGuards,
                                         feeds: feeds, outputs: outputs.map { graph.values[$0].name }, values: values, diffs: diffs,
                                         seeds: seeds, losses: losses, nodeSteps: lowering.forwardSteps, backwardNodeSteps: backwardSteps, checks: checks,
                                         backwardProblems: lowering.backwardProblems, zeroRowProblems: zeroRowProblems,
                                         recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) },
                                         valueDiffs: lowering.diffOf)
         return Built(layout: layout, slots: lowering.slots, slotOf: lowering.slotOf, randomKey: lowering.randomKey,
-                     statisticSlots: lowering.slotsWrittenByForward, kernels: kernels, phases: phases,
-                     compileSeconds: Double(finished - start) / 1e9)
-    }
-
-    /// Runs `body`, attributing a diagnostic without a layer to `node`.
-    private func located(_ node: Node, _ body: () throws -> Void) throws {
-        do {
-            try body()
-        } catch let diagnostic as Diagnostic {
-            var located = diagnostic.inLayer(node.name)
-            if located.location == nil { located.location = node.location }
-            throw located
-        }
+                     statisticSlots: lowering.slotsWrittenByForward, kernels: program.kernels, phases: phases,
+                     compileSeconds: program.compileSeconds + executableSeconds)
     }
 }
