@@ -14,10 +14,9 @@ extension Lowering {
     /// `out[g] (O/G × OH·OW) = W[g] (O/G × K) · columns[g] (K × OH·OW)` with `K = C/G·KH·KW`.
     /// A layer with several bottoms applies the same weights to each (Caffe's shared-weight form).
     mutating func lowerConvolution(_ node: Node) throws {
-        let p = node.layer.convolutionParam
         let blobs = try parameterBlobs(node)
         guard let first = node.inputs.first else { return }
-        let geometry = try ConvolutionGeometry(p, rank: shape(first).count)
+        let geometry = try node.convolutionGeometry()
         guard geometry.channelAxis == 1 else {
             throw unsupported(node, "only convolution with the channel axis 1 (N×C×spatial blobs) is lowered so far")
         }
@@ -403,14 +402,12 @@ extension Lowering {
     /// InnerProduct: `y (M×N) = x (M×K) · Wᵀ + bias`, where M is the product of the axes before
     /// `axis` and K of the rest; with `transpose: true` the stored weights are K×N and used as is.
     mutating func lowerInnerProduct(_ node: Node) throws {
-        let p = node.layer.innerProductParam
+        let p = try node.innerProductAttributes()
         let blobs = try parameterBlobs(node)
         let bias = p.biasTerm ? parameter(node, 1, "bias", blobs) : nil
         let input = node.inputs[0], output = node.outputs[0]
-        guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else {
-            throw unsupported(node, "axis \(p.axis) is out of range")
-        }
-        let m = shape(input)[..<axis].reduce(1, *), k = shape(input)[axis...].reduce(1, *), n = Int(p.numOutput)
+        let axis = p.axis
+        let m = shape(input)[..<axis].reduce(1, *), k = shape(input)[axis...].reduce(1, *), n = p.numOutput
         let x = buffer(input), y = buffer(output)
         if innerProductPanels, (2...InnerProductPanels.maximumRows).contains(m), n % InnerProductPanels.width == 0,
            k * n >= InnerProductPanels.minimumWeights {

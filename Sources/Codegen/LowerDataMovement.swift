@@ -174,7 +174,7 @@ extension Lowering {
     /// same JIT'd unfolding as Convolution.
     mutating func lowerIm2colLayer(_ node: Node) throws {
         let input = node.inputs[0], output = node.outputs[0]
-        let g = try ConvolutionGeometry(node.layer.convolutionParam, rank: shape(input).count, needsOutputs: false)
+        let g = try node.convolutionGeometry()
         guard g.channelAxis == 1 else { throw unsupported(node, "only the channel axis 1 is lowered so far") }
         let dims = shape(input)
         let (n, c) = (dims[0], dims[1]), image = Array(dims[2...])

@@ -12,10 +12,9 @@ extension Lowering {
     /// that land on it, in Caffe's (ky, kx) order starting from zero, so the float sums round
     /// exactly as Caffe's scatter loop does. One task per output channel. 2-D only.
     mutating func lowerDeconvolution(_ node: Node) throws {
-        let p = node.layer.convolutionParam
         let blobs = try parameterBlobs(node)
         guard let first = node.inputs.first else { return }
-        let g = try ConvolutionGeometry(p, rank: shape(first).count)
+        let g = try node.convolutionGeometry()
         guard g.channelAxis == 1, g.kernel.count == 2 else {
             throw unsupported(node, "only 2-D deconvolution over N×C×H×W blobs with the channel axis 1 is lowered so far")
         }

@@ -18,9 +18,9 @@ extension Lowering {
     /// MAX, is where the arg-max indices go when the layer has no mask top (training saves them
     /// for backward).
     mutating func lowerPooling(_ node: Node, argmax: BufferID? = nil) throws {
-        let p = node.layer.poolingParam
+        let p = try node.poolingAttributes()
         let input = node.inputs[0], dims = shape(input)
-        let g = try PoolingGeometry(p, input: graph.values[input].shape)
+        let g = p.geometry
         guard dims.count == 4 else { return try lowerPoolingND(node, g) }
         let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
         let outDims = shape(node.outputs[0])
@@ -45,7 +45,7 @@ extension Lowering {
             b.loop(rows) { row($0, inside: true) }
             b.loop(rows.upperBound..<oh) { row($0, inside: false) }
         }
-        switch p.pool {
+        switch p.method {
         case .max:
             let maskBuffer = argmax ?? (node.outputs.count > 1 ? buffer(node.outputs[1]) : nil)
             let withMask = maskBuffer != nil
@@ -107,25 +107,25 @@ extension Lowering {
     /// order (the optional mask top gets its flat index in the plane), AVE divides the sum over the
     /// window clipped to the blob by the window clipped to `[−pad, D + pad)`. One task per plane.
     mutating func lowerPoolingND(_ node: Node, _ g: PoolingGeometry) throws {
-        let p = node.layer.poolingParam
+        let p = try node.poolingAttributes()
         let input = node.inputs[0], dims = shape(input), outDims = shape(node.outputs[0])
         guard dims.count >= 3 else { throw unsupported(node, "pooling needs N×C and at least one spatial axis, got \(dims)") }
-        guard p.pool != .stochastic else {
+        guard p.method != .stochastic else {
             throw unsupported(node, "STOCHASTIC pooling has no CPU forward in Caffe either", hint: "use MAX or AVE")
         }
         let window = PoolingWindowND(input: Array(dims[2...]), output: Array(outDims[2...]), geometry: g)
         let planes = dims[0] * dims[1]
-        let withMask = p.pool == .max && node.outputs.count > 1
+        let withMask = p.method == .max && node.outputs.count > 1
         var operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0]))]
         if withMask { operands.append(Operand(buffer(node.outputs[1]))) }
-        let method = p.pool == .max ? "max" : "ave"
+        let method = p.method == .max ? "max" : "ave"
         try emitKernel(node, "pool.nd.\(method) \(window.signature) mask=\(withMask)", operands: operands, tasks: planes, work: planes * window.work) { b in
             let (x, y) = (b.operand(0), b.operand(1))
             let mask = withMask ? b.operand(2) : nil
             b.forEachTask { plane in
                 let source = plane * window.inputCount, target = plane * window.outputCount
                 window.overOutputs(b) { starts, at in
-                    if p.pool == .max {
+                    if p.method == .max {
                         let (best, bestIndex) = window.maximum(b, x, plane: source, starts: starts, index: mask != nil)
                         y[target + at] = best
                         if let mask, let bestIndex { mask[target + at] = bestIndex }

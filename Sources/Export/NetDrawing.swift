@@ -90,16 +90,16 @@ public struct NetDrawing: Sendable {
     static func attributes(_ node: Node, input: TensorShape?) -> String? {
         switch node.kind {
         case .convolution, .deconvolution:
-            guard let input, let g = try? ConvolutionGeometry(node.layer.convolutionParam, rank: input.rank) else { return nil }
+            guard case .convolution(let g) = node.attributes else { return nil }
             return "\(g.numOutput) out, \(g.summary)"
         case .pooling:
-            let p = node.layer.poolingParam
-            let method = p.pool == .max ? "MAX" : p.pool == .ave ? "AVE" : "STOCHASTIC"
-            guard let input, let g = try? PoolingGeometry(p, input: input) else { return method }
+            guard case .pooling(let p) = node.attributes else { return nil }
+            let method = p.method == .max ? "MAX" : p.method == .ave ? "AVE" : "STOCHASTIC"
+            let g = p.geometry
             if g.isGlobal { return "\(method) global" }
             return "\(method) \(g.kernel.map(String.init).joined(separator: "×"))" + (g.stride.contains { $0 != 1 } ? " stride \(g.stride.map(String.init).joined(separator: "×"))" : "")
                 + (g.pad.contains { $0 != 0 } ? " pad \(g.pad.map(String.init).joined(separator: "×"))" : "")
-        case .innerProduct: return "\(node.layer.innerProductParam.numOutput) out"
+        case .innerProduct: return (try? node.innerProductAttributes()).map { "\($0.numOutput) out" }
         case .proposal:
             guard let p = try? ProposalSettings(node.layer) else { return nil }
             return "stride \(p.featStride), \(p.anchorCount) anchors, NMS \(p.nmsThreshold) → ≤\(p.postNMSTopN)"

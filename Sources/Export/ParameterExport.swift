@@ -69,8 +69,7 @@ public struct ParameterExport: Sendable {
                     }
                     entry.layout = layout.axisNames(rank: caffe.rank, kind: kind)
                     entry.shape = array.shape
-                    let group = Int(node.layer.convolutionParam.group)
-                    if node.kind != .innerProduct, group > 1 { entry.group = group }
+                    if case .convolution(let g) = node.attributes, g.group > 1 { entry.group = g.group }
                 }
                 if node.kind == .batchNorm, index < 2 { entry.dividedByScaleFactor = factor }
                 entries.append(entry)
@@ -81,10 +80,10 @@ public struct ParameterExport: Sendable {
 
     /// Which weights get a layout: blob 0 of Convolution, Deconvolution and InnerProduct.
     static func weightKind(_ node: Node) -> WeightLayout.WeightKind? {
-        switch node.kind {
-        case .convolution: return .convolution
-        case .deconvolution: return .deconvolution(group: Int(node.layer.convolutionParam.group))
-        case .innerProduct: return .innerProduct(transposed: node.layer.innerProductParam.transpose)
+        switch (node.kind, node.attributes) {
+        case (.convolution, _): return .convolution
+        case (.deconvolution, .convolution(let g)?): return .deconvolution(group: g.group)
+        case (.innerProduct, .innerProduct(let p)?): return .innerProduct(transposed: p.transpose)
         default: return nil
         }
     }

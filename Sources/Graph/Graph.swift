@@ -72,6 +72,9 @@ public struct Node: Sendable {
     /// `activation(op(x) + residual)`, what an Eltwise SUM after it computed. Listed among the
     /// value's consumers. Nil for nodes as the prototxt wrote them.
     public var fusedResidual: ValueID?
+    /// What the shape rule decided from `layer` once (geometry, axes, modes); nil for ops that
+    /// need none. Lowerings read these, not `layer`.
+    public var attributes: NodeAttributes?
 
     public init(id: NodeID, name: String, kind: OpKind, layer: Caffe_LayerParameter, inputs: [ValueID], outputs: [ValueID]) {
         self.id = id

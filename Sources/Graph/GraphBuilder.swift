@@ -159,6 +159,7 @@ public struct GraphBuilder: Sendable {
         var node = Node(id: nodeID, name: layer.name, kind: kind, layer: layer, inputs: inputs, outputs: outputs)
         node.location = location
         node.flops = signature.flops
+        node.attributes = signature.attributes
         node.isSynthetic = isSynthetic
         node.parameters = try parameterInfos(signature, layer: layer, kind: kind)
         node.lossWeights = try lossWeights(layer, kind: kind)

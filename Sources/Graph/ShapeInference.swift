@@ -5,11 +5,15 @@ public struct LayerSignature: Sendable {
     public var outputs: [TensorShape]
     public var parameters: [(shape: TensorShape, role: String)]
     public var flops: Int
+    /// The node's typed attributes, decided with its shapes (see `NodeAttributes`).
+    public var attributes: NodeAttributes?
 
-    public init(outputs: [TensorShape], parameters: [(shape: TensorShape, role: String)] = [], flops: Int = 0) {
+    public init(outputs: [TensorShape], parameters: [(shape: TensorShape, role: String)] = [], flops: Int = 0,
+                attributes: NodeAttributes? = nil) {
         self.outputs = outputs
         self.parameters = parameters
         self.flops = flops
+        self.attributes = attributes
     }
 }
 
@@ -263,7 +267,8 @@ public enum ShapeInference {
         }
         if c.kind == .im2col {
             output[g.channelAxis] = Extent.product([channels] + g.kernel)
-            return LayerSignature(outputs: Array(repeating: output, count: c.layer.top.count), flops: output.count ?? 0)
+            return LayerSignature(outputs: Array(repeating: output, count: c.layer.top.count), flops: output.count ?? 0,
+                                  attributes: .convolution(g))
         }
         if channels != TensorShape.unknown, channels % g.group != 0 {
             throw Diagnostic("the input has \(channels) channels, which group \(g.group) does not divide", hint: "channels must be a multiple of group")
@@ -284,7 +289,8 @@ public enum ShapeInference {
         let perPoint = Extent.map(channels) { $0[0] / g.group } &* g.kernel.reduce(1, &*)
         let points = c.kind == .deconvolution ? (input.count ?? 0) / max(channels, 1) &* g.numOutput : (output.count ?? 0)
         let flops = channels == TensorShape.unknown ? 0 : 2 &* perPoint &* points &* c.inputs.count
-        return LayerSignature(outputs: Array(repeating: output, count: c.inputs.count), parameters: parameters, flops: flops)
+        return LayerSignature(outputs: Array(repeating: output, count: c.inputs.count), parameters: parameters, flops: flops,
+                              attributes: .convolution(g))
     }
 
     static func pooling(_ c: ShapeContext) throws -> LayerSignature {
@@ -304,7 +310,8 @@ public enum ShapeInference {
             throw Diagnostic("only MAX pooling has a second (argmax mask) top")
         }
         guard tops == 1 || tops == 2 else { throw Diagnostic("Pooling has 1 top (or 2 for MAX with a mask), got \(tops)") }
-        return LayerSignature(outputs: Array(repeating: output, count: tops), flops: (output.count ?? 0) &* g.kernel.reduce(1, &*))
+        return LayerSignature(outputs: Array(repeating: output, count: tops), flops: (output.count ?? 0) &* g.kernel.reduce(1, &*),
+                              attributes: .pooling(PoolingAttributes(geometry: g, method: c.layer.poolingParam.pool)))
     }
 
     static func innerProduct(_ c: ShapeContext) throws -> LayerSignature {
@@ -321,7 +328,8 @@ public enum ShapeInference {
         var parameters: [(TensorShape, String)] = [(TensorShape(p.transpose ? [k, n] : [n, k]), "weights")]
         if p.biasTerm { parameters.append((TensorShape([n]), "bias")) }
         let flops = (k == TensorShape.unknown || m == TensorShape.unknown) ? 0 : 2 &* m &* n &* k
-        return LayerSignature(outputs: [output], parameters: parameters, flops: flops)
+        return LayerSignature(outputs: [output], parameters: parameters, flops: flops,
+                              attributes: .innerProduct(InnerProductAttributes(axis: axis, numOutput: n, transpose: p.transpose, biasTerm: p.biasTerm)))
     }
 
     static func lrn(_ c: ShapeContext) throws -> LayerSignature {

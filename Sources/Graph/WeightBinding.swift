@@ -123,7 +123,7 @@ public enum Provenance {
             text += ", made by layer '\(producer.name)' (\(producer.kind.rawValue)\(describeAttributes(producer, input: input.shape)))"
             text += " from '\(input.name)' \(input.shape)"
             if producer.kind == .convolution, input.shape.rank == current.shape.rank, input.shape.rank > 2,
-               let g = try? ConvolutionGeometry(producer.layer.convolutionParam, rank: input.shape.rank) {
+               case .convolution(let g) = producer.attributes {
                 let inSpatial = input.shape.dims[(g.channelAxis + 1)...], outSpatial = current.shape.dims[(g.channelAxis + 1)...]
                 if zip(inSpatial, outSpatial).contains(where: { $1 > $0 }) {
                     text += " — its pad \(g.pad.map(String.init).joined(separator: "×")) grows a \(g.kernel.map(String.init).joined(separator: "×")) convolution's output from \(inSpatial.map(String.init).joined(separator: "×")) to \(outSpatial.map(String.init).joined(separator: "×"))"
@@ -137,7 +137,8 @@ public enum Provenance {
     private static func describeAttributes(_ node: Node, input: TensorShape) -> String {
         switch node.kind {
         case .convolution, .deconvolution:
-            return (try? ConvolutionGeometry(node.layer.convolutionParam, rank: input.rank)).map { " " + $0.summary } ?? ""
+            guard case .convolution(let g) = node.attributes else { return "" }
+            return " " + g.summary
         case .pooling:
             let p = node.layer.poolingParam
             if p.globalPooling { return " global" }

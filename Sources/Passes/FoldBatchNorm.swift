@@ -88,6 +88,15 @@ public struct FoldBatchNorm: GraphPass {
             context.parameters[node.name] = [NDArray(shape: weights.shape, data: newWeights), NDArray(shape: [multiplier.count], data: newBias)]
             var updated = nodes[node.id]
             if node.kind == .convolution { updated.layer.convolutionParam.biasTerm = true } else { updated.layer.innerProductParam.biasTerm = true }
+            switch updated.attributes {
+            case .convolution(var g):
+                g.biasTerm = true
+                updated.attributes = .convolution(g)
+            case .innerProduct(var p):
+                p.biasTerm = true
+                updated.attributes = .innerProduct(p)
+            case .pooling, nil: break
+            }
             if updated.parameters.count == 1 {
                 updated.parameters.append(ParameterInfo(shape: TensorShape([multiplier.count]), role: "bias"))
             }

@@ -106,5 +106,6 @@ extension Node {
         isSynthetic = node.isSynthetic
         fusedActivation = node.fusedActivation
         fusedResidual = node.fusedResidual
+        attributes = node.attributes
     }
 }

@@ -39,6 +39,8 @@ struct FoldBatchNormTests {
         #expect(abs(folded[1].data[0] - (-1 * 10 / Float(2).squareRoot() + 0.5)) < 1e-5)
         #expect(abs(folded[1].data[1] - (-4 * 100 / Float(8).squareRoot() - 1)) < 1e-4)
         #expect(result.graph.node(named: "conv")?.layer.convolutionParam.biasTerm == true)
+        // The typed attributes the lowerings read say so too, or the folded bias would be dropped.
+        #expect(try result.graph.node(named: "conv")?.convolutionGeometry().biasTerm == true)
         #expect(result.parameters["bn"] == nil && result.parameters["sc"] == nil)
         // Renumbered graph stays consistent: every input is produced earlier, names and shapes kept.
         #expect(result.graph.value(named: "y")?.shape == TensorShape([1, 1]))

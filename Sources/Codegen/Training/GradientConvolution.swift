@@ -89,9 +89,8 @@ extension TrainingLowering {
     /// (zeroed first), and one pass then adds the copies to the parameter's diff in thread order:
     /// deterministic for a given thread count, Caffe's exact summation order on one thread.
     mutating func lowerConvolutionBackward(_ node: Node) throws {
-        let p = node.layer.convolutionParam
         guard let first = node.inputs.first else { return }
-        let g = try ConvolutionGeometry(p, rank: shape(first).count)
+        let g = try node.convolutionGeometry()
         guard g.channelAxis == 1 else { throw unsupported(node, "only convolution with the channel axis 1 has a backward so far") }
         let weights = parameter(node, 0)
         let wantsWeights = propagatesToParameter(node, 0), wantsBias = g.biasTerm && propagatesToParameter(node, 1)
@@ -209,9 +208,8 @@ extension TrainingLowering {
     /// Deconvolution forward (Caffe's transposed convolution): per image, `col[g] = W[g]ᵀ · x[g]`
     /// then col2im into the top, plus the bias. Weights are C_in × (O/G) × kernel.
     mutating func lowerDeconvolutionForward(_ node: Node) throws {
-        let p = node.layer.convolutionParam
         guard let first = node.inputs.first else { return }
-        let g = try ConvolutionGeometry(p, rank: shape(first).count)
+        let g = try node.convolutionGeometry()
         guard g.channelAxis == 1 else { throw unsupported(node, "only deconvolution with the channel axis 1 is lowered so far") }
         let weights = parameter(node, 0)
         for (input, output) in zip(node.inputs, node.outputs) {
@@ -240,9 +238,8 @@ extension TrainingLowering {
     /// Deconvolution backward: the bias gradient over the top diff; im2col of the top diff; then
     /// `dW[g] += x[g] · colᵀ` and `dx[g] = W[g] · col[g]`.
     mutating func lowerDeconvolutionBackward(_ node: Node) throws {
-        let p = node.layer.convolutionParam
         guard let first = node.inputs.first else { return }
-        let g = try ConvolutionGeometry(p, rank: shape(first).count)
+        let g = try node.convolutionGeometry()
         let weights = parameter(node, 0)
         let wantsWeights = propagatesToParameter(node, 0), wantsBias = g.biasTerm && propagatesToParameter(node, 1)
         for (i, (input, output)) in zip(node.inputs, node.outputs).enumerated() {
@@ -282,10 +279,10 @@ extension TrainingLowering {
     /// InnerProduct backward: `dW += dyᵀ · x` (or `xᵀ · dy` for `transpose`), `db += Σ_m dy`,
     /// `dx = dy · W` (or `dy · Wᵀ`).
     mutating func lowerInnerProductBackward(_ node: Node) throws {
-        let p = node.layer.innerProductParam
+        let p = try node.innerProductAttributes()
         let input = node.inputs[0], output = node.outputs[0]
-        guard let axis = graph.values[input].shape.canonicalAxis(Int(p.axis)) else { throw unsupported(node, "axis \(p.axis) is out of range") }
-        let m = shape(input)[..<axis].reduce(1, *), k = shape(input)[axis...].reduce(1, *), n = Int(p.numOutput)
+        let axis = p.axis
+        let m = shape(input)[..<axis].reduce(1, *), k = shape(input)[axis...].reduce(1, *), n = p.numOutput
         let dy = try topDiff(node, output)
         let x = data(input), weights = parameter(node, 0)
         if propagatesToParameter(node, 0) {

@@ -13,9 +13,9 @@ extension TrainingLowering {
     /// One task per (image, channel) plane.
     mutating func lowerPoolingBackward(_ node: Node) throws {
         guard analysis.writesBottomDiff(node, 0) else { return }
-        let p = node.layer.poolingParam
+        let p = try node.poolingAttributes()
         let input = node.inputs[0], dims = shape(input)
-        let g = try PoolingGeometry(p, input: graph.values[input].shape)
+        let g = p.geometry
         guard dims.count == 4 else { return try lowerPoolingNDBackward(node, g) }
         let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
         let outDims = shape(node.outputs[0])
@@ -27,7 +27,7 @@ extension TrainingLowering {
         let geometry = "h\(h)w\(w) k\(kh)x\(kw) s\(sh)x\(sw) p\(ph)x\(pw) o\(oh)x\(ow)"
         let work = n * c * oh * ow * kh * kw
         let window = PoolingWindow(height: h, width: w, kernel: (kh, kw), pad: (ph, pw))
-        switch p.pool {
+        switch p.method {
         case .max:
             if let argmax = savedArgmax[node.id] {
                 try base.emitKernel(node, "pool.max.grad.scatter \(geometry)", operands: [Operand(argmax), dy, dx], tasks: n * c,
@@ -95,9 +95,9 @@ extension TrainingLowering {
     /// diff is zeroed; MAX adds each top diff at its window's first strict maximum, found again by
     /// the forward's scan; AVE adds `dy / divisor` over the window clipped to the blob.
     mutating func lowerPoolingNDBackward(_ node: Node, _ g: PoolingGeometry) throws {
-        let p = node.layer.poolingParam
+        let p = try node.poolingAttributes()
         let input = node.inputs[0], dims = shape(input)
-        guard p.pool != .stochastic else {
+        guard p.method != .stochastic else {
             throw unsupported(node, "STOCHASTIC pooling has no CPU implementation in Caffe either", hint: "use MAX or AVE")
         }
         let window = PoolingWindowND(input: Array(dims[2...]), output: Array(shape(node.outputs[0])[2...]), geometry: g)
@@ -105,7 +105,7 @@ extension TrainingLowering {
         let dy = try topDiff(node, node.outputs[0])
         let x = data(input)
         let dx = bottomDiff(node, 0)
-        let isMax = p.pool == .max
+        let isMax = p.method == .max
         try base.emitKernel(node, "pool.nd.\(isMax ? "max" : "ave").grad \(window.signature)", operands: [x, dy, dx],
                             tasks: planes, work: planes * window.work) { b in
             let (x, topDiff, result) = (b.operand(0), b.operand(1), b.operand(2))

@@ -131,7 +131,7 @@ extension TrainingLowering {
 
     private func im2colLayout(_ node: Node) throws -> (ColumnLayout, images: Int) {
         let dims = shape(node.inputs[0])
-        let g = try ConvolutionGeometry(node.layer.convolutionParam, rank: dims.count, needsOutputs: false)
+        let g = try node.convolutionGeometry()
         guard g.channelAxis == 1 else { throw unsupported(node, "only Im2col with the channel axis 1 is lowered so far") }
         let result = g.kernel.indices.map { g.convolutionOutput(dims[2 + $0], axis: $0) }
         return (ColumnLayout(channels: dims[1], image: Array(dims[2...]), result: result, g), dims[0])

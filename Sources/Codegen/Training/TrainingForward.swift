@@ -44,8 +44,8 @@ extension TrainingLowering {
     /// the top diff without scanning the windows again (its mask top when it has one, else a
     /// buffer of its own that the memory plan keeps from this forward to that backward).
     mutating func lowerPoolingForward(_ node: Node) throws {
-        let p = node.layer.poolingParam
-        guard p.pool == .max, shape(node.inputs[0]).count == 4, analysis.writesBottomDiff(node, 0) else {
+        let p = try node.poolingAttributes()
+        guard p.method == .max, shape(node.inputs[0]).count == 4, analysis.writesBottomDiff(node, 0) else {
             return try base.lowerPooling(node)
         }
         let argmax = node.outputs.count > 1 ? base.buffer(node.outputs[1]) : base.scratch(node, "argmax", count: count(node.outputs[0]))

@@ -10,8 +10,7 @@ extension ONNXLowering {
     /// ONNX's `ConvTranspose` stores `in × out/group × k…` exactly like Caffe's Deconvolution, and
     /// with equal begin/end pads and no `output_padding` its output size is Caffe's.
     mutating func lowerConvolution(_ node: Node) throws {
-        let rank = inputShape(node).count
-        let g = try ConvolutionGeometry(node.layer.convolutionParam, rank: rank)
+        let g = try node.convolutionGeometry()
         guard g.channelAxis == 1 else {
             throw unsupported(node, "its channel axis is \(g.channelAxis); ONNX convolutions read channels from axis 1")
         }
@@ -42,15 +41,15 @@ extension ONNXLowering {
     /// op first, and the pooling (with only the extra end pad, excluded) divides by the window
     /// clipped to the zero-padded input, which is Caffe's `[-pad, H+pad)`.
     mutating func lowerPooling(_ node: Node) throws {
-        let p = node.layer.poolingParam
+        let p = try node.poolingAttributes()
         guard node.outputs.count == 1 else { throw unsupported(node, "its second top (the argmax mask) has no ONNX equivalent") }
-        guard p.pool == .max || p.pool == .ave else {
+        guard p.method == .max || p.method == .ave else {
             throw unsupported(node, "STOCHASTIC pooling has no ONNX equivalent", hint: "use MAX or AVE pooling; nothing was written")
         }
         let inShape = inputShape(node), outShape = outputShape(node)
-        let g = try PoolingGeometry(p, input: TensorShape(inShape))
+        let g = p.geometry
         if g.isGlobal {
-            writer.node(p.pool == .max ? "GlobalMaxPool" : "GlobalAveragePool", name: node.name, inputs: [input(node)], outputs: [output(node)])
+            writer.node(p.method == .max ? "GlobalMaxPool" : "GlobalAveragePool", name: node.name, inputs: [input(node)], outputs: [output(node)])
             return
         }
         let spatial = inShape.count - 2
@@ -70,7 +69,7 @@ extension ONNXLowering {
             endPads.append(end)
         }
         let window = [Attribute.ints("kernel_shape", g.kernel), Attribute.ints("strides", g.stride)]
-        if p.pool == .max {
+        if p.method == .max {
             writer.node("MaxPool", name: node.name, inputs: [input(node)], outputs: [output(node)],
                         window + [Attribute.ints("pads", g.pad + endPads)])
             return
@@ -94,9 +93,8 @@ extension ONNXLowering {
     /// with `transpose: true` it is `in × out` and `transB=0`). On a later axis, the trailing axes are
     /// flattened by a `Reshape` and multiplied with `MatMul`, keeping the leading axes.
     mutating func lowerInnerProduct(_ node: Node) throws {
-        let p = node.layer.innerProductParam
-        let inShape = inputShape(node)
-        guard let axis = TensorShape(inShape).canonicalAxis(Int(p.axis)) else { throw unsupported(node, "axis \(p.axis) is out of range") }
+        let p = try node.innerProductAttributes()
+        let inShape = inputShape(node), axis = p.axis
         let k = inShape[axis...].reduce(1, *)
         if axis == 1 {
             let flat = inShape.count == 2 ? input(node)
