@@ -142,11 +142,7 @@ struct MultiBoxLossAlgorithm: Sendable {
             let item = Int(r[0])
             if item == -1 { continue }
             if !useDifficult, r[7] != 0 { continue }
-            let label = Int(r[1])
-            // The fork aborts on a background ground truth ("Found background label in the
-            // dataset"); a NaN box makes the loss NaN instead.
-            let box = label == background ? Box(.nan, .nan, .nan, .nan) : Box(r[3], r[4], r[5], r[6])
-            truths[item, default: []].append(Truth(label: label, box: box))
+            truths[item, default: []].append(Truth(label: Int(r[1]), box: Box(r[3], r[4], r[5], r[6])))
         }
         return truths
     }
@@ -437,6 +433,8 @@ struct MultiBoxLossAlgorithm: Sendable {
         locGradient.update(repeating: 0, count: images * priors * locClasses * 4)
         confGradient.update(repeating: 0, count: images * priors * classes)
         let truths = groundTruth(labels, rows: rows)
+        // The fork aborts on a background ground truth ("Found background label in the dataset").
+        if truths.values.contains(where: { $0.contains { $0.label == background } }) { return (.nan, 1) }
         var (matches, overlaps) = findMatches(loc: loc, priorData: priorData, truths: truths)
         let negatives = mine(loc: loc, conf: conf, priorData: priorData, truths: truths, matches: &matches, overlaps: overlaps)
         let matched = matches.reduce(0) { $0 + $1.reduce(0) { $0 + $1.indices.filter { $0 > -1 }.count } }

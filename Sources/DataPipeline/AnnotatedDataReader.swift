@@ -259,7 +259,12 @@ public final class AnnotatedDataReader: BatchSource {
         // The most boxes of any record sets the label rows; the first record, the image shape.
         let first = try reader.peek()
         var most = 0
-        let count = (reader as? LMDBReader)?.count ?? 1
+        let count: Int
+        switch reader {
+        case let lmdb as LMDBReader: count = lmdb.count
+        case let leveldb as LevelDBReader: count = leveldb.count
+        default: count = 1
+        }
         for _ in 0..<max(1, count) {
             let record = try reader.read()
             most = max(most, try AnnotatedDatumRecord(serialized: record.value, key: record.keyDescription).boxes.count)

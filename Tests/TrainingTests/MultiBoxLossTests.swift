@@ -233,6 +233,19 @@ struct MultiBoxLossTests {
         }
     }
 
+    @Test("a background-labelled ground truth (the fork aborts) makes the loss NaN, reported at this layer")
+    func backgroundLabel() throws {
+        let configuration = Self.configurations[0]
+        let net = try Self.lossNet(configuration)
+        var inputs = Self.feeds(configuration, bothImages: true)
+        var rows = inputs["label"]!.data
+        rows[8 + 1] = 0  // image 0's second box labelled background_label_id 0
+        inputs["label"] = NDArray(shape: [1, 1, 4, 8], data: rows)
+        let (loss, _) = try net.run(inputs, backward: false)
+        #expect(loss.isNaN)
+        #expect(net.firstNonFinite()?.layer == "mbox_loss")
+    }
+
     @Test("a diff into the priors or labels is refused with the propagate_down hint")
     func refusesPriorDiff() throws {
         let text = """
