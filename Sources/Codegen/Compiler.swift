@@ -238,6 +238,7 @@ public final class Compiler: @unchecked Sendable {
         case .permute: try lowering.lowerPermute(node)
         case .priorBox: try lowering.lowerPriorBox(node)
         case .detectionOutput: try lowering.lowerDetectionOutput(node)
+        case .multiBoxLoss: try lowering.lowerMultiBoxLoss(node)
         case .normalize: try lowering.lowerNormalize(node)
         case .upsample: try lowering.lowerUpsample(node)
         case .reorg: try lowering.lowerReorg(node)

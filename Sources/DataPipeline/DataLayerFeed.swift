@@ -28,6 +28,8 @@ public final class DataLayerFeed: @unchecked Sendable {
     public let batchShape: [Int]
     /// How many batches are read ahead (0: read on the caller's thread).
     public let prefetch: Int
+    /// For an SSD `AnnotatedData` layer: the rows of its `1×1×rows×8` label top (`AnnotatedDataReader.labelRows`).
+    public let annotatedLabelRows: Int?
     private let synchronousReader: (any BatchSource)?
     private let queue: PrefetchQueue?
     private let consumerLock = NSLock()
@@ -70,19 +72,25 @@ public final class DataLayerFeed: @unchecked Sendable {
                 source = list.listPath
                 depth = prefetch ?? Int(layer.dataParam.prefetch)
                 reader = list
+            case "AnnotatedData":
+                let annotated = try AnnotatedDataReader(layer: layer, phase: phase, seed: seed, baseDirectory: baseDirectory)
+                source = annotated.source
+                depth = prefetch ?? Int(layer.dataParam.prefetch)
+                reader = annotated
             case "WindowData":
                 let windows = try WindowDataReader(layer: layer, phase: phase, seed: seed, baseDirectory: baseDirectory)
                 source = resolve(layer.windowDataParam.source, against: baseDirectory)
                 depth = prefetch ?? Int(layer.dataParam.prefetch)
                 reader = windows
             default:
-                throw Diagnostic("a DataLayerFeed reads Data, ImageData, DenseImageData and WindowData layers, not \(layer.type)", layer: layer.name)
+                throw Diagnostic("a DataLayerFeed reads Data, ImageData, DenseImageData, WindowData and AnnotatedData layers, not \(layer.type)", layer: layer.name)
             }
         } catch let diagnostic as Diagnostic {
             throw diagnostic.inLayer(layer.name)
         }
         self.prefetch = max(0, depth)
         batchShape = reader.batchShape
+        annotatedLabelRows = (reader as? AnnotatedDataReader)?.labelRows
         if self.prefetch == 0 {
             synchronousReader = reader
             queue = nil

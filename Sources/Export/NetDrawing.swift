@@ -100,6 +100,7 @@ public struct NetDrawing: Sendable {
             return "\(method) \(g.kernel.map(String.init).joined(separator: "×"))" + (g.stride.contains { $0 != 1 } ? " stride \(g.stride.map(String.init).joined(separator: "×"))" : "")
                 + (g.pad.contains { $0 != 0 } ? " pad \(g.pad.map(String.init).joined(separator: "×"))" : "")
         case .innerProduct: return (try? node.innerProductAttributes()).map { "\($0.numOutput) out" }
+        case .multiBoxLoss: return multiBoxLossAttributes(node.layer)
         case .proposal:
             guard let p = try? ProposalSettings(node.layer) else { return nil }
             return "stride \(p.featStride), \(p.anchorCount) anchors, NMS \(p.nmsThreshold) → ≤\(p.postNMSTopN)"

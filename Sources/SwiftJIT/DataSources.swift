@@ -44,12 +44,14 @@ public enum DataSources {
     }
 
     /// The layer types whose top shapes come from their files.
-    static let fileLayerTypes: Set<String> = ["Data", "ImageData", "WindowData", "HDF5Data", "DenseImageData"]
+    static let fileLayerTypes: Set<String> = ["Data", "ImageData", "WindowData", "HDF5Data", "DenseImageData", "AnnotatedData"]
 
     /// The label top's shape for a data layer whose images are `batchShape`: one label per item,
     /// or for DenseImageData one label image per item, N×1×H×W.
-    static func labelShape(_ layer: Caffe_LayerParameter, batchShape: [Int]) -> [Int] {
-        layer.type == "DenseImageData" ? [batchShape[0], 1, batchShape[2], batchShape[3]] : [batchShape[0]]
+    /// An SSD AnnotatedData layer's label top is `1×1×rows×8` box rows (`annotatedRows`, padded).
+    static func labelShape(_ layer: Caffe_LayerParameter, batchShape: [Int], annotatedRows: Int? = nil) -> [Int] {
+        if layer.type == "AnnotatedData" { return [1, 1, annotatedRows ?? 1, 8] }
+        return layer.type == "DenseImageData" ? [batchShape[0], 1, batchShape[2], batchShape[3]] : [batchShape[0]]
     }
 
     /// The tops' shapes of `definition`'s Data layers in one net state, read from their LMDBs
@@ -79,7 +81,7 @@ public enum DataSources {
                 let feed = try DataLayerFeed(layer: layer, phase: phase, baseDirectory: base, prefetch: 0)
                 defer { feed.close() }
                 shapes[data] = TensorShape(feed.batchShape)
-                if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape(labelShape(layer, batchShape: feed.batchShape)) }
+                if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape(labelShape(layer, batchShape: feed.batchShape, annotatedRows: feed.annotatedLabelRows)) }
             } catch {
                 if required { throw error }
                 let reason = (error as? Diagnostic)?.message ?? "\(error)"

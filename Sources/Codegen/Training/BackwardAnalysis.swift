@@ -12,7 +12,8 @@ import Graph
 /// 2. backward, by blob name: a layer whose tops carry no loss weight and feed no loss needs no
 ///    backward, nor do its bottoms; a layer all of whose tops are skipped by their readers skips too;
 /// 3. `force_backward`: every layer runs backward, every bottom its layer allows (not loss labels,
-///    `ContrastiveLoss`'s similarity, a recurrent layer's `cont`), every parameter.
+///    `ContrastiveLoss`'s similarity, a recurrent layer's `cont`, MultiBoxLoss's priors and
+///    labels), every parameter.
 ///
 /// Example: in LeNet's train net the data and label blobs get no diff, `conv1` computes only its
 /// parameter gradients, and `Accuracy` (TEST) never runs backward.
@@ -104,6 +105,9 @@ struct BackwardAnalysis {
         case .euclideanLoss: return true
         case .contrastiveLoss, .lstmUnit: return bottom != 2
         case .lstm, .rnn: return bottom != 1
+        // The fork inherits LossLayer's rule (all but bottom 1), which would force a diff into
+        // the priors and labels (where its Backward aborts) and none into conf: only loc and conf.
+        case .multiBoxLoss: return bottom < 2
         default: return !kind.isLoss || bottom != 1
         }
     }

@@ -29,7 +29,7 @@ extension TrainingLowering {
     mutating func lowerBackward(_ node: Node) throws {
         guard analysis.layerNeedsBackward[node.id] else { return }
         switch node.kind {
-        case .input, .data, .imageData, .hdf5Data, .windowData, .dummyData, .memoryData, .denseImageData, .silence, .hdf5Output:
+        case .input, .data, .imageData, .hdf5Data, .windowData, .dummyData, .memoryData, .denseImageData, .annotatedData, .silence, .hdf5Output:
             // Data layers have no bottoms; Silence writes zero into its bottoms' diffs.
             for (j, input) in node.inputs.enumerated() where analysis.writesBottomDiff(node, j) {
                 try base.emitFill(node, bottomDiff(node, j), count: count(input), value: 0)

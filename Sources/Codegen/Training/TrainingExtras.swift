@@ -37,6 +37,10 @@ extension TrainingLowering {
         case .transpose: try base.lowerTranspose(node)
         case .reverse: try base.lowerReverse(node)
         case .ctpnLSTM: try base.lowerCTPNLSTM(node)
+        // SSD's train net (MultiBoxLoss and the layers between its heads and the loss).
+        case .multiBoxLoss: try base.lowerMultiBoxLoss(node)
+        case .permute: try base.lowerPermute(node)
+        case .priorBox: try lowerPriorBoxForward(node)
         default: return false
         }
         return true
@@ -79,6 +83,10 @@ extension TrainingLowering {
         case .transpose: try lowerTransposeBackward(node)
         case .reverse: try lowerReverseBackward(node)
         case .ctpnLSTM: try lowerCTPNLSTMBackward(node)
+        // SSD's train net.
+        case .multiBoxLoss: try lowerMultiBoxLossBackward(node)
+        case .permute: try lowerPermuteBackward(node)
+        case .priorBox: try lowerPriorBoxBackward(node)
         default: return false
         }
         return true

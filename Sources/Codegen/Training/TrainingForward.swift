@@ -9,7 +9,7 @@ extension TrainingLowering {
     mutating func lowerForward(_ node: Node) throws {
         let firstStep = base.program.steps.count, firstBuffer = base.program.buffers.count
         switch node.kind {
-        case .input, .data, .imageData, .hdf5Data, .windowData, .dummyData, .memoryData, .denseImageData: try lowerFeed(node)
+        case .input, .data, .imageData, .hdf5Data, .windowData, .dummyData, .memoryData, .denseImageData, .annotatedData: try lowerFeed(node)
         case .convolution: try base.lowerConvolution(node)
         case .innerProduct: try base.lowerInnerProduct(node)
         case .pooling: try lowerPoolingForward(node)

@@ -31,7 +31,7 @@ public final class TrainingFeeds {
             if dataInPlace, [.input, .memoryData, .dummyData].contains(node.kind) { continue }
             let tops = node.outputs.map { graph.values[$0] }
             switch node.kind {
-            case .data, .imageData, .windowData, .denseImageData:
+            case .data, .imageData, .windowData, .denseImageData, .annotatedData:
                 let feed = try DataLayerFeed(layer: node.layer, phase: graph.phase, seed: UInt32(truncatingIfNeeded: seed),
                                              baseDirectory: baseDirectory ?? netFile.flatMap { DataSources.baseDirectory(for: node.layer, netFile: $0) })
                 dataFeeds.append((feed, tops[0].name, tops.count > 1 ? tops[1].name : nil, tops.count > 1 ? tops[1].shape.dims : []))
@@ -79,11 +79,11 @@ public final class TrainingFeeds {
             let reader = try HDF5DataReader(layer: layer, seed: 0, baseDirectory: baseDirectory)
             for (top, shape) in zip(layer.top, reader.batchShapes) { shapes[top] = TensorShape(shape) }
         }
-        for layer in definition.net.layer where ["Data", "ImageData", "WindowData", "DenseImageData"].contains(layer.type) && filter.includes(layer) {
+        for layer in definition.net.layer where ["Data", "ImageData", "WindowData", "DenseImageData", "AnnotatedData"].contains(layer.type) && filter.includes(layer) {
             let feed = try DataLayerFeed(layer: layer, phase: phase, baseDirectory: baseDirectory, prefetch: 0)
             defer { feed.close() }
             if let data = layer.top.first { shapes[data] = TensorShape(feed.batchShape) }
-            if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape(DataSources.labelShape(layer, batchShape: feed.batchShape)) }
+            if layer.top.count > 1 { shapes[layer.top[1]] = TensorShape(DataSources.labelShape(layer, batchShape: feed.batchShape, annotatedRows: feed.annotatedLabelRows)) }
         }
         return shapes
     }

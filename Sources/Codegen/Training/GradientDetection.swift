@@ -1,0 +1,66 @@
+import CaffeFormat
+import Graph
+import Runtime
+
+/// SSD's layers in training nets (weiliu89/caffe): MultiBoxLoss forward and backward, and the
+/// two layers its train net needs between the heads and the loss — Permute (backward: the
+/// inverse permutation of the top diff) and PriorBox (forward only, as in the fork, whose
+/// `Backward_cpu` returns without touching its bottoms).
+extension TrainingLowering {
+    /// PriorBox forward in training: the same priors as inference, held in a persistent buffer
+    /// (training refuses constant buffers, which would go stale for parameters; priors depend only
+    /// on shapes) and copied into the top once per pass.
+    mutating func lowerPriorBoxForward(_ node: Node) throws {
+        let feature = shape(node.inputs[0])
+        let geometry = try PriorBoxGeometry(node.layer.priorBoxParam)
+        var image = (height: 0, width: 0)
+        if node.inputs.count > 1 {
+            let dims = shape(node.inputs[1])
+            image = (dims[2], dims[3])
+        }
+        let values = geometry.output(featureHeight: feature[2], featureWidth: feature[3], image: image)
+        guard values.count == count(node.outputs[0]) else {
+            throw unsupported(node, "its \(values.count) prior values do not fill the \(shape(node.outputs[0])) top")
+        }
+        let priors = base.program.addPersistent("\(node.name)/priors", count: values.count, values: values)
+        try emitCopy(node, from: Operand(priors), to: data(node.outputs[0]), count: values.count)
+    }
+
+    /// PriorBox backward: nothing flows through priors; a bottom whose diff is wanted (under
+    /// `force_backward`) gets zero, the diff Caffe leaves untouched.
+    mutating func lowerPriorBoxBackward(_ node: Node) throws {
+        for (j, input) in node.inputs.enumerated() where analysis.writesBottomDiff(node, j) {
+            try base.emitFill(node, bottomDiff(node, j), count: count(input), value: 0)
+        }
+    }
+
+    /// Permute backward (`PermuteLayer::Backward_cpu`): the top diff permuted back by the inverse order.
+    mutating func lowerPermuteBackward(_ node: Node) throws {
+        guard analysis.writesBottomDiff(node, 0) else { return }
+        let order = try Permutation(node.layer.permuteParam, rank: shape(node.inputs[0]).count).order
+        var inverse = Array(repeating: 0, count: order.count)
+        for (i, axis) in order.enumerated() { inverse[axis] = i }
+        let dy = try topDiff(node, node.outputs[0])
+        try base.emitAxisPermutation(node, input: dy, output: bottomDiff(node, 0), dims: shape(node.outputs[0]), order: inverse)
+    }
+
+    /// MultiBoxLoss backward (`MultiBoxLossLayer::Backward_cpu`): the inner losses' gradients the
+    /// forward kept, times `top diff / normalizer` (the fork's `caffe_scal`), into loc and conf;
+    /// refuses a diff into the priors or the ground truth as the fork does.
+    mutating func lowerMultiBoxLossBackward(_ node: Node) throws {
+        for (j, what) in [(2, "prior"), (3, "label")] where analysis.writesBottomDiff(node, j) {
+            throw Diagnostic("MultiBoxLoss cannot backpropagate to its \(what) input (bottom \(j))", at: node.location, layer: node.name,
+                             hint: "set propagate_down: true propagate_down: true propagate_down: false propagate_down: false, as SSD's train nets do")
+        }
+        guard let normalizer = scratchBuffer(node, "normalizer") else { throw unsupported(node, "its forward kept no gradients") }
+        for (j, what) in [(0, "loc gradient"), (1, "conf gradient")] where analysis.writesBottomDiff(node, j) {
+            guard let gradient = scratchBuffer(node, what) else { throw unsupported(node, "its forward kept no \(what)") }
+            let dy = try topDiff(node, node.outputs[0])
+            let dx = bottomDiff(node, j), elements = count(node.inputs[j])
+            try base.emitKernel(node, "multibox.backward", operands: [gradient, dy, normalizer, dx], tasks: elements, work: elements) { b in
+                let (g, topDiff, divisor, result) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3))
+                b.forEachTask { i in result[i] = g[i] * (topDiff[b.index(0)] / divisor[b.index(0)]) }
+            }
+        }
+    }
+}
