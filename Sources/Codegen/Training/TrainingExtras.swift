@@ -37,6 +37,11 @@ extension TrainingLowering {
         case .transpose: try base.lowerTranspose(node)
         case .reverse: try base.lowerReverse(node)
         case .ctpnLSTM: try base.lowerCTPNLSTM(node)
+        // Inference-side fork layers in train nets (GradientForwardOnly.swift).
+        case .reorg: try base.lowerReorg(node)
+        case .proposal: try base.lowerProposal(node)
+        case .detectionOutput: try base.lowerDetectionOutput(node)
+        case .region: try base.lowerRegion(node)
         default: return false
         }
         return true
@@ -79,6 +84,10 @@ extension TrainingLowering {
         case .transpose: try lowerTransposeBackward(node)
         case .reverse: try lowerReverseBackward(node)
         case .ctpnLSTM: try lowerCTPNLSTMBackward(node)
+        // Inference-side fork layers in train nets (GradientForwardOnly.swift).
+        case .reorg: try lowerReorgBackward(node)
+        case .proposal: try lowerProposalBackward(node)
+        case .detectionOutput, .region: lowerInferenceOnlyBackward(node)
         default: return false
         }
         return true
