@@ -43,11 +43,14 @@ struct TimeCommand: ParsableCommand {
             if backward { return try timeBackward() }
             // Data layers' shapes come from their LMDBs (DataSources' rule); --input wins.
             let given = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
-            let data = try DataSources.shapes(try CaffeFiles.loadNet(path: net), phase: .test, given: given, required: false)
-            let shapes = data.shapes.merging(given) { $1 }.mapValues(\.dims)
+            let definition = try CaffeFiles.loadNet(path: net)
+            let data = try DataSources.shapes(definition, phase: .test, given: given, required: false)
+            let shapes = data.shapes.merging(given) { $1 }
             let loadStart = DispatchTime.now().uptimeNanoseconds
-            let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed,
-                              compiler: NetCompiler(cache: kernelCache.makeCache()))
+            // File data layers become inputs of their learned shapes, fed random values below.
+            let net = try Net(definition: try DataSources.replacingFileLayers(definition, phase: .test, shapes: shapes, inputForm: "N,C,H,W"),
+                              weights: try weights.map { (try CaffeFiles.loadWeights(path: $0), $0) }, inputShapes: shapes.mapValues(\.dims),
+                              seed: seed, compiler: NetCompiler(cache: kernelCache.makeCache()))
             let loadSeconds = elapsed(since: loadStart)
             var generator = SeededGenerator(seed: seed, stream: "inputs")
             var inputs: [String: NDArray] = [:]
