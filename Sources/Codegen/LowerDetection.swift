@@ -99,13 +99,20 @@ extension Lowering {
     /// `w2 = i·s + o mod s`, `h2 = j·s + o div s`; the top gets `top[P] = bottom[Q]`
     /// (`top[Q] = bottom[P]` with `reverse`). One task per (image, channel).
     mutating func lowerReorg(_ node: Node) throws {
-        let p = node.layer.reorgParam
+        try emitReorg(node, input: Operand(buffer(node.inputs[0])), output: Operand(buffer(node.outputs[0])), reverse: node.layer.reorgParam.reverse)
+    }
+
+    /// The reorg mapping over the bottom's extents, from `input` to `output`; `reverse` swaps the
+    /// direction (`top[Q] = bottom[P]`). The mapping is a bijection, so the backward of one
+    /// direction is the other applied to the diffs (`reorg_cpu` with `1 − forward`, as darknet's
+    /// backward calls it).
+    mutating func emitReorg(_ node: Node, input: Operand, output: Operand, reverse: Bool) throws {
         let dims = shape(node.inputs[0])
-        let (n, c, h, w, s) = (dims[0], dims[1], dims[2], dims[3], Int(p.stride))
+        let (n, c, h, w, s) = (dims[0], dims[1], dims[2], dims[3], Int(node.layer.reorgParam.stride))
         let groups = c / (s * s)
         guard groups > 0 else { throw unsupported(node, "darknet's reorg needs at least stride² (\(s * s)) channels, got \(c)") }
-        let operands = [Operand(buffer(node.inputs[0])), Operand(buffer(node.outputs[0]))]
-        try emitKernel(node, "reorg c\(c) h\(h) w\(w) s\(s) reverse=\(p.reverse)", operands: operands, tasks: n * c, work: n * c * h * w) { b in
+        let operands = [input, output]
+        try emitKernel(node, "reorg c\(c) h\(h) w\(w) s\(s) reverse=\(reverse)", operands: operands, tasks: n * c, work: n * c * h * w) { b in
             let (x, y) = (b.operand(0), b.operand(1))
             b.forEachTask { task in
                 let image = task / c, k = task % c
@@ -115,7 +122,7 @@ extension Lowering {
                         let flat = task * (h * w) + j * w + i
                         let w2 = i * s + o % s, h2 = j * s + o / s
                         let other = w2 + (h2 + (c2 + image * groups) * (h * s)) * (w * s)
-                        if p.reverse { y[other] = x[flat] } else { y[flat] = x[other] }
+                        if reverse { y[other] = x[flat] } else { y[flat] = x[other] }
                     }
                 }
             }

@@ -146,18 +146,22 @@ extension Lowering {
         }
     }
 
-    /// CTPN's Lstm (`LstmLayer::Forward_cpu`, junhyukoh-style), x T×N×I, top T×N×H, without the
-    /// optional clip bottom: every forward starts from h₀ = c₀ = 0 and step t continues step t − 1
-    /// for t > 0 (the fork's `cont = t > 0`: at t = 0 the forget gate is 0). The input projection of
-    /// all T·N rows is one GEMM (`x·W_iᵀ + b`); each step adds `h_{t−1}·W_hᵀ` and applies the gates
-    /// (i, f, o, g) in `emitLSTMStep`, Caffe's BVLC LSTM step, whose cont flags come from the
-    /// scratch `cont` (0 for t = 0, else 1). Scratch buffers `gates` (T×N×4H pre-activations),
-    /// `cells` (c₀ … c_T) and `gated hidden` (h₀ … h_{T−1}) are what a backward would read.
+    /// CTPN's Lstm (`LstmLayer::Forward_gpu`, junhyukoh-style), x T×N×I, top T×N×H. The input
+    /// projection of all T·N rows is one GEMM (`x·W_iᵀ + b`); each step adds `h_{t−1}·W_hᵀ` and
+    /// applies the gates (i, f, o, g) in `emitLSTMStep`, Caffe's BVLC LSTM step, whose cont flags
+    /// come from the scratch `cont`. Scratch buffers `gates` (T×N×4H pre-activations), `cells`
+    /// (c₀ … c_T) and `gated hidden` (`cont_t·h_{t−1}`) are what the backward reads.
+    ///
+    /// Without a clip bottom every forward starts from h₀ = c₀ = 0 and `cont` is the fork's
+    /// `t > 0`. With the clip bottom (T×N flags, 0 where a sequence starts) `cont` is the clip
+    /// itself, multiplied in as the fork's GPU kernels do (`ClipAdd`: `pre += clip·h_{t−1}·W_hᵀ`;
+    /// `c = clip·f·c_{t−1} + i·g`), and h₀, c₀ are what the previous forward of this compiled net
+    /// left at its last step (zeros at first): the fork's `h_T_`/`c_T_`, carried for truncated
+    /// BPTT across batches. Two departures, both where the fork's own code is inconsistent: its CPU
+    /// forward adds stream 0's recurrent term to every stream (`caffe_add(…, h_to_gate, …)` never
+    /// advances), and it checks `num() == count()`, so a T×N clip only passes for N = 1; here the
+    /// clip is read as T×N for every N, as the GPU kernels index it.
     mutating func lowerCTPNLSTM(_ node: Node) throws {
-        guard node.inputs.count == 1 else {
-            throw unsupported(node, "the Lstm clip bottom (state carried between forwards) is not lowered yet",
-                              hint: "leave out the second bottom: each forward then starts from zero state, as CTPN's deploy net does")
-        }
         let dims = shape(node.inputs[0])
         let (t, n) = (dims[0], dims[1]), features = dims[2...].reduce(1, *)
         let h = Int(node.layer.lstmParam.numOutput), gates = 4 * h, state = n * h
@@ -176,14 +180,33 @@ extension Lowering {
         let cont = scratch(node, "cont", count: t * n)
         let gated = scratch(node, "gated hidden", count: t * state)
         let cells = scratch(node, "cells", count: (t + 1) * state)
-        try emitKernel(node, "lstm.fork.start n\(n) state\(state)", operands: [Operand(cont), Operand(gated), Operand(cells)],
-                       tasks: 1, work: t * n + 2 * state) { b in
-            let (cont, gated, cells) = (b.operand(0), b.operand(1), b.operand(2))
-            b.forEachTask { _ in
-                b.loop(0..<(t * n), unrolled: false) { i in cont[i] = b.select(i < n, b.constant(0), b.constant(1)) }
-                b.loop(0..<state, unrolled: false) { i in
-                    gated[i] = b.constant(0)
-                    cells[i] = b.constant(0)
+        var carried: (h: BufferID, c: BufferID)?
+        if node.inputs.count > 1 {
+            let stateH = program.addPersistent("\(node.name)/h state", count: state)
+            let stateC = program.addPersistent("\(node.name)/c state", count: state)
+            recurrentStates += [stateH, stateC]
+            carried = (stateH, stateC)
+            let operands = [Operand(buffer(node.inputs[1])), Operand(stateH), Operand(stateC), Operand(cont), Operand(gated), Operand(cells)]
+            try emitKernel(node, "lstm.fork.carry t\(t) n\(n) h\(h)", operands: operands, tasks: 1, work: t * n + 3 * state) { b in
+                let (clip, hState, cState, cont, gated, cells) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4), b.operand(5))
+                b.forEachTask { _ in
+                    b.loop(0..<(t * n), unrolled: false) { i in cont[i] = clip[i] }
+                    b.loop(0..<state, unrolled: false) { i in
+                        gated[i] = clip[i / h] * hState[i]
+                        cells[i] = cState[i]
+                    }
+                }
+            }
+        } else {
+            try emitKernel(node, "lstm.fork.start n\(n) state\(state)", operands: [Operand(cont), Operand(gated), Operand(cells)],
+                           tasks: 1, work: t * n + 2 * state) { b in
+                let (cont, gated, cells) = (b.operand(0), b.operand(1), b.operand(2))
+                b.forEachTask { _ in
+                    b.loop(0..<(t * n), unrolled: false) { i in cont[i] = b.select(i < n, b.constant(0), b.constant(1)) }
+                    b.loop(0..<state, unrolled: false) { i in
+                        gated[i] = b.constant(0)
+                        cells[i] = b.constant(0)
+                    }
                 }
             }
         }
@@ -199,6 +222,10 @@ extension Lowering {
                             Operand(cells, offset: (step + 1) * state), Operand(output, offset: step * state)]
             if hasNext { operands += [Operand(cont, offset: (step + 1) * n), Operand(gated, offset: (step + 1) * state)] }
             try emitLSTMStep(node, operands: operands, batch: n, hidden: h, hasStatic: false, hasNext: hasNext)
+        }
+        if let carried {
+            try emitCopyRows(node, from: Operand(output, offset: (t - 1) * state), to: Operand(carried.h), rows: n, width: h)
+            try emitCopyRows(node, from: Operand(cells, offset: t * state), to: Operand(carried.c), rows: n, width: h)
         }
     }
 }

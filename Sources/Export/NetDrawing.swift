@@ -121,10 +121,56 @@ public struct NetDrawing: Sendable {
             return (try? SpatialDropoutSettings(node.layer, phase: .test)).map { "spatial, p \($0.ratio)" }
         case .transpose: return "dims \(node.layer.transposeParam.dim.map(String.init).joined(separator: ","))"
         case .reverse: return "axis \(node.layer.reverseParam.axis)"
-        case .ctpnLSTM: return "\(node.layer.lstmParam.numOutput) out"
+        case .ctpnLSTM: return "\(node.layer.lstmParam.numOutput) out" + (node.inputs.count > 1 ? ", clip" : "")
+        case .permute, .priorBox, .detectionOutput, .normalize, .flatten, .upsample, .reorg:
+            return detectionAttributes(node)
+        case .denseImageData: return "image + label-image pairs from \(node.layer.denseImageDataParam.source)"
         default: return nil
         }
     }
+
+    /// The SSD, SegNet and YOLOv2 layers' lines: what a reader checks against the prototxt.
+    ///
+    ///     order 0,2,3,1                                   Permute
+    ///     min 30 max 60, ratios 1,2,0.5, step 8           PriorBox
+    ///     21 classes, NMS 0.45 top 400, keep 200, score ≥ 0.01, CENTER_SIZE
+    ///     across spatial, per-channel scale               Normalize
+    ///     axes 1…-1                                       Flatten
+    ///     ×2 by the mask / to 45×60 by the mask           Upsample
+    static func detectionAttributes(_ node: Node) -> String? {
+        let layer = node.layer
+        switch node.kind {
+        case .permute: return "order \(layer.permuteParam.order.map(String.init).joined(separator: ","))"
+        case .priorBox:
+            guard let g = try? PriorBoxGeometry(layer.priorBoxParam) else { return nil }
+            var text = "min \(g.minSizes.map(number).joined(separator: ","))"
+            if !g.maxSizes.isEmpty { text += " max \(g.maxSizes.map(number).joined(separator: ","))" }
+            text += ", ratios \(g.aspectRatios.map(number).joined(separator: ","))"
+            if let step = g.step { text += step.height == step.width ? ", step \(number(step.height))" : ", step \(number(step.height))×\(number(step.width))" }
+            return text + (g.clip ? ", clipped" : "")
+        case .detectionOutput:
+            let p = layer.detectionOutputParam
+            let code = p.codeType == .centerSize ? "CENTER_SIZE" : p.codeType == .cornerSize ? "CORNER_SIZE" : "CORNER"
+            var text = "\(p.numClasses) classes, NMS \(number(p.nmsParam.nmsThreshold))"
+            if p.nmsParam.hasTopK { text += " top \(p.nmsParam.topK)" }
+            if p.keepTopK >= 0 { text += ", keep \(p.keepTopK)" }
+            if p.hasConfidenceThreshold { text += ", score ≥ \(number(p.confidenceThreshold))" }
+            return text + ", \(code)" + (p.shareLocation ? "" : ", per-class boxes")
+        case .normalize:
+            let p = layer.normParam
+            return "\(p.acrossSpatial ? "across spatial" : "per position"), \(p.channelShared ? "one scale" : "per-channel scale")"
+        case .flatten: return "axes \(layer.flattenParam.axis)…\(layer.flattenParam.endAxis)"
+        case .upsample:
+            guard let g = try? UpsampleGeometry(layer.upsampleParam) else { return nil }
+            if let exact = g.exact { return "to \(exact.height)×\(exact.width) by the mask" }
+            return (g.scale.height == g.scale.width ? "×\(g.scale.height)" : "×\(g.scale.height)×\(g.scale.width)") + " by the mask"
+        case .reorg: return "stride \(layer.reorgParam.stride)" + (layer.reorgParam.reverse ? ", reverse" : "")
+        default: return nil
+        }
+    }
+
+    /// `30` for 30.0, `0.45` for 0.449999988, `0.333333` for 1/3: six significant digits, as C's `%g`.
+    static func number(_ value: Float) -> String { String(format: "%g", Double(value)) }
 
     static func color(_ kind: OpKind) -> String {
         switch kind {

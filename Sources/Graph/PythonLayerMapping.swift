@@ -35,7 +35,7 @@ public enum PythonLayerMapping {
 
     /// py-faster-rcnn's `ProposalLayer.setup` and `cfg.TEST`/`cfg.TRAIN` (`lib/fast_rcnn/config.py`).
     static func proposal(_ layer: Caffe_LayerParameter, phase: Caffe_Phase) throws -> Caffe_LayerParameter {
-        let entries = try parseParamString(layer.pythonParam.paramStr)
+        let entries = try ParamString.numbers(layer.pythonParam.paramStr)
         var p = Caffe_ProposalParameter()
         let training = phase == .train
         p.preNmsTopn = training ? 12000 : 6000
@@ -70,71 +70,5 @@ public enum PythonLayerMapping {
             throw Diagnostic("param_str's '\(key)' must be one positive whole number, got \(values)")
         }
         return UInt32(value)
-    }
-
-    /// The YAML flow mappings py-faster-rcnn's prototxts use for `param_str`: `key: value`
-    /// entries separated by commas or newlines, optionally in braces; keys bare or quoted; values
-    /// numbers or `[…]`/`(…)` lists of numbers (an optional `!!python/tuple` tag before a list).
-    static func parseParamString(_ text: String) throws -> [String: [Float]] {
-        var body = Substring(text).trimmed(" \t\r\n")
-        if body.hasPrefix("{") {
-            guard body.hasSuffix("}") else { throw Diagnostic("param_str \"\(text)\" opens '{' but does not close it") }
-            body = String(body.dropFirst().dropLast())
-        }
-        // Split at commas and newlines outside brackets.
-        var entries: [String] = [], current = "", depth = 0
-        for character in body {
-            switch character {
-            case "[", "(": depth += 1; current.append(character)
-            case "]", ")": depth -= 1; current.append(character)
-            case ",", "\n", "\r\n":
-                if depth == 0 { entries.append(current); current = "" } else { current.append(character) }
-            default: current.append(character)
-            }
-        }
-        entries.append(current)
-        var result: [String: [Float]] = [:]
-        for entry in entries {
-            let trimmed = Substring(entry).trimmed(" \t\r")
-            if trimmed.isEmpty { continue }
-            guard let colon = trimmed.firstIndex(of: ":") else {
-                throw Diagnostic("param_str entry \"\(trimmed)\" is not 'key: value'", hint: "e.g. param_str: \"'feat_stride': 16\"")
-            }
-            let key = unquoted(Substring(trimmed[..<colon]).trimmed(" \t"))
-            var value = Substring(trimmed[trimmed.index(after: colon)...]).trimmed(" \t")
-            if value.hasPrefix("!!python/tuple") { value = Substring(value.dropFirst("!!python/tuple".count)).trimmed(" \t") }
-            let items: [String]
-            if let first = value.first, first == "[" || first == "(" {
-                guard let last = value.last, last == (first == "[" ? "]" : ")") else {
-                    throw Diagnostic("param_str value for '\(key)' \"\(value)\" is not a closed list")
-                }
-                items = value.dropFirst().dropLast().split(separator: ",").map { Substring($0).trimmed(" \t") }.filter { !$0.isEmpty }
-            } else {
-                items = [value]
-            }
-            let numbers = items.compactMap { Float($0) }
-            guard numbers.count == items.count, !numbers.isEmpty else {
-                throw Diagnostic("param_str value for '\(key)' must be a number or a list of numbers, got \"\(value)\"")
-            }
-            guard result[key] == nil else { throw Diagnostic("param_str gives '\(key)' twice") }
-            result[key] = numbers
-        }
-        return result
-    }
-
-    private static func unquoted(_ text: String) -> String {
-        if text.count >= 2, let first = text.first, first == "'" || first == "\"", text.last == first {
-            return String(text.dropFirst().dropLast())
-        }
-        return text
-    }
-}
-
-private extension Substring {
-    func trimmed(_ set: String) -> String {
-        var view = self
-        while let first = view.first, set.contains(first) { view = view.dropFirst() }
-        while let last = view.last, set.contains(last) { view = view.dropLast() }
-        return String(view)
     }
 }

@@ -136,7 +136,8 @@ public struct AxisTransposition: Sendable, Equatable {
 
 /// ENet's spatial dropout (`spatial_dropout.SpatialDropoutLayer`, TimoSaemann/caffe-enet's
 /// python/spatial_dropout.py), read from its `param_str` (a Python dict such as
-/// `{'phase': 'TRAIN', 'p': '0.01'}`), or from `dropout_param` for `type: "SpatialDropout"`.
+/// `{'phase': 'TRAIN', 'p': '0.01'}`, read by `ParamString`), or from `dropout_param` for
+/// `type: "SpatialDropout"`.
 ///
 /// The fork's layer follows the phase written in `param_str`, not the net's: with 'TRAIN' it
 /// zeroes whole channels of each image with probability p and scales the rest by 1/(1 − p);
@@ -157,36 +158,16 @@ public struct SpatialDropoutSettings: Sendable, Equatable {
             ratio = layer.dropoutParam.dropoutRatio
             dropsChannels = phase == .train
         } else {
-            let entries = try Self.dictionary(layer.pythonParam.paramStr)
-            guard let p = entries["p"], let value = Float(p) else {
+            let entries = try ParamString.entries(layer.pythonParam.paramStr)
+            guard let p = entries["p"], p.count == 1, let value = Float(p[0]) else {
                 throw Diagnostic("spatial dropout's param_str needs 'p', the probability of dropping a channel, got \"\(layer.pythonParam.paramStr)\"",
                                  hint: "param_str: \"{'phase': 'TRAIN', 'p': '0.01'}\"")
             }
             ratio = value
-            dropsChannels = entries["phase"] == "TRAIN"
+            dropsChannels = entries["phase"] == ["TRAIN"]
         }
         guard ratio > 0, ratio < 1 else {
             throw Diagnostic("spatial dropout's p must lie strictly between 0 and 1, got \(ratio)")
         }
-    }
-
-    /// The string entries of a flat Python dict literal (`{'a': 'x', "b": 0.5}`); values that
-    /// are not quoted are kept as written.
-    static func dictionary(_ text: String) throws -> [String: String] {
-        var body = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard body.hasPrefix("{"), body.hasSuffix("}") else {
-            throw Diagnostic("spatial dropout's param_str must be a Python dict such as {'phase': 'TRAIN', 'p': '0.01'}, got \"\(text)\"")
-        }
-        body = String(body.dropFirst().dropLast())
-        var entries: [String: String] = [:]
-        for item in body.split(separator: ",") where !item.trimmingCharacters(in: .whitespaces).isEmpty {
-            let parts = item.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-            guard parts.count == 2 else {
-                throw Diagnostic("spatial dropout's param_str entry '\(item)' is not 'key': value")
-            }
-            let unquote = { (s: String) -> String in s.trimmingCharacters(in: CharacterSet(charactersIn: "'\"")) }
-            entries[unquote(parts[0])] = unquote(parts[1])
-        }
-        return entries
     }
 }

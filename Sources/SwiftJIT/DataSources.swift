@@ -2,8 +2,8 @@ import DataPipeline
 import Foundation
 
 /// The one rule every command (`compile`, `init`, `export`, `run`, `time`, `train`, `test`) uses
-/// for where a data layer's `source` (Data, ImageData, WindowData, HDF5Data; and its `mean_file`)
-/// is found and how the layer's top shapes are learned.
+/// for where a data layer's `source` (Data, ImageData, WindowData, HDF5Data, DenseImageData; and
+/// its `mean_file`) is found and how the layer's top shapes are learned.
 ///
 /// Where: an absolute path is used as written. A relative one resolves against the working
 /// directory first — where Caffe opens it, so nets written for `caffe train` run from Caffe's
@@ -11,8 +11,10 @@ import Foundation
 /// the layer (for a net inlined in a solver, the solver's folder), so a net and its LMDB copied
 /// together work from anywhere. When it is in neither, errors name the working-directory path.
 ///
-/// Shapes: from the first record of the LMDB, as Caffe's `DataLayerSetUp` (batch, channels and
-/// the image size after cropping; the label top is `[batch]`). A shape given with `--input`
+/// Shapes: from the first record of the LMDB (or the first image of an ImageData or
+/// DenseImageData list), as Caffe's `DataLayerSetUp` (batch, channels and the image size after
+/// resizing and cropping; the label top is `[batch]`, for DenseImageData the label image
+/// `batch × 1 × H × W`). A shape given with `--input`
 /// wins and the LMDB is then not opened. Commands that only inspect or convert a net (`compile`,
 /// `init`, `export`, `time`) go on without an LMDB that cannot be read, leaving the extents `?`
 /// with a note saying why; commands that read the data (`train`, `test`) stop with the error.
@@ -93,7 +95,7 @@ public enum DataSources {
 }
 
 extension DataSources {
-    /// A net whose file data layers (Data, ImageData, WindowData, HDF5Data) are fed once, for a
+    /// A net whose file data layers (Data, ImageData, WindowData, HDF5Data, DenseImageData) are fed once, for a
     /// single forward pass (`swiftjit run`), and the values that feed them.
     public struct FirstBatch {
         /// `definition` with each file data layer of the net state replaced by an `Input` layer of
@@ -137,9 +139,19 @@ extension DataSources {
             batch = try feeds.next().filter { given[$0.key] == nil }
             for (name, array) in batch { shapes[name] = shapes[name] ?? TensorShape(array.shape) }
         }
+        return FirstBatch(definition: try replacingFileLayers(definition, phase: phase, shapes: shapes), batch: batch)
+    }
+
+    /// `definition` with each file data layer of the net state replaced by an `Input` layer of the
+    /// same name and tops shaped as `shapes` says (what `swiftjit time` times: the net behind its
+    /// data layers, fed random values). A top whose shape is not known throws, naming the `--input`
+    /// that gives it (`--input top=<inputForm>`).
+    public static func replacingFileLayers(_ definition: NetDefinition, phase: Caffe_Phase, shapes: [String: TensorShape],
+                                           inputForm: String = "FILE.npy") throws -> NetDefinition {
+        let state = definition.net.state
+        let filter = NetFilter(net: definition.net, phase: phase, level: state.level, stages: state.stage)
         var fed = definition
-        for index in fileLayers {
-            let layer = definition.net.layer[index]
+        for (index, layer) in definition.net.layer.enumerated() where fileLayerTypes.contains(layer.type) && filter.includes(layer) {
             var input = Caffe_LayerParameter()
             input.name = layer.name
             input.type = "Input"
@@ -149,7 +161,7 @@ extension DataSources {
             for top in layer.top {
                 guard let shape = shapes[top], shape.isFullyKnown else {
                     throw Diagnostic("\(layer.type) layer '\(layer.name)': the shape of its top '\(top)' is not known", layer: layer.name,
-                                     hint: "give it with --input \(top)=FILE.npy")
+                                     hint: "give it with --input \(top)=\(inputForm)")
                 }
                 var blob = Caffe_BlobShape()
                 blob.dim = shape.dims.map(Int64.init)
@@ -157,6 +169,6 @@ extension DataSources {
             }
             fed.net.layer[index] = input
         }
-        return FirstBatch(definition: fed, batch: batch)
+        return fed
     }
 }

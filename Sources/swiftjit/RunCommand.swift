@@ -8,7 +8,7 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run a net forward on inputs from .npy/.npz files and write blobs to an .npz.",
         discussion: """
-        Inputs are NumPy files: `--input data=x.npy` feeds one blob (repeat for several, e.g. `--input rois=r.npy`), `--input inputs.npz` feeds every array of the archive by its key. The net is compiled for the inputs' shapes, whatever the prototxt says. Data, ImageData, WindowData and HDF5Data layers (a train_val net) read their first batch from their sources, found as every command finds them (the working directory, then the prototxt's folder), as `swiftjit test` reads its first iteration; `--input` for all of a layer's tops replaces its source. Without --weights the parameters come from the prototxt's fillers with --seed.
+        Inputs are NumPy files: `--input data=x.npy` feeds one blob (repeat for several, e.g. `--input rois=r.npy`), `--input inputs.npz` feeds every array of the archive by its key. The net is compiled for the inputs' shapes, whatever the prototxt says. Data, ImageData, WindowData, HDF5Data and DenseImageData layers (a train_val net) read their first batch from their sources, found as every command finds them (the working directory, then the prototxt's folder), as `swiftjit test` reads its first iteration; `--input` for all of a layer's tops replaces its source. Without --weights the parameters come from the prototxt's fillers with --seed.
 
         The output .npz keys are the exact Caffe blob names (`inception_3a/1x1` included). `--blobs all` writes every blob (each keeps its own buffer, as in Caffe); `--blobs a,b` writes those; the default writes the net's outputs.
 
@@ -48,7 +48,7 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         do {
             let given = try InputFiles.load(input)
-            // Data, ImageData, WindowData and HDF5Data layers: their sources' first batch, found and
+            // Data, ImageData, WindowData, HDF5Data and DenseImageData layers: their sources' first batch, found and
             // shaped by the rule every command shares (DataSources).
             let fed = try DataSources.firstBatch(try CaffeFiles.loadNet(path: net), phase: phase.caffePhase,
                                                  given: given.mapValues { TensorShape($0.shape) })

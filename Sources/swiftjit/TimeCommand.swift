@@ -8,7 +8,7 @@ struct TimeCommand: ParsableCommand {
         commandName: "time",
         abstract: "Time the forward pass of a net, layer by layer, like `caffe time`.",
         discussion: """
-        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...), valid indices for an Embed layer's input and valid boxes for `rois`; parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the load time (net definition and weights or fillers), the compile time (graph to executable: graph passes, lowering, kernels, arena and weights) with how many kernels were compiled and how many came from the kernel cache, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes. With --backward, forward and backward per layer on the TRAIN net; add --solver S.prototxt to also time whole training iterations (zero the diffs, forward, backward, the solver's update), as `swiftjit train` runs them without reading data.
+        Inputs are seeded random values with the prototxt's shapes (or --input NAME=d0,d1,...; data layers' shapes come from their sources, found as every command finds them), valid indices for an Embed layer's input and valid boxes for `rois`; parameters come from --weights or the prototxt's fillers. One untimed warm-up pass runs first. The report lists each layer's average time over --iterations profiled passes, then the load time (net definition and weights or fillers), the compile time (graph to executable: graph passes, lowering, kernels, arena and weights) with how many kernels were compiled and how many came from the kernel cache, the arena planned versus one buffer per blob, and Caffe's summary line `Average Forward pass: X ms.` measured over whole unprofiled passes. With --backward, forward and backward per layer on the TRAIN net; add --solver S.prototxt to also time whole training iterations (zero the diffs, forward, backward, the solver's update), as `swiftjit train` runs them without reading data.
         """
     )
 
@@ -43,11 +43,14 @@ struct TimeCommand: ParsableCommand {
             if backward { return try timeBackward() }
             // Data layers' shapes come from their LMDBs (DataSources' rule); --input wins.
             let given = Dictionary(input.map { ($0.name, $0.shape) }, uniquingKeysWith: { $1 })
-            let data = try DataSources.shapes(try CaffeFiles.loadNet(path: net), phase: .test, given: given, required: false)
-            let shapes = data.shapes.merging(given) { $1 }.mapValues(\.dims)
+            let definition = try CaffeFiles.loadNet(path: net)
+            let data = try DataSources.shapes(definition, phase: .test, given: given, required: false)
+            let shapes = data.shapes.merging(given) { $1 }
             let loadStart = DispatchTime.now().uptimeNanoseconds
-            let net = try Net(prototxt: self.net, weights: weights, inputShapes: shapes, seed: seed,
-                              compiler: Compiler(cache: kernelCache.makeCache()))
+            // File data layers become inputs of their learned shapes, fed random values below.
+            let net = try Net(definition: try DataSources.replacingFileLayers(definition, phase: .test, shapes: shapes, inputForm: "N,C,H,W"),
+                              weights: try weights.map { (try CaffeFiles.loadWeights(path: $0), $0) }, inputShapes: shapes.mapValues(\.dims),
+                              seed: seed, compiler: Compiler(cache: kernelCache.makeCache()))
             let loadSeconds = elapsed(since: loadStart)
             var generator = SeededGenerator(seed: seed, stream: "inputs")
             var inputs: [String: NDArray] = [:]

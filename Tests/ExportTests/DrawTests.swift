@@ -81,4 +81,94 @@ struct DrawTests {
             #expect(unknown.status == 1 && unknown.err.contains("cannot tell the picture format from '.jpg'"))
         }
     }
+
+    /// Runs `swiftjit draw` on `net` to a `.dot` file and returns its text.
+    static func drawnDOT(_ net: URL) throws -> String {
+        try ExportFixtures.withTempDir { dir in
+            let dot = dir.appendingPathComponent("net.dot")
+            let result = try ExportFixtures.swiftjit(["draw", net.path, "--output", dot.path])
+            #expect(result.status == 0, "\(result.err)")
+            return try String(contentsOf: dot, encoding: .utf8)
+        }
+    }
+
+    /// The DOT label of layer `name`: its lines joined by `\n` as Graphviz reads them.
+    static func label(of name: String, in dot: String) -> String? {
+        guard let start = dot.range(of: "label=\"\(name) (") else { return nil }
+        let rest = dot[start.upperBound...]
+        guard let end = rest.range(of: "\"];") else { return nil }
+        return "\(name) (" + rest[..<end.lowerBound]
+    }
+
+    @Test("SSD300 (weiliu89's deploy net): Normalize, Permute, Flatten, PriorBox and DetectionOutput boxes show their attributes and shapes")
+    func ssd300() throws {
+        let net = ExportFixtures.packageRoot.appendingPathComponent("Tests/peers/nets/ssd300_vgg16_voc0712_deploy.prototxt")
+        let dot = try Self.drawnDOT(net)
+        let expected = [
+            "conv4_3_norm": #"conv4_3_norm (Normalize)\nper position, per-channel scale\n1×512×38×38"#,
+            "conv4_3_norm_mbox_loc_perm": #"conv4_3_norm_mbox_loc_perm (Permute)\norder 0,2,3,1\n1×38×38×16"#,
+            "conv4_3_norm_mbox_loc_flat": #"conv4_3_norm_mbox_loc_flat (Flatten)\naxes 1…-1\n1×23104"#,
+            "conv4_3_norm_mbox_priorbox": #"conv4_3_norm_mbox_priorbox (PriorBox)\nmin 30 max 60, ratios 1,2,0.5, step 8\n1×2×23104"#,
+            "fc7_mbox_priorbox": #"fc7_mbox_priorbox (PriorBox)\nmin 60 max 111, ratios 1,2,0.5,3,0.333333, step 16\n1×2×8664"#,
+            "detection_out": #"detection_out (DetectionOutput)\n21 classes, NMS 0.45 top 400, keep 200, score ≥ 0.01, CENTER_SIZE\n1×1×1×7"#,
+        ]
+        for (name, text) in expected { #expect(Self.label(of: name, in: dot) == text) }
+        // Every PriorBox and Permute of the six heads is drawn, each with its attributes.
+        #expect(dot.components(separatedBy: "(PriorBox)\\nmin ").count - 1 == 6)
+        #expect(dot.components(separatedBy: "(Permute)\\norder 0,2,3,1").count - 1 == 12)
+        #expect(dot.contains(#"[label=" mbox_priorbox "]"#))
+    }
+
+    /// A net in the shape of SegNet, ENet and CTPN: DenseImageData, BN folded into its convolution,
+    /// MAX pooling with its mask top, Upsample by scale and by size, ENet's spatial dropout, and
+    /// CTPN's Transpose, Reverse and Lstm with its clip bottom; plus YOLOv2's Reorg.
+    static let segmentationShapedNet = """
+        name: "segnet-enet-ctpn-shaped"
+        layer { name: "data" type: "DenseImageData" top: "data" top: "label"
+                dense_image_data_param { source: "train.txt" batch_size: 2 new_height: 8 new_width: 12 } }
+        layer { name: "clip" type: "Input" top: "clip" input_param { shape { dim: 12 dim: 2 } } }
+        layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+        layer { name: "conv1_bn" type: "BN" bottom: "conv1" top: "conv1" bn_param { bn_mode: INFERENCE } }
+        layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" top: "pool1_mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+        layer { name: "up_scale" type: "Upsample" bottom: "pool1" bottom: "pool1_mask" top: "up_scale" upsample_param { scale: 2 } }
+        layer { name: "up_size" type: "Upsample" bottom: "pool1" bottom: "pool1_mask" top: "up_size" upsample_param { upsample_h: 7 upsample_w: 11 } }
+        layer { name: "drop" type: "SpatialDropout" bottom: "up_scale" top: "drop" dropout_param { dropout_ratio: 0.01 } }
+        layer { name: "reorg" type: "Reorg" bottom: "drop" top: "reorg" reorg_param { stride: 2 } }
+        layer { name: "transpose" type: "Transpose" bottom: "drop" top: "transpose" transpose_param { dim: 3 dim: 0 dim: 1 dim: 2 } }
+        layer { name: "reverse" type: "Reverse" bottom: "transpose" top: "reverse" reverse_param { axis: 0 } }
+        layer { name: "lstm" type: "Lstm" bottom: "reverse" bottom: "clip" top: "lstm" lstm_param { num_output: 5 } }
+        """
+
+    @Test("SegNet/ENet/CTPN-shaped net: DenseImageData, BN (folded), pooling's mask top, Upsample by scale and size, SpatialDropout, Reorg, Transpose, Reverse, Lstm with clip")
+    func segmentationShaped() throws {
+        let dot = try ExportFixtures.withTempDir { dir in
+            let net = dir.appendingPathComponent("net.prototxt")
+            try Self.segmentationShapedNet.write(to: net, atomically: true, encoding: .utf8)
+            return try Self.drawnDOT(net)
+        }
+        let expected = [
+            "data": #"data (DenseImageData)\nimage + label-image pairs from train.txt\ndata: 2×3×8×12\nlabel: 2×1×8×12"#,
+            "conv1": #"conv1 (Convolution)\n4 out, kernel 3×3 pad 1×1\n2×4×8×12\n+ BN conv1_bn"#,
+            "pool1": #"pool1 (Pooling)\nMAX 2×2 stride 2×2\npool1: 2×4×4×6\npool1_mask: 2×4×4×6"#,
+            "up_scale": #"up_scale (Upsample)\n×2 by the mask\n2×4×8×12"#,
+            "up_size": #"up_size (Upsample)\nto 7×11 by the mask\n2×4×7×11"#,
+            "drop": #"drop (SpatialDropout)\nspatial, p 0.01\n2×4×8×12"#,
+            "reorg": #"reorg (Reorg)\nstride 2\n2×16×4×6"#,
+            "transpose": #"transpose (Transpose)\ndims 3,0,1,2\n12×2×4×8"#,
+            "reverse": #"reverse (Reverse)\naxis 0\n12×2×4×8"#,
+            "lstm": #"lstm (Lstm)\n5 out, clip\n12×2×5"#,
+        ]
+        for (name, text) in expected { #expect(Self.label(of: name, in: dot) == text) }
+        #expect(dot.contains(#"[label=" pool1_mask "];"#))
+        #expect(!dot.contains("(BN)"), "BN rewrites conv1 in place, so it is folded into conv1's box")
+    }
+
+    @Test("Faster R-CNN ZF (py-faster-rcnn's test net): the Python proposal layer is drawn as Proposal with its anchors and NMS; ROIPooling is drawn")
+    func fasterRCNN() throws {
+        let net = ExportFixtures.packageRoot.appendingPathComponent("Tests/peers/nets/faster_rcnn_zf_test.prototxt")
+        let dot = try Self.drawnDOT(net)
+        #expect(Self.label(of: "proposal", in: dot) == #"proposal (Proposal)\nstride 16, 9 anchors, NMS 0.7 → ≤300\nrois: 300×5"#)
+        #expect(Self.label(of: "roi_pool_conv5", in: dot)?.hasPrefix("roi_pool_conv5 (ROIPooling)") == true)
+        #expect(dot.contains(#"[label=" rois "];"#))
+    }
 }

@@ -47,7 +47,7 @@ struct ONNXExportTests {
         "bn_test_inplace", "bnll", "clip", "concat_axis1", "concat_axis2", "conv3d_5d", "conv_depthwise", "conv_depthwise_mult2",
         "conv_dilation2", "conv_group2", "conv_k1_p1", "conv_k3_basic", "conv_k3_p1_s2", "conv_kh3_kw5_asym", "conv_nobias",
         "conv_two_bottoms", "crop_axis1_single_offset", "crop_axis2", "deconv_k2_s2_nobias", "deconv_s2_p1", "dropout_test",
-        "eltwise_max", "eltwise_prod", "eltwise_prod_unstable", "eltwise_sum3", "eltwise_sum_coeff", "elu", "exp", "flatten",
+        "pool_max_mask", "eltwise_max", "eltwise_prod", "eltwise_prod_unstable", "eltwise_sum3", "eltwise_sum_coeff", "elu", "exp", "flatten",
         "ip_axis1", "ip_axis2", "ip_nobias", "ip_shared_params", "ip_transpose", "log", "lrn_across", "lrn_within",
         "mvn_across_channels", "mvn_default", "pool_ave_global", "pool_ave_k2s2_odd", "pool_ave_k2s2p1_clip", "pool_ave_k3s2",
         "pool_ave_k3s2p1", "pool_max_global", "pool_max_k2s2_odd", "pool_max_k2s2p1_clip", "pool_max_k3s2", "pool_max_k3s2p1",
@@ -79,7 +79,6 @@ struct ONNXExportTests {
     @Test("layers without an exact ONNX form are refused with the layer's name and type",
           arguments: [("lstm", "layer 'lstm': ONNX export does not support layer type 'LSTM'"),
                       ("softmaxloss_2d", "layer 'loss': ONNX export does not support layer type 'SoftmaxWithLoss'"),
-                      ("pool_max_mask", "layer 'pool': cannot export this Pooling layer to ONNX: its second top (the argmax mask) has no ONNX equivalent"),
                       ("bn_test_batch_stats", "layer 'bn': cannot export this BatchNorm layer to ONNX: it normalizes with each batch's own statistics (use_global_stats false, or TRAIN phase), which ONNX's BatchNormalization does not")])
     func refusals(name: String, message: String) throws {
         let folder = try ExportFixtures.require(ExportFixtures.golden.appendingPathComponent("layers/\(name)"))

@@ -7,19 +7,6 @@ import SwiftJIT
 /// in `run`, and the memory check before anything is allocated.
 @Suite("fork fields, N-D pooling, losses in run, memory check")
 struct ForkLayerTests {
-    static func model(_ text: String) throws -> Model {
-        try Model(definition: try CaffeFiles.parseNet(text: text), weights: nil)
-    }
-
-    /// Deterministic values in [-2, 2): a fixed LCG, so the reference and the net see the same input.
-    static func values(_ count: Int, seed: UInt64 = 11) -> [Float] {
-        var state = seed
-        return (0..<count).map { _ in
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Float(state >> 40) / Float(1 << 24) * 4 - 2
-        }
-    }
-
     // MARK: ceil_mode
 
     @Test("ceil_mode: false rounds pooling's output down, ceil_mode: true (the default) up, like round_mode")
@@ -48,9 +35,9 @@ struct ForkLayerTests {
 
     @Test("Dropout with scale_train: false multiplies by 1 − ratio at TEST (py-faster-rcnn's fork); the default copies")
     func dropoutScaleTrain() throws {
-        let x = Self.values(24)
+        let x = ForkLayerFixtures.values(24)
         for (field, factor) in [("", Float(1)), ("scale_train: true", 1), ("scale_train: false", Float(1 / Double(Float(1 / (1 - Double(Float(0.3)))))))] {
-            let model = try Self.model("""
+            let model = try ForkLayerFixtures.model("""
                 layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 12 } } }
                 layer { name: "drop" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 0.3 \(field) } }
                 """)
@@ -84,11 +71,11 @@ struct ForkLayerTests {
           arguments: ["MAX", "AVE"])
     func pooling5D(_ method: String) throws {
         let dims = [1, 8, 4, 16, 16]
-        let model = try Self.model("""
+        let model = try ForkLayerFixtures.model("""
             layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 8 dim: 4 dim: 16 dim: 16 } } }
             layer { name: "pool" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: \(method) kernel_size: 2 stride: 2 } }
             """)
-        let x = Self.values(dims.reduce(1, *))
+        let x = ForkLayerFixtures.values(dims.reduce(1, *))
         let y = try #require(try model.forward(["x": NDArray(shape: dims, data: x)])["y"])
         #expect(y.shape == [1, 8, 2, 8, 8])
         let expected = Self.blockReduce(x, dims, mean: method == "AVE")
@@ -117,12 +104,12 @@ struct ForkLayerTests {
     @Test("3-D (N×C×L) pooling with pad and overlapping windows follows Caffe's per-axis rules, with the mask top",
           arguments: ["MAX", "AVE"])
     func pooling3D(_ method: String) throws {
-        let model = try Self.model("""
+        let model = try ForkLayerFixtures.model("""
             layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 10 } } }
             layer { name: "pool" type: "Pooling" bottom: "x" top: "y" \(method == "MAX" ? "top: \"mask\"" : "")
                     pooling_param { pool: \(method) kernel_size: 3 stride: 2 pad: 1 } }
             """)
-        let x = Self.values(60, seed: 5)
+        let x = ForkLayerFixtures.values(60, seed: 5)
         let outputs = try model.forward(["x": NDArray(shape: [2, 3, 10], data: x)])
         let y = try #require(outputs["y"])
         let expected = Self.pool1D(x, planes: 6, length: 10, kernel: 3, stride: 2, pad: 1, max: method == "MAX")
@@ -141,13 +128,13 @@ struct ForkLayerTests {
 
     @Test("Upsample scatters MAX pooling's values back to the positions its mask names (SegNet), with upsample_h/w, scale and pad_out sizes")
     func upsample() throws {
-        let model = try Self.model("""
+        let model = try ForkLayerFixtures.model("""
             layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 9 dim: 10 } } }
             layer { name: "pool" type: "Pooling" bottom: "x" top: "pooled" top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
             layer { name: "up" type: "Upsample" bottom: "pooled" bottom: "mask" top: "up" upsample_param { upsample_h: 9 upsample_w: 10 } }
             layer { name: "up_scale" type: "Upsample" bottom: "pooled" bottom: "mask" top: "up_scale" upsample_param { scale: 2 pad_out_h: true } }
             """)
-        let x = Self.values(2 * 3 * 9 * 10, seed: 8)
+        let x = ForkLayerFixtures.values(2 * 3 * 9 * 10, seed: 8)
         let blobs = try model.forward(["x": NDArray(shape: [2, 3, 9, 10], data: x)], blobs: .all)
         let pooled = try #require(blobs["pooled"]), mask = try #require(blobs["mask"])
         #expect(pooled.shape == [2, 3, 5, 5])
@@ -163,7 +150,7 @@ struct ForkLayerTests {
         #expect(blobs["up_scale"]?.shape == [2, 3, 9, 10])
         #expect(blobs["up_scale"]?.data == blobs["up"]?.data)
         do {
-            _ = try Self.model("""
+            _ = try ForkLayerFixtures.model("""
                 layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
                 layer { name: "m" type: "Input" top: "m" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 3 } } }
                 layer { name: "up" type: "Upsample" bottom: "x" bottom: "m" top: "up" upsample_param { scale: 2 } }
@@ -195,12 +182,12 @@ struct ForkLayerTests {
 
     @Test("loss layers and Accuracy run forward in `run`/`Net`, equal to `swiftjit test`'s values and to Caffe's formulas")
     func lossesInRun() throws {
-        let scores = NDArray(shape: [4, 5, 3], data: Self.values(60, seed: 3))
+        let scores = NDArray(shape: [4, 5, 3], data: ForkLayerFixtures.values(60, seed: 3))
         let labels: [Float] = [0, 1, 2, 3, 4, 2, 1, 1, 0, 2, 4, 3]
         let label = NDArray(shape: [4, 3], data: labels)
-        let target = NDArray(shape: [4, 5, 3], data: Self.values(60, seed: 9).map { $0 > 0 ? 1 : 0 })
+        let target = NDArray(shape: [4, 5, 3], data: ForkLayerFixtures.values(60, seed: 9).map { $0 > 0 ? 1 : 0 })
         let inputs = ["scores": scores, "label": label, "target": target]
-        let outputs = try Self.model(Self.lossNet).forward(inputs)
+        let outputs = try ForkLayerFixtures.model(Self.lossNet).forward(inputs)
 
         // `swiftjit test`: the training compiler on the TEST-phase graph.
         let graph = try GraphBuilder(phase: .test, insertsSplits: true).build(try CaffeFiles.parseNet(text: Self.lossNet))
@@ -291,7 +278,7 @@ struct ForkLayerTests {
         }
         try budget.check(available: 500_000_000_000)
         // The real check, as `run` makes it: no machine this runs on has 402 GB free.
-        #expect(throws: Diagnostic.self) { _ = try Self.model(Self.stride1VGG16) }
+        #expect(throws: Diagnostic.self) { _ = try ForkLayerFixtures.model(Self.stride1VGG16) }
         // A small net passes.
         try MemoryBudget(try GraphBuilder().build(try CaffeFiles.parseNet(text: Self.lossNet))).check()
     }

@@ -11,33 +11,29 @@ import Testing
 /// float32 forward, coordinate by coordinate, for the bottom and for each parameter blob.
 @Suite("segmentation and sequence fork layers in training")
 struct SegmentationGradientTests {
-    static func values(_ count: Int, seed: UInt64) -> [Float] {
-        var state = seed
-        return (0..<count).map { _ in
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Float(state >> 40) / Float(1 << 24) * 4 - 2
-        }
-    }
+    /// The fork-gradient suites' deterministic inputs (`ForkLayerGradientTests.values`).
+    static func values(_ count: Int, seed: UInt64) -> [Float] { ForkLayerGradientTests.values(count, seed: seed) }
 
     static func compile(_ text: String, parameters: [String: [NDArray]] = [:], phase: Caffe_Phase = .train, seed: UInt64 = 1701) throws -> TrainingNet {
         let graph = try GraphBuilder(phase: phase, insertsSplits: true).build(try CaffeFiles.parseNet(text: text))
         return try sharedTrainingCompiler.compileTraining(graph: graph, parameters: parameters, keepingAllBlobs: true, seed: seed)
     }
 
-    /// f = Σ y · seed after one forward.
-    static func objective(_ net: TrainingNet, x: NDArray, seed: [Float]) throws -> Double {
-        let y = try net.run(["x": x], backward: false).outputs["y"]!
+    /// f = Σ y · seed after one forward (with `extra` fed beside x).
+    static func objective(_ net: TrainingNet, x: NDArray, seed: [Float], extra: [String: NDArray] = [:]) throws -> Double {
+        let y = try net.run(extra.merging(["x": x]) { $1 }, backward: false).outputs["y"]!
         return zip(y.data, seed).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
     }
 
     /// Central differences of f for a few coordinates of x and of each parameter blob of `layer`,
     /// against the analytic diffs of one backward; returns the worst relative error.
-    static func worstError(_ text: String, layer: String, x: NDArray, parameters: [String: [NDArray]], outputCount: Int) throws -> Double {
+    static func worstError(_ text: String, layer: String, x: NDArray, parameters: [String: [NDArray]], outputCount: Int,
+                           extra: [String: NDArray] = [:]) throws -> Double {
         let seed = values(outputCount, seed: 99)
         let net = try compile(text, parameters: parameters)
         net.setTopDiffs(["y": NDArray(shape: [outputCount], data: seed)])
         net.zeroParameterDiffs()
-        _ = try net.run(["x": x], backward: true)
+        _ = try net.run(extra.merging(["x": x]) { $1 }, backward: true)
         let dx = try #require(net.blobDiff("x")).data
         let diffs = try #require(net.parameterDiffs()[layer])
         let eps: Float = 1e-2
@@ -50,7 +46,7 @@ struct SegmentationGradientTests {
             var up = x, down = x
             up.data[i] += eps
             down.data[i] -= eps
-            compare(dx[i], try objective(net, x: up, seed: seed), try objective(net, x: down, seed: seed))
+            compare(dx[i], try objective(net, x: up, seed: seed, extra: extra), try objective(net, x: down, seed: seed, extra: extra))
         }
         for (k, blob) in parameters[layer]!.enumerated() {
             for i in stride(from: 0, to: blob.count, by: max(1, blob.count / 3)) {
@@ -58,9 +54,9 @@ struct SegmentationGradientTests {
                 up[layer]![k].data[i] += eps
                 down[layer]![k].data[i] -= eps
                 try net.setParameters(up)
-                let plus = try objective(net, x: x, seed: seed)
+                let plus = try objective(net, x: x, seed: seed, extra: extra)
                 try net.setParameters(down)
-                let minus = try objective(net, x: x, seed: seed)
+                let minus = try objective(net, x: x, seed: seed, extra: extra)
                 compare(diffs[k].data[i], plus, minus)
             }
         }
@@ -201,5 +197,31 @@ struct SegmentationGradientTests {
         // db sums T·N = 8 clipped pre-activation diffs per gate unit.
         #expect(clipped.allSatisfy { abs($0) <= 8 * 0.01 + 1e-6 }, "\(clipped)")
         #expect(free.contains { abs($0) > 8 * 0.01 }, "the seed is large enough for clipping to matter: \(free)")
+    }
+
+    @Test("CTPN's Lstm with a clip bottom: restarts mid-sequence stop the gradient through h and c there; central differences agree for x, W_i, W_h and b")
+    func ctpnLSTMClipGradients() throws {
+        let text = """
+            force_backward: true
+            layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 2 dim: 3 } } }
+            layer { name: "clip" type: "Input" top: "clip" input_param { shape { dim: 4 dim: 2 } } }
+            layer { name: "lstm" type: "Lstm" bottom: "x" bottom: "clip" top: "y" lstm_param { num_output: 3 } }
+            """
+        // Both streams start fresh at t = 0 (so the state the previous run carried does not enter
+        // the objective); stream 0 restarts at t = 2, stream 1 at t = 3.
+        let clip = NDArray(shape: [4, 2], data: [0, 0, 1, 1, 0, 1, 1, 0])
+        let x = NDArray(shape: [4, 2, 3], data: Self.values(24, seed: 36))
+        let worst = try Self.worstError(text, layer: "lstm", x: x, parameters: Self.lstmParameters, outputCount: 24, extra: ["clip": clip])
+        #expect(worst < 2e-2, "worst relative error \(worst)")
+        // A restart cuts the sequence: the diff of y at t ≥ 2 of stream 0 does not reach x at t < 2 of stream 0.
+        let net = try Self.compile(text, parameters: Self.lstmParameters)
+        var seed = [Float](repeating: 0, count: 24)
+        for step in 2..<4 { for k in 0..<3 { seed[(step * 2 + 0) * 3 + k] = 1 } }
+        net.setTopDiffs(["y": NDArray(shape: [4, 2, 3], data: seed)])
+        _ = try net.run(["x": x, "clip": clip], backward: true)
+        let dx = try #require(net.blobDiff("x")).data
+        #expect((0..<2).allSatisfy { step in (0..<3).allSatisfy { dx[(step * 2 + 0) * 3 + $0] == 0 } }, "\(dx)")
+        #expect((2..<4).contains { step in (0..<3).contains { dx[(step * 2 + 0) * 3 + $0] != 0 } })
+        #expect(try #require(net.blobDiff("clip")).data.allSatisfy { $0 == 0 })
     }
 }

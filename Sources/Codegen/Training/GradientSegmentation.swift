@@ -167,8 +167,18 @@ extension TrainingLowering {
     /// buffers: from step T−1 down to 0 the BVLC LSTM step's backward (`emitLSTMStepBackward`:
     /// dc carried, f = 0 at t = 0), then — the fork's addition — each step's pre-activation diffs
     /// clipped to ±`clipping_threshold` when it is positive, before `dh_{t−1} += dpre_t·W_h`. Then
-    /// `dW_i += dpreᵀ·x`, `dW_h += dpreᵀ·h_{t−1}` (h₋₁ = 0), `db += Σ dpre` and `dx = dpre·W_i`.
+    /// `dW_i += dpreᵀ·x`, `dW_h += dpreᵀ·(cont_t·h_{t−1})`, `db += Σ dpre` and `dx = dpre·W_i`.
+    ///
+    /// With the clip bottom, `cont` is the clip (flags 0 or 1) and h₋₁, c₋₁ are the state the
+    /// previous forward carried: the gradient stops there (truncated BPTT, as the fork's `h_0_`
+    /// diff goes nowhere), and the clip gets a zero diff (the fork never writes it). `dW_h` is the
+    /// gradient of the forward as run: the fork's code instead adds `dpre_tᵀ·h_{t−1}` also where
+    /// `clip_t` is 0, and at t = 0 only stream 0's term (a K = 1 GEMM), which is not the
+    /// derivative of its own forward; the two agree wherever every clip after t = 0 is 1 and N = 1.
     mutating func lowerCTPNLSTMBackward(_ node: Node) throws {
+        if node.inputs.count > 1, analysis.writesBottomDiff(node, 1) {
+            try base.emitFill(node, bottomDiff(node, 1), count: count(node.inputs[1]), value: 0)
+        }
         let dims = shape(node.inputs[0])
         let (t, n) = (dims[0], dims[1]), features = dims[2...].reduce(1, *)
         let h = Int(node.layer.lstmParam.numOutput), gates = 4 * h, state = n * h

@@ -41,6 +41,11 @@ extension TrainingLowering {
         case .multiBoxLoss: try base.lowerMultiBoxLoss(node)
         case .permute: try base.lowerPermute(node)
         case .priorBox: try lowerPriorBoxForward(node)
+        // Inference-side fork layers in train nets (GradientForwardOnly.swift).
+        case .reorg: try base.lowerReorg(node)
+        case .proposal: try base.lowerProposal(node)
+        case .detectionOutput: try base.lowerDetectionOutput(node)
+        case .region: try base.lowerRegion(node)
         default: return false
         }
         return true
@@ -87,6 +92,10 @@ extension TrainingLowering {
         case .multiBoxLoss: try lowerMultiBoxLossBackward(node)
         case .permute: try lowerPermuteBackward(node)
         case .priorBox: try lowerPriorBoxBackward(node)
+        // Inference-side fork layers in train nets (GradientForwardOnly.swift).
+        case .reorg: try lowerReorgBackward(node)
+        case .proposal: try lowerProposalBackward(node)
+        case .detectionOutput, .region: lowerInferenceOnlyBackward(node)
         default: return false
         }
         return true

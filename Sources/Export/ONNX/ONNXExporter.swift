@@ -283,6 +283,7 @@ struct ONNXLowering {
         case .spatialDropout: try lowerSpatialDropout(node)
         case .transpose: try lowerTranspose(node)
         case .reverse: try lowerReverse(node)
+        case .upsample: try lowerUpsample(node)
         default:
             throw unsupported(node)
         }

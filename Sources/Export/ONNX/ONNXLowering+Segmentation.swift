@@ -4,7 +4,8 @@ import Graph
 /// The segmentation and sequence forks' layers that ONNX has operators for: SegNet's and ENet's
 /// BN (Mul and Add; with batch statistics, ReduceMean over N, H, W first), ENet's spatial
 /// dropout (Identity or Mul, as SwiftJIT's inference runs it), CTPN's Transpose (Transpose) and
-/// Reverse (Slice with step −1). CTPN's Lstm is not exported (as Caffe's LSTM is not).
+/// Reverse (Slice with step −1), SegNet's Upsample (MaxUnpool). CTPN's Lstm is not exported (as
+/// Caffe's LSTM is not).
 extension ONNXLowering {
     /// BN: INFERENCE is `x·scale + shift` with the 1×C×1×1 blobs broadcast; LEARN normalizes with
     /// the batch's mean and biased variance first (eps 1e-9), as the forks do in every phase. A
@@ -55,5 +56,39 @@ extension ONNXLowering {
         let starts = writer.int64s("\(node.name)/starts", [-1]), ends = writer.int64s("\(node.name)/ends", [Int(Int64.min)])
         let axes = writer.int64s("\(node.name)/axes", [axis]), steps = writer.int64s("\(node.name)/steps", [-1])
         writer.node("Slice", name: node.name, inputs: [input(node), starts, ends, axes, steps], outputs: [output(node)])
+    }
+
+    /// Upsample (SegNet's `UpsampleLayer::Forward_cpu`): a zero N×C×H'×W' top where each value goes
+    /// to `top[plane][mask]`, the mask being the flat index within the image plane that MAX pooling's
+    /// second top holds. ONNX MaxUnpool scatters to flat indices over the whole N×C×H'×W' output,
+    /// so the graph adds `plane · H'·W'` (a constant per (n, c), which fixes the batch) to the mask
+    /// cast to int64, and gives `output_shape` so `scale`, `upsample_h`/`upsample_w` and
+    /// `pad_out` all come out at Caffe's size. Kernel and stride 1 keep MaxUnpool's own size
+    /// (the input's) within that output. Caffe skips indices past the plane; ONNX has no such skip,
+    /// so the export takes the mask only straight from a MAX pooling whose input plane fits in
+    /// H'·W' (every index then lands), as SegNet's and ENet's nets are built.
+    mutating func lowerUpsample(_ node: Node) throws {
+        let values = inputShape(node), top = outputShape(node)
+        let outer = top[2] * top[3]
+        guard let producer = graph.values[node.inputs[1]].producer, graph.nodes[producer].kind == .pooling,
+              graph.nodes[producer].outputs.count > 1, graph.nodes[producer].outputs[1] == node.inputs[1] else {
+            throw unsupported(node, "its mask does not come straight from a MAX Pooling layer's second top, so its indices may fall outside the plane, which Caffe skips and ONNX MaxUnpool cannot",
+                              hint: "feed the Upsample the pooling's mask top directly; nothing was written")
+        }
+        let pooled = graph.values[graph.nodes[producer].inputs[0]].shape.dims
+        guard pooled.count == 4, pooled[2] * pooled[3] <= outer, top[2] >= values[2], top[3] >= values[3] else {
+            throw unsupported(node, "the pooling's input plane \(pooled.dropFirst(2).map(String.init).joined(separator: "×")) is larger than the upsampled \(top[2])×\(top[3]), so some indices would be skipped, which ONNX MaxUnpool cannot do",
+                              hint: "upsample to at least the pooling's input size; nothing was written")
+        }
+        fixBatch(node, because: "scatters to flat indices over the whole output (ONNX MaxUnpool)")
+        let planes = values[0] * values[1]
+        let offsets = writer.int64s("\(node.name)/plane_offsets", (0..<planes).map { $0 * outer })
+        let offsetShape = writer.int64s("\(node.name)/plane_offsets_shape", [values[0], values[1], 1, 1])
+        let planeOffsets = writer.node("Reshape", name: "\(node.name)/plane_offsets", inputs: [offsets, offsetShape])
+        let mask = writer.node("Cast", name: "\(node.name)/mask", inputs: [input(node, 1)],
+                               [Attribute.int("to", Int(Onnx_TensorProto.DataType.int64.rawValue))])
+        let indices = writer.node("Add", name: "\(node.name)/indices", inputs: [mask, planeOffsets])
+        writer.node("MaxUnpool", name: node.name, inputs: [input(node), indices, writer.int64s("\(node.name)/output_shape", top)],
+                    outputs: [output(node)], [Attribute.ints("kernel_shape", [1, 1]), Attribute.ints("strides", [1, 1])])
     }
 }

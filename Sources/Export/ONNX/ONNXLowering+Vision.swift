@@ -42,7 +42,9 @@ extension ONNXLowering {
     /// clipped to the zero-padded input, which is Caffe's `[-pad, H+pad)`.
     mutating func lowerPooling(_ node: Node) throws {
         let p = try node.poolingAttributes()
-        guard node.outputs.count == 1 else { throw unsupported(node, "its second top (the argmax mask) has no ONNX equivalent") }
+        guard node.outputs.count == 1 || p.method == .max else {
+            throw unsupported(node, "only MAX pooling has a second top (the argmax mask)")
+        }
         guard p.method == .max || p.method == .ave else {
             throw unsupported(node, "STOCHASTIC pooling has no ONNX equivalent", hint: "use MAX or AVE pooling; nothing was written")
         }
@@ -70,8 +72,10 @@ extension ONNXLowering {
         }
         let window = [Attribute.ints("kernel_shape", g.kernel), Attribute.ints("strides", g.stride)]
         if p.method == .max {
-            writer.node("MaxPool", name: node.name, inputs: [input(node)], outputs: [output(node)],
+            let indices = node.outputs.count > 1 ? [writer.unique("\(node.name)/indices")] : []
+            writer.node("MaxPool", name: node.name, inputs: [input(node)], outputs: [output(node)] + indices,
                         window + [Attribute.ints("pads", g.pad + endPads)])
+            if let indices = indices.first { lowerPoolingMask(node, indices: indices, plane: inShape[2...].reduce(1, *)) }
             return
         }
         if zip(endPads, g.pad).allSatisfy({ $0 <= $1 }) {
@@ -87,6 +91,15 @@ extension ONNXLowering {
             writer.node("AveragePool", name: node.name, inputs: [padded], outputs: [output(node)],
                         window + [Attribute.ints("pads", g.pad.map { _ in 0 } + extra), Attribute.int("count_include_pad", 0)])
         }
+    }
+
+    /// MAX pooling's mask top from ONNX MaxPool's `Indices`: ONNX counts over the whole N×C×H×W
+    /// input (padding not counted), Caffe within each image plane (`h·W + w`, stored as float), so
+    /// the mask is `Indices mod (H·W)` cast to float. Exact while a plane holds fewer than 2²⁴ values.
+    mutating func lowerPoolingMask(_ node: Node, indices: String, plane: Int) {
+        let local = writer.node("Mod", name: "\(node.name)/mask_in_plane", inputs: [indices, writer.int64s("\(node.name)/plane", [plane])])
+        writer.node("Cast", name: "\(node.name)/mask", inputs: [local], outputs: [output(node, 1)],
+                    [Attribute.int("to", Int(Onnx_TensorProto.DataType.float.rawValue))])
     }
 
     /// InnerProduct on `axis` 1 → `Flatten` + `Gemm` (Caffe's weight is `out × in`, so `transB=1`;
