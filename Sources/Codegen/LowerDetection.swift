@@ -14,9 +14,8 @@ extension Lowering {
         try emitAxisPermutation(node, input: Operand(buffer(node.inputs[0])), output: Operand(buffer(node.outputs[0])), dims: dims, order: order)
     }
 
-    /// PriorBox (SSD): its output depends only on shapes, so it is computed once while compiling
-    /// (`PriorBoxGeometry.output`) and copied into the top by one kernel per run.
-    mutating func lowerPriorBox(_ node: Node) throws {
+    /// PriorBox's top for this graph's shapes (inference and training hold it differently).
+    func priorBoxValues(_ node: Node) throws -> [Float] {
         let feature = shape(node.inputs[0])
         let geometry = try PriorBoxGeometry(node.layer.priorBoxParam)
         var image = (height: 0, width: 0)
@@ -28,6 +27,13 @@ extension Lowering {
         guard values.count == count(node.outputs[0]) else {
             throw unsupported(node, "its \(values.count) prior values do not fill the \(shape(node.outputs[0])) top")
         }
+        return values
+    }
+
+    /// PriorBox (SSD): its output depends only on shapes, so it is computed once while compiling
+    /// (`PriorBoxGeometry.output`) and copied into the top by one kernel per run.
+    mutating func lowerPriorBox(_ node: Node) throws {
+        let values = try priorBoxValues(node)
         let priors = Operand(constant(node, "priors", values))
         try emitCopyRows(node, from: priors, to: Operand(buffer(node.outputs[0])), rows: 2, width: values.count / 2)
     }

@@ -11,17 +11,7 @@ extension TrainingLowering {
     /// (training refuses constant buffers, which would go stale for parameters; priors depend only
     /// on shapes) and copied into the top once per pass.
     mutating func lowerPriorBoxForward(_ node: Node) throws {
-        let feature = shape(node.inputs[0])
-        let geometry = try PriorBoxGeometry(node.layer.priorBoxParam)
-        var image = (height: 0, width: 0)
-        if node.inputs.count > 1 {
-            let dims = shape(node.inputs[1])
-            image = (dims[2], dims[3])
-        }
-        let values = geometry.output(featureHeight: feature[2], featureWidth: feature[3], image: image)
-        guard values.count == count(node.outputs[0]) else {
-            throw unsupported(node, "its \(values.count) prior values do not fill the \(shape(node.outputs[0])) top")
-        }
+        let values = try base.priorBoxValues(node)
         let priors = base.program.addPersistent("\(node.name)/priors", count: values.count, values: values)
         try emitCopy(node, from: Operand(priors), to: data(node.outputs[0]), count: values.count)
     }
