@@ -19,6 +19,21 @@ static inline hid_t swiftjit_h5_open_read(const char *path) {
     return H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
 }
 
+/// Opens `count` bytes held in memory as a read-only HDF5 file (the core driver over a copy of
+/// them, no backing file): what a file would read as, without touching the disk.
+static inline hid_t swiftjit_h5_open_image(const void *bytes, size_t count) {
+    swiftjit_h5_quiet();
+    // With no image the core driver would read a file of that name from the disk instead.
+    if (bytes == NULL || count == 0) return -1;
+    hid_t access = H5Pcreate(H5P_FILE_ACCESS);
+    if (access < 0) return -1;
+    hid_t file = -1;
+    if (H5Pset_fapl_core(access, 64 * 1024, 0) >= 0 && H5Pset_file_image(access, (void *)bytes, count) >= 0)
+        file = H5Fopen("in-memory.h5", H5F_ACC_RDONLY, access);
+    H5Pclose(access);
+    return file;
+}
+
 static inline hid_t swiftjit_h5_create(const char *path) {
     swiftjit_h5_quiet();
     return H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
