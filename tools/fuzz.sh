@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of one reader (or all of them) with libFuzzer and AddressSanitizer.
 #   tools/fuzz.sh HARNESS SECONDS [libFuzzer flags...]   e.g. tools/fuzz.sh caffemodel 1800
 #   tools/fuzz.sh all SECONDS                            each harness for SECONDS (CI: tools/test.sh)
-# Harnesses: net solver caffemodel solverstate binaryproto npy npz datum config request
+# Harnesses: net solver caffemodel solverstate binaryproto npy npz datum config request hdf5
 # (Tests/Fuzz/Harness/Harness.swift). The binary is built in .build/fuzz with
 # -sanitize=fuzzer,address; runs start from the seeds in Tests/Fuzz/corpus/HARNESS and keep what
 # they learn in .build/fuzz/corpus/HARNESS. A crash, leak or timeout ends the run with exit 1 and
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n 2,10p "$0"; exit 2; }
 harness=$1 seconds=$2
 shift 2
-harnesses=(net solver caffemodel solverstate binaryproto npy npz datum config request)
+harnesses=(net solver caffemodel solverstate binaryproto npy npz datum config request hdf5)
 swift build -c release --scratch-path .build/fuzz --product swiftjit-fuzz \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -DSWIFTJIT_FUZZ -Xswiftc -parse-as-library >&2
 binary=.build/fuzz/release/swiftjit-fuzz
