@@ -256,6 +256,18 @@ struct HDF5LimitsTests {
         #expect(Self.message { try HDF5File.read(image: bytes, label: "upload.h5", datasets: ["data"]) } == expected)
     }
 
+    @Test("a compact dataset storing 0 of the 8 bytes its extents need is a diagnostic, not a NULL memcpy in libhdf5 (fuzz: hdf5)")
+    func compactDatasetShortOfBytes() throws {
+        let path = Self.regression("compact-dataset-storing-0-of-8-bytes")
+        #expect(Self.message { try HDF5File.read(path: path, datasets: ["data", "label"]) }
+            == "dataset 'label' cannot be read (the file is truncated or damaged)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(Self.message { try HDF5File.read(image: bytes, label: "fuzz.h5", datasets: ["label"]) }
+            == "dataset 'label' cannot be read (the file is truncated or damaged)")
+        // Its other dataset, contiguous and whole, still reads (8 one-byte integers).
+        #expect(try HDF5File.read(image: bytes, label: "fuzz.h5", datasets: ["data"]).first?.values.count == 8)
+    }
+
     @Test("an HDF5 file held in memory reads like the file; empty or foreign bytes are a diagnostic naming the label")
     func inMemoryImage() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-h5image-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).h5").path
