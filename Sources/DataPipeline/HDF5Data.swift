@@ -70,7 +70,8 @@ public enum HDF5File {
             throw Diagnostic("the file is damaged: dataset '\(name)' cannot be described", file: path, hint: "write it again")
         }
         guard klass != Int32(SWIFTJIT_H5_OTHER) else {
-            throw Diagnostic("dataset '\(name)' is not numeric", file: path, hint: "store float or integer arrays")
+            throw Diagnostic("dataset '\(name)' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)", file: path,
+                             hint: "store float or integer arrays")
         }
         let extents = dims.prefix(Int(rank))
         guard !extents.isEmpty else {

@@ -268,6 +268,13 @@ struct HDF5LimitsTests {
         #expect(try HDF5File.read(image: bytes, label: "fuzz.h5", datasets: ["data"]).first?.values.count == 8)
     }
 
+    @Test("a float of 244 bytes over a 4-byte fill value is refused as not numeric, not a heap overflow in libhdf5 (fuzz: hdf5)")
+    func oddWidthElements() throws {
+        let path = Self.regression("244-byte-float-over-4-byte-fill-value")
+        #expect(Self.message { try HDF5File.read(path: path, datasets: ["label"]) }
+            == "dataset 'label' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)")
+    }
+
     @Test("an HDF5 file held in memory reads like the file; empty or foreign bytes are a diagnostic naming the label")
     func inMemoryImage() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-h5image-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).h5").path
