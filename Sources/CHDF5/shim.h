@@ -6,6 +6,7 @@
 #ifndef SWIFTJIT_CHDF5_SHIM_H
 #define SWIFTJIT_CHDF5_SHIM_H
 #include <hdf5.h>
+#include <stdio.h>
 
 #define SWIFTJIT_H5_MAX_RANK 32
 
@@ -17,6 +18,26 @@ static inline void swiftjit_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NUL
 static inline hid_t swiftjit_h5_open_read(const char *path) {
     swiftjit_h5_quiet();
     return H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+}
+
+/// Opens `count` bytes held in memory as a read-only HDF5 file (the core driver over a copy of
+/// them, no backing file): what a file would read as, without touching the disk.
+static inline hid_t swiftjit_h5_open_image(const void *bytes, size_t count) {
+    swiftjit_h5_quiet();
+    // With no image the core driver would read a file of that name from the disk instead.
+    if (bytes == NULL || count == 0) return -1;
+    hid_t access = H5Pcreate(H5P_FILE_ACCESS);
+    if (access < 0) return -1;
+    // libhdf5 takes a second open of a name that is still open for the same file, so each image
+    // gets a name of its own.
+    static unsigned long long opened = 0;
+    char name[64];
+    snprintf(name, sizeof name, "in-memory-%llu.h5", __atomic_fetch_add(&opened, 1, __ATOMIC_RELAXED));
+    hid_t file = -1;
+    if (H5Pset_fapl_core(access, 64 * 1024, 0) >= 0 && H5Pset_file_image(access, (void *)bytes, count) >= 0)
+        file = H5Fopen(name, H5F_ACC_RDONLY, access);
+    H5Pclose(access);
+    return file;
 }
 
 static inline hid_t swiftjit_h5_create(const char *path) {
@@ -53,8 +74,14 @@ static inline int swiftjit_h5_describe(hid_t file, const char *name, int *rank, 
             if (H5Sget_simple_extent_dims(space, extents, NULL) >= 0) {
                 *rank = n;
                 for (int i = 0; i < n; i++) dims[i] = (long long)extents[i];
+                // Only the widths real files use: a damaged type of 244 bytes over a 4-byte fill
+                // value made libhdf5 1.10.8 read past the fill value (heap overflow in H5Dread).
                 H5T_class_t c = H5Tget_class(type);
-                *klass = c == H5T_FLOAT ? SWIFTJIT_H5_FLOAT : (c == H5T_INTEGER ? SWIFTJIT_H5_INTEGER : SWIFTJIT_H5_OTHER);
+                size_t width = H5Tget_size(type);
+                int standard = c == H5T_FLOAT ? (width == 2 || width == 4 || width == 8)
+                             : (width == 1 || width == 2 || width == 4 || width == 8);
+                *klass = !standard ? SWIFTJIT_H5_OTHER
+                       : c == H5T_FLOAT ? SWIFTJIT_H5_FLOAT : (c == H5T_INTEGER ? SWIFTJIT_H5_INTEGER : SWIFTJIT_H5_OTHER);
                 status = 0;
             }
         }
@@ -65,11 +92,37 @@ static inline int swiftjit_h5_describe(hid_t file, const char *name, int *rank, 
     return status;
 }
 
-/// Reads all of dataset `name` into `out` as native floats (HDF5 converts from any numeric type).
+/// 1 when a compact or contiguous dataset stores fewer bytes than its extents need (or the sizes
+/// cannot be read), 0 otherwise. libhdf5 1.10 does not check this for a damaged file and copies
+/// from a NULL or short buffer in H5Dread (a compact dataset of 0 bytes declaring 2 floats
+/// crashed it in H5VM_memcpyvv: Tests/Fuzz/regressions/hdf5). Chunked datasets may store less
+/// (compression, unwritten chunks); unallocated ones read as the fill value.
+static inline int swiftjit_h5_storage_short(hid_t set) {
+    hid_t create = H5Dget_create_plist(set);
+    if (create < 0) return 1;
+    H5D_layout_t layout = H5Pget_layout(create);
+    H5Pclose(create);
+    if (layout != H5D_COMPACT && layout != H5D_CONTIGUOUS) return layout < 0;
+    H5D_space_status_t allocation;
+    if (H5Dget_space_status(set, &allocation) < 0) return 1;
+    if (allocation == H5D_SPACE_STATUS_NOT_ALLOCATED) return 0;
+    hid_t space = H5Dget_space(set), type = H5Dget_type(set);
+    hssize_t points = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    size_t width = type >= 0 ? H5Tget_size(type) : 0;
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (points < 0 || width == 0) return 1;
+    unsigned long long needed;
+    if (__builtin_mul_overflow((unsigned long long)points, (unsigned long long)width, &needed)) return 1;
+    return H5Dget_storage_size(set) < needed;
+}
+
+/// Reads all of dataset `name` into `out` as native floats (HDF5 converts from any numeric type);
+/// a compact or contiguous dataset storing fewer bytes than it declares is refused first.
 static inline int swiftjit_h5_read_float(hid_t file, const char *name, float *out) {
     hid_t set = H5Dopen2(file, name, H5P_DEFAULT);
     if (set < 0) return -1;
-    herr_t status = H5Dread(set, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+    herr_t status = swiftjit_h5_storage_short(set) ? -1 : H5Dread(set, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
     H5Dclose(set);
     return status < 0 ? -1 : 0;
 }

@@ -16,12 +16,17 @@ public struct HDF5Array: Sendable, Equatable {
 /// Reading and writing the HDF5 files of Caffe's `HDF5Data` and `HDF5Output` layers (libhdf5):
 /// root-level datasets of any numeric type, read as float32 as Caffe's `hdf5_load_nd_dataset` does.
 public enum HDF5File {
+    /// The most values one dataset may hold: Caffe's `Blob` refuses more than `INT_MAX`
+    /// (`Blob::Reshape`), and so does `HDF5Data`'s `hdf5_load_nd_dataset`.
+    public static let maxElements = Int(Int32.max)
+
     /// The datasets `names` of the file at `path`, each with at least one axis.
     ///
     /// Throws a one-line `Diagnostic` naming the file when it is missing, is not HDF5 or is
-    /// truncated, lacks a dataset (listing the ones it has is left to h5ls), or holds one that is
-    /// not numeric or cannot be read.
-    public static func read(path: String, datasets names: [String]) throws -> [HDF5Array] {
+    /// truncated, lacks a dataset (listing the ones it has is left to h5ls), holds one that is
+    /// not numeric or cannot be read, or declares one larger than `maxElements` values or than
+    /// this machine's memory (checked before anything is allocated, with the shape in the message).
+    public static func read(path: String, datasets names: [String], maxElements: Int = maxElements) throws -> [HDF5Array] {
         guard FileManager.default.fileExists(atPath: path) else {
             throw Diagnostic("no such HDF5 file", file: path, hint: "check the paths listed in hdf5_data_param.source")
         }
@@ -31,37 +36,82 @@ public enum HDF5File {
                              hint: "write it again (h5py: h5py.File(path, 'w')[name] = array)")
         }
         defer { _ = swiftjit_h5_close(file) }
-        return try names.map { name in
-            switch swiftjit_h5_has_dataset(file, name) {
-            case 1: break
-            case 0:
-                throw Diagnostic("the file has no dataset '\(name)'", file: path,
-                                 hint: "HDF5Data reads one root dataset per top, named like the top")
-            default:
-                throw Diagnostic("the file is damaged: looking up dataset '\(name)' failed", file: path,
-                                 hint: "write it again")
-            }
-            var rank: Int32 = 0, klass: Int32 = 0
-            var dims = [Int64](repeating: 0, count: Int(SWIFTJIT_H5_MAX_RANK))
-            guard swiftjit_h5_describe(file, name, &rank, &dims, &klass) == 0 else {
-                throw Diagnostic("the file is damaged: dataset '\(name)' cannot be described", file: path, hint: "write it again")
-            }
-            guard klass != Int32(SWIFTJIT_H5_OTHER) else {
-                throw Diagnostic("dataset '\(name)' is not numeric", file: path, hint: "store float or integer arrays")
-            }
-            let shape = dims.prefix(Int(rank)).map { Int($0) }
-            guard !shape.isEmpty else {
-                throw Diagnostic("dataset '\(name)' is a scalar; it needs at least one axis (the rows)", file: path,
-                                 hint: "store an array shaped (N, ...)")
-            }
-            var values = [Float](repeating: 0, count: shape.reduce(1, *))
-            let status = values.withUnsafeMutableBufferPointer { swiftjit_h5_read_float(file, name, $0.baseAddress) }
-            guard status == 0 else {
-                throw Diagnostic("dataset '\(name)' cannot be read (the file is truncated or damaged)", file: path,
-                                 hint: "write it again")
-            }
-            return HDF5Array(shape: shape, values: values)
+        return try names.map { try read(file, dataset: $0, label: path, maxElements: maxElements) }
+    }
+
+    /// The datasets `names` of an HDF5 file held in memory (`bytes`, e.g. a fuzzer's input or a
+    /// file received whole), read exactly as `read(path:datasets:)` reads a file; `label` names
+    /// it in diagnostics.
+    public static func read(image bytes: Data, label: String, datasets names: [String],
+                            maxElements: Int = maxElements) throws -> [HDF5Array] {
+        let file = bytes.withUnsafeBytes { swiftjit_h5_open_image($0.baseAddress, $0.count) }
+        guard file >= 0 else {
+            throw Diagnostic("not an HDF5 file, or it is truncated or damaged", file: label,
+                             hint: "write it again (h5py: h5py.File(path, 'w')[name] = array)")
         }
+        defer { _ = swiftjit_h5_close(file) }
+        return try names.map { try read(file, dataset: $0, label: label, maxElements: maxElements) }
+    }
+
+    /// One dataset of an open file: looked up, described, its size checked, then read as float.
+    private static func read(_ file: hid_t, dataset name: String, label path: String, maxElements: Int) throws -> HDF5Array {
+        switch swiftjit_h5_has_dataset(file, name) {
+        case 1: break
+        case 0:
+            throw Diagnostic("the file has no dataset '\(name)'", file: path,
+                             hint: "HDF5Data reads one root dataset per top, named like the top")
+        default:
+            throw Diagnostic("the file is damaged: looking up dataset '\(name)' failed", file: path,
+                             hint: "write it again")
+        }
+        var rank: Int32 = 0, klass: Int32 = 0
+        var dims = [Int64](repeating: 0, count: Int(SWIFTJIT_H5_MAX_RANK))
+        guard swiftjit_h5_describe(file, name, &rank, &dims, &klass) == 0 else {
+            throw Diagnostic("the file is damaged: dataset '\(name)' cannot be described", file: path, hint: "write it again")
+        }
+        guard klass != Int32(SWIFTJIT_H5_OTHER) else {
+            throw Diagnostic("dataset '\(name)' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)", file: path,
+                             hint: "store float or integer arrays")
+        }
+        let extents = dims.prefix(Int(rank))
+        guard !extents.isEmpty else {
+            throw Diagnostic("dataset '\(name)' is a scalar; it needs at least one axis (the rows)", file: path,
+                             hint: "store an array shaped (N, ...)")
+        }
+        let count = try checkedCount(extents, dataset: name, file: path, maxElements: maxElements)
+        let shape = extents.map { Int($0) }
+        guard count > 0 else { return HDF5Array(shape: shape, values: []) }
+        var values = [Float](repeating: 0, count: count)
+        let status = values.withUnsafeMutableBufferPointer { swiftjit_h5_read_float(file, name, $0.baseAddress) }
+        guard status == 0 else {
+            throw Diagnostic("dataset '\(name)' cannot be read (the file is truncated or damaged)", file: path,
+                             hint: "write it again")
+        }
+        return HDF5Array(shape: shape, values: values)
+    }
+
+    /// The number of values `extents` declare, refused before allocating when it overflows, passes
+    /// `maxElements`, or its float32 copy would not fit in this machine's memory. libhdf5 reads
+    /// unwritten chunks as the fill value, so a file of a few hundred bytes can declare any size.
+    private static func checkedCount(_ extents: ArraySlice<Int64>, dataset name: String, file path: String,
+                                     maxElements: Int) throws -> Int {
+        let shape = extents.map { $0 < 0 ? "\(UInt64(bitPattern: $0))" : "\($0)" }.joined(separator: "×")
+        var count = 1, overflow = extents.contains { $0 < 0 }
+        for extent in extents where !overflow {
+            (count, overflow) = count.multipliedReportingOverflow(by: Int(extent))
+        }
+        guard !overflow, count <= maxElements else {
+            throw Diagnostic("dataset '\(name)' is shaped \(shape) = \(overflow ? "more values than an Int holds" : "\(count) values"); "
+                             + "at most \(maxElements) are read", file: path,
+                             hint: "Caffe's HDF5Data refuses datasets beyond INT_MAX values too: split it across files")
+        }
+        let bytes = UInt64(count) * UInt64(MemoryLayout<Float>.size)
+        guard bytes <= ProcessInfo.processInfo.physicalMemory else {
+            throw Diagnostic("dataset '\(name)' is shaped \(shape): \(bytes) bytes as float32, beyond this machine's "
+                             + "\(ProcessInfo.processInfo.physicalMemory) bytes of memory", file: path,
+                             hint: "split it across files listed in hdf5_data_param.source")
+        }
+        return count
     }
 
     /// Writes `datasets` (name, array) as float32 datasets into a new file at `path`, replacing it.

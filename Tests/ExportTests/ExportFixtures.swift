@@ -56,7 +56,9 @@ enum ExportFixtures {
     /// (removed afterwards), never the user's.
     static func swiftjit(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
         let bundle = Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }
-        let candidates = [bundle?.deletingLastPathComponent(), packageRoot.appendingPathComponent(".build/debug")].compactMap { $0 }
+        // The test executable's own folder first: a sanitizer build (another --scratch-path) keeps swiftjit there.
+        let executable = Bundle.main.executableURL?.resolvingSymlinksInPath().deletingLastPathComponent()
+        let candidates = [executable, bundle?.deletingLastPathComponent(), packageRoot.appendingPathComponent(".build/debug")].compactMap { $0 }
         guard let binary = candidates.map({ $0.appendingPathComponent("swiftjit") }).first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
             throw FixtureError("missing the swiftjit binary (build it with `swift build --build-tests`)")
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the fuzzing seed corpora in Tests/Fuzz/corpus/<harness>/ from ../shared/zoo and
 ../shared/golden (small files only), plus a few made here for readers those do not cover
-(solverstates, encoded Datums, config.pbtxt, server requests). Rerun after changing a reader's
+(solverstates, encoded Datums, config.pbtxt, server requests, HDF5Data files). Rerun after changing a reader's
 format; the corpora are committed so CI and tools/fuzz.sh start from them."""
 import io
 import os
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import h5py
 import lmdb
 import numpy as np
 
@@ -91,6 +92,9 @@ for ext in (".jpg", ".png"):
     ok, gray = cv2.imencode(ext, image[:, :, 0])
     put("datum", "encoded_gray%s.datum" % ext.replace(".", "_"),
         caffe_pb2.Datum(data=gray.tobytes(), label=1, encoded=True).SerializeToString())
+# The densest real JPEG (uniform white, progressive): JPEGBombTests.uniformProgressiveDecodes.
+ok, white = cv2.imencode(".jpg", np.full((768, 1024), 255, np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+put("datum", "encoded_progressive_white_gray_jpg.datum", caffe_pb2.Datum(data=white.tobytes(), label=7, encoded=True).SerializeToString())
 put("datum", "float.datum", caffe_pb2.Datum(channels=1, height=1, width=3, float_data=[0.5, 1.5, 2.5], label=7).SerializeToString())
 
 put("config", "full.pbtxt", """name: "squeezenet"
@@ -109,6 +113,29 @@ put("request", "json.req", b"\x01" + b'{"id":"42","inputs":[{"name":"data","shap
 header = b'{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"b","shape":[3],"datatype":"UINT8","parameters":{"binary_data_size":3}}],"parameters":{"binary_data_output":true}}'
 put("request", "binary.req", b"\x00" + struct.pack("<H", len(header)) + header + struct.pack("<2f", 1.5, -2) + bytes([1, 2, 3]))
 put("request", "ints.req", b"\x01" + b'{"inputs":[{"name":"x","shape":[3],"datatype":"INT64","data":[1,-2,9007199254740993]},{"name":"y","shape":[1],"datatype":"BOOL","data":[true]}]}')
+
+# hdf5: files as HDF5Data reads them (root datasets "data" and "label"), in the layouts and
+# types h5py writes: contiguous, chunked, gzip/shuffle-filtered, integer and double elements, a
+# fill-value-only dataset, and ones the reader must refuse (a scalar, strings, a group).
+def h5(name, build, **kwargs):
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", **kwargs) as f:
+        build(f)
+    put("hdf5", name + ".h5", buffer.getvalue())
+
+
+rows = np.arange(12, dtype=np.float32).reshape(3, 1, 2, 2)
+h5("contiguous_f4", lambda f: (f.create_dataset("data", data=rows), f.create_dataset("label", data=np.array([0, 1, 2], dtype=np.float32))))
+h5("chunked_gzip", lambda f: (f.create_dataset("data", data=rows, chunks=(1, 1, 2, 2), compression="gzip", shuffle=True),
+                              f.create_dataset("label", data=np.arange(3, dtype=np.int32), chunks=(2,))))
+h5("int_and_double", lambda f: (f.create_dataset("data", data=np.arange(6, dtype=">i2").reshape(2, 3)),
+                                f.create_dataset("label", data=np.array([1.5, -2.0]))))
+h5("uint8_fill_only", lambda f: (f.create_dataset("data", data=np.arange(8, dtype=np.uint8).reshape(2, 4)),
+                                 f.create_dataset("label", shape=(2,), dtype="f4", fillvalue=7)))
+h5("latest_format", lambda f: (f.create_dataset("data", data=rows[:1]), f.create_dataset("label", data=np.zeros(1, np.float64))),
+   libver="latest")
+h5("refused", lambda f: (f.create_dataset("data", data=np.float32(3)), f.create_dataset("label", data=np.array([b"ab", b"c"])),
+                         f.create_group("other")))
 
 for folder in sorted(OUT.iterdir()):
     files = list(folder.iterdir())

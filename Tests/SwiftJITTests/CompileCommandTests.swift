@@ -11,8 +11,11 @@ struct CompileCommandTests {
 
     /// The swiftjit binary built next to this test bundle.
     static func binary() throws -> URL {
+        // The test executable's own folder first: a build with another --scratch-path (the
+        // sanitizer builds, tools/sanitize.sh) has its swiftjit there, not in .build/debug.
         let bundle = Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }
-        let candidates = [bundle?.deletingLastPathComponent(), root.appendingPathComponent(".build/debug")].compactMap { $0 }
+        let executable = Bundle.main.executableURL?.resolvingSymlinksInPath().deletingLastPathComponent()
+        let candidates = [executable, bundle?.deletingLastPathComponent(), root.appendingPathComponent(".build/debug")].compactMap { $0 }
         for folder in candidates {
             let url = folder.appendingPathComponent("swiftjit")
             if FileManager.default.isExecutableFile(atPath: url.path) { return url }

@@ -124,7 +124,7 @@ struct ReaderLimitsTests {
 @Suite("fuzzing seeds and regressions replay cleanly")
 struct FuzzReplayTests {
     static let fuzz = CompileCommandTests.root.appendingPathComponent("Tests/Fuzz")
-    static let harnesses = ["net", "solver", "caffemodel", "solverstate", "binaryproto", "npy", "npz", "datum", "config", "request"]
+    static let harnesses = ["net", "solver", "caffemodel", "solverstate", "binaryproto", "npy", "npz", "datum", "config", "request", "hdf5"]
 
     @Test("each harness replays its seeds and regressions", arguments: harnesses)
     func replay(harness: String) throws {
@@ -214,5 +214,86 @@ struct JPEGBombTests {
         #expect(image.shape == [1, 768, 1024])
         #expect(image.label == 7)
         #expect(image.floatCHW().allSatisfy { $0 == 255 })
+    }
+}
+
+/// HDF5Data's files (`HDF5File`): libhdf5 reads a dataset that was never written as its fill
+/// value, so a 2 KB file can declare any size. The two files in Tests/Fuzz/regressions/hdf5 were
+/// written by h5py (`create_dataset("data", shape=..., dtype="f4", chunks=...)`, nothing written).
+@Suite("HDF5 files refuse impossible sizes")
+struct HDF5LimitsTests {
+    static func regression(_ name: String) -> String {
+        FuzzFindingsTests.regressions.appendingPathComponent("hdf5/\(name).h5").path
+    }
+
+    static func message(_ read: () throws -> [HDF5Array]) -> String {
+        do {
+            _ = try read()
+            Issue.record("expected an error")
+        } catch let diagnostic as Diagnostic {
+            return diagnostic.message
+        } catch {
+            Issue.record("not a Diagnostic: \(error)")
+        }
+        return ""
+    }
+
+    @Test("a dataset declaring 2^31 fill values (past Caffe's INT_MAX) is refused before reading, with its shape")
+    func pastIntMax() throws {
+        let path = Self.regression("declares-2147483648-fill-values")
+        #expect(Self.message { try HDF5File.read(path: path, datasets: ["data"]) }
+            == "dataset 'data' is shaped 2147483648 = 2147483648 values; at most 2147483647 are read")
+        // The label beside it is small and reads.
+        #expect(try HDF5File.read(path: path, datasets: ["label"]) == [HDF5Array(shape: [1], values: [0])])
+    }
+
+    @Test("a dataset of 2^40 × 2^40 values (an Int overflow) is refused, not a trap, from a file or from memory alike")
+    func overflowingExtents() throws {
+        let path = Self.regression("declares-1099511627776x1099511627776-fill-values")
+        let expected = "dataset 'data' is shaped 1099511627776×1099511627776 = more values than an Int holds; at most 2147483647 are read"
+        #expect(Self.message { try HDF5File.read(path: path, datasets: ["data"]) } == expected)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(Self.message { try HDF5File.read(image: bytes, label: "upload.h5", datasets: ["data"]) } == expected)
+    }
+
+    @Test("a compact dataset storing 0 of the 8 bytes its extents need is a diagnostic, not a NULL memcpy in libhdf5 (fuzz: hdf5)")
+    func compactDatasetShortOfBytes() throws {
+        let path = Self.regression("compact-dataset-storing-0-of-8-bytes")
+        #expect(Self.message { try HDF5File.read(path: path, datasets: ["data", "label"]) }
+            == "dataset 'label' cannot be read (the file is truncated or damaged)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(Self.message { try HDF5File.read(image: bytes, label: "fuzz.h5", datasets: ["label"]) }
+            == "dataset 'label' cannot be read (the file is truncated or damaged)")
+        // Its other dataset, contiguous and whole, still reads (8 one-byte integers).
+        #expect(try HDF5File.read(image: bytes, label: "fuzz.h5", datasets: ["data"]).first?.values.count == 8)
+    }
+
+    @Test("a float of 244 bytes over a 4-byte fill value is refused as not numeric, not a heap overflow in libhdf5 (fuzz: hdf5)")
+    func oddWidthElements() throws {
+        let path = Self.regression("244-byte-float-over-4-byte-fill-value")
+        #expect(Self.message { try HDF5File.read(path: path, datasets: ["label"]) }
+            == "dataset 'label' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)")
+    }
+
+    @Test("an HDF5 file held in memory reads like the file; empty or foreign bytes are a diagnostic naming the label")
+    func inMemoryImage() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-h5image-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).h5").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let data = HDF5Array(shape: [2, 3], values: [1, 2, 3, 4, 5, 6.5])
+        try HDF5File.write(path: path, datasets: [("data", data), ("label", HDF5Array(shape: [2], values: [0, 1]))])
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(try HDF5File.read(image: bytes, label: "a.h5", datasets: ["data", "label"])
+            == HDF5File.read(path: path, datasets: ["data", "label"]))
+        // A smaller limit (the fuzz harness's) applies the same way.
+        #expect(Self.message { try HDF5File.read(image: bytes, label: "a.h5", datasets: ["data"], maxElements: 5) }
+            == "dataset 'data' is shaped 2×3 = 6 values; at most 5 are read")
+        for junk in [Data(), Data("not hdf5".utf8), bytes.prefix(bytes.count / 2)] {
+            do {
+                _ = try HDF5File.read(image: junk, label: "a.h5", datasets: ["data"])
+                Issue.record("\(junk.count) bytes read as HDF5")
+            } catch let diagnostic as Diagnostic {
+                #expect(diagnostic.file == "a.h5")
+            }
+        }
     }
 }

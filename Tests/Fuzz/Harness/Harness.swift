@@ -12,7 +12,12 @@ import Serve
 /// The readers under fuzzing, each fed raw bytes as a user or a client could send them. Every
 /// harness must only ever return or throw; a trap, an ASan report, a leak or a hang is a bug.
 enum FuzzHarness: String, CaseIterable {
-    case net, solver, caffemodel, solverstate, binaryproto, npy, npz, datum, config, request
+    case net, solver, caffemodel, solverstate, binaryproto, npy, npz, datum, config, request, hdf5
+
+    /// The most values the hdf5 harness reads from one dataset (16 MB as float32): the reader's
+    /// real limits (INT_MAX values, physical memory) would let an input that declares 2^31 fill
+    /// values allocate 8 GB, past libFuzzer's 4 GB RSS limit, instead of exercising the code.
+    static let hdf5MaxElements = 1 << 22
 
     /// LeNet's TEST graph, to bind fuzzed caffemodels against as `compile --weights` does.
     static let lenet: Graph? = {
@@ -52,6 +57,11 @@ enum FuzzHarness: String, CaseIterable {
             _ = image.floatCHW()
         case .config:
             _ = try? ModelConfiguration.parse(String(decoding: data, as: UTF8.self))
+        case .hdf5:
+            // The bytes as an HDF5 file, read as HDF5Data reads one of its files: each top's root
+            // dataset ("data", "label"), then each alone (one missing must not hide the other).
+            _ = try? HDF5File.read(image: data, label: "<fuzz>", datasets: ["data", "label"], maxElements: Self.hdf5MaxElements)
+            _ = try? HDF5File.read(image: data, label: "<fuzz>", datasets: ["label"], maxElements: Self.hdf5MaxElements)
         case .request:
             // First byte even: a binary request whose JSON header is the next two bytes' length;
             // odd: a JSON-only body.
