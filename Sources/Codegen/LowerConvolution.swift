@@ -96,7 +96,7 @@ extension Lowering {
         if let tile = winogradTile(node, g, input: dims, outputs: shape(output)[1]) { return .winograd(tile) }
         if g.group == c, g.group > 1, dims.count == 4 { return .depthwise }
         if !g.isPointwise, let rows = bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) { return .banded(rows: rows) }
-        return usesPanelGemm(g, inputs: c, outputs: shape(output)[1]) ? .panels : .gemm
+        return usesPanelGemm(g, inputs: c, outputs: shape(output)[1], columns: result.reduce(1, *)) ? .panels : .gemm
     }
 
     /// A convolution with a residual folded in (`FuseResidual`): `activation(conv(x) + bias + r)`.
