@@ -48,9 +48,10 @@ enum PanelGemm {
         /// The deepest product (K) the tile takes; deeper ones stay with OpenBLAS.
         var maximumDepth = Int.max
         /// Whether the tile takes convolutions that add their product to a folded residual (β =
-        /// 1). The AVX2 tile does not: on ResNet-50's res2/res3 branch2c layers it ran at 0.79× of
-        /// OpenBLAS with β = 1, reading the cold residual at the end of each tile (prefetching it
-        /// before the K loop made it slower still).
+        /// 1). The AVX2 tile does not in place: on ResNet-50's res2/res3 branch2c layers it ran at
+        /// 0.79× of OpenBLAS with β = 1, reading the cold residual at the end of each tile
+        /// (prefetching it before the K loop made it slower still). Its packing kernel does
+        /// (`packs(depth:columns:)`): there the same layers ran ~10 % faster than OpenBLAS.
         var addsResiduals = true
         /// Whether the kernel packs X (`PackedPanelGemm`): K blocks of at most `depthBlock` rows of
         /// each column tile copied into a contiguous stack array, reused by a group of panels. Then
