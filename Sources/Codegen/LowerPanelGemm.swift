@@ -23,9 +23,9 @@ import Runtime
 /// (the shortcut's) holds. Used by default where the host has AVX-512, or AVX2 and FMA
 /// (`isNative`), each group's M is a multiple of the tile's `rows`, K is at most the tile's
 /// `maximumDepth` and, with a residual to add, the tile `addsResiduals` (depthwise convolutions
-/// have their own kernel). On AVX2 the tile takes K ≤ 256 in place, and any K over at least 64
-/// columns with X packed (`PackedPanelGemm`, from K = 64 on); deeper products over fewer columns
-/// (the 7×7 layers' K = 512–2048) stay with OpenBLAS.
+/// have their own kernel). On AVX2 the tile takes K ≤ 256 in place, and with X packed
+/// (`PackedPanelGemm`) K = 64–512 over at least 64 columns and deeper K over at least 256; deeper
+/// products over fewer columns (the 14×14 and 7×7 layers' K = 1024–2048) stay with OpenBLAS.
 ///
 /// Tiles tried for AVX2 (Benchmarks/README.md, "AVX2 path"; 1×1 convolutions of ResNet-50,
 /// MobileNet and SqueezeNet, interleaved with OpenBLAS's Zen kernels + epilogue): 4 × 3·8 was the
@@ -58,13 +58,17 @@ enum PanelGemm {
         /// `maximumDepth` bounds only the in-place kernel (training's unpacked left operands).
         var packsColumns = false
         var depthBlock = 256
-        /// The smallest products the packing kernel takes (where it measured faster than the
-        /// in-place one or OpenBLAS): K at least `packedDepth`, at least `packedColumns` columns.
-        var packedDepth = 64, packedColumns = 64
+        /// The products the packing kernel takes (where it measured faster than the in-place one
+        /// or OpenBLAS): K at least `packedDepth` over at least `packedColumns` columns, and products
+        /// deeper than `packedShallowDepth` only over at least `packedDeepColumns` columns (ResNet-50's
+        /// res4 branch2a, K = 1024 over 196 columns, ran at 0.89–0.93× of OpenBLAS packed).
+        var packedDepth = 64, packedColumns = 64, packedShallowDepth = 512, packedDeepColumns = 256
         var columns: Int { vectors * lanes }
 
         /// Whether a K-deep product over `n` columns runs the packing kernel.
-        func packs(depth k: Int, columns n: Int) -> Bool { packsColumns && k >= packedDepth && n >= packedColumns }
+        func packs(depth k: Int, columns n: Int) -> Bool {
+            packsColumns && k >= packedDepth && n >= packedColumns && (k <= packedShallowDepth || n >= packedDeepColumns)
+        }
 
         /// Whether the panel GEMM takes a K-deep product over `n` columns at all.
         func takes(depth k: Int, columns n: Int) -> Bool { k <= maximumDepth || packs(depth: k, columns: n) }

@@ -12,9 +12,10 @@ import Testing
 /// 7×7, 7×7 stride 2 on 3 channels, 1×1 stride 2, dilated, padded asymmetric) cover its use image
 /// by image in an item loop; grouped ones, its (image, group) matrices. Every case runs with the
 /// host's tile and the AVX2 one (8 × 3·16 and 4 × 3·8 on an AVX-512 host). The AVX2 tile packs X
-/// (`PackedPanelGemm`) for K ≥ 64 over at least 64 columns: K = 288, 514 and 1024 are two, three
-/// (the last block shorter) and four K blocks, and 40 outputs at K = 514 and 1024 are several panel
-/// groups, the last one partial; the 7×7 cases (49 columns) run the in-place kernel, or OpenBLAS.
+/// (`PackedPanelGemm`) for K = 64–512 over at least 64 columns and deeper K over at least 256:
+/// K = 514 and 1024 over 272 columns are three (the last block shorter) and four K blocks, 40 outputs
+/// there several panel groups, the last one partial; K = 1024 over 100 columns and the 7×7 cases
+/// (49 columns) run the in-place kernel, or OpenBLAS.
 @Suite("Panel GEMM convolutions")
 struct PanelGemmTests {
     static func compiler(panels: Bool, _ isa: VectorISA) throws -> NetCompiler {
@@ -33,7 +34,7 @@ struct PanelGemmTests {
     static let cases: [Case] = [
         Case(k: 32, m: 64), Case(n: 2, k: 16, m: 8, h: 3, w: 5), Case(h: 1, w: 1, bias: false), Case(n: 3, k: 24, m: 32, h: 4, w: 12),
         Case(k: 64, m: 24, h: 14, w: 14, bias: false), Case(h: 4, w: 17), Case(n: 2, h: 1, w: 73), Case(n: 2, k: 1024, m: 16, h: 10, w: 10), Case(k: 5, m: 8, h: 112, w: 112),
-        Case(n: 2, k: 514, m: 40, h: 9, w: 11), Case(k: 1024, m: 40, h: 8, w: 10, bias: false),
+        Case(n: 2, k: 514, m: 40, h: 16, w: 17), Case(k: 1024, m: 40, h: 16, w: 17, bias: false),
         Case(k: 32, m: 32, conv: "kernel_size: 3 pad: 1"), Case(n: 2, k: 3, m: 16, h: 29, w: 31, conv: "kernel_size: 7 stride: 2 pad: 3"),
         Case(n: 2, k: 16, m: 24, h: 14, w: 13, conv: "kernel_size: 1 stride: 2"),
         Case(k: 4, m: 8, h: 9, w: 11, conv: "kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2"),
