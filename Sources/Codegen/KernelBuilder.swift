@@ -161,6 +161,18 @@ final class KernelBuilder {
         loop(from: begin, to: end, body)
     }
 
+    /// `count` floats of stack memory, 64-byte aligned, allocated once in the entry block: per-call
+    /// scratch such as the panel GEMM's packed columns (each thread calls the kernel on its own
+    /// stack, so the memory is private to it). Keep it to tens of KB: worker threads have 1 MiB.
+    func stackArray(count: Int) -> Buffer {
+        let here = LLVMGetInsertBlock(llvm)
+        LLVMPositionBuilderBefore(llvm, entryBranch)
+        let slot = LLVMBuildArrayAlloca(llvm, f32, LLVMConstInt(i64, UInt64(count), 0), "scratch")!
+        LLVMSetAlignment(slot, 64)
+        LLVMPositionBuilderAtEnd(llvm, here)
+        return Buffer(base: slot, b: self)
+    }
+
     /// A mutable float kept in a stack slot (promoted to a register by the optimizer).
     func variable(_ initial: Scalar) -> Variable {
         let here = LLVMGetInsertBlock(llvm)

@@ -95,7 +95,7 @@ extension Lowering {
         if let tile = winogradTile(node, g, input: dims, outputs: shape(output)[1]) { return .winograd(tile) }
         if g.group == c, g.group > 1, dims.count == 4 { return .depthwise }
         if !g.isPointwise, let rows = bandRows(columnRows: c * g.kernel.reduce(1, *), result: result) { return .banded(rows: rows) }
-        return usesPanelGemm(g, inputs: c, outputs: shape(output)[1]) ? .panels : .gemm
+        return usesPanelGemm(g, inputs: c, outputs: shape(output)[1], columns: result.reduce(1, *)) ? .panels : .gemm
     }
 
     /// A convolution with a residual folded in (`FuseResidual`): `activation(conv(x) + bias + r)`.
@@ -109,7 +109,9 @@ extension Lowering {
         let free = program.buffers[r].isActivation && program.buffers[r].count == count(output) && r != buffer(input)
             && !program.inputs.contains { $0.buffer == r } && valuesLiving(in: r).allSatisfy { lastUse[$0] <= node.id }
         var path = convolutionPath(node, g, input: input, output: output)
-        if path == .panels, !panelTile.addsResiduals { path = .gemm }
+        // The AVX2 tile adds residuals only in its packing kernel (faster than OpenBLAS with β = 1 there).
+        let depth = shape(input)[1] / g.group * g.kernel.reduce(1, *), columns = shape(output)[2...].reduce(1, *)
+        if path == .panels, !panelTile.addsResiduals, !panelTile.packs(depth: depth, columns: columns) { path = .gemm }
         if path == .gemm || path == .panels, free {
             bind(output, to: r)
             let bias = g.biasTerm ? parameter(node, 1, "bias", blobs) : nil

@@ -23,14 +23,17 @@ import Runtime
 /// (the shortcut's) holds. Used by default where the host has AVX-512, or AVX2 and FMA
 /// (`isNative`), each group's M is a multiple of the tile's `rows`, K is at most the tile's
 /// `maximumDepth` and, with a residual to add, the tile `addsResiduals` (depthwise convolutions
-/// have their own kernel).
+/// have their own kernel). On AVX2 the tile takes K ≤ 256 in place, and with X packed
+/// (`PackedPanelGemm`) K = 64–512 over at least 64 columns and deeper K over at least 256; deeper
+/// products over fewer columns (the 14×14 and 7×7 layers' K = 1024–2048) stay with OpenBLAS.
 ///
 /// Tiles tried for AVX2 (Benchmarks/README.md, "AVX2 path"; 1×1 convolutions of ResNet-50,
 /// MobileNet and SqueezeNet, interleaved with OpenBLAS's Zen kernels + epilogue): 4 × 3·8 was the
 /// fastest; 6 × 2·8 (2 loads, 6 broadcasts per 12 FMAs) was ~13 % slower in sum, 8 × 1·8 (8
 /// accumulators, bound by the FMA latency) ~40 % slower. Against OpenBLAS, 4 × 3·8 wins up to
 /// K = 256 and loses on most layers from K = 512 on (it reads X in place, 3 strided rows of 96
-/// bytes per step, where OpenBLAS packs it): `maximumDepth` leaves those to OpenBLAS.
+/// bytes per step, where OpenBLAS packs it): `maximumDepth` bounds the in-place kernel, and the
+/// packing kernel takes the products where it measured faster (`packs(depth:columns:)`).
 enum PanelGemm {
     /// An accumulator tile: `rows` output channels × `vectors` vectors of `lanes` columns.
     struct Tile: Equatable, Sendable {
@@ -45,16 +48,35 @@ enum PanelGemm {
         /// The deepest product (K) the tile takes; deeper ones stay with OpenBLAS.
         var maximumDepth = Int.max
         /// Whether the tile takes convolutions that add their product to a folded residual (β =
-        /// 1). The AVX2 tile does not: on ResNet-50's res2/res3 branch2c layers it ran at 0.79× of
-        /// OpenBLAS with β = 1, reading the cold residual at the end of each tile (prefetching it
-        /// before the K loop made it slower still).
+        /// 1). The AVX2 tile does not in place: on ResNet-50's res2/res3 branch2c layers it ran at
+        /// 0.79× of OpenBLAS with β = 1, reading the cold residual at the end of each tile
+        /// (prefetching it before the K loop made it slower still). Its packing kernel does
+        /// (`packs(depth:columns:)`): there the same layers ran ~10 % faster than OpenBLAS.
         var addsResiduals = true
+        /// Whether the kernel packs X (`PackedPanelGemm`): K blocks of at most `depthBlock` rows of
+        /// each column tile copied into a contiguous stack array, reused by a group of panels. Then
+        /// `maximumDepth` bounds only the in-place kernel (training's unpacked left operands).
+        var packsColumns = false
+        var depthBlock = 256
+        /// The products the packing kernel takes (where it measured faster than the in-place one
+        /// or OpenBLAS): K at least `packedDepth` over at least `packedColumns` columns, and products
+        /// deeper than `packedShallowDepth` only over at least `packedDeepColumns` columns (ResNet-50's
+        /// res4 branch2a, K = 1024 over 196 columns, ran at 0.89–0.93× of OpenBLAS packed).
+        var packedDepth = 64, packedColumns = 64, packedShallowDepth = 512, packedDeepColumns = 256
         var columns: Int { vectors * lanes }
+
+        /// Whether a K-deep product over `n` columns runs the packing kernel.
+        func packs(depth k: Int, columns n: Int) -> Bool {
+            packsColumns && k >= packedDepth && n >= packedColumns && (k <= packedShallowDepth || n >= packedDeepColumns)
+        }
+
+        /// Whether the panel GEMM takes a K-deep product over `n` columns at all.
+        func takes(depth k: Int, columns n: Int) -> Bool { k <= maximumDepth || packs(depth: k, columns: n) }
 
         /// One tile per vector width (`CPUFeatures.vectorLanes`); the 4-lane one (SSE, 16 xmm)
         /// is used only when a caller asks for panel GEMMs on such a host.
         static let table = [Tile(lanes: 16, rows: 8, vectors: 3, unrolled: true),
-                            Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false),
+                            Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false, packsColumns: true),
                             Tile(lanes: 4, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false)]
 
         /// The tile for vectors of `lanes` floats.
@@ -96,9 +118,9 @@ enum PanelGemm {
 extension Lowering {
     /// Whether `PanelGemm` can run this convolution's product (see its conditions); for
     /// `convolutionPath`, which tries Winograd, depthwise and banded first.
-    func usesPanelGemm(_ g: ConvolutionGeometry, inputs c: Int, outputs: Int) -> Bool {
+    func usesPanelGemm(_ g: ConvolutionGeometry, inputs c: Int, outputs: Int, columns: Int) -> Bool {
         let tile = panelTile
-        return panelGemms && (outputs / g.group) % tile.rows == 0 && c / g.group * g.kernel.reduce(1, *) <= tile.maximumDepth
+        return panelGemms && (outputs / g.group) % tile.rows == 0 && tile.takes(depth: c / g.group * g.kernel.reduce(1, *), columns: columns)
     }
 
     /// The panel GEMM's tile for the JIT's vector width.
@@ -148,6 +170,10 @@ extension Lowering {
                                         activation applies: Bool = true, rowStride: Int? = nil) throws {
         precondition(rowStride == nil || (n == 1 && groups == 1), "an unpacked left operand is one matrix")
         let tileShape = panelTile
+        if tileShape.packs(depth: k, columns: spatial), rowStride == nil {
+            return try emitPackedPanelGemm(node, matrices: n, groups: groups, inputs: k, outputs: m, spatial: spatial, input: input, output: output,
+                                           panels: panels, bias: bias, accumulate: accumulate, activation: applies ? node.fusedActivation : nil)
+        }
         let (rows, lanes, tileColumns) = (tileShape.rows, tileShape.lanes, tileShape.columns)
         let wholeTiles = spatial / tileColumns, tail = spatial % tileColumns
         let chunkTiles = PanelGemm.chunkTiles(inputs: k, tile: tileShape)

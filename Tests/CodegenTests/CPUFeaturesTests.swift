@@ -47,14 +47,16 @@ struct CPUFeaturesTests {
         #expect(throws: CPUFeaturesError.self) { try CPUFeatures.effective(environment: ["SWIFTJIT_CPU_FEATURES": "-avx51f"]) }
     }
 
-    /// A net with every vector kernel family: a 1×1 convolution (panel GEMM), a depthwise one
-    /// (vector rows), a 3×3 one (Winograd), pooling and an InnerProduct.
+    /// A net with every vector kernel family: 1×1 convolutions (the panel GEMM reading X in place,
+    /// K = 16, and packing it, K = 64 over 196 columns), a depthwise one (vector rows), a 3×3 one
+    /// (Winograd), pooling and an InnerProduct.
     static let net = """
     layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 16 dim: 14 dim: 14 } } }
-    layer { name: "pw" type: "Convolution" bottom: "x" top: "pw" convolution_param { num_output: 32 kernel_size: 1 } }
+    layer { name: "pw" type: "Convolution" bottom: "x" top: "pw" convolution_param { num_output: 64 kernel_size: 1 } }
     layer { name: "relu" type: "ReLU" bottom: "pw" top: "pw" }
-    layer { name: "dw" type: "Convolution" bottom: "pw" top: "dw" convolution_param { num_output: 32 group: 32 kernel_size: 3 pad: 1 } }
-    layer { name: "c3" type: "Convolution" bottom: "dw" top: "c3" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+    layer { name: "dw" type: "Convolution" bottom: "pw" top: "dw" convolution_param { num_output: 64 group: 64 kernel_size: 3 pad: 1 } }
+    layer { name: "pk" type: "Convolution" bottom: "dw" top: "pk" convolution_param { num_output: 32 kernel_size: 1 } }
+    layer { name: "c3" type: "Convolution" bottom: "pk" top: "c3" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
     layer { name: "pool" type: "Pooling" bottom: "c3" top: "pool" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
     layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 10 } }
     """
@@ -90,7 +92,11 @@ struct CPUFeaturesTests {
         let pointwise = net.executable.steps.filter { $0.label == "pw" }.map { step -> String in
             if case .kernel(let k) = step.action { return k.kernel.name } else { return "not a kernel" }
         }
-        #expect(pointwise.count == 1 && pointwise[0].hasPrefix("conv_panels"), "\(pointwise)")
+        #expect(pointwise.count == 1 && pointwise[0].hasPrefix("conv_panels") && !pointwise[0].hasPrefix("conv_panels_packed"), "\(pointwise)")
+        let packed = net.executable.steps.filter { $0.label == "pk" }.map { step -> String in
+            if case .kernel(let k) = step.action { return k.kernel.name } else { return "not a kernel" }
+        }
+        #expect(packed.count == 1 && packed[0].hasPrefix("conv_panels_packed"), "\(packed)")
         guard CPUFeatures.host().contains("avx512f") else { return }
         let (hostAssembly, _) = try Self.compile(.host)
         let panel = hostAssembly.filter { $0.key.hasPrefix("conv_panels") }

@@ -11,8 +11,11 @@ import Testing
 /// image (large K), batches, with and without bias. Convolutions with im2col columns (3×3 at
 /// 7×7, 7×7 stride 2 on 3 channels, 1×1 stride 2, dilated, padded asymmetric) cover its use image
 /// by image in an item loop; grouped ones, its (image, group) matrices. Every case runs with the
-/// host's tile and the AVX2 one (8 × 3·16 and 4 × 3·8 on an AVX-512 host; the AVX2 tile takes
-/// products up to K = 256, so its cases with K = 288 and 1024 check that those stay with OpenBLAS).
+/// host's tile and the AVX2 one (8 × 3·16 and 4 × 3·8 on an AVX-512 host). The AVX2 tile packs X
+/// (`PackedPanelGemm`) for K = 64–512 over at least 64 columns and deeper K over at least 256:
+/// K = 514 and 1024 over 272 columns are three (the last block shorter) and four K blocks, 40 outputs
+/// there several panel groups, the last one partial; K = 1024 over 100 columns and the 7×7 cases
+/// (49 columns) run the in-place kernel, or OpenBLAS.
 @Suite("Panel GEMM convolutions")
 struct PanelGemmTests {
     static func compiler(panels: Bool, _ isa: VectorISA) throws -> Compiler {
@@ -31,6 +34,7 @@ struct PanelGemmTests {
     static let cases: [Case] = [
         Case(k: 32, m: 64), Case(n: 2, k: 16, m: 8, h: 3, w: 5), Case(h: 1, w: 1, bias: false), Case(n: 3, k: 24, m: 32, h: 4, w: 12),
         Case(k: 64, m: 24, h: 14, w: 14, bias: false), Case(h: 4, w: 17), Case(n: 2, h: 1, w: 73), Case(n: 2, k: 1024, m: 16, h: 10, w: 10), Case(k: 5, m: 8, h: 112, w: 112),
+        Case(n: 2, k: 514, m: 40, h: 16, w: 17), Case(k: 1024, m: 40, h: 16, w: 17, bias: false),
         Case(k: 32, m: 32, conv: "kernel_size: 3 pad: 1"), Case(n: 2, k: 3, m: 16, h: 29, w: 31, conv: "kernel_size: 7 stride: 2 pad: 3"),
         Case(n: 2, k: 16, m: 24, h: 14, w: 13, conv: "kernel_size: 1 stride: 2"),
         Case(k: 4, m: 8, h: 9, w: 11, conv: "kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2"),
@@ -54,10 +58,10 @@ struct PanelGemmTests {
         let input = NDArray(shape: [c.n, c.k, c.h, c.w], data: values.next(c.n * c.k * c.h * c.w))
         let fast = try Self.compiler(panels: true, isa).compile(graph: graph, parameters: parameters)
         let reference = try Self.compiler(panels: false, isa).compile(graph: graph, parameters: parameters)
-        // Products deeper than the tile's limit (K > 256 on AVX2) stay with OpenBLAS.
-        let depth = weightShape[1...].reduce(1, *), limit = PanelGemm.Tile.forLanes(try isa.features().vectorLanes).maximumDepth
-        #expect(Self.runsGemm(fast) == (depth > limit) && Self.runsGemm(reference))
         let a = try fast.run(inputs: ["x": input])["y"]!, b = try reference.run(inputs: ["x": input])["y"]!
+        // Products the tile does not take (on AVX2: K > 256 over fewer than 64 columns) stay with OpenBLAS.
+        let depth = weightShape[1...].reduce(1, *), tile = PanelGemm.Tile.forLanes(try isa.features().vectorLanes)
+        #expect(Self.runsGemm(fast) == !tile.takes(depth: depth, columns: b.shape[2...].reduce(1, *)) && Self.runsGemm(reference))
         #expect(a.shape == b.shape)
         let scale = b.data.map(abs).max()!
         let worst = zip(a.data, b.data).map { abs($0 - $1) }.max()!
