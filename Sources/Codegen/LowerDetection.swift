@@ -16,14 +16,8 @@ extension Lowering {
 
     /// PriorBox's top for this graph's shapes (inference and training hold it differently).
     func priorBoxValues(_ node: Node) throws -> [Float] {
-        let feature = shape(node.inputs[0])
-        let geometry = try PriorBoxGeometry(node.layer.priorBoxParam)
-        var image = (height: 0, width: 0)
-        if node.inputs.count > 1 {
-            let dims = shape(node.inputs[1])
-            image = (dims[2], dims[3])
-        }
-        let values = geometry.output(featureHeight: feature[2], featureWidth: feature[3], image: image)
+        let values = try PriorBoxGeometry(node.layer.priorBoxParam)
+            .output(feature: shape(node.inputs[0]), image: node.inputs.count > 1 ? shape(node.inputs[1]) : nil)
         guard values.count == count(node.outputs[0]) else {
             throw unsupported(node, "its \(values.count) prior values do not fill the \(shape(node.outputs[0])) top")
         }

@@ -256,6 +256,14 @@ public struct PriorBoxGeometry: Sendable {
         offset = p.offset
     }
 
+    /// The layer's output for its bottoms' shapes: the feature map N×C×H×W, and the image blob
+    /// when there is a second bottom (its H×W; a missing or non-4-D one means none, as Caffe's
+    /// PriorBox reads only the image blob's height and width).
+    public func output(feature: [Int], image: [Int]?) -> [Float] {
+        let size = image.flatMap { $0.count == 4 ? (height: $0[2], width: $0[3]) : nil } ?? (height: 0, width: 0)
+        return output(featureHeight: feature[2], featureWidth: feature[3], image: size)
+    }
+
     /// The layer's output for a `featureHeight × featureWidth` map and an image of `image` size
     /// (used when the prototxt gives none): `2 × (cells·priors·4)` values, boxes then variances.
     public func output(featureHeight: Int, featureWidth: Int, image: (height: Int, width: Int)) -> [Float] {

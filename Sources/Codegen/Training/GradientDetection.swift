@@ -27,11 +27,7 @@ extension TrainingLowering {
     /// Permute backward (`PermuteLayer::Backward_cpu`): the top diff permuted back by the inverse order.
     mutating func lowerPermuteBackward(_ node: Node) throws {
         guard analysis.writesBottomDiff(node, 0) else { return }
-        let order = try Permutation(node.layer.permuteParam, rank: shape(node.inputs[0]).count).order
-        var inverse = Array(repeating: 0, count: order.count)
-        for (i, axis) in order.enumerated() { inverse[axis] = i }
-        let dy = try topDiff(node, node.outputs[0])
-        try base.emitAxisPermutation(node, input: dy, output: bottomDiff(node, 0), dims: shape(node.outputs[0]), order: inverse)
+        try lowerAxisPermutationBackward(node, order: Permutation(node.layer.permuteParam, rank: shape(node.inputs[0]).count).order)
     }
 
     /// MultiBoxLoss backward (`MultiBoxLossLayer::Backward_cpu`): the inner losses' gradients the

@@ -145,7 +145,12 @@ extension TrainingLowering {
     /// Transpose backward: the top diff permuted back (bottom axis `dim[i]` is top axis i).
     mutating func lowerTransposeBackward(_ node: Node) throws {
         guard analysis.writesBottomDiff(node, 0) else { return }
-        let order = try AxisTransposition(node.layer.transposeParam, rank: shape(node.inputs[0]).count).order
+        try lowerAxisPermutationBackward(node, order: AxisTransposition(node.layer.transposeParam, rank: shape(node.inputs[0]).count).order)
+    }
+
+    /// The backward of a layer whose top axis i is bottom axis `order[i]` (Permute, Transpose):
+    /// the top diff permuted by the inverse order into the bottom diff.
+    mutating func lowerAxisPermutationBackward(_ node: Node, order: [Int]) throws {
         var inverse = Array(repeating: 0, count: order.count)
         for (i, axis) in order.enumerated() { inverse[axis] = i }
         let dy = try topDiff(node, node.outputs[0])

@@ -25,10 +25,8 @@ extension ONNXLowering {
             let scale = try parameter(node, 0, reshapedTo: p.channelShared ? [1] : [channels] + Array(repeating: 1, count: shape.count - 2))
             writer.node("Mul", name: node.name, inputs: [normalized, scale], outputs: [output(node)])
         case .priorBox:
-            let geometry = try PriorBoxGeometry(node.layer.priorBoxParam)
-            let image = node.inputs.count > 1 ? inputShape(node, 1) : []
-            let values = geometry.output(featureHeight: shape[2], featureWidth: shape[3],
-                                         image: image.count == 4 ? (image[2], image[3]) : (0, 0))
+            let values = try PriorBoxGeometry(node.layer.priorBoxParam)
+                .output(feature: shape, image: node.inputs.count > 1 ? inputShape(node, 1) : nil)
             let constant = writer.constant("\(node.name)/priors", values, shape: outputShape(node))
             writer.node("Identity", name: node.name, inputs: [constant], outputs: [output(node)])
         case .detectionOutput:
