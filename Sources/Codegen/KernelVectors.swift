@@ -15,6 +15,7 @@ struct FloatVector {
     unowned let b: KernelBuilder
 
     static func + (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFAdd) }
+    static func - (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFSub) }
     static func * (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFMul) }
     static func < (l: FloatVector, r: FloatVector) -> LLVMValueRef {
         LLVMBuildFCmp(l.b.llvm, LLVMRealOLT, l.ref, r.ref, "")
@@ -69,6 +70,29 @@ extension KernelBuilder {
             value = LLVMBuildFAdd(llvm, half(0), half(width), "")!
         }
         return Scalar(ref: LLVMBuildExtractElement(llvm, value, LLVMConstInt(i32, 0, 0), "")!, b: self)
+    }
+
+    /// Sums over the `count` consecutive positions `start..<start + count` of a row, for reductions
+    /// the loop vectorizer will not reorder: `terms(i, mask)` gives, for each of the `sums` sums,
+    /// its terms at positions `i..<i + width` (loads through `mask`), and lanes outside the mask
+    /// are zeroed here, so a term like `(x − mean)²` may be written plainly. One vector
+    /// accumulator per sum runs over the row, the last partial vector masked, then a tree over its
+    /// lanes: a fixed order, the same bits on every run, but not the scalar left-to-right one.
+    func rowSums(_ sums: Int, count: Int, from start: Index, width: Int, _ terms: (Index, LaneMask) -> [FloatVector]) -> [Scalar] {
+        let full = count / width, tail = count % width
+        let whole = LaneMask(first: width, of: width)
+        var totals = loop(0..<full, carrying: Array(repeating: splat(0, width: width), count: sums), unrolled: false) { i, carried in
+            zip(carried, terms(start + i * width, whole)).map { $0 + $1 }
+        }
+        if tail > 0 {
+            let mask = LaneMask(first: tail, of: width)
+            let zero = splat(0, width: width)
+            let masked = terms(start + index(full * width), mask).map {
+                FloatVector(ref: LLVMBuildSelect(llvm, maskConstant(mask), $0.ref, zero.ref, "")!, width: width, b: self)
+            }
+            totals = zip(totals, masked).map { $0 + $1 }
+        }
+        return totals.map { sum($0) }
     }
 
     /// `a` when the scalar `condition` holds, else `b`: the whole vector either way.

@@ -48,25 +48,25 @@ extension TrainingLowering {
             let m = n * inner
             let correction: Float = m > 1 ? Float(m) / Float(m - 1) : 1
             let inverse = Float(1) / Float(m)
-            let signature = "bn.batch n\(n) c\(c) i\(inner) eps\(eps.bitPattern) f\(fraction.bitPattern)"
+            let lanes = base.cache.jit.features.vectorLanes
+            let signature = "bn.batch n\(n) c\(c) i\(inner) eps\(eps.bitPattern) f\(fraction.bitPattern) rows of \(lanes)"
             try base.emitKernel(node, signature, operands: [x, mean, variance, factor, statistics], tasks: c, work: 2 * count(node.inputs[0])) { b in
                 let (x, storedMean, storedVariance, storedFactor, stats) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
                 b.forEachTask { ch in
                     let total = b.variable(b.constant(0))
                     b.loop(0..<n, unrolled: false) { item in
-                        let sum = b.variable(b.constant(0))
-                        b.loop(0..<inner) { i in sum.value = sum.value + x[(item * c + ch) * inner + i] }
-                        total.value = total.value + sum.value * inverse
+                        let sum = b.rowSums(1, count: inner, from: (item * c + ch) * inner, width: lanes) { i, mask in [x.load(i, mask)] }[0]
+                        total.value = total.value + sum * inverse
                     }
                     let average = total.value
+                    let center = b.splat(average, width: lanes)
                     let squares = b.variable(b.constant(0))
                     b.loop(0..<n, unrolled: false) { item in
-                        let sum = b.variable(b.constant(0))
-                        b.loop(0..<inner) { i in
-                            let d = x[(item * c + ch) * inner + i] - average
-                            sum.value = sum.value + d * d
-                        }
-                        squares.value = squares.value + sum.value * inverse
+                        let sum = b.rowSums(1, count: inner, from: (item * c + ch) * inner, width: lanes) { i, mask in
+                            let d = x.load(i, mask) - center
+                            return [d * d]
+                        }[0]
+                        squares.value = squares.value + sum * inverse
                     }
                     let batchVariance = squares.value
                     b.when(b.equal(ch, 0)) { storedFactor[b.index(0)] = storedFactor[b.index(0)] * fraction + 1 }
@@ -110,19 +110,18 @@ extension TrainingLowering {
         }
         let y = data(node.outputs[0])
         let sums = Operand(base.scratch(node, "gradient sums", count: 2 * c))
-        try base.emitKernel(node, "bn.batch.sums n\(n) c\(c) i\(inner)", operands: [dy, y, sums], tasks: c, work: 2 * elements) { b in
+        let lanes = base.cache.jit.features.vectorLanes
+        try base.emitKernel(node, "bn.batch.sums n\(n) c\(c) i\(inner) rows of \(lanes)", operands: [dy, y, sums], tasks: c, work: 2 * elements) { b in
             let (topDiff, y, sums) = (b.operand(0), b.operand(1), b.operand(2))
             b.forEachTask { ch in
                 let product = b.variable(b.constant(0)), plain = b.variable(b.constant(0))
                 b.loop(0..<n, unrolled: false) { item in
-                    let p = b.variable(b.constant(0)), s = b.variable(b.constant(0))
-                    b.loop(0..<inner) { i in
-                        let at = (item * c + ch) * inner + i
-                        p.value = p.value + topDiff[at] * y[at]
-                        s.value = s.value + topDiff[at]
+                    let row = b.rowSums(2, count: inner, from: (item * c + ch) * inner, width: lanes) { i, mask in
+                        let d = topDiff.load(i, mask)
+                        return [d * y.load(i, mask), d]
                     }
-                    product.value = product.value + p.value
-                    plain.value = plain.value + s.value
+                    product.value = product.value + row[0]
+                    plain.value = plain.value + row[1]
                 }
                 sums[ch] = product.value
                 sums[ch + c] = plain.value
@@ -171,18 +170,17 @@ extension TrainingLowering {
             let target = twoBottoms ? bottomDiff(node, 1) : parameter(node, 0).diff
             let isElementwise = count(input) == channels
             let accumulate = !twoBottoms && !isElementwise && !(outer == 1 && inner > 1 && channels > 1)
-            try base.emitKernel(node, "scale.grad o\(outer) c\(channels) i\(inner) accumulate=\(accumulate)", operands: [dy, data(input), target],
-                                tasks: channels, work: count(input)) { b in
+            let lanes = base.cache.jit.features.vectorLanes
+            try base.emitKernel(node, "scale.grad o\(outer) c\(channels) i\(inner) accumulate=\(accumulate) rows of \(lanes)",
+                                operands: [dy, data(input), target], tasks: channels, work: count(input)) { b in
                 let (topDiff, x, result) = (b.operand(0), b.operand(1), b.operand(2))
                 b.forEachTask { ch in
                     let total = b.variable(accumulate ? result[ch] : b.constant(0))
                     b.loop(0..<outer, unrolled: false) { o in
-                        let sum = b.variable(b.constant(0))
-                        b.loop(0..<inner) { i in
-                            let at = (o * channels + ch) * inner + i
-                            sum.value = sum.value + topDiff[at] * x[at]
-                        }
-                        total.value = total.value + sum.value
+                        let sum = b.rowSums(1, count: inner, from: (o * channels + ch) * inner, width: lanes) { i, mask in
+                            [topDiff.load(i, mask) * x.load(i, mask)]
+                        }[0]
+                        total.value = total.value + sum
                     }
                     result[ch] = total.value
                 }
