@@ -33,37 +33,10 @@ extension Lowering {
                 Self.winogradWeights(weights, outputs: outputs, channels: channels, tile: tile, into: target)
             }
             for (input, output) in zip(node.inputs, node.outputs) {
-                let (n, image, result) = (shape(input)[0], Array(shape(input)[2...]), Array(shape(output)[2...]))
-                let (rows, columns) = tile.tiles(result[0], result[1])
-                if let bandRows = winogradBandRows(tile, result: result, channels: channels, outputs: outputs) {
-                    // Large images: band by band, each band's transforms and GEMMs on one thread.
-                    let bandTiles = bandRows * columns
-                    let v = scratch(node, "winograd input", count: area * channels * bandTiles * threads)
-                    let m = scratch(node, "winograd products", count: area * outputs * bandTiles * threads)
-                    let (x, y) = (buffer(input), buffer(output))
-                    let (imageCount, resultCount) = (channels * image.reduce(1, *), outputs * result.reduce(1, *))
-                    for item in 0..<n {
-                        try emitItemLoop(node, items: rows / bandRows, strides: [:],
-                                         privateSlices: [v: area * channels * bandTiles, m: area * outputs * bandTiles], taskSlices: true) { lowering in
-                            try lowering.emitWinograd(node, tile: tile, bandRows: bandRows, channels: channels, outputs: outputs, image: image,
-                                                      result: result, pad: geometry.pad, input: Operand(x, offset: item * imageCount),
-                                                      output: Operand(y, offset: item * resultCount), transformed: transformed,
-                                                      bias: bias.map { Operand($0) }, scratch: Operand(v), products: Operand(m))
-                        }
-                    }
-                    continue
-                }
-                let tiles = rows * columns
-                let copies = n > 1 ? threads : 1
-                let v = scratch(node, "winograd input", count: area * channels * tiles * copies)
-                let m = scratch(node, "winograd products", count: area * outputs * tiles * copies)
-                let (x, y) = (buffer(input), buffer(output))
-                try emitItemLoop(node, items: n, strides: [x: channels * image.reduce(1, *), y: outputs * result.reduce(1, *)],
-                                 privateSlices: [v: area * channels * tiles, m: area * outputs * tiles]) { lowering in
-                    try lowering.emitWinograd(node, tile: tile, channels: channels, outputs: outputs, image: image, result: result, pad: geometry.pad,
-                                              input: Operand(x), output: Operand(y), transformed: transformed,
-                                              bias: bias.map { Operand($0) }, scratch: Operand(v), products: Operand(m))
-                }
+                try emitWinogradConvolution(node, tile: tile, items: shape(input)[0], channels: channels, outputs: outputs,
+                                            image: Array(shape(input)[2...]), result: Array(shape(output)[2...]), pad: geometry.pad,
+                                            input: Operand(buffer(input)), output: Operand(buffer(output)), transformed: transformed,
+                                            bias: bias.map { Operand($0) })
             }
             return
         }
@@ -74,6 +47,45 @@ extension Lowering {
         let weights = parameter(node, 0, "weights", blobs)
         for (input, output) in zip(node.inputs, node.outputs) {
             try lowerConvolution(node, geometry, path: path, input: input, output: output, weights: weights, bias: bias)
+        }
+    }
+
+    /// A batch of `items` images through Winograd F(m×m, 3×3) (`emitWinograd`) with the filters
+    /// `transformed` (`winogradWeights`): large images band by band, each band's transforms and
+    /// GEMMs on one thread while its tiles are in cache; smaller ones image by image, one image per
+    /// thread. Inference and training forwards call it, and training's input gradient of a 3×3
+    /// stride-1 convolution (itself such a convolution of the top diff), whose scratch buffers
+    /// take `label` so they stay apart from the forward's.
+    mutating func emitWinogradConvolution(_ node: Node, tile: WinogradTile, items n: Int, channels: Int, outputs: Int, image: [Int],
+                                          result: [Int], pad: [Int], input: Operand, output: Operand, transformed: BufferID,
+                                          bias: Operand?, label: String = "winograd") throws {
+        let area = tile.alpha * tile.alpha
+        let (rows, columns) = tile.tiles(result[0], result[1])
+        let (imageCount, resultCount) = (channels * image.reduce(1, *), outputs * result.reduce(1, *))
+        if let bandRows = winogradBandRows(tile, result: result, channels: channels, outputs: outputs) {
+            let bandTiles = bandRows * columns
+            let v = scratch(node, "\(label) input", count: area * channels * bandTiles * threads)
+            let m = scratch(node, "\(label) products", count: area * outputs * bandTiles * threads)
+            for item in 0..<n {
+                try emitItemLoop(node, items: rows / bandRows, strides: [:],
+                                 privateSlices: [v: area * channels * bandTiles, m: area * outputs * bandTiles], taskSlices: true) { lowering in
+                    try lowering.emitWinograd(node, tile: tile, bandRows: bandRows, channels: channels, outputs: outputs, image: image,
+                                              result: result, pad: pad, input: Operand(input.buffer, offset: input.offset + item * imageCount),
+                                              output: Operand(output.buffer, offset: output.offset + item * resultCount), transformed: transformed,
+                                              bias: bias, scratch: Operand(v), products: Operand(m))
+                }
+            }
+            return
+        }
+        let tiles = rows * columns
+        let copies = n > 1 ? threads : 1
+        let v = scratch(node, "\(label) input", count: area * channels * tiles * copies)
+        let m = scratch(node, "\(label) products", count: area * outputs * tiles * copies)
+        try emitItemLoop(node, items: n, strides: [input.buffer: imageCount, output.buffer: resultCount],
+                         privateSlices: [v: area * channels * tiles, m: area * outputs * tiles]) { lowering in
+            try lowering.emitWinograd(node, tile: tile, channels: channels, outputs: outputs, image: image, result: result, pad: pad,
+                                      input: input, output: output, transformed: transformed,
+                                      bias: bias, scratch: Operand(v), products: Operand(m))
         }
     }
 

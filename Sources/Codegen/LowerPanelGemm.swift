@@ -165,10 +165,16 @@ extension Lowering {
     /// whose rows are `rowStride` apart (one matrix, one group): each K step broadcasts one value
     /// from each of the tile's rows, `rows` streams read in order. Training's weight gradient
     /// multiplies the columns it has just built this way, so nothing is packed per image.
+    /// `rowBlocks` (with `rowStride`) splits K into `count` blocks of `rowStride` steps whose rows
+    /// start `stride` apart: several images' columns side by side in K, each image's where it lies,
+    /// so a small image's weight gradient is one product over a block of images, not one per image.
     mutating func emitPanelGemm(_ node: Node, matrices n: Int, groups: Int, inputs k: Int, outputs m: Int, spatial: Int,
                                         input: Operand, output: Operand, panels: Operand, bias: Operand?, accumulate: Bool,
-                                        activation applies: Bool = true, rowStride: Int? = nil) throws {
+                                        activation applies: Bool = true, rowStride: Int? = nil,
+                                        rowBlocks: (count: Int, stride: Int)? = nil) throws {
         precondition(rowStride == nil || (n == 1 && groups == 1), "an unpacked left operand is one matrix")
+        precondition(rowBlocks == nil || (rowStride.map { $0 * rowBlocks!.count == k } ?? false), "row blocks split K in rowStride steps")
+        let blocks = rowBlocks.flatMap { $0.count > 1 ? $0 : nil }
         let tileShape = panelTile
         if tileShape.packs(depth: k, columns: spatial), rowStride == nil {
             return try emitPackedPanelGemm(node, matrices: n, groups: groups, inputs: k, outputs: m, spatial: spatial, input: input, output: output,
@@ -181,6 +187,7 @@ extension Lowering {
         let activation = applies ? node.fusedActivation : nil
         let signature = "conv.panels \(rows)x\(tileShape.vectors)x\(lanes) g\(groups) k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
             + (activation.map { " " + $0.signature } ?? "") + (rowStride.map { " rows\($0)" } ?? "")
+            + (blocks.map { " blocks\($0.count)x\($0.stride)" } ?? "")
         try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelCount, work: n * m * spatial * k) { b in
             let (x, y, a) = (b.operand(0), b.operand(1), b.operand(2))
@@ -196,18 +203,31 @@ extension Lowering {
                 func tile(_ first: Index, _ masks: [LaneMask]) {
                     let widths = masks.map(\.lanes.count)
                     let zeros = (0..<rows).flatMap { _ in widths.map { b.splat(0, width: $0) } }
-                    let sums = b.loop(0..<k, carrying: zeros, unrolled: tileShape.unrolled) { kk, sums in
+                    /// One K step: `kk` of the right operand, `left` the left operand's element of row 0.
+                    func step(_ kk: Index, left: Index, _ sums: [FloatVector]) -> [FloatVector] {
                         let row = pixels + kk * spatial + first
                         let columns = masks.enumerated().map { j, mask in x.load(row + j * lanes, mask) }
                         var next = sums
                         for r in 0..<rows {
                             // One load; the optimizer merges equal broadcasts of it.
-                            let weight = rowStride.map { a[panel * (rows * $0) + r * $0 + kk] } ?? a[weights + kk * rows + r]
+                            let weight = rowStride.map { a[left + r * $0] } ?? a[left + r]
                             for j in columns.indices {
                                 next[r * columns.count + j] = b.fma(b.splat(weight, width: widths[j]), columns[j], sums[r * columns.count + j])
                             }
                         }
                         return next
+                    }
+                    let sums: [FloatVector]
+                    if let rowStride, let blocks {
+                        sums = b.loop(0..<blocks.count, carrying: zeros, unrolled: false) { block, outer in
+                            b.loop(0..<rowStride, carrying: outer, unrolled: tileShape.unrolled) { s, sums in
+                                step(block * rowStride + s, left: block * blocks.stride + panel * (rows * rowStride) + s, sums)
+                            }
+                        }
+                    } else {
+                        sums = b.loop(0..<k, carrying: zeros, unrolled: tileShape.unrolled) { kk, sums in
+                            step(kk, left: rowStride.map { panel * (rows * $0) + kk } ?? weights + kk * rows, sums)
+                        }
                     }
                     for r in 0..<rows {
                         let t = shift.map { $0[panel * rows + r] }

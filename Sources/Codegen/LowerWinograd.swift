@@ -113,9 +113,12 @@ extension Lowering {
 
     /// The weights transformed (at compile time for inference, before each forward in training):
     /// `U = G·g·Gᵀ` for each 3×3 filter `g`, laid out as α² matrices O×C (one per position of the
-    /// α×α transform), the GEMMs' left operands.
+    /// α×α transform), the GEMMs' left operands. With `exchanged`, `source` holds the filters of
+    /// the convolution C → O whose input gradient this is (c × o × 3 × 3): filter (a, b) is that
+    /// convolution's filter (b, a) turned by 180°, as the input gradient of a 3×3 stride-1
+    /// convolution is the top diff convolved so.
     static func winogradWeights(_ source: UnsafeBufferPointer<Float>, outputs o: Int, channels c: Int, tile: WinogradTile,
-                                into u: UnsafeMutablePointer<Float>) {
+                                exchanged: Bool = false, into u: UnsafeMutablePointer<Float>) {
         let alpha = tile.alpha, g = tile.g.flatMap { $0 }  // G, α×3 row-major
         // This runs for every (O, C) pair of every Winograd layer at each compile (kernel cache or
         // not): output channels are shared among the cores, and each chunk reuses one scratch for
@@ -126,11 +129,12 @@ extension Lowering {
             let u = target.pointer, weights = weights.pointer
             var t = [Double](repeating: 0, count: alpha * 3)
             for oc in (chunk * o / chunks * c)..<((chunk + 1) * o / chunks * c) {
-                let f = oc * 9
+                // Tap (row, column) of this filter: the stored one, or the exchanged filter's turned tap.
+                let f = exchanged ? ((oc % c) * o + oc / c) * 9 : oc * 9
+                func tap(_ row: Int, _ column: Int) -> Double { Double(weights[f + (exchanged ? 8 - (row * 3 + column) : row * 3 + column)]) }
                 for i in 0..<alpha {
                     for j in 0..<3 {
-                        t[i * 3 + j] = g[i * 3] * Double(weights[f + j]) + g[i * 3 + 1] * Double(weights[f + 3 + j])
-                            + g[i * 3 + 2] * Double(weights[f + 6 + j])
+                        t[i * 3 + j] = g[i * 3] * tap(0, j) + g[i * 3 + 1] * tap(1, j) + g[i * 3 + 2] * tap(2, j)
                     }
                 }
                 // U = t·Gᵀ (α×α), each entry rounded to float once.

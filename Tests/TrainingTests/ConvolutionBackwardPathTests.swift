@@ -8,8 +8,9 @@ import Testing
 /// Convolution backward's paths agree: a 1×1 convolution's input diff through the panel GEMM over the
 /// batch (transposed weights packed before each backward), and a k×k one's through the panel GEMM
 /// into its columns and col2im, equal the per-image OpenBLAS product, the
-/// weight gradient summed per thread equals the single-thread (Caffe-order) sum, and the forward's
-/// derived constants follow parameter updates between runs.
+/// weight gradient summed per thread equals the single-thread (Caffe-order) sum, a 3×3 stride-1
+/// convolution's input diff by Winograd (the top diff convolved with the turned, exchanged
+/// filters) equals im2col's, and the derived constants follow parameter updates between runs.
 @Suite("convolution backward paths")
 struct ConvolutionBackwardPathTests {
     static func net(kernel: Int, pad: Int, channels: Int, outputs: Int) -> String {
@@ -83,6 +84,39 @@ struct ConvolutionBackwardPathTests {
         Self.expectClose(panels.dw, blas.dw, "weight diff")
     }
 
+    @Test("small images' weight gradient over blocks of images (one product per block) equals OpenBLAS's per-image sum",
+          arguments: [(1, 0, 7, 16, 8, 8), (3, 1, 7, 8, 16, 8), (1, 0, 14, 8, 8, 2), (3, 1, 5, 8, 8, 8)])
+    func blockedWeightGradient(_ shape: (kernel: Int, pad: Int, size: Int, channels: Int, outputs: Int, block: Int)) throws {
+        let text = """
+            force_backward: true
+            layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 16 dim: \(shape.channels) dim: \(shape.size) dim: \(shape.size) } } }
+            layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+                    convolution_param { num_output: \(shape.outputs) kernel_size: \(shape.kernel) pad: \(shape.pad) } }
+            """
+        let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(CaffeFiles.parseNet(text: text))
+        let spatial = shape.size * shape.size
+        let parameters = ["conv": [Self.values([shape.outputs, shape.channels, shape.kernel, shape.kernel], salt: 21), Self.values([shape.outputs], salt: 22)]]
+        func run(panels: Bool) throws -> (dx: [Float], dw: [Float], net: TrainingNet) {
+            let compiler = try Compiler(threads: 2)
+            compiler.options.panelGemms = panels
+            compiler.options.winograd = nil
+            let net = try compiler.compileTraining(graph: graph, parameters: parameters, keepingAllBlobs: true)
+            net.setTopDiffs(["conv": Self.values([16, shape.outputs, shape.size, shape.size], salt: 23)])
+            net.zeroParameterDiffs()
+            _ = try net.run(["data": Self.values([16, shape.channels, shape.size, shape.size], salt: 24)], backward: true)
+            return (try #require(net.blobDiff("data")).data, try #require(net.parameterDiffs()["conv"]?[0]).data, net)
+        }
+        let blocked = try run(panels: true), blas = try run(panels: false)
+        // The transposed top diffs of a block of images, per thread: the block's size, read back.
+        let transposed = blocked.net.program.program.buffers.first { $0.name == "conv/top diff transposed" }
+        // AVX2's in-place tile takes K ≤ 256, so its blocks are at most 256 / spatial images.
+        let lanes = try CPUFeatures.effective().vectorLanes
+        let expected = lanes == 16 ? shape.block : (1...shape.block).last { 16 % $0 == 0 && $0 * spatial <= 256 }!
+        #expect(transposed?.count == spatial * shape.outputs * expected * 2)
+        Self.expectClose(blocked.dw, blas.dw, "weight diff")
+        Self.expectClose(blocked.dx, blas.dx, "input diff")
+    }
+
     @Test("the weight gradient summed per thread equals the one-thread sum in Caffe's image order")
     func perThreadWeightGradient() throws {
         let text = Self.net(kernel: 3, pad: 1, channels: 4, outputs: 8)
@@ -90,6 +124,38 @@ struct ConvolutionBackwardPathTests {
         let one = try Self.run(text, panels: false, threads: 1, channels: 4, outputs: 8, kernel: 3)
         Self.expectClose(two.dw, one.dw, "weight diff")
         #expect(two.dx == one.dx, "the input diff is per image: the same arithmetic on any thread")
+    }
+
+    @Test("a 3×3 stride-1 convolution's input diff by Winograd equals im2col's, F(4×4) and F(2×2), every pad, banded too",
+          arguments: [(28, 1, 8, 16, false), (14, 1, 16, 8, false), (16, 0, 8, 8, false), (30, 2, 4, 8, false), (112, 1, 4, 8, true)])
+    func winogradInputDiff(_ shape: (size: Int, pad: Int, channels: Int, outputs: Int, banded: Bool)) throws {
+        let text = """
+            layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: \(shape.channels) dim: \(shape.size) dim: \(shape.size) } } }
+            layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+                    convolution_param { num_output: \(shape.outputs) kernel_size: 3 pad: \(shape.pad) } }
+            """
+        let graph = try GraphBuilder(phase: .train, insertsSplits: true).build(CaffeFiles.parseNet(text: "force_backward: true\n" + text))
+        let result = shape.size + 2 * shape.pad - 2
+        let parameters = ["conv": [Self.values([shape.outputs, shape.channels, 3, 3], salt: 11), Self.values([shape.outputs], salt: 12)]]
+        func run(winograd: Bool) throws -> (dx: [Float], dw: [Float], net: TrainingNet) {
+            let compiler = try Compiler(threads: 2)
+            if !winograd { compiler.options.winograd = nil }
+            if shape.banded { compiler.options.convolutionBanding.minimumBytes = 1 }
+            let net = try compiler.compileTraining(graph: graph, parameters: parameters, keepingAllBlobs: true)
+            net.setTopDiffs(["conv": Self.values([2, shape.outputs, result, result], salt: 13)])
+            net.zeroParameterDiffs()
+            _ = try net.run(["data": Self.values([2, shape.channels, shape.size, shape.size], salt: 14)], backward: true)
+            return (try #require(net.blobDiff("data")).data, try #require(net.parameterDiffs()["conv"]?[0]).data, net)
+        }
+        let fast = try run(winograd: true), reference = try run(winograd: false)
+        let buffers = fast.net.program.program.buffers.map(\.name)
+        #expect(buffers.contains("conv/data-gradient winograd input"), "the input diff ran as Winograd")
+        #expect(!reference.net.program.program.buffers.map(\.name).contains("conv/data-gradient winograd input"))
+        // F(4×4)'s transforms round to ~1e-5 of the values' magnitude (see `WinogradTile`).
+        let scale = max(1e-6, reference.dx.map(abs).max() ?? 0)
+        let worst = zip(fast.dx, reference.dx).map { abs($0 - $1) }.max() ?? 0
+        #expect(fast.dx.count == reference.dx.count && worst <= 1e-4 * scale, "input diff: worst difference \(worst) of max \(scale)")
+        Self.expectClose(fast.dw, reference.dw, "weight diff")
     }
 
     @Test("derived weights (panels, Winograd filters) follow the parameters a solver updates between runs")

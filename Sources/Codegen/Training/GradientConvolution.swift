@@ -43,31 +43,19 @@ extension Lowering {
 
 extension TrainingLowering {
     /// `bias[c] += Σ_n Σ_s dy[n][c][s]`, per image then added, as Caffe's per-image `gemv` does.
-    /// Each image's sum over `s` runs in vectors of the host's width (one accumulator, then a
-    /// tree over its lanes), not as one long dependent chain of scalar adds; like OpenBLAS's gemv
-    /// in Caffe, it is not the left-to-right order, but the same order on every run.
+    /// Each image's sum over `s` runs in vectors of the host's width (`rowSums`: one accumulator,
+    /// then a tree over its lanes), not as one long dependent chain of scalar adds; like
+    /// OpenBLAS's gemv in Caffe, it is not the left-to-right order, but the same order on every run.
     mutating func emitBiasGradient(_ node: Node, topDiff: Operand, biasDiff: Operand, outer: Int, channels: Int, inner: Int) throws {
         let lanes = base.cache.jit.features.vectorLanes
-        let width = inner >= lanes ? lanes : nil
-        try base.emitKernel(node, "bias.grad o\(outer) c\(channels) i\(inner)" + (width.map { " rows of \($0)" } ?? ""),
+        try base.emitKernel(node, "bias.grad o\(outer) c\(channels) i\(inner) rows of \(lanes)",
                             operands: [topDiff, biasDiff], tasks: channels, work: outer * channels * inner) { b in
             let (dy, db) = (b.operand(0), b.operand(1))
             b.forEachTask { c in
                 let total = b.variable(db[c])
                 b.loop(0..<outer, unrolled: false) { n in
-                    let start = (n * channels + c) * inner
-                    guard let width else {
-                        let sum = b.variable(b.constant(0))
-                        b.loop(0..<inner) { s in sum.value = sum.value + dy[start + s] }
-                        total.value = sum.value + total.value
-                        return
-                    }
-                    let full = inner / width, tail = inner % width
-                    var sums = b.loop(0..<full, carrying: [b.splat(0, width: width)], unrolled: false) { i, carried in
-                        [carried[0] + dy.load(start + i * width, LaneMask(first: width, of: width))]
-                    }[0]
-                    if tail > 0 { sums = sums + dy.load(start + b.index(full * width), LaneMask(first: tail, of: width)) }
-                    total.value = b.sum(sums) + total.value
+                    let sum = b.rowSums(1, count: inner, from: (n * channels + c) * inner, width: lanes) { i, mask in [dy.load(i, mask)] }[0]
+                    total.value = sum + total.value
                 }
                 db[c] = total.value
             }
@@ -106,7 +94,27 @@ extension TrainingLowering {
             let wantsInput = analysis.writesBottomDiff(node, i)
             guard wantsWeights || wantsInput else { continue }
             let x = data(input)
-            let dx = wantsInput ? bottomDiff(node, i) : nil
+            let inputDiff = wantsInput ? bottomDiff(node, i) : nil
+            // The input diff of a 3×3 stride-1 convolution is itself one, of the top diff padded by
+            // 2 − pad with the filters turned by 180° and their channel axes exchanged: it runs as
+            // Winograd wherever the forward's policy would pick Winograd for that convolution.
+            var exchanged = g
+            exchanged.pad = g.pad.map { 2 - $0 }
+            let dataWinograd = inputDiff != nil && g.pad.allSatisfy({ $0 <= 2 })
+                ? base.winogradTile(node, exchanged, input: shape(output), outputs: c) : nil
+            if let tile = dataWinograd, let dx = inputDiff {
+                let transformed = try base.derivedConstant(node, "data-gradient winograd weights", count: tile.alpha * tile.alpha * c * o,
+                                                           from: 0, try base.parameterBlobs(node)) { w, target in
+                    Lowering.winogradWeights(w, outputs: c, channels: o, tile: tile, exchanged: true, into: target)
+                }
+                var plain = node
+                (plain.fusedActivation, plain.fusedResidual) = (nil, nil)
+                try base.emitWinogradConvolution(plain, tile: tile, items: n, channels: o, outputs: c, image: Array(shape(output)[2...]),
+                                                 result: Array(shape(input)[2...]), pad: exchanged.pad, input: dy, output: dx,
+                                                 transformed: transformed, bias: nil, label: "data-gradient winograd")
+                guard wantsWeights else { continue }
+            }
+            let dx = dataWinograd == nil ? inputDiff : nil
             // The input diff's product Wᵀ · dy (kernelDim × spatial per image) runs on the panel GEMM
             // when its rows fill panels, with the transposed weights packed before each backward:
             // for a 1×1 convolution over the whole batch (like its forward), for others per image
@@ -121,51 +129,70 @@ extension TrainingLowering {
                 }
             }
             let threads = n > 1 ? base.threads : 1
-            let columns = layout.isPointwise ? nil : base.scratch(node, "columns", count: layout.columnCount * threads)
             // The weight gradient's product on the panel GEMM, as dWᵀ (kernelDim × o) += columns
             // (kernelDim × spatial, the left operand read in place, row by row) · dyᵀ (spatial × o,
             // transposed per image), when the column rows fill panels: into per-thread transposed
             // copies, summed and transposed back after the loop.
             let weightPanels = wantsWeights && g.group == 1 && base.panelGemms && kernelDim % tile.rows == 0 && spatial <= tile.maximumDepth
+            // Small images (14×14, 7×7) give that product a short K, and each product reads and
+            // writes the whole kernelDim × o gradient: a block of images side by side in K
+            // (`rowBlocks`) makes it one product per block. Blocks keep every thread busy.
+            let block = weightPanels ? Self.weightGradientBlock(images: n, threads: threads, spatial: spatial, maximumDepth: tile.maximumDepth) : 1
+            let columns = layout.isPointwise ? nil : base.scratch(node, "columns", count: layout.columnCount * block * threads)
             // Per-thread weight gradients, when images run on several threads at once (or transposed).
             let partials = wantsWeights && (threads > 1 || weightPanels)
                 ? base.scratch(node, "weight gradient per thread", count: weightCount * threads) : nil
             if let partials { try base.emitFill(node, Operand(partials), count: weightCount * threads, value: 0) }
-            let transposedDiff = weightPanels ? base.scratch(node, "top diff transposed", count: spatial * o * threads) : nil
+            let transposedDiff = weightPanels ? base.scratch(node, "top diff transposed", count: spatial * o * block * threads) : nil
             let perGroup = o / g.group
-            var strides = [x.buffer: layout.imageCount, dy.buffer: o * spatial]
-            if let dx { strides[dx.buffer] = layout.imageCount }
+            var strides = [x.buffer: layout.imageCount * block, dy.buffer: o * spatial * block]
+            if let dx { strides[dx.buffer] = layout.imageCount * block }
             var slices: [BufferID: Int] = [:]
-            if let columns { slices[columns] = layout.columnCount }
+            if let columns { slices[columns] = layout.columnCount * block }
             if let partials { slices[partials] = weightCount }
-            if let transposedDiff { slices[transposedDiff] = spatial * o }
-            try base.emitItemLoop(node, items: n, strides: strides, privateSlices: slices) { lowering in
+            if let transposedDiff { slices[transposedDiff] = spatial * o * block }
+            /// Image `i` of the block's part of `operand`, images `size` apart.
+            func image(_ operand: Operand, _ i: Int, _ size: Int) -> Operand { Operand(operand.buffer, offset: operand.offset + i * size) }
+            try base.emitItemLoop(node, items: n / block, strides: strides, privateSlices: slices) { lowering in
                 if wantsWeights {
-                    if let columns { try lowering.emitIm2col(node, layout, image: x, columns: Operand(columns)) }
+                    for i in 0..<block {
+                        if let columns {
+                            try lowering.emitIm2col(node, layout, image: image(x, i, layout.imageCount), columns: Operand(columns, offset: i * layout.columnCount))
+                        }
+                        if let transposedDiff {
+                            try lowering.emitAxisPermutation(node, input: image(dy, i, o * spatial), output: Operand(transposedDiff, offset: i * spatial * o),
+                                                             dims: [o, spatial], order: [1, 0])
+                        }
+                    }
                     if let transposedDiff, let partials {
-                        try lowering.emitAxisPermutation(node, input: dy, output: Operand(transposedDiff), dims: [o, spatial], order: [1, 0])
-                        try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: spatial, outputs: kernelDim, spatial: o,
+                        try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: spatial * block, outputs: kernelDim, spatial: o,
                                                    input: Operand(transposedDiff), output: Operand(partials),
                                                    panels: columns.map { Operand($0) } ?? x, bias: nil, accumulate: true,
-                                                   activation: false, rowStride: spatial)
+                                                   activation: false, rowStride: spatial,
+                                                   rowBlocks: (block, columns == nil ? layout.imageCount : layout.columnCount))
                     } else {
                         lowering.emitWeightGradient(node, outputs: dy, columns: columns.map { Operand($0) } ?? x,
                                                     diff: partials.map { Operand($0) } ?? weights.diff,
                                                     perGroup: perGroup, kernelDim: kernelDim, spatial: spatial, groups: g.group)
                     }
                 }
-                if let dx, !pointwiseData, let transposed, let columns {
-                    try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: o, outputs: kernelDim, spatial: spatial, input: dy,
-                                               output: Operand(columns), panels: Operand(transposed), bias: nil, accumulate: false)
-                    try lowering.emitCol2im(node, layout, columns: Operand(columns), image: dx)
-                } else if let dx, !pointwiseData {
-                    var gemm = GemmStep(m: kernelDim, n: spatial, k: perGroup, a: weights.data, lda: kernelDim,
-                                        b: dy, ldb: spatial, c: columns.map { Operand($0) } ?? dx, ldc: spatial)
-                    gemm.transA = true
-                    gemm.repeats = g.group
-                    gemm.strideA = perGroup * kernelDim; gemm.strideB = perGroup * spatial; gemm.strideC = kernelDim * spatial
-                    lowering.emitGemm(node, gemm)
-                    if let columns { try lowering.emitCol2im(node, layout, columns: Operand(columns), image: dx) }
+                for i in 0..<block {
+                    let imageColumns = columns.map { Operand($0, offset: i * layout.columnCount) }
+                    if let dx, !pointwiseData, let transposed, let imageColumns {
+                        try lowering.emitPanelGemm(node, matrices: 1, groups: 1, inputs: o, outputs: kernelDim, spatial: spatial,
+                                                   input: image(dy, i, o * spatial), output: imageColumns, panels: Operand(transposed),
+                                                   bias: nil, accumulate: false)
+                        try lowering.emitCol2im(node, layout, columns: imageColumns, image: image(dx, i, layout.imageCount))
+                    } else if let dx, !pointwiseData {
+                        let target = image(dx, i, layout.imageCount)
+                        var gemm = GemmStep(m: kernelDim, n: spatial, k: perGroup, a: weights.data, lda: kernelDim,
+                                            b: image(dy, i, o * spatial), ldb: spatial, c: imageColumns ?? target, ldc: spatial)
+                        gemm.transA = true
+                        gemm.repeats = g.group
+                        gemm.strideA = perGroup * kernelDim; gemm.strideB = perGroup * spatial; gemm.strideC = kernelDim * spatial
+                        lowering.emitGemm(node, gemm)
+                        if let imageColumns { try lowering.emitCol2im(node, layout, columns: imageColumns, image: target) }
+                    }
                 }
             }
             if pointwiseData, let dx, let transposed {
@@ -201,6 +228,14 @@ extension TrainingLowering {
                 }
             }
         }
+    }
+
+    /// Images per weight-gradient product (`lowerConvolutionBackward`): the largest divisor of the
+    /// batch that leaves every thread a block and keeps K = images · spatial within 512 (and the
+    /// tile's in-place depth). One when a single image's K is already that deep.
+    static func weightGradientBlock(images n: Int, threads: Int, spatial: Int, maximumDepth: Int) -> Int {
+        let depth = min(512, maximumDepth)
+        return (1...max(1, n / max(1, threads))).last { n % $0 == 0 && $0 * spatial <= depth } ?? 1
     }
 
     // MARK: Deconvolution
