@@ -109,6 +109,24 @@ extension TrainingLowering {
             return
         }
         let y = data(node.outputs[0])
+        if let folded = foldedScales[node.id] {
+            // dy is the Scale's top diff: dx = γ·(dy − (y·Σdy·y + Σdy)/m)/std, Σ from the Scale's pass.
+            let dx = bottomDiff(node, 0, reusing: dy)
+            let scale = -Float(1) / Float(n * inner)
+            try base.emitKernel(node, "bn.scale.batch.grad c\(c) i\(inner) s\(scale.bitPattern)",
+                                operands: [dy, y, folded.sums, statistics, folded.scale, dx], tasks: n * c, work: elements) { b in
+                let (topDiff, y, sums, stats, gamma, result) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4), b.operand(5))
+                b.forEachTask { row in
+                    let ch = c == 1 ? b.index(0) : row % c
+                    let (product, plain, deviation, factor) = (sums[ch], sums[ch + c], stats[ch + c], gamma[ch])
+                    b.loop(0..<inner) { i in
+                        let at = row * inner + i
+                        result[at] = factor * ((y[at] * product + plain) * scale + topDiff[at]) / deviation
+                    }
+                }
+            }
+            return
+        }
         let sums = Operand(base.scratch(node, "gradient sums", count: 2 * c))
         let lanes = base.cache.jit.features.vectorLanes
         try base.emitKernel(node, "bn.batch.sums n\(n) c\(c) i\(inner) rows of \(lanes)", operands: [dy, y, sums], tasks: c, work: 2 * elements) { b in
@@ -151,6 +169,10 @@ extension TrainingLowering {
     /// diff too (element-wise scale, or one outer index with several channels and inner > 1).
     /// The input diff is `dy · scale`.
     mutating func lowerScaleBackward(_ node: Node) throws {
+        if let batchNorm = try batchNormBeforeScale(node) {
+            try lowerScaleBackward(node, foldedInto: batchNorm)
+            return
+        }
         let p = node.layer.scaleParam
         let input = node.inputs[0]
         let twoBottoms = node.inputs.count > 1
@@ -190,6 +212,63 @@ extension TrainingLowering {
             let dx = bottomDiff(node, 0)
             try base.emitChannelAffine(node, input: dy, output: dx, outer: outer, channels: channels, inner: inner, scale: scale)
         }
+    }
+
+    /// The BatchNorm (batch statistics) whose normalized output only this channel-wise Scale
+    /// reads, when the Scale's backward can be folded into the BatchNorm's: ResNet's BN → Scale
+    /// pairs. Both backward passes need the same per-channel sums (Σ dy·y and Σ dy, the Scale's
+    /// parameter gradients; the BatchNorm's times γ), so one pass over the Scale's top diff gives
+    /// them, and the BatchNorm's input diff reads that top diff directly instead of the Scale's
+    /// input diff γ·dy — five passes over the activations become two. Not when callers read every
+    /// diff back (the Scale's input diff is then never formed).
+    func batchNormBeforeScale(_ node: Node) throws -> Node? {
+        guard !keepsAllDiffs, node.inputs.count == 1, node.outputs.count == 1, analysis.writesBottomDiff(node, 0),
+              let producer = graph.values[node.inputs[0]].producer else { return nil }
+        let batchNorm = graph.nodes[producer]
+        guard batchNorm.kind == .batchNorm, !usesGlobalStatistics(batchNorm), batchNorm.outputs == [node.inputs[0]],
+              graph.values[node.inputs[0]].consumers == [node.id], analysis.writesBottomDiff(batchNorm, 0),
+              scratchBuffer(batchNorm, "statistics") != nil else { return nil }
+        let p = node.layer.scaleParam
+        let split = try base.channelSplit(node, shape: shape(node.inputs[0]), axis: Int(p.axis), axes: Int(p.numAxes))
+        let (n, c, inner) = batchNormSplit(batchNorm)
+        return split.outer == n && split.channels == c && split.inner == inner && c > 1 ? batchNorm : nil
+    }
+
+    /// Scale backward folded into the BatchNorm before it (`batchNormBeforeScale`): one pass gives
+    /// each channel's Σ dy·x and Σ dy, accumulated into the scale's and bias's diffs (as the
+    /// separate kernels do) and kept for the BatchNorm's backward, which takes the top diff as its
+    /// own (`foldedScales`).
+    mutating func lowerScaleBackward(_ node: Node, foldedInto batchNorm: Node) throws {
+        let (outer, channels, inner) = batchNormSplit(batchNorm)
+        let dy = try topDiff(node, node.outputs[0])
+        let sums = Operand(base.scratch(node, "gradient sums", count: 2 * channels))
+        let bias = node.layer.scaleParam.biasTerm && propagatesToParameter(node, 1) ? parameter(node, 1).diff : nil
+        let scale = propagatesToParameter(node, 0) ? parameter(node, 0).diff : nil
+        let lanes = base.cache.jit.features.vectorLanes
+        // Caffe's Scale overwrites its parameter diff for one image of several channels and inner > 1.
+        let accumulate = !(outer == 1 && inner > 1)
+        let signature = "scale.bn.sums o\(outer) c\(channels) i\(inner) scale=\(scale != nil) accumulate=\(accumulate) bias=\(bias != nil) rows of \(lanes)"
+        try base.emitKernel(node, signature, operands: [dy, data(node.inputs[0]), sums] + [scale, bias].compactMap { $0 },
+                            tasks: channels, work: 2 * outer * channels * inner) { b in
+            let (topDiff, x, result) = (b.operand(0), b.operand(1), b.operand(2))
+            b.forEachTask { ch in
+                let product = b.variable(b.constant(0)), plain = b.variable(b.constant(0))
+                b.loop(0..<outer, unrolled: false) { o in
+                    let row = b.rowSums(2, count: inner, from: (o * channels + ch) * inner, width: lanes) { i, mask in
+                        let d = topDiff.load(i, mask)
+                        return [d * x.load(i, mask), d]
+                    }
+                    product.value = product.value + row[0]
+                    plain.value = plain.value + row[1]
+                }
+                result[ch] = product.value
+                result[ch + channels] = plain.value
+                if scale != nil { b.operand(3)[ch] = accumulate ? b.operand(3)[ch] + product.value : product.value }
+                if bias != nil { b.operand(scale != nil ? 4 : 3)[ch] = plain.value + b.operand(scale != nil ? 4 : 3)[ch] }
+            }
+        }
+        diffOf[node.inputs[0]] = dy.buffer
+        foldedScales[batchNorm.id] = (parameter(node, 0).data, sums)
     }
 
     /// Bias backward: the input diff is the top diff itself (shared, as Caffe's in-place bias

@@ -47,6 +47,10 @@ struct TrainingLowering {
     var backwardProblems: [Diagnostic] = []
     /// Parameter slots that forward writes (BatchNorm running statistics).
     var slotsWrittenByForward = Set<Int>()
+    /// BatchNorm layers whose Scale's backward was folded into theirs (`lowerScaleBackward`): the
+    /// scale factors γ and the per-channel sums Σ dy·y, Σ dy of the Scale's top diff, which is
+    /// then the BatchNorm's top diff as it stands, before γ.
+    var foldedScales: [NodeID: (scale: Operand, sums: Operand)] = [:]
 
     var graph: Graph { base.graph }
 
