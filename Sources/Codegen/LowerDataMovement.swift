@@ -44,10 +44,8 @@ extension Lowering {
     /// Slice (`SliceLayer::Forward_cpu`): splits `axis` (or legacy `slice_dim`) at `slice_point`s,
     /// or into equal parts when none are given; each top copies its block of every outer row.
     mutating func lowerSlice(_ node: Node) throws {
-        let p = node.layer.sliceParam
         let input = node.inputs[0], dims = shape(input)
-        let rawAxis = p.hasSliceDim ? Int(p.sliceDim) : Int(p.axis)
-        guard let axis = graph.values[input].shape.canonicalAxis(rawAxis) else { throw unsupported(node, "axis \(rawAxis) is out of range") }
+        let axis = try node.axisAttribute()
         let outer = dims[..<axis].reduce(1, *), inner = dims[(axis + 1)...].reduce(1, *)
         let rowIn = dims[axis] * inner
         var start = 0

@@ -116,16 +116,9 @@ extension Lowering {
     /// `y += coeffᵢ · xᵢ` from zero), PROD (left to right), MAX (first strict maximum), followed by
     /// the node's fused activation, if any (ResNet's `res2a` + `res2a_relu` in one pass).
     mutating func lowerEltwise(_ node: Node) throws {
-        let p = node.layer.eltwiseParam
+        let p = try node.eltwiseAttributes()
         let inputs = node.inputs.count
-        guard p.coeff.isEmpty || p.coeff.count == inputs else {
-            throw Diagnostic("Eltwise has \(p.coeff.count) coeff values for \(inputs) bottoms", at: node.location, layer: node.name,
-                             hint: "give one coeff per bottom, or none")
-        }
-        guard p.coeff.isEmpty || p.operation == .sum else {
-            throw Diagnostic("Eltwise coeff only applies to SUM", at: node.location, layer: node.name, hint: "remove coeff, or use operation: SUM")
-        }
-        let coefficients = p.coeff.isEmpty ? [Float](repeating: 1, count: inputs) : p.coeff
+        let coefficients = p.coefficients
         let sources = node.inputs.map { Operand(buffer($0)) }
         let output = Operand(elementwiseOutput(node))
         let elements = count(node.outputs[0])

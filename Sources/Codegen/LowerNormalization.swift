@@ -131,18 +131,14 @@ extension Lowering {
     }
 
     mutating func lowerLRN(_ node: Node) throws {
-        let p = node.layer.lrnParam
+        let p = try node.lrnAttributes()
         let input = node.inputs[0], dims = shape(input)
-        guard dims.count == 4 else { throw unsupported(node, "LRN needs an N×C×H×W input, got \(dims)") }
         let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
-        let size = Int(p.localSize), pre = (size - 1) / 2
-        guard size % 2 == 1 else {
-            throw Diagnostic("LRN only supports an odd local_size, got \(size)", at: node.location, layer: node.name, hint: "Caffe rejects this too")
-        }
+        let size = p.localSize, pre = (size - 1) / 2
         let (alpha, beta, k) = (p.alpha, p.beta, p.k)
         let x = Operand(buffer(input)), y = Operand(buffer(node.outputs[0]))
         let plane = h * w
-        switch p.normRegion {
+        switch p.region {
         case .acrossChannels:
             let signature = "lrn.across c\(c) hw\(plane) n\(size) a\(alpha.bitPattern) b\(beta.bitPattern) k\(k.bitPattern)"
             try emitKernel(node, signature, operands: [x, y], tasks: n * c, work: n * c * plane * size) { b in

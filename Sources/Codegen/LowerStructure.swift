@@ -24,9 +24,7 @@ extension Lowering {
     /// (`relocateIntoConcat`).
     mutating func lowerConcat(_ node: Node) throws {
         let output = node.outputs[0], dims = shape(output)
-        let p = node.layer.concatParam
-        let rawAxis = p.hasConcatDim ? Int(p.concatDim) : Int(p.axis)
-        guard let axis = graph.values[output].shape.canonicalAxis(rawAxis) else { throw unsupported(node, "axis \(rawAxis) is out of range") }
+        let axis = try node.axisAttribute()
         let outer = dims[..<axis].reduce(1, *)
         let rowOut = dims[axis...].reduce(1, *)
         let target = buffer(output)

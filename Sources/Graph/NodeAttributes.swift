@@ -11,6 +11,44 @@ public enum NodeAttributes: Sendable, Equatable {
     case convolution(ConvolutionGeometry)
     case pooling(PoolingAttributes)
     case innerProduct(InnerProductAttributes)
+    /// Concat and Slice: the canonical axis they join or split along (`axis`, or the legacy
+    /// `concat_dim`/`slice_dim` when only it is given).
+    case axis(Int)
+    case eltwise(EltwiseAttributes)
+    case lrn(LRNAttributes)
+}
+
+/// An Eltwise layer's attributes: its operation, one coefficient per bottom (all 1 unless SUM's
+/// `coeff` gives them), and whether PROD's gradient multiplies the other bottoms
+/// (`stable_prod_grad`, the default) or divides the top by the bottom.
+public struct EltwiseAttributes: Sendable, Equatable {
+    public var operation: Caffe_EltwiseParameter.EltwiseOp
+    public var coefficients: [Float]
+    public var stableProductGradient: Bool
+
+    public init(operation: Caffe_EltwiseParameter.EltwiseOp, coefficients: [Float], stableProductGradient: Bool) {
+        self.operation = operation
+        self.coefficients = coefficients
+        self.stableProductGradient = stableProductGradient
+    }
+}
+
+/// An LRN layer's attributes: the window (odd `local_size`), its region, and the constants of
+/// `x / (k + α/n·Σx²)^β`.
+public struct LRNAttributes: Sendable, Equatable {
+    public var localSize: Int
+    public var region: Caffe_LRNParameter.NormRegion
+    public var alpha: Float
+    public var beta: Float
+    public var k: Float
+
+    public init(localSize: Int, region: Caffe_LRNParameter.NormRegion, alpha: Float, beta: Float, k: Float) {
+        self.localSize = localSize
+        self.region = region
+        self.alpha = alpha
+        self.beta = beta
+        self.k = k
+    }
 }
 
 /// A Pooling layer's attributes: its resolved window (global pooling and rounding included) and
@@ -58,6 +96,24 @@ extension Node {
     /// The InnerProduct attributes its shape rule decided.
     public func innerProductAttributes() throws -> InnerProductAttributes {
         guard case .innerProduct(let p) = attributes else { throw missingAttributes("inner product") }
+        return p
+    }
+
+    /// The canonical axis its shape rule decided (Concat, Slice).
+    public func axisAttribute() throws -> Int {
+        guard case .axis(let axis) = attributes else { throw missingAttributes("axis") }
+        return axis
+    }
+
+    /// The Eltwise operation and coefficients its shape rule decided.
+    public func eltwiseAttributes() throws -> EltwiseAttributes {
+        guard case .eltwise(let p) = attributes else { throw missingAttributes("eltwise") }
+        return p
+    }
+
+    /// The LRN window and constants its shape rule decided.
+    public func lrnAttributes() throws -> LRNAttributes {
+        guard case .lrn(let p) = attributes else { throw missingAttributes("LRN") }
         return p
     }
 

@@ -12,6 +12,9 @@ extension ShapeInference {
     static func concat(_ c: ShapeContext) throws -> LayerSignature {
         let p = c.layer.concatParam
         let first = c.inputs[0]
+        guard !(p.hasConcatDim && p.hasAxis) else {
+            throw Diagnostic("Concat gives both axis and concat_dim", hint: "keep axis (concat_dim is its legacy spelling), as Caffe requires one or the other")
+        }
         let requested = p.hasConcatDim && !p.hasAxis ? Int(p.concatDim) : Int(p.axis)
         guard let axis = first.canonicalAxis(requested) else {
             throw Diagnostic("Concat axis \(requested) is out of range for \(c.shapeText(0))")
@@ -32,7 +35,7 @@ extension ShapeInference {
             }
             output[axis] = Extent.map(output[axis], other[axis]) { $0[0] + $0[1] }
         }
-        return LayerSignature(outputs: [output])
+        return LayerSignature(outputs: [output], attributes: .axis(axis))
     }
 
     static func eltwise(_ c: ShapeContext) throws -> LayerSignature {
@@ -50,7 +53,10 @@ extension ShapeInference {
             }
             throw Diagnostic("Eltwise inputs must have identical shapes: \(c.name(0)) is \(c.inputs[0]), \(c.name(i)) is \(c.inputs[i])", hint: hint)
         }
-        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) &* max(1, c.inputs.count - 1))
+        let coefficients = p.coeff.isEmpty ? [Float](repeating: 1, count: c.inputs.count) : p.coeff
+        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) &* max(1, c.inputs.count - 1),
+                              attributes: .eltwise(EltwiseAttributes(operation: p.operation, coefficients: coefficients,
+                                                                     stableProductGradient: p.stableProdGrad)))
     }
 
     static func reshape(_ c: ShapeContext) throws -> LayerSignature {
@@ -120,6 +126,9 @@ extension ShapeInference {
     static func slice(_ c: ShapeContext) throws -> LayerSignature {
         let p = c.layer.sliceParam
         let input = c.inputs[0]
+        guard !(p.hasSliceDim && p.hasAxis) else {
+            throw Diagnostic("Slice gives both axis and slice_dim", hint: "keep axis (slice_dim is its legacy spelling), as Caffe requires one or the other")
+        }
         let requested = p.hasSliceDim && !p.hasAxis ? Int(p.sliceDim) : Int(p.axis)
         guard let axis = input.canonicalAxis(requested) else {
             throw Diagnostic("Slice axis \(requested) is out of range for \(c.shapeText(0))")
@@ -146,7 +155,7 @@ extension ShapeInference {
             var s = input
             s[axis] = size
             return s
-        })
+        }, attributes: .axis(axis))
     }
 
     static func tile(_ c: ShapeContext) throws -> LayerSignature {

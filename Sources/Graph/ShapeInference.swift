@@ -333,12 +333,14 @@ public enum ShapeInference {
     }
 
     static func lrn(_ c: ShapeContext) throws -> LayerSignature {
-        let size = Int(c.layer.lrnParam.localSize)
+        let p = c.layer.lrnParam
+        let size = Int(p.localSize)
         guard size % 2 == 1 else { throw Diagnostic("LRN local_size must be odd, got \(size)") }
         guard c.inputs[0].rank == 4 else {
             throw Diagnostic("LRN needs a 4-D N×C×H×W input, got \(c.shapeText(0))")
         }
-        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) &* (size + 3))
+        return LayerSignature(outputs: [c.inputs[0]], flops: (c.inputs[0].count ?? 0) &* (size + 3),
+                              attributes: .lrn(LRNAttributes(localSize: size, region: p.normRegion, alpha: p.alpha, beta: p.beta, k: p.k)))
     }
 
     static func spp(_ c: ShapeContext) throws -> LayerSignature {

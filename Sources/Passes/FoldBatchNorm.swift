@@ -95,7 +95,7 @@ public struct FoldBatchNorm: GraphPass {
             case .innerProduct(var p):
                 p.biasTerm = true
                 updated.attributes = .innerProduct(p)
-            case .pooling, nil: break
+            default: break
             }
             if updated.parameters.count == 1 {
                 updated.parameters.append(ParameterInfo(shape: TensorShape([multiplier.count]), role: "bias"))

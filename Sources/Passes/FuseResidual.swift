@@ -22,8 +22,8 @@ public struct FuseResidual: GraphPass {
         let graph = context.graph
         let count = context.foldNodes { node, nodes, removed in
             guard node.kind == .eltwise, node.inputs.count == 2 else { return nil }
-            let p = node.layer.eltwiseParam
-            guard p.operation == .sum, p.coeff.allSatisfy({ $0 == 1 }), node.inputs[0] != node.inputs[1] else { return nil }
+            guard let p = try? node.eltwiseAttributes(), p.operation == .sum, p.coefficients.allSatisfy({ $0 == 1 }),
+                  node.inputs[0] != node.inputs[1] else { return nil }
             let output = graph.values[node.outputs[0]]
             guard !output.consumers.isEmpty, output.shape.count != nil else { return nil }
             // The later-produced term is the convolution; the other one must already exist when it runs.

@@ -49,4 +49,50 @@ struct NodeAttributesTests {
         let average = try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": data])["pool"]!.data
         #expect(average == [2.5, 4.5, 10.5, 12.5])
     }
+
+    @Test("axes, Eltwise coefficients and LRN constants are decided once; Caffe's either-or spellings are checked")
+    func axesAndModes() throws {
+        let text = """
+            layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 6 dim: 4 dim: 4 } } }
+            layer { name: "slice" type: "Slice" bottom: "data" top: "a" top: "b" slice_param { axis: -3 slice_point: 2 } }
+            layer { name: "legacy" type: "Slice" bottom: "data" top: "c" top: "d" slice_param { slice_dim: 2 } }
+            layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "cat" concat_param { concat_dim: 1 } }
+            layer { name: "sum" type: "Eltwise" bottom: "cat" bottom: "data" top: "sum" }
+            layer { name: "weighted" type: "Eltwise" bottom: "cat" bottom: "data" top: "weighted" eltwise_param { coeff: 2 coeff: -1 } }
+            layer { name: "norm" type: "LRN" bottom: "data" top: "norm" lrn_param { local_size: 3 alpha: 0.5 beta: 0.25 norm_region: WITHIN_CHANNEL } }
+            """
+        let graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: text))
+        #expect(try #require(graph.node(named: "slice")).axisAttribute() == 1, "axis -3 of a 4-D blob is axis 1")
+        #expect(try #require(graph.node(named: "legacy")).axisAttribute() == 2)
+        #expect(try #require(graph.node(named: "cat")).axisAttribute() == 1)
+        #expect(try #require(graph.node(named: "sum")).eltwiseAttributes() == EltwiseAttributes(operation: .sum, coefficients: [1, 1], stableProductGradient: true))
+        #expect(try #require(graph.node(named: "weighted")).eltwiseAttributes().coefficients == [2, -1])
+        #expect(try #require(graph.node(named: "norm")).lrnAttributes() == LRNAttributes(localSize: 3, region: .withinChannel, alpha: 0.5, beta: 0.25, k: 1))
+        // Caffe requires one spelling or the other, never both (its CHECKs in Concat/SliceLayer::LayerSetUp).
+        for (type, param) in [("Concat", "concat_param { axis: 1 concat_dim: 1 }"), ("Slice", "slice_param { axis: 1 slice_dim: 1 }")] {
+            let both = """
+                layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 6 } } }
+                layer { name: "x" type: "\(type)" bottom: "data" \(type == "Slice" ? "top: \"p\" top: \"q\"" : "bottom: \"data\" top: \"x\"") \(param) }
+                """
+            #expect(throws: Diagnostic.self, "\(type) with both spellings") { try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: both)) }
+        }
+    }
+
+    @Test("the Eltwise kernel follows its attributes: a pass changing the coefficients or the operation changes the output")
+    func structureKernelsReadAttributes() throws {
+        let text = """
+            layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 2 } } }
+            layer { name: "other" type: "Input" top: "other" input_param { shape { dim: 1 dim: 2 dim: 2 } } }
+            layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "other" top: "sum" }
+            """
+        var graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: text))
+        let (x, y) = (NDArray(shape: [1, 2, 2], data: [1, 2, 3, 4]), NDArray(shape: [1, 2, 2], data: [10, 20, 30, 40]))
+        let compiler = try Compiler(threads: 1)
+        #expect(try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": x, "other": y])["sum"]!.data == [11, 22, 33, 44])
+        let id = try #require(graph.node(named: "sum")).id
+        graph.nodes[id].attributes = .eltwise(EltwiseAttributes(operation: .sum, coefficients: [1, -1], stableProductGradient: true))
+        #expect(try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": x, "other": y])["sum"]!.data == [-9, -18, -27, -36])
+        graph.nodes[id].attributes = .eltwise(EltwiseAttributes(operation: .max, coefficients: [1, 1], stableProductGradient: true))
+        #expect(try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": x, "other": y])["sum"]!.data == [10, 20, 30, 40])
+    }
 }

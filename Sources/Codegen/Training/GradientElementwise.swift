@@ -188,9 +188,9 @@ extension TrainingLowering {
     /// maximum (recomputed as Caffe's forward chose it: strict `>`, ties to the later of the first
     /// two, to the earlier afterwards).
     mutating func lowerEltwiseBackward(_ node: Node) throws {
-        let p = node.layer.eltwiseParam
+        let p = try node.eltwiseAttributes()
         let inputs = node.inputs.count, elements = count(node.outputs[0])
-        let coefficients = p.coeff.isEmpty ? [Float](repeating: 1, count: inputs) : p.coeff
+        let coefficients = p.coefficients
         let dy = try topDiff(node, node.outputs[0])
         for i in 0..<inputs where analysis.writesBottomDiff(node, i) {
             switch p.operation {
@@ -203,7 +203,7 @@ extension TrainingLowering {
                 }
             case .prod:
                 let dx = bottomDiff(node, i)
-                let stable = p.stableProdGrad
+                let stable = p.stableProductGradient
                 let sources = stable ? node.inputs.enumerated().filter { $0.offset != i }.map { data($0.element) }
                                      : [data(node.outputs[0]), data(node.inputs[i])]
                 try base.emitKernel(node, "eltwise.prod.grad \(sources.count) stable=\(stable)", operands: sources + [dy, dx],

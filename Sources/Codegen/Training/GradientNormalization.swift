@@ -297,18 +297,17 @@ extension TrainingLowering {
     /// the padded window of size P: `dx_j = dy_j·u_j^−β − 2αβ·x_j·Σ_{i: j∈win(i)} dy_i·x_i·u_i^(−β−1)/P_i`.
     mutating func lowerLRNBackward(_ node: Node) throws {
         guard analysis.writesBottomDiff(node, 0) else { return }
-        let p = node.layer.lrnParam
+        let p = try node.lrnAttributes()
         let input = node.inputs[0], dims = shape(input)
-        guard dims.count == 4 else { throw unsupported(node, "LRN needs an N×C×H×W input, got \(dims)") }
         let (n, c, h, w) = (dims[0], dims[1], dims[2], dims[3])
-        let size = Int(p.localSize), pre = (size - 1) / 2, plane = h * w
+        let size = p.localSize, pre = (size - 1) / 2, plane = h * w
         let (alpha, beta, k) = (p.alpha, p.beta, p.k)
         let x = data(input), y = data(node.outputs[0])
         let dy = try topDiff(node, node.outputs[0])
         let scale = Operand(base.scratch(node, "scale", count: count(input)))
         let ratio = Operand(base.scratch(node, "ratio", count: count(input)))
         let dx = bottomDiff(node, 0)
-        switch p.normRegion {
+        switch p.region {
         case .acrossChannels:
             let signature = "lrn.across.grad c\(c) hw\(plane) n\(size) a\(alpha.bitPattern) b\(beta.bitPattern) k\(k.bitPattern)"
             try base.emitKernel(node, signature + " scale", operands: [x, y, dy, scale, ratio], tasks: n * c, work: count(input) * size) { b in

@@ -16,15 +16,6 @@ extension TrainingLowering {
         }
     }
 
-    /// The axis a Concat or Slice works along (`concat_dim`/`slice_dim` win over `axis`).
-    func structureAxis(_ node: Node, of value: ValueID, legacy: UInt32?, axis: Int32) throws -> Int {
-        if let legacy { return Int(legacy) }
-        guard let resolved = graph.values[value].shape.canonicalAxis(Int(axis)) else {
-            throw Diagnostic("axis \(axis) is out of range for \(shape(value))", at: node.location, layer: node.name)
-        }
-        return resolved
-    }
-
     // MARK: Softmax
 
     /// Softmax backward, Caffe's order: `dx = (dy − Σ_c dy·y) · y` along the axis.
@@ -54,9 +45,8 @@ extension TrainingLowering {
 
     /// Concat backward: each bottom's diff is its block of the top diff along the axis.
     mutating func lowerConcatBackward(_ node: Node) throws {
-        let p = node.layer.concatParam
         let output = node.outputs[0], dims = shape(output)
-        let axis = try structureAxis(node, of: output, legacy: p.hasConcatDim ? p.concatDim : nil, axis: p.axis)
+        let axis = try node.axisAttribute()
         let outer = dims[..<axis].reduce(1, *), rowOut = dims[axis...].reduce(1, *)
         let dy = try topDiff(node, output)
         var offset = 0
@@ -72,10 +62,9 @@ extension TrainingLowering {
 
     /// Slice forward: each top is a block of the bottom along the axis (one top shares the bottom).
     mutating func lowerSliceForward(_ node: Node) throws {
-        let p = node.layer.sliceParam
         let input = node.inputs[0], dims = shape(input)
         if node.outputs.count == 1 { base.lowerView(node); return }
-        let axis = try structureAxis(node, of: input, legacy: p.hasSliceDim ? p.sliceDim : nil, axis: p.axis)
+        let axis = try node.axisAttribute()
         let outer = dims[..<axis].reduce(1, *), rowIn = dims[axis...].reduce(1, *)
         var offset = 0
         for output in node.outputs {
@@ -89,10 +78,9 @@ extension TrainingLowering {
     /// Slice backward: the bottom diff assembled from the tops' diffs (zero where none was written).
     mutating func lowerSliceBackward(_ node: Node) throws {
         guard analysis.writesBottomDiff(node, 0) else { return }
-        let p = node.layer.sliceParam
         let input = node.inputs[0], dims = shape(input)
         if node.outputs.count == 1 { diffOf[input] = try topDiff(node, node.outputs[0]).buffer; return }
-        let axis = try structureAxis(node, of: input, legacy: p.hasSliceDim ? p.sliceDim : nil, axis: p.axis)
+        let axis = try node.axisAttribute()
         let outer = dims[..<axis].reduce(1, *), rowIn = dims[axis...].reduce(1, *)
         let dx = bottomDiff(node, 0)
         var offset = 0

@@ -85,7 +85,7 @@ extension ONNXLowering {
 
     /// SUM (each bottom times its coefficient, then added), PROD, MAX.
     mutating func lowerEltwise(_ node: Node) throws {
-        let p = node.layer.eltwiseParam
+        let p = try node.eltwiseAttributes()
         let operands = node.inputs.indices.map { input(node, $0) }
         switch p.operation {
         case .prod:
@@ -93,11 +93,8 @@ extension ONNXLowering {
         case .max:
             writer.node("Max", name: node.name, inputs: operands, outputs: [output(node)])
         case .sum:
-            guard p.coeff.isEmpty || p.coeff.count == operands.count else {
-                throw unsupported(node, "it has \(p.coeff.count) coefficients for \(operands.count) bottoms")
-            }
             let terms = operands.enumerated().map { index, operand -> String in
-                let coeff = p.coeff.isEmpty ? 1 : p.coeff[index]
+                let coeff = p.coefficients[index]
                 if coeff == 1 { return operand }
                 return writer.node("Mul", name: "\(node.name)/coeff\(index)", inputs: [operand, writer.constant("\(node.name)/coeff\(index)", [coeff])])
             }

@@ -13,9 +13,7 @@ extension ONNXLowering {
             }
             writer.node("Softmax", name: node.name, inputs: [input(node)], outputs: [output(node)], [Attribute.int("axis", axis)])
         case .concat:
-            let p = node.layer.concatParam
-            let requested = p.hasConcatDim ? Int(p.concatDim) : Int(p.axis)
-            guard let axis = TensorShape(shape).canonicalAxis(requested) else { throw unsupported(node, "axis \(requested) is out of range") }
+            let axis = try node.axisAttribute()
             if axis == 0 { fixBatch(node, because: "concatenates along the batch axis") }
             writer.node("Concat", name: node.name, inputs: node.inputs.indices.map { input(node, $0) }, outputs: [output(node)],
                         [Attribute.int("axis", axis)])
@@ -34,9 +32,7 @@ extension ONNXLowering {
                 writer.node("Identity", name: node.outputs.count == 1 ? node.name : "\(node.name)/\(index)", inputs: [input(node)], outputs: [output(node, index)])
             }
         case .slice:
-            let p = node.layer.sliceParam
-            let requested = p.hasSliceDim ? Int(p.sliceDim) : Int(p.axis)
-            guard let axis = TensorShape(shape).canonicalAxis(requested) else { throw unsupported(node, "axis \(requested) is out of range") }
+            let axis = try node.axisAttribute()
             if axis == 0 { fixBatch(node, because: "slices the batch axis") }
             let sizes = node.outputs.indices.map { outputShape(node, $0)[axis] }
             writer.node("Split", name: node.name, inputs: [input(node), writer.int64s("\(node.name)/sizes", sizes)],

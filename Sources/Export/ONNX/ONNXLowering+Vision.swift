@@ -136,9 +136,9 @@ extension ONNXLowering {
     /// channel window (`c - (size-1)/2 … c + size/2`). WITHIN_CHANNEL has no ONNX operator; it is
     /// Caffe's own decomposition: `x · (1 + alpha · avgpool(x²))^-beta` (Caffe ignores `k` there).
     mutating func lowerLRN(_ node: Node) throws {
-        let p = node.layer.lrnParam
-        let size = Int(p.localSize)
-        if p.normRegion == .acrossChannels {
+        let p = try node.lrnAttributes()
+        let size = p.localSize
+        if p.region == .acrossChannels {
             writer.node("LRN", name: node.name, inputs: [input(node)], outputs: [output(node)],
                         [Attribute.int("size", size), Attribute.float("alpha", p.alpha), Attribute.float("beta", p.beta), Attribute.float("bias", p.k)])
             return
