@@ -43,9 +43,33 @@ extension Lowering {
         }
     }
 
+    /// SegNet's and ENet's class weighting for SoftmaxWithLoss: `class_weighting` when
+    /// `weight_by_label_freqs` is set (one weight per class, the forks' `CHECK_EQ` made a
+    /// diagnostic), nil otherwise — the forks ignore `class_weighting` without the switch.
+    func classWeights(_ node: Node, classes: Int) throws -> [Float]? {
+        let p = node.layer.lossParam
+        guard p.weightByLabelFreqs else { return nil }
+        guard p.classWeighting.count == classes else {
+            throw Diagnostic("weight_by_label_freqs needs one class_weighting value per class: \(p.classWeighting.count) given, the scores have \(classes) classes",
+                             at: node.location, layer: node.name, hint: "list \(classes) class_weighting values in loss_param (the forks' 'Number of class weight values does not match the number of classes')")
+        }
+        return p.classWeighting
+    }
+
+    /// The class weights' buffer: a constant for inference; in training a persistent buffer, as
+    /// PriorBox's priors (training refuses constants, which would go stale if they came from
+    /// parameters; these come from the prototxt). Backward finds it by name (`node/class weights`).
+    mutating func classWeightBuffer(_ node: Node, _ weights: [Float]) -> Operand {
+        let name = "class weights"
+        if parameterBuffers == nil { return Operand(constant(node, name, weights)) }
+        return Operand(program.addPersistent("\(node.name)/\(name)", count: weights.count, values: weights))
+    }
+
     /// SoftmaxWithLoss forward: the softmax into a scratch `prob` buffer kept for backward, then
     /// one sequential task summing `−log(max(prob[label], FLT_MIN))` over non-ignored positions in
-    /// Caffe's order and dividing by the normalizer; the valid count is kept for backward.
+    /// Caffe's order and dividing by the normalizer; the valid count is kept for backward. With
+    /// SegNet's/ENet's `weight_by_label_freqs` each term is multiplied by `class_weighting[label]`
+    /// and the normalizer stays the count (the forks' `loss / count`, not a weighted mean).
     mutating func lowerSoftmaxWithLossForward(_ node: Node) throws {
         guard node.outputs.count == 1 else {
             throw unsupported(node, "a second (prob) top cannot be instantiated in Caffe either", hint: "add a separate Softmax layer for the probabilities")
@@ -61,9 +85,12 @@ extension Lowering {
         try emitSoftmax(node, input: data(node.inputs[0]), output: prob, outer: outer, channels: channels, inner: inner)
         let ignore: Int? = p.lossParam.hasIgnoreLabel ? Int(p.lossParam.ignoreLabel) : nil
         let mode = Lowering.normalization(p.lossParam)
-        let signature = "softmaxloss.forward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode)"
-        try emitKernel(node, signature, operands: [prob, data(node.inputs[1]), data(node.outputs[0]), valid], tasks: 1, work: outer * inner) { b in
+        let weights = try classWeights(node, classes: channels).map { classWeightBuffer(node, $0) }
+        let signature = "softmaxloss.forward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode) weighted=\(weights != nil)"
+        let operands = [prob, data(node.inputs[1]), data(node.outputs[0]), valid] + (weights.map { [$0] } ?? [])
+        try emitKernel(node, signature, operands: operands, tasks: 1, work: outer * inner) { b in
             let (prob, label, top, validCount) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3))
+            let classWeight = weights == nil ? nil : b.operand(4)
             b.forEachTask { _ in
                 let loss = b.variable(b.constant(0)), counted = b.variable(b.constant(0))
                 b.loop(0..<outer) { o in
@@ -73,7 +100,8 @@ extension Lowering {
                         let body = {
                             let clamped = b.max(b.index(0), b.min(value, b.index(channels - 1)))
                             let probability = prob[(o * channels + clamped) * inner + i]
-                            loss.value = loss.value - b.log(b.max(probability, b.constant(.leastNormalMagnitude)))
+                            let term = b.log(b.max(probability, b.constant(.leastNormalMagnitude)))
+                            loss.value = loss.value - (classWeight.map { term * $0[clamped] } ?? term)
                             counted.value = counted.value + 1
                         }
                         if let keep { b.when(keep, body) } else { body() }

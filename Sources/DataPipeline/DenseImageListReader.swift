@@ -9,6 +9,8 @@ import Foundation
 /// both mirrored together (`mirror`) and cropped at the same offset (`crop_height × crop_width`).
 /// The image then goes through the layer's `transform_param` (scale, mean); the label keeps its
 /// pixel values (the fork's `preserve_pixel_vals`). Labels fill `DataBatch.labels`, N×H×W.
+/// ENet's `label_divide_factor` f resizes the label image (nearest) to
+/// `new_height / f × new_width / f` instead, so labels are N×⌊H/f⌋×⌊W/f⌋ (the encoder's output size).
 ///
 /// Random draws follow Caffe's order with the layer first in the net: from a generator seeded with
 /// `seed`, the shuffle generator's seed (`shuffle`), the `rand_skip` draw, then the seed of the
@@ -33,7 +35,7 @@ public final class DenseImageListReader: BatchSource {
     /// The list file, resolved.
     public let listPath: String
     public let batchShape: [Int]
-    /// `[N, 1, H, W]`, the label top.
+    /// `[N, 1, H, W]`, the label top (`[N, 1, H/f, W/f]` with `label_divide_factor` f).
     public let labelShape: [Int]
     /// The list in the order it is being read (shuffled when `shuffle` is set).
     public private(set) var entries: [Entry]
@@ -64,6 +66,7 @@ public final class DenseImageListReader: BatchSource {
             throw Diagnostic("DenseImageData cannot take transform_param's mirror or crop_size: they would move the image and not its labels",
                              layer: layer.name, hint: "use dense_image_data_param's mirror, crop_height and crop_width, which move both")
         }
+        let factor = try layer.checkedLabelDivideFactor()
         listPath = resolve(p.source, against: baseDirectory)
         entries = try Self.readList(path: listPath, layer: layer.name)
 
@@ -93,7 +96,7 @@ public final class DenseImageListReader: BatchSource {
         }
         let channels = try transformer.outputShape(forInput: [image.channels, height, width])[0]
         batchShape = [Int(p.batchSize), channels, height, width]
-        labelShape = [Int(p.batchSize), 1, height, width]
+        labelShape = [Int(p.batchSize), 1, height / factor, width / factor]
     }
 
     public func fill(_ batch: inout DataBatch) throws {
@@ -103,8 +106,9 @@ public final class DenseImageListReader: BatchSource {
     private func load(_ batch: inout DataBatch) throws {
         let batchSize = batchShape[0], itemCount = batchShape.dropFirst().reduce(1, *)
         let (height, width) = (batchShape[2], batchShape[3])
+        let labelCount = labelShape[2] * labelShape[3]
         if batch.shape != batchShape || batch.data.count != batchSize * itemCount { batch = DataBatch(shape: batchShape) }
-        if batch.labels.count != batchSize * height * width { batch.labels = [Float](repeating: 0, count: batchSize * height * width) }
+        if batch.labels.count != batchSize * labelCount { batch.labels = [Float](repeating: 0, count: batchSize * labelCount) }
         batch.keys.removeAll(keepingCapacity: true)
         for item in 0..<batchSize {
             let entry = entries[position]
@@ -134,7 +138,7 @@ public final class DenseImageListReader: BatchSource {
                 diagnostic.file = listPath
                 throw diagnostic
             }
-            for i in 0..<(height * width) { batch.labels[item * height * width + i] = Float(label.pixels[i]) }
+            for i in 0..<labelCount { batch.labels[item * labelCount + i] = Float(label.pixels[i]) }
             batch.keys.append(entry.image)
             position += 1
             if position >= entries.count {
@@ -165,15 +169,17 @@ public final class DenseImageListReader: BatchSource {
         return entries
     }
 
-    /// One pair, decoded and resized; the label must have the image's size.
+    /// One pair, decoded and resized; the label must have the image's size (divided by
+    /// `label_divide_factor`, which the caller has checked).
     static func load(_ entry: Entry, parameter p: Caffe_DenseImageDataParameter, list: String, base: String?) throws -> (DecodedImage, DecodedImage) {
         let place = SourcePosition(file: list, line: entry.line, column: 1)
+        let factor = max(1, Int(p.labelDivideFactor))
         func read(_ name: String, color: Bool, nearest: Bool) throws -> DecodedImage {
             let path = resolve(p.rootFolder + name, against: base)
             do {
                 if nearest {
                     let image = try ImageFile.read(path: path, color: false)
-                    return p.newHeight > 0 ? ImageResize.nearest(image, height: Int(p.newHeight), width: Int(p.newWidth)) : image
+                    return p.newHeight > 0 ? ImageResize.nearest(image, height: Int(p.newHeight) / factor, width: Int(p.newWidth) / factor) : image
                 }
                 return try ImageFile.read(path: path, height: Int(p.newHeight), width: Int(p.newWidth), color: color)
             } catch {
@@ -184,7 +190,7 @@ public final class DenseImageListReader: BatchSource {
         }
         let image = try read(entry.image, color: p.isColor, nearest: false)
         let label = try read(entry.label, color: false, nearest: true)
-        guard (label.height, label.width) == (image.height, image.width) else {
+        guard (label.height, label.width) == (image.height / factor, image.width / factor) else {
             throw Diagnostic("label image '\(entry.label)' is \(label.height)×\(label.width), but its image '\(entry.image)' is \(image.height)×\(image.width)",
                              at: place, hint: "a label image must have its image's size (the fork's 'Input and label image heights and widths must match')")
         }

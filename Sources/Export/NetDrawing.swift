@@ -124,7 +124,11 @@ public struct NetDrawing: Sendable {
         case .ctpnLSTM: return "\(node.layer.lstmParam.numOutput) out" + (node.inputs.count > 1 ? ", clip" : "")
         case .permute, .priorBox, .detectionOutput, .normalize, .flatten, .upsample, .reorg:
             return detectionAttributes(node)
-        case .denseImageData: return "image + label-image pairs from \(node.layer.denseImageDataParam.source)"
+        case .denseImageData:
+            let factor = node.layer.denseImageDataParam.labelDivideFactor
+            return "image + label-image pairs from \(node.layer.denseImageDataParam.source)" + (factor > 1 ? ", labels 1/\(factor) size" : "")
+        case .softmaxWithLoss where node.layer.lossParam.weightByLabelFreqs:
+            return "class-weighted (\(node.layer.lossParam.classWeighting.map { String($0) }.joined(separator: ", ")))"
         default: return nil
         }
     }

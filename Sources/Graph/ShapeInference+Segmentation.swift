@@ -27,7 +27,10 @@ extension ShapeInference {
     /// DenseImageData (SegNet, ENet): images N×C×H×W and label images N×1×H×W. C is 3 (`is_color`)
     /// or 1; H×W is `crop_size` (transform_param), else `crop_height × crop_width`, else
     /// `new_height × new_width`, else the first image's size, which only the data source knows
-    /// (given with `--input`). The forks' setup checks become diagnostics.
+    /// (given with `--input`). The forks' setup checks become diagnostics. ENet's
+    /// `label_divide_factor` f shrinks the label top to ⌊H/f⌋ × ⌊W/f⌋ (the fork's integer
+    /// division); its fork resizes the label only with `new_height`/`new_width` and crops it with
+    /// the image's full-size window, so f > 1 needs the resize and refuses cropping here.
     static func denseImageData(_ c: ShapeContext) throws -> LayerSignature {
         let p = c.layer.denseImageDataParam
         guard (p.newHeight == 0) == (p.newWidth == 0) else {
@@ -42,6 +45,7 @@ extension ShapeInference {
         guard (1...2).contains(c.layer.top.count) else {
             throw Diagnostic("DenseImageData has two tops (images, label images), got \(c.layer.top.count)")
         }
+        let factor = try c.layer.checkedLabelDivideFactor()
         let unknown = TensorShape.unknown
         let crop = Int(c.layer.transformParam.cropSize)
         var size = (height: unknown, width: unknown)
@@ -53,13 +57,17 @@ extension ShapeInference {
             size = (Int(p.newHeight), Int(p.newWidth))
         }
         let batch = Int(p.batchSize)
-        var outputs = [TensorShape([batch, p.isColor ? 3 : 1, size.height, size.width]), TensorShape([batch, 1, size.height, size.width])]
+        func labelExtent(_ extent: Int) -> Int { extent == unknown ? unknown : extent / factor }
+        var outputs = [TensorShape([batch, p.isColor ? 3 : 1, size.height, size.width]),
+                       TensorShape([batch, 1, labelExtent(size.height), labelExtent(size.width)])]
         for (i, top) in c.layer.top.enumerated() {
             if let given = c.overrides[top] { outputs[i] = given }
         }
         // A shape given for the images fixes the labels' extent too, and the other way round.
         if c.layer.top.count == 2, outputs[1].rank == 4, outputs[0].rank == 4 {
-            if c.overrides[c.layer.top[1]] == nil { outputs[1] = TensorShape([outputs[0][0], 1, outputs[0][2], outputs[0][3]]) }
+            if c.overrides[c.layer.top[1]] == nil {
+                outputs[1] = TensorShape([outputs[0][0], 1, labelExtent(outputs[0][2]), labelExtent(outputs[0][3])])
+            }
         }
         return LayerSignature(outputs: Array(outputs.prefix(c.layer.top.count)))
     }

@@ -319,6 +319,13 @@ extension ShapeInference {
             } else if c.layer.top.count > 1 {
                 outputs.append(scores)
             }
+            // SegNet's and ENet's class weighting: one weight per class (their CHECK_EQ in LayerSetUp).
+            let weighting = c.layer.lossParam
+            if c.kind == .softmaxWithLoss, weighting.weightByLabelFreqs, scores[resolved] != TensorShape.unknown,
+               weighting.classWeighting.count != scores[resolved] {
+                throw Diagnostic("loss_param.weight_by_label_freqs needs one class_weighting value per class: \(weighting.classWeighting.count) given, but \(c.shapeText(0)) has \(scores[resolved]) classes along axis \(resolved)",
+                                 hint: "list \(scores[resolved]) class_weighting values (SegNet's and ENet's 'Number of class weight values does not match the number of classes')")
+            }
         case .sigmoidCrossEntropyLoss:
             if let a = scores.count, let b = labels.count, a != b {
                 throw Diagnostic("SigmoidCrossEntropyLoss inputs must hold the same number of values: \(c.shapeText(0)) has \(a), \(c.shapeText(1)) has \(b)")

@@ -49,11 +49,14 @@ public enum DataSources {
     static let fileLayerTypes: Set<String> = ["Data", "ImageData", "WindowData", "HDF5Data", "DenseImageData", "AnnotatedData"]
 
     /// The label top's shape for a data layer whose images are `batchShape`: one label per item,
-    /// or for DenseImageData one label image per item, N×1×H×W.
+    /// or for DenseImageData one label image per item, N×1×H×W (N×1×⌊H/f⌋×⌊W/f⌋ with ENet's
+    /// `label_divide_factor` f, which the layer's reader has checked).
     /// An SSD AnnotatedData layer's label top is `1×1×rows×8` box rows (`annotatedRows`, padded).
     static func labelShape(_ layer: Caffe_LayerParameter, batchShape: [Int], annotatedRows: Int? = nil) -> [Int] {
         if layer.type == "AnnotatedData" { return [1, 1, annotatedRows ?? 1, 8] }
-        return layer.type == "DenseImageData" ? [batchShape[0], 1, batchShape[2], batchShape[3]] : [batchShape[0]]
+        guard layer.type == "DenseImageData" else { return [batchShape[0]] }
+        let factor = max(1, Int(layer.denseImageDataParam.labelDivideFactor))
+        return [batchShape[0], 1, batchShape[2] / factor, batchShape[3] / factor]
     }
 
     /// The tops' shapes of `definition`'s Data layers in one net state, read from their LMDBs

@@ -163,6 +163,23 @@ struct DrawTests {
         #expect(!dot.contains("(BN)"), "BN rewrites conv1 in place, so it is folded into conv1's box")
     }
 
+    @Test("ENet-shaped train net: DenseImageData's label_divide_factor and SoftmaxWithLoss's class weights are drawn")
+    func enetTrainingShaped() throws {
+        let dot = try ExportFixtures.withTempDir { dir in
+            let net = dir.appendingPathComponent("net.prototxt")
+            try """
+                layer { name: "data" type: "DenseImageData" top: "data" top: "label"
+                        dense_image_data_param { source: "train.txt" batch_size: 2 new_height: 16 new_width: 24 label_divide_factor: 4 } }
+                layer { name: "score" type: "Convolution" bottom: "data" top: "score" convolution_param { num_output: 2 kernel_size: 4 stride: 4 } }
+                layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+                        loss_param { ignore_label: 255 weight_by_label_freqs: true class_weighting: 0.5 class_weighting: 2.5 } }
+                """.write(to: net, atomically: true, encoding: .utf8)
+            return try Self.drawnDOT(net)
+        }
+        #expect(Self.label(of: "data", in: dot) == #"data (DenseImageData)\nimage + label-image pairs from train.txt, labels 1/4 size\ndata: 2×3×16×24\nlabel: 2×1×4×6"#)
+        #expect(Self.label(of: "loss", in: dot)?.hasPrefix(#"loss (SoftmaxWithLoss)\nclass-weighted (0.5, 2.5)"#) == true, "\(Self.label(of: "loss", in: dot) ?? dot)")
+    }
+
     @Test("Faster R-CNN ZF (py-faster-rcnn's test net): the Python proposal layer is drawn as Proposal with its anchors and NMS; ROIPooling is drawn")
     func fasterRCNN() throws {
         let net = ExportFixtures.packageRoot.appendingPathComponent("Tests/peers/nets/faster_rcnn_zf_test.prototxt")

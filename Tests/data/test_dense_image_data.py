@@ -108,3 +108,23 @@ def test_a_label_image_of_another_size_names_its_list_line(tmp_path):
     cv2.imwrite(str(tmp_path / "lab" / "small.png"), np.zeros((HEIGHT - 1, WIDTH), np.uint8))
     error = failing_extract(tmp_path, "img/0.png lab/0.png\nimg/1.png lab/1.png\nimg/2.png lab/small.png\n")
     assert "list.txt:3:1:" in error and "small.png" in error and "19×30, but its image 'img/2.png' is 20×30" in error, error
+
+
+def test_label_divide_factor_resizes_labels_nearest_to_a_fraction_of_new_size(tmp_path):
+    """ENet's encoder nets: the label image is read as ReadImageToCVMat(label, new_height / f,
+    new_width / f, grey, INTER_NEAREST) (integer division), mirrored with its image."""
+    images, labels = write_pairs(tmp_path)
+    for new_height, new_width, factor in [(16, 24, 4), (13, 17, 3)]:
+        data, label = extract(tmp_path, "batch_size: 3 mirror: true new_height: %d new_width: %d label_divide_factor: %d"
+                              % (new_height, new_width, factor), batches=2)
+        small = (new_height // factor, new_width // factor)
+        assert data.shape == (6, 3, new_height, new_width) and label.shape == (6, 1) + small
+        item_rng = MT19937(MT19937(1)())   # no shuffle: the prefetch generator is the first draw
+        for item in range(6):
+            i = item % PAIRS
+            image = cv2.resize(images[i], (new_width, new_height), interpolation=cv2.INTER_LINEAR)
+            lab = cv2.resize(labels[i], (small[1], small[0]), interpolation=cv2.INTER_NEAREST)
+            if item_rng() % 2:
+                image, lab = cv2.flip(image, 1), cv2.flip(lab, 1)
+            np.testing.assert_array_equal(data[item], image.astype(np.float32).transpose(2, 0, 1), err_msg="image %d" % item)
+            np.testing.assert_array_equal(label[item, 0], lab, err_msg="label %d, factor %d" % (item, factor))

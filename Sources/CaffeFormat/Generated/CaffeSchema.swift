@@ -220,6 +220,8 @@ extension ProtoSchema {
                 .init("ignore_label", 1, .int32),
                 .init("normalization", 3, .enumeration("caffe.LossParameter.NormalizationMode")),
                 .init("normalize", 2, .bool),
+                .init("class_weighting", 4, .float, repeated: true),
+                .init("weight_by_label_freqs", 5003, .bool),
             ]),
             .init("caffe.AccuracyParameter", [
                 .init("top_k", 1, .uint32),
@@ -805,6 +807,7 @@ extension ProtoSchema {
                 .init("mirror", 10, .bool),
                 .init("crop_width", 11, .uint32),
                 .init("crop_height", 12, .uint32),
+                .init("label_divide_factor", 13, .uint32),
             ]),
             .init("caffe.LSTMParameter", [
                 .init("num_output", 1, .uint32),

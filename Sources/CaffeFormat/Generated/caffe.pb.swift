@@ -1880,6 +1880,31 @@ public nonisolated struct Caffe_LossParameter: Sendable {
   /// Clears the value of `normalize`. Subsequent reads from it will return its default value.
   public mutating func clearNormalize() {self._normalize = nil}
 
+  /// SegNet's and ENet's class weighting (alexgkendall/caffe-segnet, TimoSaemann/caffe-enet),
+  /// read by SoftmaxWithLoss: with weight_by_label_freqs each position's loss and gradient are
+  /// multiplied by class_weighting[label] (one value per class); the normalizer is unchanged
+  /// (the count of non-ignored positions, not the sum of their weights). class_weighting is 4
+  /// as in both forks (free in BVLC and every fork in this file). The forks number
+  /// weight_by_label_freqs 3, which BVLC gave normalization (a varint too); prototxts name
+  /// fields, so it lives at 5003 here. What a fork's binary field 3 means here: a fork
+  /// caffemodel's layer (Caffe's snapshots copy each layer's settings) with
+  /// weight_by_label_freqs: true reads as normalization: VALID, which is the forks' own default
+  /// (normalize: true divides by the valid count), and an explicit false reads as FULL (divide
+  /// by every position, ignored ones included). SwiftJIT takes layer settings from the prototxt
+  /// and only blobs from a caffemodel, so this only affects a caffemodel decoded as a net by
+  /// other tools. ENet's fork also declares normalization at 5 but never reads it.
+  public var classWeighting: [Float] = []
+
+  /// SegNet, ENet (their 3)
+  public var weightByLabelFreqs: Bool {
+    get {_weightByLabelFreqs ?? false}
+    set {_weightByLabelFreqs = newValue}
+  }
+  /// Returns true if `weightByLabelFreqs` has been explicitly set.
+  public var hasWeightByLabelFreqs: Bool {self._weightByLabelFreqs != nil}
+  /// Clears the value of `weightByLabelFreqs`. Subsequent reads from it will return its default value.
+  public mutating func clearWeightByLabelFreqs() {self._weightByLabelFreqs = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// What the summed loss is divided by.
@@ -1908,6 +1933,7 @@ public nonisolated struct Caffe_LossParameter: Sendable {
   fileprivate var _ignoreLabel: Int32? = nil
   fileprivate var _normalization: Caffe_LossParameter.NormalizationMode? = nil
   fileprivate var _normalize: Bool? = nil
+  fileprivate var _weightByLabelFreqs: Bool? = nil
 }
 
 /// Accuracy layer: top-k and label axis.
@@ -7153,6 +7179,18 @@ public nonisolated struct Caffe_DenseImageDataParameter: Sendable {
   /// Clears the value of `cropHeight`. Subsequent reads from it will return its default value.
   public mutating func clearCropHeight() {self._cropHeight = nil}
 
+  /// ENet's fork (TimoSaemann/caffe-enet, field 13 there too): the label image is resized with
+  /// nearest-neighbour interpolation to (new_height / f) × (new_width / f), integer division, so
+  /// the encoder trains against 1/8-size labels. Needs new_height and new_width; no cropping.
+  public var labelDivideFactor: UInt32 {
+    get {_labelDivideFactor ?? 1}
+    set {_labelDivideFactor = newValue}
+  }
+  /// Returns true if `labelDivideFactor` has been explicitly set.
+  public var hasLabelDivideFactor: Bool {self._labelDivideFactor != nil}
+  /// Clears the value of `labelDivideFactor`. Subsequent reads from it will return its default value.
+  public mutating func clearLabelDivideFactor() {self._labelDivideFactor = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -7169,6 +7207,7 @@ public nonisolated struct Caffe_DenseImageDataParameter: Sendable {
   fileprivate var _mirror: Bool? = nil
   fileprivate var _cropWidth: UInt32? = nil
   fileprivate var _cropHeight: UInt32? = nil
+  fileprivate var _labelDivideFactor: UInt32? = nil
 }
 
 /// CTPN's Lstm layer (junhyukoh-style): x is T×N×I, the top T×N×num_output; blobs W_i (4H×I),
@@ -8987,7 +9026,7 @@ nonisolated extension Caffe_TransformationParameter: SwiftProtobuf.Message, Swif
 
 nonisolated extension Caffe_LossParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LossParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ignore_label\0\u{1}normalize\0\u{1}normalization\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ignore_label\0\u{1}normalize\0\u{1}normalization\0\u{3}class_weighting\0\u{4}GN\u{1}weight_by_label_freqs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -8998,6 +9037,8 @@ nonisolated extension Caffe_LossParameter: SwiftProtobuf.Message, SwiftProtobuf.
       case 1: try { try decoder.decodeSingularInt32Field(value: &self._ignoreLabel) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self._normalize) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self._normalization) }()
+      case 4: try { try decoder.decodeRepeatedFloatField(value: &self.classWeighting) }()
+      case 5003: try { try decoder.decodeSingularBoolField(value: &self._weightByLabelFreqs) }()
       default: break
       }
     }
@@ -9017,6 +9058,12 @@ nonisolated extension Caffe_LossParameter: SwiftProtobuf.Message, SwiftProtobuf.
     try { if let v = self._normalization {
       try visitor.visitSingularEnumField(value: v, fieldNumber: 3)
     } }()
+    if !self.classWeighting.isEmpty {
+      try visitor.visitRepeatedFloatField(value: self.classWeighting, fieldNumber: 4)
+    }
+    try { if let v = self._weightByLabelFreqs {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 5003)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -9024,6 +9071,8 @@ nonisolated extension Caffe_LossParameter: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs._ignoreLabel != rhs._ignoreLabel {return false}
     if lhs._normalization != rhs._normalization {return false}
     if lhs._normalize != rhs._normalize {return false}
+    if lhs.classWeighting != rhs.classWeighting {return false}
+    if lhs._weightByLabelFreqs != rhs._weightByLabelFreqs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -14083,7 +14132,7 @@ nonisolated extension Caffe_BNParameter.BNMode: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Caffe_DenseImageDataParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DenseImageDataParameter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{3}batch_size\0\u{3}rand_skip\0\u{1}shuffle\0\u{3}new_height\0\u{3}new_width\0\u{3}is_color\0\u{3}mean_file\0\u{3}root_folder\0\u{1}mirror\0\u{3}crop_width\0\u{3}crop_height\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{3}batch_size\0\u{3}rand_skip\0\u{1}shuffle\0\u{3}new_height\0\u{3}new_width\0\u{3}is_color\0\u{3}mean_file\0\u{3}root_folder\0\u{1}mirror\0\u{3}crop_width\0\u{3}crop_height\0\u{3}label_divide_factor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -14103,6 +14152,7 @@ nonisolated extension Caffe_DenseImageDataParameter: SwiftProtobuf.Message, Swif
       case 10: try { try decoder.decodeSingularBoolField(value: &self._mirror) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self._cropWidth) }()
       case 12: try { try decoder.decodeSingularUInt32Field(value: &self._cropHeight) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self._labelDivideFactor) }()
       default: break
       }
     }
@@ -14149,6 +14199,9 @@ nonisolated extension Caffe_DenseImageDataParameter: SwiftProtobuf.Message, Swif
     try { if let v = self._cropHeight {
       try visitor.visitSingularUInt32Field(value: v, fieldNumber: 12)
     } }()
+    try { if let v = self._labelDivideFactor {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 13)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -14165,6 +14218,7 @@ nonisolated extension Caffe_DenseImageDataParameter: SwiftProtobuf.Message, Swif
     if lhs._mirror != rhs._mirror {return false}
     if lhs._cropWidth != rhs._cropWidth {return false}
     if lhs._cropHeight != rhs._cropHeight {return false}
+    if lhs._labelDivideFactor != rhs._labelDivideFactor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

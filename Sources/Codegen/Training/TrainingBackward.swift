@@ -87,7 +87,9 @@ extension TrainingLowering {
     // MARK: SoftmaxWithLoss
 
     /// SoftmaxWithLoss backward: `dx = (prob − onehot(label)) · (loss weight / normalizer)`, zero
-    /// at ignored positions; the loss weight is the top's diff (its seed).
+    /// at ignored positions; the loss weight is the top's diff (its seed). With SegNet's/ENet's
+    /// `weight_by_label_freqs` every class's diff at a position is also multiplied by
+    /// `class_weighting[label]` (the forks' `Backward_cpu`), the normalizer unchanged.
     mutating func lowerSoftmaxWithLossBackward(_ node: Node) throws {
         if analysis.writesBottomDiff(node, 1) {
             throw Diagnostic("SoftmaxWithLoss cannot backpropagate to its label input", at: node.location, layer: node.name,
@@ -103,15 +105,24 @@ extension TrainingLowering {
         let dx = bottomDiff(node, 0)
         let ignore: Int? = p.lossParam.hasIgnoreLabel ? Int(p.lossParam.ignoreLabel) : nil
         let mode = Lowering.normalization(p.lossParam)
-        let signature = "softmaxloss.backward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode)"
-        try base.emitKernel(node, signature, operands: [prob, data(node.inputs[1]), dy, valid, dx],
+        var weights: Operand?
+        if try base.classWeights(node, classes: channels) != nil {
+            guard let kept = base.program.buffers.lastIndex(where: { $0.name == "\(node.name)/class weights" }) else {
+                throw unsupported(node, "its forward kept no class weights")
+            }
+            weights = Operand(kept)
+        }
+        let signature = "softmaxloss.backward o\(outer) c\(channels) i\(inner) ignore\(ignore.map(String.init) ?? "-") \(mode) weighted=\(weights != nil)"
+        try base.emitKernel(node, signature, operands: [prob, data(node.inputs[1]), dy, valid, dx] + (weights.map { [$0] } ?? []),
                             tasks: outer * inner, work: outer * inner * channels) { b in
             let (prob, label, topDiff, validCount, result) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
+            let classWeight = weights == nil ? nil : b.operand(5)
             b.forEachTask { position in
                 let o = position / inner, i = inner == 1 ? b.index(0) : position % inner
                 let start = o * (channels * inner) + i
                 let value = b.int(label[position])
-                let scale = topDiff[b.index(0)] / Lowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
+                var scale = topDiff[b.index(0)] / Lowering.normalizer(b, mode, outer: outer, inner: inner, valid: validCount[b.index(0)])
+                if let classWeight { scale = scale * classWeight[b.max(b.index(0), b.min(value, b.index(channels - 1)))] }
                 let compute = {
                     b.loop(0..<channels) { c in
                         let at = start + c * inner
