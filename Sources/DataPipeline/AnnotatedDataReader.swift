@@ -183,18 +183,21 @@ struct WireFields: Sequence {
 }
 
 /// Reads batches of an SSD `AnnotatedData` layer (weiliu89/caffe `AnnotatedDataLayer::load_batch`)
-/// from an LMDB of `AnnotatedDatum` records: each image resized by `resize_param` (WARP, linear),
-/// mean/scale applied, mirrored at random when `mirror` is set (boxes flipped with it); each box
-/// kept when its centre (emit CENTER) or coverage (MIN_OVERLAP) passes `emit_constraint`, clipped
-/// to the image, and written as a label row `[item, label, instance, xmin, ymin, xmax, ymax,
-/// difficult]`.
+/// from an LMDB of `AnnotatedDatum` records. Per image, in the fork's order: photometric
+/// distortion (`distort_param`, `PhotometricDistortion`), zoom-out onto a `mean_value` canvas
+/// (`expand_param`), one random crop of those the `batch_sampler`s keep (`CropSampler`; the whole
+/// image when none), boxes carried through each step under `emit_constraint`; then the WARP
+/// `resize_param` with an interpolation drawn from `interp_mode` (`ImageResize.resized`),
+/// mean/scale, and a random mirror (boxes flipped with it). Each surviving box becomes a label row
+/// `[item, label, instance, xmin, ymin, xmax, ymax, difficult]`.
 ///
-/// Not run (refused in `init`, naming the field): random crops (`batch_sampler` with a sampler
-/// that is not the whole image), `distort_param`, `expand_param`, `noise_param`, `crop_size`,
-/// resize modes other than WARP and interpolations other than LINEAR. The fork's label blob has
-/// as many rows as the batch has boxes; here it has a fixed `labelRows` (the batch size times the
-/// most boxes of any record, found by scanning the LMDB once), padded with rows of item -1, which
-/// MultiBoxLoss skips as the fork's `GetGroundTruth` does — so the train net compiles once.
+/// Draws are reproducible for the layer's data seed: mirroring has its own generator (as before),
+/// the augmentations another. Not run (refused in `init`, naming the field): `noise_param`,
+/// `crop_size`, resize modes other than WARP, `resize_param.prob` below 1, and `expand_param`
+/// with a `mean_file`. The fork's label blob has as many rows as the batch has boxes; here it
+/// has a fixed `labelRows` (the batch size times the most boxes of any record, found by scanning
+/// the LMDB once — crops only drop boxes), padded with rows of item -1, which MultiBoxLoss skips as
+/// the fork's `GetGroundTruth` does — so the train net compiles once.
 public final class AnnotatedDataReader: BatchSource {
     public let source: String
     public let batchSize: Int
@@ -208,6 +211,15 @@ public final class AnnotatedDataReader: BatchSource {
     private let mirror: Bool
     private var generator: MersenneTwister
     private let emit: Caffe_EmitConstraint?
+    private let sampler: CropSampler?
+    private let distortion: PhotometricDistortion?
+    private let expansion: Caffe_ExpansionParameter?
+    /// `mean_value` as 8-bit values: what `expand_param` fills its canvas with.
+    private let canvasFill: [UInt8]
+    /// `resize_param.interp_mode`: one is drawn per image.
+    private let interpolations: [Caffe_ResizeParameter.Interp_mode]
+    /// Draws of the augmentations (distortion, expansion, crops, interpolation), apart from mirroring.
+    private var augmentation: MersenneTwister
     private var failure = StickyFailure()
 
     public init(layer: Caffe_LayerParameter, phase: Caffe_Phase, seed: UInt32, baseDirectory: String?) throws {
@@ -218,27 +230,31 @@ public final class AnnotatedDataReader: BatchSource {
             Diagnostic("AnnotatedData's \(field) is not supported yet: \(why)", layer: layer.name,
                        hint: "remove \(field) (the data is then read without it), or prepare the images beforehand")
         }
-        for sampler in layer.annotatedDataParam.batchSampler {
-            let s = sampler.sampler
-            let identity = (!sampler.hasSampler || (s.minScale == 1 && s.maxScale == 1 && s.minAspectRatio == 1 && s.maxAspectRatio == 1))
-            if !identity { throw refuse("annotated_data_param.batch_sampler", "random crops (a sampler with scales or aspect ratios other than 1)") }
+        sampler = layer.annotatedDataParam.batchSampler.isEmpty ? nil : try CropSampler(layer.annotatedDataParam.batchSampler, layer: layer.name)
+        distortion = t.hasDistortParam ? try PhotometricDistortion(t.distortParam, layer: layer.name) : nil
+        if t.hasExpandParam {
+            guard t.expandParam.maxExpandRatio > 1 else {
+                throw Diagnostic("transform_param.expand_param.max_expand_ratio is \(t.expandParam.maxExpandRatio); it must be greater than 1",
+                                 layer: layer.name, hint: "ssd_pascal.py uses max_expand_ratio: 4 (or drop expand_param)")
+            }
+            if t.hasMeanFile {
+                throw refuse("transform_param.expand_param with mean_file", "the canvas is filled with mean_value; a mean image cannot fit a canvas of random size")
+            }
         }
-        if t.hasDistortParam, [t.distortParam.brightnessProb, t.distortParam.contrastProb, t.distortParam.hueProb,
-                                t.distortParam.saturationProb, t.distortParam.randomOrderProb].contains(where: { $0 > 0 }) {
-            throw refuse("transform_param.distort_param", "photometric distortions")
-        }
-        if t.hasExpandParam, t.expandParam.prob > 0, t.expandParam.maxExpandRatio > 1 { throw refuse("transform_param.expand_param", "zoom-out expansion") }
+        expansion = t.hasExpandParam ? t.expandParam : nil
+        canvasFill = t.meanValue.map { PhotometricDistortion.saturate($0) }
         if t.hasNoiseParam { throw refuse("transform_param.noise_param", "noise") }
         if t.cropSize > 0 || t.cropH > 0 || t.cropW > 0 { throw refuse("transform_param.crop_size", "cropping would also crop the boxes") }
         if t.hasResizeParam {
             let r = t.resizeParam
             if r.resizeMode != .warp { throw refuse("transform_param.resize_param.resize_mode", "only WARP is run") }
             if r.prob < 1 { throw refuse("transform_param.resize_param.prob", "only prob: 1 is run") }
-            if r.interpMode.contains(where: { $0 != .linear }) { throw refuse("transform_param.resize_param.interp_mode", "only LINEAR is run") }
+            interpolations = r.interpMode.isEmpty ? [.linear] : r.interpMode
             guard r.height > 0, r.width > 0 else { throw Diagnostic("resize_param needs height and width", layer: layer.name) }
             resize = (Int(r.height), Int(r.width))
         } else {
             resize = nil
+            interpolations = [.linear]
         }
         if layer.annotatedDataParam.hasAnnoType, layer.annotatedDataParam.annoType != .bbox {
             throw refuse("annotated_data_param.anno_type", "only BBOX")
@@ -253,6 +269,7 @@ public final class AnnotatedDataReader: BatchSource {
         plain.clearExpandParam()
         transformer = try DataTransformer(plain, phase: phase, seed: seed, baseDirectory: baseDirectory, layer: layer.name)
         generator = MersenneTwister(seed: seed ^ 0x5EED_B0C5)
+        augmentation = MersenneTwister(seed: seed ^ 0xA0C_5A3B)
         source = resolve(data.source, against: baseDirectory)
         batchSize = Int(data.batchSize)
         reader = try openDatumCursor(path: source, backend: DatabaseBackend.forDataLayer(data, source: source))
@@ -295,7 +312,9 @@ public final class AnnotatedDataReader: BatchSource {
             let key = record.keyDescription
             let annotated = try AnnotatedDatumRecord(serialized: record.value, key: key)
             var image = try DatumImage(serialized: annotated.datum, key: key, colorMode: transformer.colorMode, source: source)
-            if let resize { image = try resized(image, resize, key: key) }
+            var boxes = annotated.boxes
+            try augment(&image, &boxes, key: key)
+            if let resize { image = try resized(image, resize, interpolation: drawInterpolation(), key: key) }
             guard [batchSize] + (try transformer.outputShape(forInput: image.shape, key: key)) == batchShape else {
                 throw Diagnostic("record at key \(key) is \(image.shape.map(String.init).joined(separator: "×")), but the batch is \(batchShape.map(String.init).joined(separator: "×"))",
                                  file: source, hint: "records of one size, or a resize_param")
@@ -305,8 +324,8 @@ public final class AnnotatedDataReader: BatchSource {
             }
             let mirrored = mirror && generator.next(below: 2) == 1
             if mirrored { flip(&batch.data, item: item) }
-            for box in annotated.boxes {
-                guard let kept = place(box) else { continue }
+            for box in boxes {
+                guard let kept = place(box, resized: resize != nil) else { continue }
                 let (xmin, xmax) = mirrored ? (1 - kept.xmax, 1 - kept.xmin) : (kept.xmin, kept.xmax)
                 rows += [Float(item), Float(box.label), Float(box.instance), xmin, kept.ymin, xmax, kept.ymax, box.difficult ? 1 : 0]
             }
@@ -318,24 +337,78 @@ public final class AnnotatedDataReader: BatchSource {
         batch.labels = rows
     }
 
-    /// The fork's `TransformAnnotation` without a crop: the emit constraint against the whole
-    /// image, then `ProjectBBox` onto it (clipped to [0, 1]; dropped without overlap or area).
-    private func place(_ b: AnnotatedBox) -> AnnotatedBox? {
-        if let emit {
-            switch emit.emitType {
-            case .center:
-                let cx = (b.xmin + b.xmax) / 2, cy = (b.ymin + b.ymax) / 2
-                guard cx >= 0, cx <= 1, cy >= 0, cy <= 1 else { return nil }
-            case .minOverlap:
-                let w = min(b.xmax, 1) - max(b.xmin, 0), h = min(b.ymax, 1) - max(b.ymin, 0)
-                let area = (b.xmax - b.xmin) * (b.ymax - b.ymin)
-                guard w > 0, h > 0, area > 0, w * h / area >= emit.emitOverlap else { return nil }
+    /// The fork's `load_batch` augmentations before the transformer, in its order: photometric
+    /// distortion, expansion onto a mean-filled canvas, then one random crop of those the batch
+    /// samplers keep (the whole image when they keep none); boxes follow the expansion and crop
+    /// (`TransformAnnotation` with the emit constraint), dropped when they leave the image.
+    ///
+    /// The fork re-encodes an encoded image as JPEG after each step; here the pixels pass on
+    /// exactly. It also distorts only encoded Datums (raw ones are logged and left); here both are.
+    private func augment(_ image: inout DatumImage, _ boxes: inout [AnnotatedBox], key: String) throws {
+        guard distortion != nil || expansion != nil || sampler != nil else { return }
+        var planar: PlanarImage?
+        func pixels(_ what: String) throws -> PlanarImage {
+            if let planar { return planar }
+            guard case .bytes(let bytes) = image.pixels else {
+                throw Diagnostic("record at key \(key) holds float_data; \(what) works on 8-bit images only", file: source,
+                                 hint: "store the images as 8-bit data (convert_annoset / create_annoset.py)")
+            }
+            return PlanarImage(channels: image.channels, height: image.height, width: image.width, pixels: [UInt8](bytes))
+        }
+        if let distortion {
+            guard image.channels == 3 else {
+                throw Diagnostic("record at key \(key) has \(image.channels) channels; distort_param works on 3-channel BGR images",
+                                 file: source, hint: "set force_color: true in transform_param, or drop distort_param")
+            }
+            var edited = try pixels("distort_param")
+            distortion.apply(&edited, using: &augmentation)
+            planar = edited
+        }
+        if let expansion, augmentation.uniform(0, 1) <= expansion.prob, abs(expansion.maxExpandRatio - 1) >= 1e-2 {
+            let current = try pixels("expand_param")
+            let ratio = augmentation.uniform(1, expansion.maxExpandRatio)
+            let (canvasHeight, canvasWidth) = (Int(Float(current.height) * ratio), Int(Float(current.width) * ratio))
+            let top = Int(augmentation.uniform(0, Float(canvasHeight - current.height)).rounded(.down))
+            let left = Int(augmentation.uniform(0, Float(canvasWidth - current.width)).rounded(.down))
+            if !canvasFill.isEmpty, canvasFill.count != 1, canvasFill.count != current.channels {
+                throw Diagnostic("transform_param has \(canvasFill.count) mean_value entries for \(current.channels)-channel images",
+                                 file: source, hint: "give one mean_value, or one per channel")
+            }
+            let (canvas, frame) = current.expanded(ratio: ratio, top: top, left: left, fill: canvasFill)
+            planar = canvas
+            boxes = AnnotatedBox.transform(boxes, crop: frame, emit: emit)
+        }
+        if let sampler {
+            let candidates = sampler.samples(objects: boxes.map(\.corners), using: &augmentation)
+            if !candidates.isEmpty {
+                let crop = candidates[Int(augmentation.next() % UInt32(candidates.count))].clipped
+                if crop != .unit { planar = try pixels("a batch_sampler crop").cropped(to: crop) }
+                boxes = AnnotatedBox.transform(boxes, crop: crop, emit: emit)
             }
         }
-        guard !(b.xmin >= 1 || b.xmax <= 0 || b.ymin >= 1 || b.ymax <= 0) else { return nil }
+        if let planar {
+            image = DatumImage(channels: planar.channels, height: planar.height, width: planar.width, label: image.label,
+                               pixels: .bytes(Data(planar.pixels)))
+        }
+    }
+
+    /// One of `resize_param.interp_mode`, drawn uniformly per image as the fork's `ApplyResize` does.
+    private func drawInterpolation() -> Caffe_ResizeParameter.Interp_mode {
+        interpolations.count == 1 ? interpolations[0] : interpolations[min(interpolations.count - 1, Int(augmentation.uniform(0, 1) * Float(interpolations.count)))]
+    }
+
+    /// The fork's final `TransformAnnotation` (no crop_size, so the crop is the whole image): with
+    /// a WARP resize the box is first clipped to the image (`UpdateBBoxByResizePolicy` scales
+    /// to pixels and back, clamping), then the
+    /// emit constraint is checked and the box projected onto the image (clipped; dropped without
+    /// overlap or area).
+    private func place(_ b: AnnotatedBox, resized: Bool) -> AnnotatedBox? {
+        var box = b.corners
+        if resized { box = box.clipped }
+        if let emit, !box.meets(emit, in: .unit) { return nil }
+        guard let projected = box.projected(onto: .unit) else { return nil }
         var p = b
-        (p.xmin, p.ymin, p.xmax, p.ymax) = (max(0, min(1, b.xmin)), max(0, min(1, b.ymin)), max(0, min(1, b.xmax)), max(0, min(1, b.ymax)))
-        guard p.xmax > p.xmin, p.ymax > p.ymin else { return nil }
+        p.corners = projected
         return p
     }
 
@@ -351,7 +424,8 @@ public final class AnnotatedDataReader: BatchSource {
     }
 
     /// `image` resized to `size` with OpenCV's INTER_LINEAR (8-bit images only, as cv::resize runs on them).
-    private func resized(_ image: DatumImage, _ size: (height: Int, width: Int), key: String) throws -> DatumImage {
+    private func resized(_ image: DatumImage, _ size: (height: Int, width: Int), interpolation: Caffe_ResizeParameter.Interp_mode,
+                         key: String) throws -> DatumImage {
         guard image.height != size.height || image.width != size.width else { return image }
         guard case .bytes(let planar) = image.pixels else {
             throw Diagnostic("record at key \(key) holds float_data; resize_param resizes 8-bit images only", file: source)
@@ -360,7 +434,8 @@ public final class AnnotatedDataReader: BatchSource {
         var interleaved = [UInt8](repeating: 0, count: c * h * w)
         let bytes = [UInt8](planar)
         for k in 0..<c { for p in 0..<(h * w) { interleaved[p * c + k] = bytes[k * h * w + p] } }
-        let out = ImageResize.bilinear(DecodedImage(channels: c, height: h, width: w, pixels: interleaved), height: size.height, width: size.width)
+        let out = ImageResize.resized(DecodedImage(channels: c, height: h, width: w, pixels: interleaved), height: size.height, width: size.width,
+                                      interpolation: interpolation)
         var back = [UInt8](repeating: 0, count: c * size.height * size.width)
         for k in 0..<c { for p in 0..<(size.height * size.width) { back[k * size.height * size.width + p] = out.pixels[p * c + k] } }
         return DatumImage(channels: c, height: size.height, width: size.width, label: image.label, pixels: .bytes(Data(back)))

@@ -100,14 +100,15 @@ struct AnnotatedDataTests {
         #expect(flips > 0 && flips < 8, "about half the images are mirrored: \(flips) of 8")
     }
 
-    @Test("photometric distortion and random crops are refused naming the field")
+    @Test("what is still not run (noise_param, crop_size, expand_param with a mean_file) is refused naming the field")
     func refusals() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-annotated-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let source = try Self.makeLMDB(folder).path
-        for (extra, field) in [("distort_param { brightness_prob: 0.5 brightness_delta: 32 }", "distort_param"),
-                               ("expand_param { prob: 0.5 max_expand_ratio: 4 }", "expand_param")] {
+        for (extra, field) in [("noise_param { prob: 0.5 hist_eq: true }", "noise_param"),
+                               ("crop_size: 8", "crop_size"),
+                               ("expand_param { prob: 0.5 max_expand_ratio: 1 }", "max_expand_ratio")] {
             do {
                 _ = try AnnotatedDataReader(layer: Self.layer(source, mirror: false, extra: extra), phase: .train, seed: 1, baseDirectory: nil)
                 Issue.record("expected \(field) to be refused")
@@ -115,6 +116,9 @@ struct AnnotatedDataTests {
                 #expect(error.message.contains(field) && error.layer == "data", "\(error)")
             }
         }
+        // distort_param and expand_param are run now.
+        _ = try AnnotatedDataReader(layer: Self.layer(source, mirror: false, extra: "distort_param { brightness_prob: 0.5 brightness_delta: 32 } expand_param { prob: 0.5 max_expand_ratio: 4 }"),
+                                    phase: .train, seed: 1, baseDirectory: nil)
     }
 
     @Test("a tiny SSD train net trains from an annotated LMDB (AnnotatedData → MultiBoxLoss)")

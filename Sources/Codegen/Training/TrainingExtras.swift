@@ -41,6 +41,7 @@ extension TrainingLowering {
         case .multiBoxLoss: try base.lowerMultiBoxLoss(node)
         case .permute: try base.lowerPermute(node)
         case .priorBox: try lowerPriorBoxForward(node)
+        case .normalize: try lowerNormalizeForward(node)
         // Inference-side fork layers in train nets (GradientForwardOnly.swift).
         case .reorg: try base.lowerReorg(node)
         case .proposal: try base.lowerProposal(node)
@@ -92,6 +93,7 @@ extension TrainingLowering {
         case .multiBoxLoss: try lowerMultiBoxLossBackward(node)
         case .permute: try lowerPermuteBackward(node)
         case .priorBox: try lowerPriorBoxBackward(node)
+        case .normalize: try lowerNormalizeBackward(node)
         // Inference-side fork layers in train nets (GradientForwardOnly.swift).
         case .reorg: try lowerReorgBackward(node)
         case .proposal: try lowerProposalBackward(node)
