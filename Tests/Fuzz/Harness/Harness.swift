@@ -119,7 +119,16 @@ struct FuzzReplay {
             print("usage: SWIFTJIT_FUZZ_HARNESS=NAME swiftjit-fuzz FILE... (tools/fuzz.sh HARNESS SECONDS builds the libFuzzer binary)")
             return
         }
-        for file in files { FuzzHarness.selected.run(try Data(contentsOf: URL(fileURLWithPath: file))) }
+        let inputs = try files.map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+        // On another thread, as the test suite and the trainer's feeds read: libhdf5 keeps its
+        // error-printing switch per thread, so what it prints at exit from the main thread
+        // ("HDF5: infinite loop closing library" after a damaged file) is seen here as there.
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            for input in inputs { FuzzHarness.selected.run(input) }
+            done.signal()
+        }.start()
+        done.wait()
         print("replayed \(files.count) input\(files.count == 1 ? "" : "s") through \(FuzzHarness.selected.rawValue)")
     }
 }
