@@ -73,6 +73,36 @@ static inline int swiftjit_h5_read_all(int fd, void *bytes, size_t count) {
     return 0;
 }
 
+/// Looks dataset `name` up and describes it into `report`: `read` is 0 when it is to be read
+/// (a numeric dataset of at least one axis and at most `max_values` values, `values` of them),
+/// 1 when it is not. Used by the child and by the in-process reading of a file the child has
+/// already read whole.
+static inline void swiftjit_h5_report(hid_t file, const char *name, unsigned long long max_values,
+                                      swiftjit_h5_dataset_report *report) {
+    memset(report, 0, sizeof *report);
+    report->read = 1;
+    report->found = swiftjit_h5_has_dataset(file, name);
+    if (report->found != 1) return;
+    int rank = 0, klass = 0;
+    long long dims[SWIFTJIT_H5_MAX_RANK];
+    if (swiftjit_h5_describe(file, name, &rank, dims, &klass) != 0) {
+        report->found = -2;
+        return;
+    }
+    report->rank = rank;
+    report->klass = klass;
+    unsigned long long count = 1;
+    int fits = rank > 0 && klass != SWIFTJIT_H5_OTHER;
+    for (int axis = 0; axis < rank; axis++) {
+        report->dims[axis] = dims[axis];
+        if (dims[axis] < 0 || __builtin_mul_overflow(count, (unsigned long long)dims[axis], &count)) fits = 0;
+    }
+    if (fits && count <= max_values) {
+        report->values = (int64_t)count;
+        report->read = 0;
+    }
+}
+
 /// The child: open, then per dataset look up, describe, read, report. Never returns.
 static inline void swiftjit_h5_child(const char *path, const void *image, size_t image_count,
                                      const char *const *names, int name_count,
@@ -94,43 +124,17 @@ static inline void swiftjit_h5_child(const char *path, const void *image, size_t
     int32_t opened = file >= 0 ? 0 : -1;
     if (swiftjit_h5_write_all(fd, &opened, sizeof opened) != 0 || file < 0) _exit(0);
     for (int index = 0; index < name_count; index++) {
-        const char *name = names[index];
         swiftjit_h5_dataset_report report;
-        memset(&report, 0, sizeof report);
-        report.read = 1;
-        report.found = swiftjit_h5_has_dataset(file, name);
-        if (report.found == 1) {
-            int rank = 0, klass = 0;
-            long long dims[SWIFTJIT_H5_MAX_RANK];
-            if (swiftjit_h5_describe(file, name, &rank, dims, &klass) != 0) {
-                report.found = -2;
-            } else {
-                report.rank = rank;
-                report.klass = klass;
-                unsigned long long count = 1;
-                int fits = rank > 0 && klass != SWIFTJIT_H5_OTHER;
-                for (int axis = 0; axis < rank; axis++) {
-                    report.dims[axis] = dims[axis];
-                    if (dims[axis] < 0 || __builtin_mul_overflow(count, (unsigned long long)dims[axis], &count)) fits = 0;
-                }
-                if (fits && count <= max_values) {
-                    report.values = (int64_t)count;
-                    float *values = count > 0 ? (float *)malloc(count * sizeof(float)) : NULL;
-                    if (count > 0 && values == NULL) {
-                        report.read = -2;
-                    } else {
-                        report.read = count == 0 ? 0 : (swiftjit_h5_read_float(file, name, values) == 0 ? 0 : -1);
-                    }
-                    if (swiftjit_h5_write_all(fd, &report, sizeof report) != 0) _exit(0);
-                    if (report.read == 0 && count > 0 && swiftjit_h5_write_all(fd, values, count * sizeof(float)) != 0) _exit(0);
-                    free(values);
-                    if (report.read != 0) _exit(0);
-                    continue;
-                }
-            }
+        swiftjit_h5_report(file, names[index], max_values, &report);
+        float *values = NULL;
+        if (report.read == 0 && report.values > 0) {
+            values = (float *)malloc((size_t)report.values * sizeof(float));
+            report.read = values == NULL ? -2 : (swiftjit_h5_read_float(file, names[index], values) == 0 ? 0 : -1);
         }
-        swiftjit_h5_write_all(fd, &report, sizeof report);
-        _exit(0);
+        if (swiftjit_h5_write_all(fd, &report, sizeof report) != 0) _exit(0);
+        if (report.read != 0) _exit(0);
+        if (values != NULL && swiftjit_h5_write_all(fd, values, (size_t)report.values * sizeof(float)) != 0) _exit(0);
+        free(values);
     }
     // Not closed: the parent has everything, and a damaged file's close may itself fail.
     _exit(0);

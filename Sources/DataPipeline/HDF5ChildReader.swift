@@ -8,18 +8,23 @@ import Foundation
 /// than the end of `swiftjit train` or of a Python or C host.
 ///
 /// The child is a `fork()` that runs only C (Sources/CHDF5/isolated.h says why that is safe with
-/// our threads and LLVM) and reads exactly what the in-process reader used to: lookup, rank and
+/// our threads and LLVM) and reads exactly what the in-process reader would: lookup, rank and
 /// extents, element class, the storage check, `H5Dread` as float32; the parent applies the size
 /// limits to what the child reports (the child gets the same limit, so it never allocates past it)
-/// and throws the same diagnostics. Nothing is cached: every call forks once (about a millisecond,
-/// more for a process with gigabytes mapped; `HDF5Data` loads a file only when reading reaches it),
-/// and for the moment of the copy a dataset exists in both processes.
+/// and throws the same diagnostics.
+///
+/// A fork costs milliseconds in a process with gigabytes mapped (14 ms measured in a debug
+/// `swiftjit train`), and `HDF5Data` reloads its files at every pass over several of them, so a
+/// file the child read whole is remembered by (device, inode, size, modification time) and read in
+/// this process from then on: libhdf5 decodes the same bytes the same way. In-memory images
+/// (`read(image:)`, the fuzz harness) always go through a child.
 ///
 ///     let arrays = try HDF5ChildReader.read(.file("train.h5"), label: "train.h5",
 ///                                           datasets: ["data", "label"], maxElements: HDF5File.maxElements)
 ///
 /// Every libhdf5 call of the process holds `libraryLock`, so no thread is inside libhdf5 when a
-/// child is forked, and a libhdf5 built without thread safety is used by one thread at a time.
+/// child is forked; the lock also guards the record of files read cleanly, the one piece of
+/// process-wide state here (it describes libhdf5's view of files, which is process-wide too).
 enum HDF5ChildReader {
     /// Where the bytes are: a file, or an image in memory (the child inherits it).
     enum Source {
@@ -30,29 +35,78 @@ enum HDF5ChildReader {
     /// Held around every libhdf5 call in this process and around each fork.
     static let libraryLock = NSLock()
 
+    /// Files a child read whole, by identity: (device, inode, size, modification time in ns).
+    nonisolated(unsafe) private static var cleanFiles: Set<[Int64]> = []
+
+    /// The identity `cleanFiles` records, or nil when the file cannot be examined.
+    private static func identity(_ path: String) -> [Int64]? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return [Int64(bitPattern: UInt64(info.st_dev)), Int64(bitPattern: UInt64(info.st_ino)), Int64(info.st_size),
+                Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)]
+    }
+
     static func read(_ source: Source, label: String, datasets names: [String], maxElements: Int) throws -> [HDF5Array] {
         let memoryValues = ProcessInfo.processInfo.physicalMemory / UInt64(MemoryLayout<Float>.size)
         let maxValues = min(UInt64(max(maxElements, 0)), memoryValues)
         return try libraryLock.withLock {
-            let (child, pipe) = try spawn(source, datasets: names, maxValues: maxValues, label: label)
-            var complete = false
-            defer {
-                close(pipe)
-                if complete {
-                    var status: Int32 = 0
-                    _ = swiftjit_h5_reap(child, 1, &status)
+            var key: [Int64]?
+            if case .file(let path) = source {
+                key = identity(path)
+                if let key, cleanFiles.contains(key) {
+                    return try readInProcess(path, datasets: names, maxValues: maxValues, maxElements: maxElements)
                 }
             }
-            do {
-                let arrays = try receive(from: pipe, label: label, datasets: names, maxElements: maxElements)
-                complete = true
-                return arrays
-            } catch let ended as PipeEnded {
-                throw crashDiagnostic(child: child, stage: ended.stage, label: label)
-            } catch {
-                complete = true
-                throw error
+            let arrays = try readInChild(source, label: label, datasets: names, maxValues: maxValues, maxElements: maxElements)
+            if let key { cleanFiles.insert(key) }
+            return arrays
+        }
+    }
+
+    /// A file a child has read whole, read again here, with the same checks and diagnostics.
+    private static func readInProcess(_ path: String, datasets names: [String], maxValues: UInt64,
+                                      maxElements: Int) throws -> [HDF5Array] {
+        let file = swiftjit_h5_open_read(path)
+        guard file >= 0 else {
+            throw Diagnostic("not an HDF5 file, or it is truncated or damaged", file: path,
+                             hint: "write it again (h5py: h5py.File(path, 'w')[name] = array)")
+        }
+        defer { _ = swiftjit_h5_close(file) }
+        return try names.map { name in
+            var report = swiftjit_h5_dataset_report()
+            swiftjit_h5_report(file, name, maxValues, &report)
+            let shape = try HDF5File.check(report, dataset: name, label: path, maxElements: maxElements)
+            var values = [Float](repeating: 0, count: shape.reduce(1, *))
+            guard !values.isEmpty else { return HDF5Array(shape: shape, values: values) }
+            let status = values.withUnsafeMutableBufferPointer { swiftjit_h5_read_float(file, name, $0.baseAddress) }
+            guard status == 0 else {
+                throw Diagnostic("dataset '\(name)' cannot be read (the file is truncated or damaged)", file: path,
+                                 hint: "write it again")
             }
+            return HDF5Array(shape: shape, values: values)
+        }
+    }
+
+    private static func readInChild(_ source: Source, label: String, datasets names: [String], maxValues: UInt64,
+                                    maxElements: Int) throws -> [HDF5Array] {
+        let (child, pipe) = try spawn(source, datasets: names, maxValues: maxValues, label: label)
+        var complete = false
+        defer {
+            close(pipe)
+            if complete {
+                var status: Int32 = 0
+                _ = swiftjit_h5_reap(child, 1, &status)
+            }
+        }
+        do {
+            let arrays = try receive(from: pipe, label: label, datasets: names, maxElements: maxElements)
+            complete = true
+            return arrays
+        } catch let ended as PipeEnded {
+            throw crashDiagnostic(child: child, stage: ended.stage, label: label)
+        } catch {
+            complete = true
+            throw error
         }
     }
 

@@ -85,6 +85,20 @@ struct HDF5IsolationTests {
         }
     }
 
+    @Test("a file read cleanly once is read in-process after, identically; rewritten, it goes through a child again")
+    func cleanFilesAreRemembered() throws {
+        let path = try Self.writeGoodFile()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let first = try HDF5File.read(path: path, datasets: ["data", "label"])
+        #expect(try HDF5File.read(path: path, datasets: ["data", "label"]) == first)
+        #expect(try HDF5File.read(path: path, datasets: ["label"]) == [first[1]])
+        // The same path now holds a file that crashes libhdf5: it must not be taken for the clean one.
+        let damaged = try Data(contentsOf: Self.crashes.appendingPathComponent("segv-in-H5HL_protect-local-heap.h5"))
+        try damaged.write(to: URL(fileURLWithPath: path))
+        #expect(Self.diagnostic { try HDF5File.read(path: path, datasets: ["data", "label"]) }?.message
+            == "libhdf5 crashed (SIGSEGV) reading dataset 'data': the file is damaged")
+    }
+
     @Test("reading leaves no libhdf5 object open, no child process behind and no pipe open, damaged files included")
     func nothingLeaks() throws {
         let good = try Self.writeGoodFile()
