@@ -143,8 +143,33 @@ enum HDF5ChildReader {
     }
 
     private static func receive(from pipe: Int32, label: String, datasets names: [String], maxElements: Int) throws -> [HDF5Array] {
+        try receive(label: label, datasets: names, maxElements: maxElements) { swiftjit_h5_read_all(pipe, $0, $1) == 0 }
+    }
+
+    /// What this process makes of the bytes a child sends (the protocol in Sources/CHDF5/isolated.h),
+    /// `bytes` taking the pipe's place: the fuzz harness `hdf5-pipe` feeds it arbitrary streams, so
+    /// the in-process half of reading is fuzzed at full speed (a fork per input is ~65 ms). A stream
+    /// that ends early reads as a child that died of an unknown cause.
+    static func decode(_ bytes: Data, label: String, datasets names: [String], maxElements: Int) throws -> [HDF5Array] {
+        var offset = 0
+        do {
+            return try receive(label: label, datasets: names, maxElements: maxElements) { target, count in
+                guard count <= bytes.count - offset else { return false }
+                bytes.withUnsafeBytes { target.copyMemory(from: $0.baseAddress! + offset, byteCount: count) }
+                offset += count
+                return true
+            }
+        } catch let ended as PipeEnded {
+            throw Diagnostic("the process reading it with libhdf5 ended while \(ended.stage)", file: label)
+        }
+    }
+
+    /// Reads the child's open status, then one report (and its values) per dataset, through
+    /// `read(buffer, count)`, which fills exactly `count` bytes or returns false at the end.
+    private static func receive(label: String, datasets names: [String], maxElements: Int,
+                                read: (UnsafeMutableRawPointer, Int) -> Bool) throws -> [HDF5Array] {
         var opened: Int32 = 0
-        guard swiftjit_h5_read_all(pipe, &opened, MemoryLayout<Int32>.size) == 0 else { throw PipeEnded(stage: "opening it") }
+        guard read(&opened, MemoryLayout<Int32>.size) else { throw PipeEnded(stage: "opening it") }
         guard opened == 0 else {
             throw Diagnostic("not an HDF5 file, or it is truncated or damaged", file: label,
                              hint: "write it again (h5py: h5py.File(path, 'w')[name] = array)")
@@ -152,9 +177,7 @@ enum HDF5ChildReader {
         return try names.map { name in
             let stage = "reading dataset '\(name)'"
             var report = swiftjit_h5_dataset_report()
-            guard swiftjit_h5_read_all(pipe, &report, MemoryLayout<swiftjit_h5_dataset_report>.size) == 0 else {
-                throw PipeEnded(stage: stage)
-            }
+            guard read(&report, MemoryLayout<swiftjit_h5_dataset_report>.size) else { throw PipeEnded(stage: stage) }
             let shape = try HDF5File.check(report, dataset: name, label: label, maxElements: maxElements)
             let count = shape.reduce(1, *)
             guard Int64(count) == report.values else {
@@ -162,8 +185,8 @@ enum HDF5ChildReader {
                                  hint: "a bug in swiftjit's HDF5 reader: please report it with the file")
             }
             var values = [Float](repeating: 0, count: count)
-            let received = values.withUnsafeMutableBytes { swiftjit_h5_read_all(pipe, $0.baseAddress, $0.count) }
-            guard count == 0 || received == 0 else { throw PipeEnded(stage: stage) }
+            let received = count == 0 || values.withUnsafeMutableBytes { read($0.baseAddress!, $0.count) }
+            guard received else { throw PipeEnded(stage: stage) }
             return HDF5Array(shape: shape, values: values)
         }
     }

@@ -63,6 +63,9 @@ public enum HDF5File {
             throw Diagnostic("dataset '\(name)' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)", file: path,
                              hint: "store float or integer arrays")
         }
+        guard (0...Int32(SWIFTJIT_H5_MAX_RANK)).contains(report.rank) else {
+            throw Diagnostic("the file is damaged: dataset '\(name)' has \(report.rank) axes", file: path, hint: "write it again")
+        }
         let extents = withUnsafeBytes(of: report.dims) { Array($0.bindMemory(to: Int64.self).prefix(Int(report.rank))) }
         guard !extents.isEmpty else {
             throw Diagnostic("dataset '\(name)' is a scalar; it needs at least one axis (the rows)", file: path,
@@ -101,6 +104,14 @@ public enum HDF5File {
                              hint: "split it across files listed in hdf5_data_param.source")
         }
         return count
+    }
+
+    /// What `read` makes of the bytes the child process that runs libhdf5 sends back (the pipe
+    /// protocol of Sources/CHDF5/isolated.h), `bytes` standing in for the pipe: for the fuzz
+    /// harness `hdf5-pipe`, which checks that no stream, however damaged, crashes this process.
+    public static func decodeChildOutput(_ bytes: Data, label: String, datasets names: [String],
+                                         maxElements: Int = maxElements) throws -> [HDF5Array] {
+        try HDF5ChildReader.decode(bytes, label: label, datasets: names, maxElements: maxElements)
     }
 
     /// How many libhdf5 objects (files, datasets, groups, types, attributes) this process has

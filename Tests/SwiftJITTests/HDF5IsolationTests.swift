@@ -99,6 +99,25 @@ struct HDF5IsolationTests {
             == "libhdf5 crashed (SIGSEGV) reading dataset 'data': the file is damaged")
     }
 
+    @Test("what a child sends is decoded as read does; a stream cut short or a report out of range is a diagnostic (fuzz: hdf5-pipe)")
+    func childOutputDecoding() throws {
+        let seeds = FuzzReplayTests.fuzz.appendingPathComponent("corpus/hdf5-pipe")
+        func stream(_ name: String) throws -> Data { try Data(contentsOf: seeds.appendingPathComponent(name)) }
+        #expect(try HDF5File.decodeChildOutput(stream("two-datasets.bin"), label: "a.h5", datasets: ["data", "label"])
+            == [HDF5Array(shape: [2, 3], values: [1, 2, 3, 4, 5, 6.5]), HDF5Array(shape: [2], values: [0, 1])])
+        #expect(Self.diagnostic { try HDF5File.decodeChildOutput(stream("died-mid-values.bin"), label: "a.h5", datasets: ["data"]) }?.message
+            == "the process reading it with libhdf5 ended while reading dataset 'data'")
+        #expect(Self.diagnostic { try HDF5File.decodeChildOutput(stream("no-label.bin"), label: "a.h5", datasets: ["data", "label"]) }?.message
+            == "the file has no dataset 'label'")
+        // A report claiming 33 axes (or -1) must not index past the 32 extents it carries.
+        var bad = try stream("two-datasets.bin")
+        for rank: Int32 in [33, -1] {
+            withUnsafeBytes(of: rank.littleEndian) { bad.replaceSubrange(8..<12, with: $0) }
+            #expect(Self.diagnostic { try HDF5File.decodeChildOutput(bad, label: "a.h5", datasets: ["data"]) }?.message
+                == "the file is damaged: dataset 'data' has \(rank) axes")
+        }
+    }
+
     @Test("reading leaves no libhdf5 object open, no child process behind and no pipe open, damaged files included")
     func nothingLeaks() throws {
         let good = try Self.writeGoodFile()

@@ -124,7 +124,7 @@ struct ReaderLimitsTests {
 @Suite("fuzzing seeds and regressions replay cleanly")
 struct FuzzReplayTests {
     static let fuzz = CompileCommandTests.root.appendingPathComponent("Tests/Fuzz")
-    static let harnesses = ["net", "solver", "caffemodel", "solverstate", "binaryproto", "npy", "npz", "datum", "config", "request", "hdf5"]
+    static let harnesses = ["net", "solver", "caffemodel", "solverstate", "binaryproto", "npy", "npz", "datum", "config", "request", "hdf5", "hdf5-pipe"]
 
     @Test("each harness replays its seeds and regressions", arguments: harnesses)
     func replay(harness: String) async throws {

@@ -13,6 +13,8 @@ import Serve
 /// harness must only ever return or throw; a trap, an ASan report, a leak or a hang is a bug.
 enum FuzzHarness: String, CaseIterable {
     case net, solver, caffemodel, solverstate, binaryproto, npy, npz, datum, config, request, hdf5
+    /// The in-process half of HDF5 reading: the bytes as what the libhdf5 child sends back.
+    case hdf5Pipe = "hdf5-pipe"
 
     /// The most values the hdf5 harness reads from one dataset (16 MB as float32): the reader's
     /// real limits (INT_MAX values, physical memory) would let an input that declares 2^31 fill
@@ -62,6 +64,9 @@ enum FuzzHarness: String, CaseIterable {
             // dataset ("data", "label"), then each alone (one missing must not hide the other).
             _ = try? HDF5File.read(image: data, label: "<fuzz>", datasets: ["data", "label"], maxElements: Self.hdf5MaxElements)
             _ = try? HDF5File.read(image: data, label: "<fuzz>", datasets: ["label"], maxElements: Self.hdf5MaxElements)
+        case .hdf5Pipe:
+            // libhdf5 runs in a child (HDF5ChildReader); whatever it sends, this process must cope.
+            _ = try? HDF5File.decodeChildOutput(data, label: "<fuzz>", datasets: ["data", "label"], maxElements: Self.hdf5MaxElements)
         case .request:
             // First byte even: a binary request whose JSON header is the next two bytes' length;
             // odd: a JSON-only body.
