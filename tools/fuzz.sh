@@ -21,14 +21,14 @@ if [ "$harness" != hdf5-child ]; then
     swift build -c release --scratch-path .build/fuzz --product swiftjit-fuzz \
         -Xswiftc -sanitize=fuzzer,address -Xswiftc -DSWIFTJIT_FUZZ -Xswiftc -parse-as-library >&2
 fi
-mkdir -p .build/fuzz/release
+mkdir -p .build/fuzz/c
 clang -g -O1 -fsanitize=fuzzer,address -I Sources/CHDF5 $(pkg-config --cflags hdf5) Tests/Fuzz/hdf5-child/harness.c \
-    -o .build/fuzz/release/hdf5-child $(pkg-config --libs hdf5) 2>&1 | grep -v "Cannot export local symbol" >&2 || true
+    -o .build/fuzz/c/hdf5-child $(pkg-config --libs hdf5) 2>&1 | grep -v "Cannot export local symbol" >&2 || true
 run() {
     local name=$1
     shift
     local binary=.build/fuzz/release/swiftjit-fuzz seeds="Tests/Fuzz/corpus/$name"
-    [ "$name" != hdf5-child ] || { binary=.build/fuzz/release/hdf5-child; seeds=Tests/Fuzz/corpus/hdf5; }
+    [ "$name" != hdf5-child ] || { binary=.build/fuzz/c/hdf5-child; seeds=Tests/Fuzz/corpus/hdf5; }
     mkdir -p ".build/fuzz/corpus/$name" .build/fuzz/crashes
     echo "== fuzzing $name for ${seconds}s" >&2
     # Leaks are reported (detect_leaks); an input that takes 20 s is reported as a hang.
