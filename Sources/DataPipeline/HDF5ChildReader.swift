@@ -15,8 +15,8 @@ import Foundation
 ///
 /// A fork costs milliseconds in a process with gigabytes mapped (14 ms measured in a debug
 /// `swiftjit train`), and `HDF5Data` reloads its files at every pass over several of them, so a
-/// file the child read whole is remembered by (device, inode, size, modification time) and read in
-/// this process from then on: libhdf5 decodes the same bytes the same way. In-memory images
+/// file the child read whole is remembered by (device, inode, size, modification time) with the
+/// datasets it read, and read in this process from then on: libhdf5 decodes the same bytes the same way. In-memory images
 /// (`read(image:)`, the fuzz harness) always go through a child.
 ///
 ///     let arrays = try HDF5ChildReader.read(.file("train.h5"), label: "train.h5",
@@ -35,30 +35,31 @@ enum HDF5ChildReader {
     /// Held around every libhdf5 call in this process and around each fork.
     static let libraryLock = NSLock()
 
-    /// Files a child read whole, by identity: (device, inode, size, modification time in ns).
-    nonisolated(unsafe) private static var cleanFiles: Set<[Int64]> = []
+    /// Files a child read whole: their identity (device, inode, size, modification time in ns)
+    /// and the datasets it read, since a dataset a child never read may be the damaged one.
+    nonisolated(unsafe) private static var cleanReads: Set<String> = []
 
-    /// The identity `cleanFiles` records, or nil when the file cannot be examined.
-    private static func identity(_ path: String) -> [Int64]? {
+    /// The key `cleanReads` records, or nil when the file cannot be examined.
+    private static func cleanReadKey(_ path: String, datasets names: [String]) -> String? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
-        return [Int64(bitPattern: UInt64(info.st_dev)), Int64(bitPattern: UInt64(info.st_ino)), Int64(info.st_size),
-                Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)]
+        return "\(info.st_dev) \(info.st_ino) \(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec) "
+            + names.joined(separator: "\u{0}")
     }
 
     static func read(_ source: Source, label: String, datasets names: [String], maxElements: Int) throws -> [HDF5Array] {
         let memoryValues = ProcessInfo.processInfo.physicalMemory / UInt64(MemoryLayout<Float>.size)
         let maxValues = min(UInt64(max(maxElements, 0)), memoryValues)
         return try libraryLock.withLock {
-            var key: [Int64]?
+            var key: String?
             if case .file(let path) = source {
-                key = identity(path)
-                if let key, cleanFiles.contains(key) {
+                key = cleanReadKey(path, datasets: names)
+                if let key, cleanReads.contains(key) {
                     return try readInProcess(path, datasets: names, maxValues: maxValues, maxElements: maxElements)
                 }
             }
             let arrays = try readInChild(source, label: label, datasets: names, maxValues: maxValues, maxElements: maxElements)
-            if let key { cleanFiles.insert(key) }
+            if let key { cleanReads.insert(key) }
             return arrays
         }
     }

@@ -92,6 +92,11 @@ struct HDF5IsolationTests {
         let first = try HDF5File.read(path: path, datasets: ["data", "label"])
         #expect(try HDF5File.read(path: path, datasets: ["data", "label"]) == first)
         #expect(try HDF5File.read(path: path, datasets: ["label"]) == [first[1]])
+        // Only 'label' read cleanly from the crashing file does not make its 'data' safe to read here.
+        let crashing = Self.crashes.appendingPathComponent("segv-in-H5HL_protect-local-heap.h5").path
+        _ = try? HDF5File.read(path: crashing, datasets: ["label"])
+        #expect(Self.diagnostic { try HDF5File.read(path: crashing, datasets: ["data"]) }?.message
+            == "libhdf5 crashed (SIGSEGV) reading dataset 'data': the file is damaged")
         // The same path now holds a file that crashes libhdf5: it must not be taken for the clean one.
         let damaged = try Data(contentsOf: Self.crashes.appendingPathComponent("segv-in-H5HL_protect-local-heap.h5"))
         try damaged.write(to: URL(fileURLWithPath: path))
