@@ -80,6 +80,12 @@ static inline int swiftjit_h5_describe(hid_t file, const char *name, int *rank, 
                 size_t width = H5Tget_size(type);
                 int standard = c == H5T_FLOAT ? (width == 2 || width == 4 || width == 8)
                              : (width == 1 || width == 2 || width == 4 || width == 8);
+                // And bits that lie inside the element: a 2-byte integer of precision 0 made
+                // libhdf5's integer-to-float conversion read from a wild address (SIGBUS in
+                // H5T__bit_copy).
+                size_t precision = H5Tget_precision(type);
+                int offset = H5Tget_offset(type);
+                if (precision == 0 || offset < 0 || precision + (size_t)offset > 8 * width) standard = 0;
                 *klass = !standard ? SWIFTJIT_H5_OTHER
                        : c == H5T_FLOAT ? SWIFTJIT_H5_FLOAT : (c == H5T_INTEGER ? SWIFTJIT_H5_INTEGER : SWIFTJIT_H5_OTHER);
                 status = 0;

@@ -26,68 +26,60 @@ public enum HDF5File {
     /// truncated, lacks a dataset (listing the ones it has is left to h5ls), holds one that is
     /// not numeric or cannot be read, or declares one larger than `maxElements` values or than
     /// this machine's memory (checked before anything is allocated, with the shape in the message).
+    /// libhdf5 runs in a child process (`HDF5ChildReader`): when a damaged file crashes it, that
+    /// is a diagnostic too, naming the signal, and this process carries on.
     public static func read(path: String, datasets names: [String], maxElements: Int = maxElements) throws -> [HDF5Array] {
         guard FileManager.default.fileExists(atPath: path) else {
             throw Diagnostic("no such HDF5 file", file: path, hint: "check the paths listed in hdf5_data_param.source")
         }
-        let file = swiftjit_h5_open_read(path)
-        guard file >= 0 else {
-            throw Diagnostic("not an HDF5 file, or it is truncated or damaged", file: path,
-                             hint: "write it again (h5py: h5py.File(path, 'w')[name] = array)")
-        }
-        defer { _ = swiftjit_h5_close(file) }
-        return try names.map { try read(file, dataset: $0, label: path, maxElements: maxElements) }
+        return try HDF5ChildReader.read(.file(path), label: path, datasets: names, maxElements: maxElements)
     }
 
     /// The datasets `names` of an HDF5 file held in memory (`bytes`, e.g. a fuzzer's input or a
-    /// file received whole), read exactly as `read(path:datasets:)` reads a file; `label` names
-    /// it in diagnostics.
+    /// file received whole), read exactly as `read(path:datasets:)` reads a file (in a child
+    /// process too); `label` names it in diagnostics.
     public static func read(image bytes: Data, label: String, datasets names: [String],
                             maxElements: Int = maxElements) throws -> [HDF5Array] {
-        let file = bytes.withUnsafeBytes { swiftjit_h5_open_image($0.baseAddress, $0.count) }
-        guard file >= 0 else {
-            throw Diagnostic("not an HDF5 file, or it is truncated or damaged", file: label,
-                             hint: "write it again (h5py: h5py.File(path, 'w')[name] = array)")
-        }
-        defer { _ = swiftjit_h5_close(file) }
-        return try names.map { try read(file, dataset: $0, label: label, maxElements: maxElements) }
+        try HDF5ChildReader.read(.image(bytes), label: label, datasets: names, maxElements: maxElements)
     }
 
-    /// One dataset of an open file: looked up, described, its size checked, then read as float.
-    private static func read(_ file: hid_t, dataset name: String, label path: String, maxElements: Int) throws -> HDF5Array {
-        switch swiftjit_h5_has_dataset(file, name) {
+    /// One dataset as the child reported it, checked in the order Caffe's reader would fail:
+    /// lookup, description, element class, rank, size limits; returns its shape when it was read
+    /// (its values follow in the pipe).
+    static func check(_ report: swiftjit_h5_dataset_report, dataset name: String, label path: String,
+                      maxElements: Int) throws -> [Int] {
+        switch report.found {
         case 1: break
         case 0:
             throw Diagnostic("the file has no dataset '\(name)'", file: path,
                              hint: "HDF5Data reads one root dataset per top, named like the top")
-        default:
+        case -1:
             throw Diagnostic("the file is damaged: looking up dataset '\(name)' failed", file: path,
                              hint: "write it again")
-        }
-        var rank: Int32 = 0, klass: Int32 = 0
-        var dims = [Int64](repeating: 0, count: Int(SWIFTJIT_H5_MAX_RANK))
-        guard swiftjit_h5_describe(file, name, &rank, &dims, &klass) == 0 else {
+        default:
             throw Diagnostic("the file is damaged: dataset '\(name)' cannot be described", file: path, hint: "write it again")
         }
-        guard klass != Int32(SWIFTJIT_H5_OTHER) else {
+        guard report.klass != Int32(SWIFTJIT_H5_OTHER) else {
             throw Diagnostic("dataset '\(name)' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)", file: path,
                              hint: "store float or integer arrays")
         }
-        let extents = dims.prefix(Int(rank))
+        guard (0...Int32(SWIFTJIT_H5_MAX_RANK)).contains(report.rank) else {
+            throw Diagnostic("the file is damaged: dataset '\(name)' has \(report.rank) axes", file: path, hint: "write it again")
+        }
+        let extents = withUnsafeBytes(of: report.dims) { Array($0.bindMemory(to: Int64.self).prefix(Int(report.rank))) }
         guard !extents.isEmpty else {
             throw Diagnostic("dataset '\(name)' is a scalar; it needs at least one axis (the rows)", file: path,
                              hint: "store an array shaped (N, ...)")
         }
-        let count = try checkedCount(extents, dataset: name, file: path, maxElements: maxElements)
-        let shape = extents.map { Int($0) }
-        guard count > 0 else { return HDF5Array(shape: shape, values: []) }
-        var values = [Float](repeating: 0, count: count)
-        let status = values.withUnsafeMutableBufferPointer { swiftjit_h5_read_float(file, name, $0.baseAddress) }
-        guard status == 0 else {
+        _ = try checkedCount(extents[...], dataset: name, file: path, maxElements: maxElements)
+        switch report.read {
+        case 0: return extents.map { Int($0) }
+        case -2:
+            throw Diagnostic("dataset '\(name)' does not fit in memory", file: path, hint: "split it across files listed in hdf5_data_param.source")
+        default:
             throw Diagnostic("dataset '\(name)' cannot be read (the file is truncated or damaged)", file: path,
                              hint: "write it again")
         }
-        return HDF5Array(shape: shape, values: values)
     }
 
     /// The number of values `extents` declare, refused before allocating when it overflows, passes
@@ -114,8 +106,27 @@ public enum HDF5File {
         return count
     }
 
+    /// What `read` makes of the bytes the child process that runs libhdf5 sends back (the pipe
+    /// protocol of Sources/CHDF5/isolated.h), `bytes` standing in for the pipe: for the fuzz
+    /// harness `hdf5-pipe`, which checks that no stream, however damaged, crashes this process.
+    public static func decodeChildOutput(_ bytes: Data, label: String, datasets names: [String],
+                                         maxElements: Int = maxElements) throws -> [HDF5Array] {
+        try HDF5ChildReader.decode(bytes, label: label, datasets: names, maxElements: maxElements)
+    }
+
+    /// How many libhdf5 objects (files, datasets, groups, types, attributes) this process has
+    /// open: 0 whenever no `write` is under way, since reading happens in child processes and
+    /// writing closes what it opens, on its error paths too. For tests and leak checks.
+    public static var openObjectCount: Int {
+        HDF5ChildReader.libraryLock.withLock { Int(swiftjit_h5_open_objects()) }
+    }
+
     /// Writes `datasets` (name, array) as float32 datasets into a new file at `path`, replacing it.
     public static func write(path: String, datasets: [(name: String, array: HDF5Array)]) throws {
+        try HDF5ChildReader.libraryLock.withLock { try writeLocked(path: path, datasets: datasets) }
+    }
+
+    private static func writeLocked(path: String, datasets: [(name: String, array: HDF5Array)]) throws {
         let file = swiftjit_h5_create(path)
         guard file >= 0 else {
             throw Diagnostic("cannot create the HDF5 file", file: path, hint: "check that its folder exists and is writable")

@@ -124,13 +124,14 @@ struct ReaderLimitsTests {
 @Suite("fuzzing seeds and regressions replay cleanly")
 struct FuzzReplayTests {
     static let fuzz = CompileCommandTests.root.appendingPathComponent("Tests/Fuzz")
-    static let harnesses = ["net", "solver", "caffemodel", "solverstate", "binaryproto", "npy", "npz", "datum", "config", "request", "hdf5"]
+    static let harnesses = ["net", "solver", "caffemodel", "solverstate", "binaryproto", "npy", "npz", "datum", "config", "request", "hdf5", "hdf5-pipe"]
 
     @Test("each harness replays its seeds and regressions", arguments: harnesses)
-    func replay(harness: String) throws {
+    func replay(harness: String) async throws {
         let binary = try CompileCommandTests.binary().deletingLastPathComponent().appendingPathComponent("swiftjit-fuzz")
         var files: [String] = []
-        for folder in ["corpus", "regressions"] {
+        // libhdf5's own crashes too: HDF5File reads in a child process, so they are diagnostics.
+        for folder in ["corpus", "regressions"] + (harness == "hdf5" ? ["libhdf5-crashes"] : []) {
             let url = Self.fuzz.appendingPathComponent(folder).appendingPathComponent(harness)
             let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
             files += names.sorted().map { url.appendingPathComponent($0).path }
@@ -140,13 +141,19 @@ struct FuzzReplayTests {
         process.executableURL = binary
         process.arguments = files
         process.environment = ProcessInfo.processInfo.environment.merging(["SWIFTJIT_FUZZ_HARNESS": harness]) { $1 }
-        let out = Pipe()
+        let out = Pipe(), errors = Pipe()
         process.standardOutput = out
+        process.standardError = errors
         try process.run()
+        let errorText = Task { String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         #expect(process.terminationReason == .exit && process.terminationStatus == 0)
         #expect(text.contains("replayed \(files.count) inputs through \(harness)"))
+        // libhdf5 lost an object header decoding regressions/hdf5/libhdf5-leaks-object-header.h5
+        // in-process, and its shutdown at exit then printed this; read in a child, it cannot.
+        let stderr = await errorText.value
+        #expect(!stderr.contains("infinite loop closing library"), "\(stderr)")
     }
 }
 
@@ -273,6 +280,13 @@ struct HDF5LimitsTests {
         let path = Self.regression("244-byte-float-over-4-byte-fill-value")
         #expect(Self.message { try HDF5File.read(path: path, datasets: ["label"]) }
             == "dataset 'label' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)")
+    }
+
+    @Test("a 2-byte integer of precision 0 is refused as not numeric, not a SIGBUS in libhdf5's conversion to float (fuzz: hdf5)")
+    func zeroPrecisionInteger() throws {
+        let path = Self.regression("2-byte-integer-of-precision-0")
+        #expect(Self.message { try HDF5File.read(path: path, datasets: ["data"]) }
+            == "dataset 'data' is not numeric (1-, 2-, 4- or 8-byte integers; 2-, 4- or 8-byte floats)")
     }
 
     @Test("an HDF5 file held in memory reads like the file; empty or foreign bytes are a diagnostic naming the label")

@@ -133,6 +133,7 @@ def failing_train(folder, data_layer):
                                                'snapshot: 0 snapshot_after_train: false snapshot_prefix: "%s"'
                                                % (folder / "bad.prototxt", folder / "bad"))
     result = swiftjit("train", "--solver", folder / "bad_solver.prototxt", "--plain", ok=False)
+    assert result.returncode > 0, "swiftjit was killed by signal %d:\n%s" % (-result.returncode, result.stderr)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
     assert "Traceback" not in result.stderr and "Fatal error" not in result.stderr
@@ -171,6 +172,17 @@ def test_hdf5data_names_a_truncated_file(tmp_path):
     (tmp_path / "h5list.txt").write_text(str(tmp_path / "cut.h5") + "\n")
     error = failing_train(tmp_path, hdf5_layer(tmp_path))
     assert "cut.h5" in error and ("truncated" in error or "damaged" in error)
+
+
+def test_hdf5data_file_that_crashes_libhdf5_is_an_error_not_a_crash(tmp_path):
+    """libhdf5 1.10 dereferences NULL decoding this fuzzed file's local heap (Tests/Fuzz/libhdf5-crashes):
+    swiftjit reads HDF5 files in a child process, so `train` ends with one error line naming the file and
+    the signal, and a nonzero exit status, not death by SIGSEGV."""
+    crash = os.path.join(REPO, "Tests", "Fuzz", "libhdf5-crashes", "segv-in-H5HL_protect-local-heap.h5")
+    (tmp_path / "h5list.txt").write_text(crash + "\n")
+    error = failing_train(tmp_path, hdf5_layer(tmp_path))
+    assert crash in error and "layer 'data'" in error
+    assert "libhdf5 crashed (SIGSEGV) reading dataset 'data': the file is damaged" in error
 
 
 @pytest.mark.parametrize("problem", ["rows", "second file"])
