@@ -48,21 +48,26 @@ extension TrainingLowering {
             let m = n * inner
             let correction: Float = m > 1 ? Float(m) / Float(m - 1) : 1
             let inverse = Float(1) / Float(m)
-            let signature = "bn.batch n\(n) c\(c) i\(inner) eps\(eps.bitPattern) f\(fraction.bitPattern)"
-            try base.emitKernel(node, signature, operands: [x, mean, variance, factor, statistics], tasks: c, work: 2 * count(node.inputs[0])) { b in
+            // Extents and the factors derived from them are read at run time (`KernelExtents`).
+            let extents = try base.extents(node, "batch norm", [n, c, inner], floats: [inverse, correction])
+            let signature = "bn.batch eps\(eps.bitPattern) f\(fraction.bitPattern)"
+            try base.emitKernel(node, signature, operands: [x, mean, variance, factor, statistics, extents], tasks: c,
+                                work: 2 * count(node.inputs[0])) { b in
                 let (x, storedMean, storedVariance, storedFactor, stats) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
+                let n = b.extent(b.operand(5), 0), c = b.extent(b.operand(5), 1), inner = b.extent(b.operand(5), 2)
+                let inverse = b.value(b.operand(5), 3), correction = b.value(b.operand(5), 4)
                 b.forEachTask { ch in
                     let total = b.variable(b.constant(0))
-                    b.loop(0..<n, unrolled: false) { item in
+                    b.loop(from: b.index(0), to: n, unrolled: false) { item in
                         let sum = b.variable(b.constant(0))
-                        b.loop(0..<inner) { i in sum.value = sum.value + x[(item * c + ch) * inner + i] }
+                        b.loop(from: b.index(0), to: inner) { i in sum.value = sum.value + x[(item * c + ch) * inner + i] }
                         total.value = total.value + sum.value * inverse
                     }
                     let average = total.value
                     let squares = b.variable(b.constant(0))
-                    b.loop(0..<n, unrolled: false) { item in
+                    b.loop(from: b.index(0), to: n, unrolled: false) { item in
                         let sum = b.variable(b.constant(0))
-                        b.loop(0..<inner) { i in
+                        b.loop(from: b.index(0), to: inner) { i in
                             let d = x[(item * c + ch) * inner + i] - average
                             sum.value = sum.value + d * d
                         }
@@ -78,12 +83,14 @@ extension TrainingLowering {
             }
         }
         let output = Operand(base.elementwiseOutput(node))
-        try base.emitKernel(node, "bn.apply c\(c) i\(inner)", operands: [x, statistics, output], tasks: n * c, work: count(node.inputs[0])) { b in
+        let shape = try base.extents(node, "batch norm apply", [c, inner])
+        try base.emitKernel(node, "bn.apply", operands: [x, statistics, output, shape], tasks: n * c, work: count(node.inputs[0])) { b in
             let (x, stats, y) = (b.operand(0), b.operand(1), b.operand(2))
+            let c = b.extent(b.operand(3), 0), inner = b.extent(b.operand(3), 1)
             b.forEachTask { row in
-                let ch = c == 1 ? b.index(0) : row % c
+                let ch = row % c
                 let (average, deviation) = (stats[ch], stats[ch + c])
-                b.loop(0..<inner) { i in y[row * inner + i] = (x[row * inner + i] - average) / deviation }
+                b.loop(from: b.index(0), to: inner) { i in y[row * inner + i] = (x[row * inner + i] - average) / deviation }
             }
         }
     }
@@ -110,13 +117,17 @@ extension TrainingLowering {
         }
         let y = data(node.outputs[0])
         let sums = Operand(base.scratch(node, "gradient sums", count: 2 * c))
-        try base.emitKernel(node, "bn.batch.sums n\(n) c\(c) i\(inner)", operands: [dy, y, sums], tasks: c, work: 2 * elements) { b in
+        // Extents and the factor 1/m are read at run time (`KernelExtents`).
+        let scale = -Float(1) / Float(n * inner)
+        let extents = try base.extents(node, "batch norm gradient", [n, c, inner], floats: [scale])
+        try base.emitKernel(node, "bn.batch.sums", operands: [dy, y, sums, extents], tasks: c, work: 2 * elements) { b in
             let (topDiff, y, sums) = (b.operand(0), b.operand(1), b.operand(2))
+            let n = b.extent(b.operand(3), 0), c = b.extent(b.operand(3), 1), inner = b.extent(b.operand(3), 2)
             b.forEachTask { ch in
                 let product = b.variable(b.constant(0)), plain = b.variable(b.constant(0))
-                b.loop(0..<n, unrolled: false) { item in
+                b.loop(from: b.index(0), to: n, unrolled: false) { item in
                     let p = b.variable(b.constant(0)), s = b.variable(b.constant(0))
-                    b.loop(0..<inner) { i in
+                    b.loop(from: b.index(0), to: inner) { i in
                         let at = (item * c + ch) * inner + i
                         p.value = p.value + topDiff[at] * y[at]
                         s.value = s.value + topDiff[at]
@@ -129,14 +140,14 @@ extension TrainingLowering {
             }
         }
         let dx = bottomDiff(node, 0, reusing: dy)
-        let scale = -Float(1) / Float(n * inner)
-        try base.emitKernel(node, "bn.batch.grad c\(c) i\(inner) s\(scale.bitPattern)", operands: [dy, y, sums, statistics, dx],
+        try base.emitKernel(node, "bn.batch.grad", operands: [dy, y, sums, statistics, dx, extents],
                             tasks: n * c, work: elements) { b in
             let (topDiff, y, sums, stats, result) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
+            let c = b.extent(b.operand(5), 1), inner = b.extent(b.operand(5), 2), scale = b.value(b.operand(5), 3)
             b.forEachTask { row in
-                let ch = c == 1 ? b.index(0) : row % c
+                let ch = row % c
                 let (product, plain, deviation) = (sums[ch], sums[ch + c], stats[ch + c])
-                b.loop(0..<inner) { i in
+                b.loop(from: b.index(0), to: inner) { i in
                     let at = row * inner + i
                     result[at] = ((y[at] * product + plain) * scale + topDiff[at]) / deviation
                 }
