@@ -182,14 +182,17 @@ extension TrainingLowering {
             let target = twoBottoms ? bottomDiff(node, 1) : parameter(node, 0).diff
             let isElementwise = count(input) == channels
             let accumulate = !twoBottoms && !isElementwise && !(outer == 1 && inner > 1 && channels > 1)
-            try base.emitKernel(node, "scale.grad o\(outer) c\(channels) i\(inner) accumulate=\(accumulate)", operands: [dy, data(input), target],
+            // The split is read at run time (`KernelExtents`): one kernel per accumulate flag.
+            let extents = try base.extents(node, "scale gradient", [outer, channels, inner])
+            try base.emitKernel(node, "scale.grad accumulate=\(accumulate)", operands: [dy, data(input), target, extents],
                                 tasks: channels, work: count(input)) { b in
                 let (topDiff, x, result) = (b.operand(0), b.operand(1), b.operand(2))
+                let outer = b.extent(b.operand(3), 0), channels = b.extent(b.operand(3), 1), inner = b.extent(b.operand(3), 2)
                 b.forEachTask { ch in
                     let total = b.variable(accumulate ? result[ch] : b.constant(0))
-                    b.loop(0..<outer, unrolled: false) { o in
+                    b.loop(from: b.index(0), to: outer, unrolled: false) { o in
                         let sum = b.variable(b.constant(0))
-                        b.loop(0..<inner) { i in
+                        b.loop(from: b.index(0), to: inner) { i in
                             let at = (o * channels + ch) * inner + i
                             sum.value = sum.value + topDiff[at] * x[at]
                         }
