@@ -6,7 +6,8 @@ import CLLVM
 /// `operands[i]` are the buffers the kernel's step passes; `begin..<end` is the slice of the task
 /// space this call runs (`forEachTask`). Everything else is a compile-time constant: lowerings
 /// pass Swift `Int`s for extents, strides and pads, so the optimizer sees constant trip counts and
-/// can unroll and vectorize. IR is built with the typed calls (`LLVMBuildGEP2`, `LLVMBuildLoad2`,
+/// can unroll and vectorize — except extents a kernel family reads from an operand at run time
+/// (`KernelExtents`) so that layers differing only in them share one compiled kernel. IR is built with the typed calls (`LLVMBuildGEP2`, `LLVMBuildLoad2`,
 /// `LLVMBuildCall2`) that survive the move to opaque pointers.
 ///
 /// Each builder works in an LLVM context of its own, so kernels can be optimized and compiled on

@@ -16,16 +16,19 @@ extension Lowering {
     /// and deviation); either may be nil for `.scaleShift`. `input` and `output` may be the same.
     mutating func emitChannelAffine(_ node: Node, input: Operand, output: Operand, outer: Int, channels: Int, inner: Int,
                                     scale: Operand? = nil, shift: Operand? = nil, form: AffineForm = .scaleShift) throws {
-        let operands = [input, output] + [scale, shift].compactMap { $0 }
-        let signature = "affine \(form.rawValue) c\(channels) i\(inner) scale=\(scale != nil) shift=\(shift != nil)"
+        // Channels and the plane's size are read at run time (`KernelExtents`): one kernel per form.
+        let extents = try self.extents(node, "affine", [channels, inner])
+        let operands = [input, output, extents] + [scale, shift].compactMap { $0 }
+        let signature = "affine \(form.rawValue) scale=\(scale != nil) shift=\(shift != nil)"
         try emitKernel(node, signature, operands: operands, tasks: outer * channels, work: outer * channels * inner) { b in
             let (x, y) = (b.operand(0), b.operand(1))
-            let first = scale.map { _ in b.operand(2) }
-            let second = shift.map { _ in b.operand(scale == nil ? 2 : 3) }
+            let channels = b.extent(b.operand(2), 0), inner = b.extent(b.operand(2), 1)
+            let first = scale.map { _ in b.operand(3) }
+            let second = shift.map { _ in b.operand(scale == nil ? 3 : 4) }
             b.forEachTask { row in
-                let channel = channels == 1 ? b.index(0) : row % channels
+                let channel = row % channels
                 let s = first.map { $0[channel] }, t = second.map { $0[channel] }
-                b.loop(0..<inner) { i in
+                b.loop(from: b.index(0), to: inner) { i in
                     let at = row * inner + i
                     var value = x[at]
                     switch form {

@@ -60,26 +60,35 @@ extension Lowering {
         let chunkTiles = PackedPanelGemm.chunkTiles(inputs: k, tile: tileShape, wholeTiles: wholeTiles, otherTasks: n * panelGroups, threads: threads)
         let chunks = max(1, (wholeTiles + chunkTiles - 1) / chunkTiles)
         let blocks = PackedPanelGemm.blocks(depth: k, maximum: tileShape.depthBlock)
-        let signature = "conv.panels.packed \(rows)x\(tileShape.vectors)x\(lanes) g\(groups) k\(k) m\(m) n\(spatial) chunk\(chunkTiles)"
-            + " group\(groupPanels) block\(blocks.depth) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
-            + (activation.map { " " + $0.signature } ?? "")
-        try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
+        // Extents are read at run time (`KernelExtents`); the block structure (one block, two, or
+        // more) and the tail's masks shape the code and stay in the signature.
+        let blockShape = blocks.count == 1 ? "one" : blocks.count == 2 ? "two" : "many"
+        let extents = try self.extents(node, "packed panel gemm", [k, spatial, panelCount, groupPanels, panelGroups, chunkTiles, chunks, wholeTiles,
+                                                                   blocks.count, blocks.depth, blocks.last])
+        let signature = "conv.panels.packed \(rows)x\(tileShape.vectors)x\(lanes) g\(groups) tail\(tail) blocks:\(blockShape) maxblock\(tileShape.depthBlock)"
+            + " bias=\(bias != nil)" + (accumulate ? " accumulate" : "") + (activation.map { " " + $0.signature } ?? "")
+        try emitKernel(node, signature, operands: [input, output, panels, extents] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelGroups, work: n * m * spatial * k) { b in
             let (x, y, a) = (b.operand(0), b.operand(1), b.operand(2))
-            let shift = bias.map { _ in b.operand(3) }
-            let packed = b.stackArray(count: blocks.depth * tileColumns)
+            let shift = bias.map { _ in b.operand(4) }
+            let e = b.operand(3)
+            let k = b.extent(e, 0), spatial = b.extent(e, 1), panelCount = b.extent(e, 2), groupPanels = b.extent(e, 3)
+            let panelGroups = b.extent(e, 4), chunkTiles = b.extent(e, 5), chunks = b.extent(e, 6), wholeTiles = b.extent(e, 7)
+            let blockCount = b.extent(e, 8), blockDepth = b.extent(e, 9), lastDepth = b.extent(e, 10)
+            let m = panelCount * rows
+            let packed = b.stackArray(count: tileShape.depthBlock * tileColumns)
             b.forEachTask { task in
                 let matrix = task / (chunks * panelGroups), chunk = task % chunks
                 let firstPanel = ((task % (chunks * panelGroups)) / chunks) * groupPanels
-                let endPanel = b.min(firstPanel + groupPanels, b.index(panelCount))
+                let endPanel = b.min(firstPanel + groupPanels, panelCount)
                 let pixels = matrix * (k * spatial), groupPanelBase = (matrix % groups) * panelCount
                 /// One tile at column `first`, vector `j` of it holding the lanes of `masks[j]`.
                 func tile(_ first: Index, _ masks: [LaneMask]) {
                     let widths = masks.map(\.lanes.count)
                     let packedMasks = widths.map { LaneMask(first: $0, of: $0) }
                     /// K rows `start ..< start + depth` of the tile, for every panel of the group.
-                    func block(_ start: Index, depth: Int, first isFirst: Bool, last isLast: Bool) {
-                        b.loop(0..<depth, unrolled: false) { kk in
+                    func block(_ start: Index, depth: Index, first isFirst: Bool, last isLast: Bool) {
+                        b.loop(from: b.index(0), to: depth, unrolled: false) { kk in
                             let row = pixels + (start + kk) * spatial + first
                             for (j, mask) in masks.enumerated() {
                                 packed.store(x.load(row + j * lanes, mask), at: kk * tileColumns + j * lanes, packedMasks[j])
@@ -89,7 +98,7 @@ extension Lowering {
                             let panel = groupPanelBase + p  // among all groups' panels
                             let weights = panel * (k * rows) + start * rows
                             let zeros = (0..<rows).flatMap { _ in widths.map { b.splat(0, width: $0) } }
-                            let sums = b.loop(0..<depth, carrying: zeros, unrolled: tileShape.unrolled) { kk, sums in
+                            let sums = b.loop(from: b.index(0), to: depth, carrying: zeros, unrolled: tileShape.unrolled) { kk, sums in
                                 let columns = packedMasks.enumerated().map { j, mask in packed.load(kk * tileColumns + j * lanes, mask) }
                                 var next = sums
                                 for r in 0..<rows {
@@ -100,7 +109,7 @@ extension Lowering {
                                 }
                                 return next
                             }
-                            let outputs = matrix * (m * spatial) + p * (rows * spatial)
+                            let outputs = matrix * (m * spatial) + p * (spatial * rows)
                             for r in 0..<rows {
                                 let t = isLast ? shift.map { $0[panel * rows + r] } : nil
                                 for (j, mask) in masks.enumerated() {
@@ -118,16 +127,16 @@ extension Lowering {
                         block(b.index(0), depth: k, first: true, last: true)
                         return
                     }
-                    block(b.index(0), depth: blocks.depth, first: true, last: false)
+                    block(b.index(0), depth: blockDepth, first: true, last: false)
                     if blocks.count > 2 {
-                        b.loop(from: b.index(1), to: b.index(blocks.count - 1), unrolled: false) { kb in
-                            block(kb * blocks.depth, depth: blocks.depth, first: false, last: false)
+                        b.loop(from: b.index(1), to: blockCount - 1, unrolled: false) { kb in
+                            block(kb * blockDepth, depth: blockDepth, first: false, last: false)
                         }
                     }
-                    block(b.index((blocks.count - 1) * blocks.depth), depth: blocks.last, first: false, last: true)
+                    block((blockCount - 1) * blockDepth, depth: lastDepth, first: false, last: true)
                 }
                 let full = Array(repeating: LaneMask(first: lanes, of: lanes), count: tileShape.vectors)
-                b.loop(from: chunk * chunkTiles, to: b.min(chunk * chunkTiles + chunkTiles, b.index(wholeTiles)), unrolled: false) { t in
+                b.loop(from: chunk * chunkTiles, to: b.min(chunk * chunkTiles + chunkTiles, wholeTiles), unrolled: false) { t in
                     tile(t * tileColumns, full)
                 }
                 if tail > 0 {
@@ -136,7 +145,7 @@ extension Lowering {
                         let left = tail - start
                         return left > lanes / 2 ? LaneMask(first: min(lanes, left), of: lanes) : LaneMask(first: left, of: lanes / 2)
                     }
-                    b.loop(from: b.index(chunks - 1), to: chunk + 1, unrolled: false) { _ in tile(b.index(wholeTiles * tileColumns), masks) }
+                    b.loop(from: chunks - 1, to: chunk + 1, unrolled: false) { _ in tile(wholeTiles * tileColumns, masks) }
                 }
             }
         }

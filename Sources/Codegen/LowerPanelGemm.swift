@@ -185,18 +185,24 @@ extension Lowering {
         let chunkTiles = PanelGemm.chunkTiles(inputs: k, tile: tileShape)
         let chunks = max(1, (wholeTiles + chunkTiles - 1) / chunkTiles), panelCount = m / rows
         let activation = applies ? node.fusedActivation : nil
-        let signature = "conv.panels \(rows)x\(tileShape.vectors)x\(lanes) g\(groups) k\(k) m\(m) n\(spatial) chunk\(chunkTiles) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
+        // The product's extents are read at run time (`KernelExtents`), so every product with the
+        // same tile, tail and epilogue shares one kernel; the tail's masks shape the code.
+        let extents = try self.extents(node, "panel gemm", [k, spatial, panelCount, chunkTiles, chunks, wholeTiles])
+        let signature = "conv.panels \(rows)x\(tileShape.vectors)x\(lanes) g\(groups) tail\(tail) bias=\(bias != nil)" + (accumulate ? " accumulate" : "")
             + (activation.map { " " + $0.signature } ?? "") + (rowStride.map { " rows\($0)" } ?? "")
             + (blocks.map { " blocks\($0.count)x\($0.stride)" } ?? "")
-        try emitKernel(node, signature, operands: [input, output, panels] + (bias.map { [$0] } ?? []),
+        try emitKernel(node, signature, operands: [input, output, panels, extents] + (bias.map { [$0] } ?? []),
                        tasks: n * chunks * panelCount, work: n * m * spatial * k) { b in
             let (x, y, a) = (b.operand(0), b.operand(1), b.operand(2))
-            let shift = bias.map { _ in b.operand(3) }
+            let shift = bias.map { _ in b.operand(4) }
+            let k = b.extent(b.operand(3), 0), spatial = b.extent(b.operand(3), 1), panelCount = b.extent(b.operand(3), 2)
+            let chunkTiles = b.extent(b.operand(3), 3), chunks = b.extent(b.operand(3), 4), wholeTiles = b.extent(b.operand(3), 5)
+            let m = panelCount * rows
             b.forEachTask { task in
                 let matrix = task / (chunks * panelCount), chunk = (task % (chunks * panelCount)) / panelCount
                 let panel = (matrix % groups) * panelCount + task % panelCount  // among all groups' panels
                 let pixels = matrix * (k * spatial), weights = panel * (k * rows)
-                let outputs = matrix * (m * spatial) + (task % panelCount) * (rows * spatial)
+                let outputs = matrix * (m * spatial) + (task % panelCount) * (spatial * rows)
                 /// One tile at column `first`: `masks` are its vectors' lanes inside the image, vector
                 /// `j` from column `first + lanes·j` (a last vector of half the lanes is half the
                 /// work on hosts that split full-width operations in two).
@@ -225,7 +231,7 @@ extension Lowering {
                             }
                         }
                     } else {
-                        sums = b.loop(0..<k, carrying: zeros, unrolled: tileShape.unrolled) { kk, sums in
+                        sums = b.loop(from: b.index(0), to: k, carrying: zeros, unrolled: tileShape.unrolled) { kk, sums in
                             step(kk, left: rowStride.map { panel * (rows * $0) + kk } ?? weights + kk * rows, sums)
                         }
                     }
@@ -241,7 +247,7 @@ extension Lowering {
                     }
                 }
                 let full = Array(repeating: LaneMask(first: lanes, of: lanes), count: tileShape.vectors)
-                b.loop(from: chunk * chunkTiles, to: b.min(chunk * chunkTiles + chunkTiles, b.index(wholeTiles))) { t in
+                b.loop(from: chunk * chunkTiles, to: b.min(chunk * chunkTiles + chunkTiles, wholeTiles)) { t in
                     tile(t * tileColumns, full)
                 }
                 if tail > 0 {
@@ -250,7 +256,7 @@ extension Lowering {
                         let left = tail - start
                         return left > lanes / 2 ? LaneMask(first: min(lanes, left), of: lanes) : LaneMask(first: left, of: lanes / 2)
                     }
-                    b.loop(from: b.index(chunks - 1), to: chunk + 1) { _ in tile(b.index(wholeTiles * tileColumns), masks) }
+                    b.loop(from: chunks - 1, to: chunk + 1) { _ in tile(wholeTiles * tileColumns, masks) }
                 }
             }
         }

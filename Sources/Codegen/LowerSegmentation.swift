@@ -107,16 +107,19 @@ extension Lowering {
         let sourceStrides = order.map { strides[$0] }
         let total = outDims.reduce(1, *)
         guard total > 0 else { return }
-        let signature = "transpose in\(dims.map(String.init).joined(separator: "x")) order\(order.map(String.init).joined(separator: ","))"
-        try emitKernel(node, signature, operands: [input, output], tasks: outDims[0], work: total) { b in
+        // Extents and strides are read at run time (`KernelExtents`): one kernel per rank.
+        let extents = try self.extents(node, "transpose", outDims + sourceStrides)
+        let rank = dims.count
+        try emitKernel(node, "transpose rank\(rank)", operands: [input, output, extents], tasks: outDims[0], work: total) { b in
             let (x, y) = (b.operand(0), b.operand(1))
+            let outDims = (0..<rank).map { b.extent(b.operand(2), $0) }, sourceStrides = (0..<rank).map { b.extent(b.operand(2), rank + $0) }
             b.forEachTask { first in
                 func axis(_ d: Int, target: Index, source: Index) {
-                    guard d < outDims.count else {
+                    guard d < rank else {
                         y[target] = x[source]
                         return
                     }
-                    b.loop(0..<outDims[d]) { i in axis(d + 1, target: target * outDims[d] + i, source: source + i * sourceStrides[d]) }
+                    b.loop(from: b.index(0), to: outDims[d]) { i in axis(d + 1, target: target * outDims[d] + i, source: source + i * sourceStrides[d]) }
                 }
                 axis(1, target: first, source: first * sourceStrides[0])
             }

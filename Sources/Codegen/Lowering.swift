@@ -59,6 +59,8 @@ struct Lowering {
     var recurrentStates: [BufferID] = []
     /// Where the schedule learns a Filter's selected row count (see `RowSpecializer`).
     var rowGuards: [RowGuard] = []
+    /// Constants that hold kernels' run-time extents (`KernelExtents`), not values derived from parameters.
+    var extentBuffers: Set<BufferID> = []
     private(set) var bufferOf: [ValueID: BufferID] = [:]
     private var valuesOf: [BufferID: [ValueID]] = [:]
     /// The last node that reads each value (`Int.max` for values callers keep).

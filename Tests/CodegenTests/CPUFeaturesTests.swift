@@ -116,7 +116,9 @@ struct CPUFeaturesTests {
         let (_, first) = try Self.compile(.host, disk: folder.disk)
         let (_, second) = try Self.compile(.avx2, disk: folder.disk)
         #expect(first.kernels.compiled > 3 && first.kernels.loaded == 0)
-        if host.contains("avx512f") { #expect(second.kernels.loaded == 0 && second.kernels.compiled == first.kernels.compiled) }
+        // Nothing of the host's is loaded: every AVX2 kernel is compiled (their counts may differ,
+        // as each path shares kernels across layers by its own tiles and tails).
+        if host.contains("avx512f") { #expect(second.kernels.loaded == 0 && second.kernels.compiled == second.kernels.kernels) }
         let (_, warm) = try Self.compile(.avx2, disk: folder.disk)
         #expect(warm.kernels.compiled == 0 && warm.kernels.loaded == second.kernels.compiled)
         var values = SeededValues(seed: 3, step: 1 / 100.0)

@@ -142,8 +142,10 @@ struct KernelCacheTests {
         let otherCPU = try KernelJIT(llvmVersion: host.identity.llvmVersion, cpuFeatures: narrower + ",-avx512vp2intersect")
         #expect(otherCPU.identity != host.identity)
         let (narrow, narrowOutputs) = try compileCifar(KernelCache(jit: otherCPU, disk: folder.disk))
-        #expect(narrow.kernels.loaded == 0)
-        #expect(narrow.kernels.compiled == cold.kernels.compiled)
+        // Every kernel compiled, none loaded: without AVX-512 the compiler chooses other kernels
+        // (the AVX2 panel GEMM packs some products), so the count may differ from the host's.
+        #expect(narrow.kernels.loaded == 0 && narrow.kernels.reused == 0)
+        #expect(narrow.kernels.compiled == narrow.kernels.kernels && narrow.kernels.compiled > 0)
         for (name, array) in coldOutputs {
             let other = narrowOutputs[name]!.data
             let scale = array.data.map(abs).max() ?? 1
@@ -151,7 +153,7 @@ struct KernelCacheTests {
         }
 
         // Each identity's entries sit side by side; the original still loads everything.
-        #expect(try folder.entries().count == 3 * cold.kernels.compiled)
+        #expect(try folder.entries().count == 2 * cold.kernels.compiled + narrow.kernels.compiled)
         let (warm, _) = try compileCifar(KernelCache(disk: folder.disk))
         #expect(warm.kernels.loaded == cold.kernels.compiled && warm.kernels.compiled == 0)
     }

@@ -201,14 +201,17 @@ extension TrainingLowering {
             }
             if let partials, weightPanels {
                 // dW[m][j] += Σ_t dWᵀ_t[j][m], in thread order; one task per output channel m.
+                // K and M are read at run time (`KernelExtents`): one kernel for every convolution.
                 let copies = (0..<threads).map { Operand(partials, offset: $0 * weightCount) }
-                try base.emitKernel(node, "weight.partials.sum.transposed t\(threads) k\(kernelDim) m\(o)", operands: [weights.diff] + copies,
+                let extents = try base.extents(node, "weight partials", [kernelDim, o])
+                try base.emitKernel(node, "weight.partials.sum.transposed t\(threads)", operands: [weights.diff, extents] + copies,
                                     tasks: o, work: weightCount * threads) { b in
                     let diff = b.operand(0)
+                    let kernelDim = b.extent(b.operand(1), 0), o = b.extent(b.operand(1), 1)
                     b.forEachTask { m in
-                        b.loop(0..<kernelDim) { j in
+                        b.loop(from: b.index(0), to: kernelDim) { j in
                             var total = diff[m * kernelDim + j]
-                            for t in 0..<threads { total = total + b.operand(1 + t)[j * o + m] }
+                            for t in 0..<threads { total = total + b.operand(2 + t)[j * o + m] }
                             diff[m * kernelDim + j] = total
                         }
                     }

@@ -48,20 +48,26 @@ extension TrainingLowering {
             let m = n * inner
             let correction: Float = m > 1 ? Float(m) / Float(m - 1) : 1
             let inverse = Float(1) / Float(m)
+            // n, c and the factors derived from them are read at run time (`KernelExtents`); the
+            // row length shapes the vector loop, so it stays in the signature.
             let lanes = base.cache.jit.features.vectorLanes
-            let signature = "bn.batch n\(n) c\(c) i\(inner) eps\(eps.bitPattern) f\(fraction.bitPattern) rows of \(lanes)"
-            try base.emitKernel(node, signature, operands: [x, mean, variance, factor, statistics], tasks: c, work: 2 * count(node.inputs[0])) { b in
+            let extents = try base.extents(node, "batch norm", [n, c, inner], floats: [inverse, correction])
+            let signature = "bn.batch i\(inner) eps\(eps.bitPattern) f\(fraction.bitPattern) rows of \(lanes)"
+            try base.emitKernel(node, signature, operands: [x, mean, variance, factor, statistics, extents], tasks: c,
+                                work: 2 * count(node.inputs[0])) { b in
                 let (x, storedMean, storedVariance, storedFactor, stats) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
+                let n = b.extent(b.operand(5), 0), c = b.extent(b.operand(5), 1)
+                let inverse = b.value(b.operand(5), 3), correction = b.value(b.operand(5), 4)
                 b.forEachTask { ch in
                     let total = b.variable(b.constant(0))
-                    b.loop(0..<n, unrolled: false) { item in
+                    b.loop(from: b.index(0), to: n, unrolled: false) { item in
                         let sum = b.rowSums(1, count: inner, from: (item * c + ch) * inner, width: lanes) { i, mask in [x.load(i, mask)] }[0]
                         total.value = total.value + sum * inverse
                     }
                     let average = total.value
                     let center = b.splat(average, width: lanes)
                     let squares = b.variable(b.constant(0))
-                    b.loop(0..<n, unrolled: false) { item in
+                    b.loop(from: b.index(0), to: n, unrolled: false) { item in
                         let sum = b.rowSums(1, count: inner, from: (item * c + ch) * inner, width: lanes) { i, mask in
                             let d = x.load(i, mask) - center
                             return [d * d]
@@ -78,12 +84,14 @@ extension TrainingLowering {
             }
         }
         let output = Operand(base.elementwiseOutput(node))
-        try base.emitKernel(node, "bn.apply c\(c) i\(inner)", operands: [x, statistics, output], tasks: n * c, work: count(node.inputs[0])) { b in
+        let shape = try base.extents(node, "batch norm apply", [c, inner])
+        try base.emitKernel(node, "bn.apply", operands: [x, statistics, output, shape], tasks: n * c, work: count(node.inputs[0])) { b in
             let (x, stats, y) = (b.operand(0), b.operand(1), b.operand(2))
+            let c = b.extent(b.operand(3), 0), inner = b.extent(b.operand(3), 1)
             b.forEachTask { row in
-                let ch = c == 1 ? b.index(0) : row % c
+                let ch = row % c
                 let (average, deviation) = (stats[ch], stats[ch + c])
-                b.loop(0..<inner) { i in y[row * inner + i] = (x[row * inner + i] - average) / deviation }
+                b.loop(from: b.index(0), to: inner) { i in y[row * inner + i] = (x[row * inner + i] - average) / deviation }
             }
         }
     }
@@ -128,12 +136,15 @@ extension TrainingLowering {
             return
         }
         let sums = Operand(base.scratch(node, "gradient sums", count: 2 * c))
+        // n and c are read at run time (`KernelExtents`); the row length shapes the vector loop.
         let lanes = base.cache.jit.features.vectorLanes
-        try base.emitKernel(node, "bn.batch.sums n\(n) c\(c) i\(inner) rows of \(lanes)", operands: [dy, y, sums], tasks: c, work: 2 * elements) { b in
+        let extents = try base.extents(node, "batch norm gradient", [n, c, inner])
+        try base.emitKernel(node, "bn.batch.sums i\(inner) rows of \(lanes)", operands: [dy, y, sums, extents], tasks: c, work: 2 * elements) { b in
             let (topDiff, y, sums) = (b.operand(0), b.operand(1), b.operand(2))
+            let n = b.extent(b.operand(3), 0), c = b.extent(b.operand(3), 1)
             b.forEachTask { ch in
                 let product = b.variable(b.constant(0)), plain = b.variable(b.constant(0))
-                b.loop(0..<n, unrolled: false) { item in
+                b.loop(from: b.index(0), to: n, unrolled: false) { item in
                     let row = b.rowSums(2, count: inner, from: (item * c + ch) * inner, width: lanes) { i, mask in
                         let d = topDiff.load(i, mask)
                         return [d * y.load(i, mask), d]
@@ -146,14 +157,14 @@ extension TrainingLowering {
             }
         }
         let dx = bottomDiff(node, 0, reusing: dy)
-        let scale = -Float(1) / Float(n * inner)
-        try base.emitKernel(node, "bn.batch.grad c\(c) i\(inner) s\(scale.bitPattern)", operands: [dy, y, sums, statistics, dx],
+        try base.emitKernel(node, "bn.batch.grad", operands: [dy, y, sums, statistics, dx, extents],
                             tasks: n * c, work: elements) { b in
             let (topDiff, y, sums, stats, result) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3), b.operand(4))
+            let c = b.extent(b.operand(5), 1), inner = b.extent(b.operand(5), 2), scale = b.value(b.operand(5), 3)
             b.forEachTask { row in
-                let ch = c == 1 ? b.index(0) : row % c
+                let ch = row % c
                 let (product, plain, deviation) = (sums[ch], sums[ch + c], stats[ch + c])
-                b.loop(0..<inner) { i in
+                b.loop(from: b.index(0), to: inner) { i in
                     let at = row * inner + i
                     result[at] = ((y[at] * product + plain) * scale + topDiff[at]) / deviation
                 }
@@ -192,13 +203,16 @@ extension TrainingLowering {
             let target = twoBottoms ? bottomDiff(node, 1) : parameter(node, 0).diff
             let isElementwise = count(input) == channels
             let accumulate = !twoBottoms && !isElementwise && !(outer == 1 && inner > 1 && channels > 1)
+            // outer and channels are read at run time (`KernelExtents`); the row length shapes the vector loop.
             let lanes = base.cache.jit.features.vectorLanes
-            try base.emitKernel(node, "scale.grad o\(outer) c\(channels) i\(inner) accumulate=\(accumulate) rows of \(lanes)",
-                                operands: [dy, data(input), target], tasks: channels, work: count(input)) { b in
+            let extents = try base.extents(node, "scale gradient", [outer, channels, inner])
+            try base.emitKernel(node, "scale.grad i\(inner) accumulate=\(accumulate) rows of \(lanes)", operands: [dy, data(input), target, extents],
+                                tasks: channels, work: count(input)) { b in
                 let (topDiff, x, result) = (b.operand(0), b.operand(1), b.operand(2))
+                let outer = b.extent(b.operand(3), 0), channels = b.extent(b.operand(3), 1)
                 b.forEachTask { ch in
                     let total = b.variable(accumulate ? result[ch] : b.constant(0))
-                    b.loop(0..<outer, unrolled: false) { o in
+                    b.loop(from: b.index(0), to: outer, unrolled: false) { o in
                         let sum = b.rowSums(1, count: inner, from: (o * channels + ch) * inner, width: lanes) { i, mask in
                             [topDiff.load(i, mask) * x.load(i, mask)]
                         }[0]

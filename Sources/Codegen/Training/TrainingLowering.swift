@@ -221,9 +221,10 @@ struct TrainingLowering {
     /// After `base` lowered `node`'s forward (adding buffers from `firstBuffer` on): the inference
     /// lowerings read parameters through `Lowering.parameter` and `derivedConstant`, which training
     /// binds to the persistent parameter buffers; a constant made any other way would be computed
-    /// from the parameters once and go stale as the solver updates them, so it is refused.
+    /// from the parameters once and go stale as the solver updates them, so it is refused (kernels'
+    /// run-time extents, `KernelExtents`, come from shapes and are allowed).
     func checkNoConstants(_ node: Node, firstBuffer: Int) throws {
-        for id in firstBuffer..<base.program.buffers.count where base.program.buffers[id].isConstant {
+        for id in firstBuffer..<base.program.buffers.count where base.program.buffers[id].isConstant && !base.extentBuffers.contains(id) {
             throw Diagnostic("\(node.kind.rawValue)'s forward precomputes '\(base.program.buffers[id].name)' from its parameters, so it cannot be trained yet",
                              at: node.location, layer: node.name)
         }
