@@ -136,9 +136,10 @@ extension TrainingLowering {
             return
         }
         let sums = Operand(base.scratch(node, "gradient sums", count: 2 * c))
-        // n and c are read at run time (`KernelExtents`); the row length shapes the vector loop.
+        // n, c and −1/m are read at run time (`KernelExtents`); the sums' row length shapes their vector loop.
         let lanes = base.cache.jit.features.vectorLanes
-        let extents = try base.extents(node, "batch norm gradient", [n, c, inner])
+        let scale = -Float(1) / Float(n * inner)
+        let extents = try base.extents(node, "batch norm gradient", [n, c, inner], floats: [scale])
         try base.emitKernel(node, "bn.batch.sums i\(inner) rows of \(lanes)", operands: [dy, y, sums, extents], tasks: c, work: 2 * elements) { b in
             let (topDiff, y, sums) = (b.operand(0), b.operand(1), b.operand(2))
             let n = b.extent(b.operand(3), 0), c = b.extent(b.operand(3), 1)
