@@ -144,15 +144,7 @@ extension TrainingLowering {
             let (topDiff, y, sums) = (b.operand(0), b.operand(1), b.operand(2))
             let n = b.extent(b.operand(3), 0), c = b.extent(b.operand(3), 1)
             b.forEachTask { ch in
-                let product = b.variable(b.constant(0)), plain = b.variable(b.constant(0))
-                b.loop(from: b.index(0), to: n, unrolled: false) { item in
-                    let row = b.rowSums(2, count: inner, from: (item * c + ch) * inner, width: lanes) { i, mask in
-                        let d = topDiff.load(i, mask)
-                        return [d * y.load(i, mask), d]
-                    }
-                    product.value = product.value + row[0]
-                    plain.value = plain.value + row[1]
-                }
+                let (product, plain) = b.channelSums(topDiff, y, channel: ch, outer: n, channels: c, inner: inner, width: lanes)
                 sums[ch] = product.value
                 sums[ch + c] = plain.value
             }
@@ -267,15 +259,7 @@ extension TrainingLowering {
                             tasks: channels, work: 2 * outer * channels * inner) { b in
             let (topDiff, x, result) = (b.operand(0), b.operand(1), b.operand(2))
             b.forEachTask { ch in
-                let product = b.variable(b.constant(0)), plain = b.variable(b.constant(0))
-                b.loop(0..<outer, unrolled: false) { o in
-                    let row = b.rowSums(2, count: inner, from: (o * channels + ch) * inner, width: lanes) { i, mask in
-                        let d = topDiff.load(i, mask)
-                        return [d * x.load(i, mask), d]
-                    }
-                    product.value = product.value + row[0]
-                    plain.value = plain.value + row[1]
-                }
+                let (product, plain) = b.channelSums(topDiff, x, channel: ch, outer: b.index(outer), channels: b.index(channels), inner: inner, width: lanes)
                 result[ch] = product.value
                 result[ch + channels] = plain.value
                 if scale != nil { b.operand(3)[ch] = accumulate ? b.operand(3)[ch] + product.value : product.value }
@@ -400,5 +384,23 @@ extension TrainingLowering {
                 }
             }
         }
+    }
+}
+
+extension KernelBuilder {
+    /// One channel's Σ dy·x and Σ dy over `outer` rows of `inner` values (rows `channels` apart),
+    /// each row in vectors (`rowSums`), the rows added in order: what BatchNorm's and Scale's
+    /// backward passes sum per channel.
+    func channelSums(_ dy: Buffer, _ x: Buffer, channel: Index, outer: Index, channels: Index, inner: Int, width: Int) -> (Variable, Variable) {
+        let product = variable(constant(0)), plain = variable(constant(0))
+        loop(from: index(0), to: outer, unrolled: false) { o in
+            let row = rowSums(2, count: inner, from: (o * channels + channel) * inner, width: width) { i, mask in
+                let d = dy.load(i, mask)
+                return [d * x.load(i, mask), d]
+            }
+            product.value = product.value + row[0]
+            plain.value = plain.value + row[1]
+        }
+        return (product, plain)
     }
 }
