@@ -35,8 +35,10 @@ extension Lowering {
     /// Normalize (SSD's `NormalizeLayer::Forward_cpu`): per image, x divided by its L2 norm over
     /// C×H×W (`across_spatial`, `y = x · (1 / sqrt(Σx² + eps))`) or over channels at each position
     /// (`y = x / sqrt(Σ_c x² + eps)`), then times the learned scale (one value, or one per
-    /// channel). One task per image.
-    mutating func lowerNormalize(_ node: Node) throws {
+    /// channel). One task per image. Training calls it too, with the scale its learnable parameter
+    /// (`parameter` gives the persistent buffer there) and `norms` to keep each norm for backward
+    /// (one per image with `across_spatial`, else one per image and position).
+    mutating func lowerNormalize(_ node: Node, keepingNorms norms: Operand? = nil) throws {
         let p = node.layer.normParam
         let input = node.inputs[0], dims = shape(input)
         guard dims.count >= 2 else { throw unsupported(node, "Normalize needs an N×C(×H×W) input, got \(dims)") }
@@ -46,19 +48,23 @@ extension Lowering {
         guard let scaleValues = blobs.first, scaleValues.count == (shared ? 1 : channels) else {
             throw unsupported(node, "Normalize needs \(shared ? 1 : channels) scale value\(shared ? "" : "s"), the weights give \(blobs.first?.count ?? 0)")
         }
-        let scale = Operand(constant(node, "scale", scaleValues))
+        let scale = Operand(parameter(node, 0, "scale", blobs))
         let eps = p.eps, dim = channels * spatial
-        let operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0])), scale]
+        let operands = [Operand(buffer(input)), Operand(buffer(node.outputs[0])), scale] + (norms.map { [$0] } ?? [])
         let signature = "normalize c\(channels) s\(spatial) across=\(p.acrossSpatial) shared=\(shared) eps\(eps.bitPattern)"
+            + (norms == nil ? "" : " keeping norms")
         try emitKernel(node, signature, operands: operands, tasks: num, work: num * dim * 3) { b in
             let (x, y, factor) = (b.operand(0), b.operand(1), b.operand(2))
+            let kept = norms.map { _ in b.operand(3) }
             b.forEachTask { image in
                 let base = image * dim
                 func scaled(_ value: Scalar, channel: Index) -> Scalar { value * factor[shared ? b.index(0) : channel] }
                 if p.acrossSpatial {
                     let sum = b.variable(b.constant(0))
                     b.loop(0..<dim) { i in sum.value = sum.value + x[base + i] * x[base + i] }
-                    let inverse = 1 / b.sqrt(sum.value + eps)
+                    let norm = b.sqrt(sum.value + eps)
+                    kept?[image] = norm
+                    let inverse = 1 / norm
                     b.loop(0..<channels) { c in
                         b.loop(0..<spatial) { i in y[base + c * spatial + i] = scaled(x[base + c * spatial + i] * inverse, channel: c) }
                     }
@@ -67,6 +73,7 @@ extension Lowering {
                         let sum = b.variable(b.constant(eps))
                         b.loop(0..<channels) { c in sum.value = sum.value + x[base + c * spatial + i] * x[base + c * spatial + i] }
                         let norm = b.sqrt(sum.value)
+                        kept?[image * spatial + i] = norm
                         b.loop(0..<channels) { c in y[base + c * spatial + i] = scaled(x[base + c * spatial + i] / norm, channel: c) }
                     }
                 }

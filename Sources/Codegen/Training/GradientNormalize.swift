@@ -20,38 +20,11 @@ extension TrainingLowering {
         return (dims[0], dims[1], dims[2...].reduce(1, *))
     }
 
-    /// Normalize forward: `y = x / sqrt(Σx² + eps) · scale`, keeping the norms for backward.
+    /// Normalize forward: inference's lowering, keeping the norms for backward.
     mutating func lowerNormalizeForward(_ node: Node) throws {
-        let p = node.layer.normParam
-        let (num, channels, spatial) = try normalizeSplit(node)
-        let across = p.acrossSpatial, shared = p.channelShared, eps = p.eps, dim = channels * spatial
-        let norms = Operand(base.scratch(node, "norm", count: across ? num : num * spatial))
-        let operands = [data(node.inputs[0]), data(node.outputs[0]), parameter(node, 0).data, norms]
-        try base.emitKernel(node, "normalize.train c\(channels) s\(spatial) across=\(across) shared=\(shared) eps\(eps.bitPattern)",
-                            operands: operands, tasks: num, work: num * dim * 3) { b in
-            let (x, y, factor, norm) = (b.operand(0), b.operand(1), b.operand(2), b.operand(3))
-            b.forEachTask { image in
-                let start = image * dim
-                func scale(_ channel: Index) -> Scalar { factor[shared ? b.index(0) : channel] }
-                if across {
-                    let sum = b.variable(b.constant(0))
-                    b.loop(0..<dim) { i in sum.value = sum.value + x[start + i] * x[start + i] }
-                    let value = b.sqrt(sum.value + eps)
-                    norm[image] = value
-                    b.loop(0..<channels) { c in
-                        b.loop(0..<spatial) { i in y[start + c * spatial + i] = x[start + c * spatial + i] / value * scale(c) }
-                    }
-                } else {
-                    b.loop(0..<spatial) { i in
-                        let sum = b.variable(b.constant(eps))
-                        b.loop(0..<channels) { c in sum.value = sum.value + x[start + c * spatial + i] * x[start + c * spatial + i] }
-                        let value = b.sqrt(sum.value)
-                        norm[image * spatial + i] = value
-                        b.loop(0..<channels) { c in y[start + c * spatial + i] = x[start + c * spatial + i] / value * scale(c) }
-                    }
-                }
-            }
-        }
+        let (num, _, spatial) = try normalizeSplit(node)
+        let norms = Operand(base.scratch(node, "norm", count: node.layer.normParam.acrossSpatial ? num : num * spatial))
+        try base.lowerNormalize(node, keepingNorms: norms)
     }
 
     /// Normalize backward, as the fork computes it (see the type's comment).
