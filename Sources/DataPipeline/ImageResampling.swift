@@ -77,55 +77,38 @@ extension ImageResize {
         }
         let (columns, columnWeights) = plan(width, image.width)
         let (rows, rowWeights) = plan(height, image.height)
-        var out = [UInt8](repeating: 0, count: height * width * c)
-        if fixedPoint {
-            let columnTaps = columnWeights.map { Int64($0) }, rowTaps = rowWeights.map { Int64($0) }
-            var horizontal = [Int64](repeating: 0, count: image.height * width * c)
+        /// The two passes in `T`: horizontal over every source row, then vertical, each output
+        /// turned to 8 bits by `store`.
+        func passes<T: Numeric>(_ columnTaps: [T], _ rowTaps: [T], lift: (UInt8) -> T, store: (T) -> UInt8) -> [UInt8] {
+            var horizontal = [T](repeating: 0, count: image.height * width * c)
             for sy in 0..<image.height {
                 for x in 0..<width {
                     for k in 0..<c {
-                        var sum: Int64 = 0
+                        var sum: T = 0
                         for t in 0..<taps {
                             let sx = min(max(columns[x] + t, 0), image.width - 1)
-                            sum += Int64(image.pixels[(sy * image.width + sx) * c + k]) * columnTaps[x * taps + t]
+                            sum += lift(image.pixels[(sy * image.width + sx) * c + k]) * columnTaps[x * taps + t]
                         }
                         horizontal[(sy * width + x) * c + k] = sum
                     }
                 }
             }
+            var out = [UInt8](repeating: 0, count: height * width * c)
             for y in 0..<height {
                 for i in 0..<(width * c) {
-                    var sum: Int64 = 0
+                    var sum: T = 0
                     for t in 0..<taps {
                         sum += horizontal[min(max(rows[y] + t, 0), image.height - 1) * width * c + i] * rowTaps[y * taps + t]
                     }
-                    out[y * width * c + i] = UInt8(clamping: (sum + (1 << 21)) >> 22)
+                    out[y * width * c + i] = store(sum)
                 }
             }
-        } else {
-            var horizontal = [Float](repeating: 0, count: image.height * width * c)
-            for sy in 0..<image.height {
-                for x in 0..<width {
-                    for k in 0..<c {
-                        var sum: Float = 0
-                        for t in 0..<taps {
-                            let sx = min(max(columns[x] + t, 0), image.width - 1)
-                            sum += Float(image.pixels[(sy * image.width + sx) * c + k]) * columnWeights[x * taps + t]
-                        }
-                        horizontal[(sy * width + x) * c + k] = sum
-                    }
-                }
-            }
-            for y in 0..<height {
-                for i in 0..<(width * c) {
-                    var sum: Float = 0
-                    for t in 0..<taps {
-                        sum += horizontal[min(max(rows[y] + t, 0), image.height - 1) * width * c + i] * rowWeights[y * taps + t]
-                    }
-                    out[y * width * c + i] = PhotometricDistortion.saturate(sum)
-                }
-            }
+            return out
         }
+        let out = fixedPoint
+            ? passes(columnWeights.map { Int64($0) }, rowWeights.map { Int64($0) }, lift: { Int64($0) },
+                     store: { UInt8(clamping: ($0 + (1 << 21)) >> 22) })
+            : passes(columnWeights, rowWeights, lift: { Float($0) }, store: PhotometricDistortion.saturate)
         return DecodedImage(channels: c, height: height, width: width, pixels: out)
     }
 
