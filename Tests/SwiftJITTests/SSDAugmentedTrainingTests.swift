@@ -164,18 +164,6 @@ struct SSDAugmentedTrainingTests {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         _ = try Self.makeLMDB(folder)
-        func head(_ f: String, _ minSize: Int, _ maxSize: Int) -> String {
-            """
-            layer { name: "\(f)_loc" type: "Convolution" bottom: "\(f)" top: "\(f)_loc" convolution_param { num_output: 16 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
-            layer { name: "\(f)_loc_perm" type: "Permute" bottom: "\(f)_loc" top: "\(f)_loc_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
-            layer { name: "\(f)_loc_flat" type: "Flatten" bottom: "\(f)_loc_perm" top: "\(f)_loc_flat" flatten_param { axis: 1 } }
-            layer { name: "\(f)_conf" type: "Convolution" bottom: "\(f)" top: "\(f)_conf" convolution_param { num_output: 12 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
-            layer { name: "\(f)_conf_perm" type: "Permute" bottom: "\(f)_conf" top: "\(f)_conf_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
-            layer { name: "\(f)_conf_flat" type: "Flatten" bottom: "\(f)_conf_perm" top: "\(f)_conf_flat" flatten_param { axis: 1 } }
-            layer { name: "\(f)_prior" type: "PriorBox" bottom: "\(f)" bottom: "data" top: "\(f)_prior"
-                    prior_box_param { min_size: \(minSize) max_size: \(maxSize) aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } }
-            """
-        }
         // 300×300 in, strided convolutions down to 10×10 and 5×5 feature maps with SSD's heads.
         let net = """
             name: "ssd_shaped_train"
@@ -188,28 +176,9 @@ struct SSDAugmentedTrainingTests {
             layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
             layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3" convolution_param { num_output: 8 kernel_size: 3 stride: 2 pad: 1 weight_filler { type: "xavier" } } }
             layer { name: "relu3" type: "ReLU" bottom: "conv3" top: "conv3" }
-            \(head("conv2", 60, 120))
-            \(head("conv3", 120, 250))
-            layer { name: "mbox_loc" type: "Concat" bottom: "conv2_loc_flat" bottom: "conv3_loc_flat" top: "mbox_loc" concat_param { axis: 1 } }
-            layer { name: "mbox_conf" type: "Concat" bottom: "conv2_conf_flat" bottom: "conv3_conf_flat" top: "mbox_conf" concat_param { axis: 1 } }
-            layer { name: "mbox_priorbox" type: "Concat" bottom: "conv2_prior" bottom: "conv3_prior" top: "mbox_priorbox" concat_param { axis: 2 } }
-            layer { name: "mbox_loss" type: "MultiBoxLoss" bottom: "mbox_loc" bottom: "mbox_conf" bottom: "mbox_priorbox" bottom: "label" top: "mbox_loss"
-                    include { phase: TRAIN } propagate_down: true propagate_down: true propagate_down: false propagate_down: false
-                    loss_param { normalization: VALID }
-                    multibox_loss_param { loc_loss_type: SMOOTH_L1 conf_loss_type: SOFTMAX loc_weight: 1 num_classes: 3 share_location: true
-                      match_type: PER_PREDICTION overlap_threshold: 0.5 use_prior_for_matching: true background_label_id: 0
-                      use_difficult_gt: true neg_pos_ratio: 3 neg_overlap: 0.5 code_type: CENTER_SIZE mining_type: MAX_NEGATIVE } }
+            \(TinySSDTraining.heads((60, 120), (120, 250)))
             """
-        try net.write(to: folder.appendingPathComponent("train.prototxt"), atomically: true, encoding: .utf8)
-        let solver = folder.appendingPathComponent("solver.prototxt")
-        try """
-        net: "train.prototxt" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed" max_iter: 40 display: 0 random_seed: 5 type: "SGD" snapshot_after_train: false
-        """.write(to: solver, atomically: true, encoding: .utf8)
-        var options = TrainingOptions()
-        options.baseDirectory = folder.path
-        options.progress = .quiet
-        let trainer = try Trainer(solverPath: solver.path, options: options, compiler: try Compiler())
-        let losses = try trainer.train().losses.map(\.loss)
+        let losses = try TinySSDTraining.train(net, in: folder, iterations: 40)
         print("SSD published data layer losses: \(losses)")
         #expect(losses.count == 40)
         #expect(losses.allSatisfy { $0.isFinite && $0 > 0 })

@@ -12,8 +12,6 @@ import Testing
 /// and the forks' check on the number of weights as a diagnostic.
 @Suite("class-weighted SoftmaxWithLoss (SegNet, ENet)")
 struct ClassWeightedLossTests {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
     /// One configuration: the scores' shape (axis 1 holds the classes), the loss_param text, the
     /// same settings as the reference's JSON, the loss weight, and whether labels include 255.
     struct Case: CustomTestStringConvertible, Sendable {
@@ -79,26 +77,7 @@ struct ClassWeightedLossTests {
 
     static func reference(_ c: Case) throws -> Reference {
         let (x, label) = inputs(c)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-weighted-loss-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let archive = directory.appendingPathComponent("inputs.npz"), config = directory.appendingPathComponent("config.json")
-        try NumPyFile.write(archive: [("scores", x), ("label", label)], to: archive.path)
-        try c.json.write(to: config, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/references/weighted_softmax_loss.py").path, archive.path, config.path]
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let problem = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Diagnostic("the NumPy reference failed: " + String(decoding: problem, as: UTF8.self), hint: "python3 with numpy is needed (tools/install-deps.sh)")
-        }
-        return try JSONDecoder().decode(Reference.self, from: data)
+        return try NumPyReference.run("weighted_softmax_loss.py", arrays: [("scores", x), ("label", label)], config: c.json)
     }
 
     static func training(_ c: Case) throws -> TrainingNet {

@@ -12,8 +12,6 @@ import Testing
 /// SSD-shaped net that fine-tunes (its first loss equal to the reference on the net's own heads).
 @Suite("MultiBoxLoss forward, backward and SSD fine-tuning")
 struct MultiBoxLossTests {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
     static func values(_ count: Int, seed: UInt64, scale: Float = 2) -> [Float] {
         var state = seed
         return (0..<count).map { _ in
@@ -127,26 +125,7 @@ struct MultiBoxLossTests {
     }
 
     static func reference(_ inputs: [String: NDArray], _ json: String) throws -> Reference {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("swiftjit-multibox-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let archive = directory.appendingPathComponent("inputs.npz"), config = directory.appendingPathComponent("config.json")
-        try NumPyFile.write(archive: ["loc", "conf", "prior", "label"].map { ($0, inputs[$0]!) }, to: archive.path)
-        try json.write(to: config, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", packageRoot.appendingPathComponent("Tests/references/multibox_loss.py").path, archive.path, config.path]
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let problem = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Diagnostic("the NumPy reference failed: " + String(decoding: problem, as: UTF8.self), hint: "python3 with numpy is needed (tools/install-deps.sh)")
-        }
-        return try JSONDecoder().decode(Reference.self, from: data)
+        return try NumPyReference.run("multibox_loss.py", arrays: ["loc", "conf", "prior", "label"].map { ($0, inputs[$0]!) }, config: json)
     }
 
     static func close(_ a: [Float], _ b: [Double], tolerance: Double = 1e-5) -> (ok: Bool, worst: Double) {
