@@ -57,7 +57,7 @@ extension Compiler {
             }
             return variant.layout
         }
-        return TrainingNet(graph: graph, layout: first.layout, cache: cache, kernels: first.kernels, phases: first.phases,
+        return TrainingNet(graph: graph, layout: first.layout, cache: cache, kernels: first.layout.program.kernels, phases: first.phases,
                            compileSeconds: first.compileSeconds, slots: first.slots, slotOf: first.slotOf,
                            randomKey: first.randomKey, seed: seed, statisticSlots: first.statisticSlots, rows: rows)
     }
@@ -69,8 +69,6 @@ extension Compiler {
         var slotOf: [[Int]]
         var randomKey: BufferID
         var statisticSlots: Set<Int>
-        /// Where the first variant's kernels came from.
-        var kernels: KernelStatistics
         /// Where this variant's compile time went, and all of it.
         var phases: CompilePhases
         var compileSeconds: Double
@@ -180,7 +178,7 @@ extension Compiler {
                                         recurrentStates: lowering.base.recurrentStates.map { ($0, lowering.base.program.buffers[$0].count) },
                                         valueDiffs: lowering.diffOf)
         return Built(layout: layout, slots: lowering.slots, slotOf: lowering.slotOf, randomKey: lowering.randomKey,
-                     statisticSlots: lowering.slotsWrittenByForward, kernels: program.kernels, phases: phases,
+                     statisticSlots: lowering.slotsWrittenByForward, phases: phases,
                      compileSeconds: program.compileSeconds + executableSeconds)
     }
 }
