@@ -36,9 +36,7 @@ extension Lowering {
             throw Diagnostic("\(what): extent \(bad) is outside 0…\(KernelExtents.largest), the range a kernel reads", at: node.location, layer: node.name,
                              hint: "split the layer's input (smaller batches or images)")
         }
-        let buffer = constant(node, "\(what) extents", values.map(KernelExtents.slot) + floats)
-        extentBuffers.insert(buffer)
-        return Operand(buffer)
+        return Operand(definitionConstant(node, "\(what) extents", values.map(KernelExtents.slot) + floats))
     }
 }
 

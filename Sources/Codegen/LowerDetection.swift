@@ -25,10 +25,11 @@ extension Lowering {
     }
 
     /// PriorBox (SSD): its output depends only on shapes, so it is computed once while compiling
-    /// (`PriorBoxGeometry.output`) and copied into the top by one kernel per run.
+    /// (`PriorBoxGeometry.output`) and copied into the top by one kernel per run; a definition
+    /// constant, so training nets run this lowering too.
     mutating func lowerPriorBox(_ node: Node) throws {
         let values = try priorBoxValues(node)
-        let priors = Operand(constant(node, "priors", values))
+        let priors = Operand(definitionConstant(node, "priors", values))
         try emitCopyRows(node, from: priors, to: Operand(buffer(node.outputs[0])), rows: 2, width: values.count / 2)
     }
 

@@ -56,13 +56,10 @@ extension Lowering {
         return p.classWeighting
     }
 
-    /// The class weights' buffer: a constant for inference; in training a persistent buffer, as
-    /// PriorBox's priors (training refuses constants, which would go stale if they came from
-    /// parameters; these come from the prototxt). Backward finds it by name (`node/class weights`).
+    /// The class weights' buffer: a definition constant (they come from the prototxt), so inference
+    /// and training hold them alike. Backward finds it by name (`node/class weights`).
     mutating func classWeightBuffer(_ node: Node, _ weights: [Float]) -> Operand {
-        let name = "class weights"
-        if parameterBuffers == nil { return Operand(constant(node, name, weights)) }
-        return Operand(program.addPersistent("\(node.name)/\(name)", count: weights.count, values: weights))
+        Operand(definitionConstant(node, "class weights", weights))
     }
 
     /// SoftmaxWithLoss forward: the softmax into a scratch `prob` buffer kept for backward, then

@@ -59,8 +59,10 @@ struct Lowering {
     var recurrentStates: [BufferID] = []
     /// Where the schedule learns a Filter's selected row count (see `RowSpecializer`).
     var rowGuards: [RowGuard] = []
-    /// Constants that hold kernels' run-time extents (`KernelExtents`), not values derived from parameters.
-    var extentBuffers: Set<BufferID> = []
+    /// Constants the net's definition decides (shapes, prototxt values: kernels' run-time extents,
+    /// PriorBox's priors, class weights), never its parameters: the same in inference and training,
+    /// so training takes them (`definitionConstant`).
+    var definitionConstants: Set<BufferID> = []
     private(set) var bufferOf: [ValueID: BufferID] = [:]
     private var valuesOf: [BufferID: [ValueID]] = [:]
     /// The last node that reads each value (`Int.max` for values callers keep).
@@ -117,6 +119,14 @@ struct Lowering {
 
     mutating func constant(_ node: Node, _ what: String, _ values: [Float]) -> BufferID {
         program.addConstant("\(node.name)/\(what)", values: values)
+    }
+
+    /// A constant that depends only on the net's definition, never on its parameters (see
+    /// `definitionConstants`): training keeps it, where it refuses parameter-derived constants.
+    mutating func definitionConstant(_ node: Node, _ what: String, _ values: [Float]) -> BufferID {
+        let buffer = constant(node, what, values)
+        definitionConstants.insert(buffer)
+        return buffer
     }
 
     /// Parameter blob `k` of `node` (one of `blobs`, from `parameterBlobs`) as a buffer: a constant

@@ -7,15 +7,6 @@ import Runtime
 /// inverse permutation of the top diff) and PriorBox (forward only, as in the fork, whose
 /// `Backward_cpu` returns without touching its bottoms).
 extension TrainingLowering {
-    /// PriorBox forward in training: the same priors as inference, held in a persistent buffer
-    /// (training refuses constant buffers, which would go stale for parameters; priors depend only
-    /// on shapes) and copied into the top once per pass.
-    mutating func lowerPriorBoxForward(_ node: Node) throws {
-        let values = try base.priorBoxValues(node)
-        let priors = base.program.addPersistent("\(node.name)/priors", count: values.count, values: values)
-        try emitCopy(node, from: Operand(priors), to: data(node.outputs[0]), count: values.count)
-    }
-
     /// PriorBox backward: nothing flows through priors; a bottom whose diff is wanted (under
     /// `force_backward`) gets zero, the diff Caffe leaves untouched.
     mutating func lowerPriorBoxBackward(_ node: Node) throws {

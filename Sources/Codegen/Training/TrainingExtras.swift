@@ -40,7 +40,7 @@ extension TrainingLowering {
         // SSD's train net (MultiBoxLoss and the layers between its heads and the loss).
         case .multiBoxLoss: try base.lowerMultiBoxLoss(node)
         case .permute: try base.lowerPermute(node)
-        case .priorBox: try lowerPriorBoxForward(node)
+        case .priorBox: try base.lowerPriorBox(node)
         case .normalize: try lowerNormalizeForward(node)
         // Inference-side fork layers in train nets (GradientForwardOnly.swift).
         case .reorg: try base.lowerReorg(node)

@@ -224,7 +224,7 @@ struct TrainingLowering {
     /// from the parameters once and go stale as the solver updates them, so it is refused (kernels'
     /// run-time extents, `KernelExtents`, come from shapes and are allowed).
     func checkNoConstants(_ node: Node, firstBuffer: Int) throws {
-        for id in firstBuffer..<base.program.buffers.count where base.program.buffers[id].isConstant && !base.extentBuffers.contains(id) {
+        for id in firstBuffer..<base.program.buffers.count where base.program.buffers[id].isConstant && !base.definitionConstants.contains(id) {
             throw Diagnostic("\(node.kind.rawValue)'s forward precomputes '\(base.program.buffers[id].name)' from its parameters, so it cannot be trained yet",
                              at: node.location, layer: node.name)
         }
