@@ -18,7 +18,8 @@ import Runtime
 /// K step, its K loop not unrolled). A task is one panel (its weights stream from L1/L2) over one chunk
 /// of columns sized so the chunk of X stays in L2 while every panel of the task's thread reads it;
 /// tasks are ordered image, chunk, panel, so a thread's contiguous share of them reuses its chunks.
-/// Columns past the last whole tile run as one masked tile. A residual sum folded into the
+/// Columns past the last whole tile run as one masked tile, or, when there are only a few, column by
+/// column over the panel's rows (`tailByColumns`). A residual sum folded into the
 /// convolution (`FuseResidual`) is read in the same store: the tile adds what the output buffer
 /// (the shortcut's) holds. Used by default where the host has AVX-512, or AVX2 and FMA
 /// (`isNative`), each group's M is a multiple of the tile's `rows`, K is at most the tile's
@@ -110,6 +111,22 @@ enum PanelGemm {
             }
         }
     }
+
+    /// Whether the last `columns` (< lanes) columns of a tail (past the last whole tile and whole
+    /// vector) run column by column (`columnTail`: per K step one FMA per column over the panel's
+    /// `rows` outputs) rather than as one more masked vector of the tile (`mask`; one FMA per
+    /// row). On 7×7 images (49 columns = one 48-column tile + 1) the masked vector spent 8 FMAs
+    /// per step on one column: ResNet-50's and MobileNet's 7×7 1×1 convolutions ran ~20 % slower
+    /// than on a 48-column image. Both kinds of FMA (of `rows` lanes, or of a half or whole
+    /// vector) issue at the same rate on the hosts measured, so the cheaper is the one with fewer;
+    /// a 16-lane vector counts twice (Zen 4 splits it in two).
+    static func tailByColumns(_ columns: Int, mask: LaneMask, tile: Tile) -> Bool {
+        columns < tile.rows * (mask.lanes.count > 8 ? 2 : 1)
+    }
+
+    /// Independent partial sums per column in `columnTail`: FMAs in flight ≈ latency (4 cycles) ×
+    /// 2 pipes, shared among the tail's columns.
+    static func tailChains(columns: Int) -> Int { max(1, 8 / columns) }
 
     /// Whole tiles of `tile` per task chunk for K input channels.
     static func chunkTiles(inputs k: Int, tile: Tile) -> Int { max(1, chunkBytes / (k * tile.columns * MemoryLayout<Float>.size)) }
@@ -246,6 +263,45 @@ extension Lowering {
                         }
                     }
                 }
+                /// The last `count` columns at `first`, each one vector over the panel's `rows` outputs
+                /// (`PanelGemm.columnTail`): per K step one load of the panel's `rows` weights and one
+                /// broadcast and FMA per column, in `chains` interleaved partial sums per column so the
+                /// FMAs do not wait on each other's latency.
+                func columnTail(_ first: Index, _ count: Int) {
+                    let chains = PanelGemm.tailChains(columns: count), whole = LaneMask(first: rows, of: rows)
+                    /// One K step into partial sum `chain`: `row` the step's first column in X, `left` its weights.
+                    func step(row: Index, left: Index, chain: Int, _ sums: [FloatVector]) -> [FloatVector] {
+                        let w = a.load(left, whole)
+                        var next = sums
+                        for c in 0..<count {
+                            next[c * chains + chain] = b.fma(b.splat(x[row + c], width: rows), w, sums[c * chains + chain])
+                        }
+                        return next
+                    }
+                    let zeros = Array(repeating: b.splat(0, width: rows), count: count * chains), rounds = k / chains
+                    let strides = (0..<chains).map { $0 * spatial }  // loop-invariant row offsets of a round's steps
+                    var sums = b.loop(from: b.index(0), to: rounds, carrying: zeros, unrolled: false) { q, sums in
+                        let row = pixels + (q * chains) * spatial + first, left = weights + q * (chains * rows)
+                        return (0..<chains).reduce(sums) { sums, chain in step(row: row + strides[chain], left: left + chain * rows, chain: chain, sums) }
+                    }
+                    if chains > 1 {
+                        sums = b.loop(from: rounds * chains, to: k, carrying: sums, unrolled: false) { kk, sums in
+                            step(row: pixels + kk * spatial + first, left: weights + kk * rows, chain: 0, sums)
+                        }
+                    }
+                    let lanes = b.stackArray(count: rows)
+                    for c in 0..<count {
+                        let total = sums[(c * chains + 1)..<((c + 1) * chains)].reduce(sums[c * chains], +)
+                        lanes.store(total, at: b.index(0), whole)
+                        for r in 0..<rows {
+                            let at = outputs + r * spatial + first + c
+                            var value = accumulate ? y[at] + lanes[b.index(r)] : lanes[b.index(r)]
+                            if let shift { value = value + shift[panel * rows + r] }
+                            if let activation { value = activation.apply(b, value) }
+                            y[at] = value
+                        }
+                    }
+                }
                 let full = Array(repeating: LaneMask(first: lanes, of: lanes), count: tileShape.vectors)
                 b.loop(from: chunk * chunkTiles, to: b.min(chunk * chunkTiles + chunkTiles, wholeTiles)) { t in
                     tile(t * tileColumns, full)
@@ -256,7 +312,16 @@ extension Lowering {
                         let left = tail - start
                         return left > lanes / 2 ? LaneMask(first: min(lanes, left), of: lanes) : LaneMask(first: left, of: lanes / 2)
                     }
-                    b.loop(from: chunks - 1, to: chunk + 1) { _ in tile(wholeTiles * tileColumns, masks) }
+                    let (vectors, rest) = tail.quotientAndRemainder(dividingBy: lanes)
+                    if rowStride == nil, rest > 0, PanelGemm.tailByColumns(rest, mask: masks[vectors], tile: tileShape) {
+                        // Whole vectors as a narrower tile, the columns past them one by one.
+                        b.loop(from: chunks - 1, to: chunk + 1) { _ in
+                            if vectors > 0 { tile(wholeTiles * tileColumns, Array(masks[..<vectors])) }
+                            columnTail(wholeTiles * tileColumns + vectors * lanes, rest)
+                        }
+                    } else {
+                        b.loop(from: chunks - 1, to: chunk + 1) { _ in tile(wholeTiles * tileColumns, masks) }
+                    }
                 }
             }
         }

@@ -7,7 +7,8 @@ import Testing
 
 /// The JIT'd panel GEMM (`PanelGemm`) against the OpenBLAS GEMM + epilogue lowering. 1×1
 /// convolutions cover its tiling: fewer columns than one vector, one masked tile, whole tiles
-/// plus a tail of one to three vectors (the last half or all of a vector's lanes), several column chunks per
+/// plus a tail of one to three vectors (the last half or all of a vector's lanes) or of whole vectors and a few
+/// columns computed column by column, several column chunks per
 /// image (large K), batches, with and without bias. Convolutions with im2col columns (3×3 at
 /// 7×7, 7×7 stride 2 on 3 channels, 1×1 stride 2, dilated, padded asymmetric) cover its use image
 /// by image in an item loop; grouped ones, its (image, group) matrices. Every case runs with the
@@ -34,6 +35,11 @@ struct PanelGemmTests {
     static let cases: [Case] = [
         Case(k: 32, m: 64), Case(n: 2, k: 16, m: 8, h: 3, w: 5), Case(h: 1, w: 1, bias: false), Case(n: 3, k: 24, m: 32, h: 4, w: 12),
         Case(k: 64, m: 24, h: 14, w: 14, bias: false), Case(h: 4, w: 17), Case(n: 2, h: 1, w: 73), Case(n: 2, k: 1024, m: 16, h: 10, w: 10), Case(k: 5, m: 8, h: 112, w: 112),
+        // Tails that end column by column (`PanelGemm.tailByColumns`): 1 column after a whole tile with K not a
+        // multiple of the partial sums (8 per column), 3 columns alone (2 sums each, K odd), 13 columns, and
+        // 13×13 (AVX-512: a tile, a whole vector, then 9 columns; AVX2: 7 tiles and 1 column).
+        Case(k: 19, m: 8, h: 7, w: 7), Case(n: 2, k: 37, m: 16, h: 1, w: 3), Case(k: 21, m: 16, h: 1, w: 13, bias: false),
+        Case(n: 2, k: 29, m: 16, h: 13, w: 13),
         Case(n: 2, k: 514, m: 40, h: 16, w: 17), Case(k: 1024, m: 40, h: 16, w: 17, bias: false),
         Case(k: 32, m: 32, conv: "kernel_size: 3 pad: 1"), Case(n: 2, k: 3, m: 16, h: 29, w: 31, conv: "kernel_size: 7 stride: 2 pad: 3"),
         Case(n: 2, k: 16, m: 24, h: 14, w: 13, conv: "kernel_size: 1 stride: 2"),
