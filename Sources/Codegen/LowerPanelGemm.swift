@@ -25,8 +25,9 @@ import Runtime
 /// (`isNative`), each group's M is a multiple of the tile's `rows`, K is at most the tile's
 /// `maximumDepth` and, with a residual to add, the tile `addsResiduals` (depthwise convolutions
 /// have their own kernel). On AVX2 the tile takes K ≤ 256 in place, and with X packed
-/// (`PackedPanelGemm`) K = 64–512 over at least 64 columns and deeper K over at least 256; deeper
-/// products over fewer columns (the 14×14 and 7×7 layers' K = 1024–2048) stay with OpenBLAS.
+/// (`PackedPanelGemm`) K = 64–512 over at least 64 columns and deeper K over at least 256, and in
+/// place again K ≤ 2048 over at most 64 columns (7×7 images) and any K over fewer columns than a
+/// vector; the rest (14×14 layers' K = 1024, 7×7 ones' K = 4608) stays with OpenBLAS.
 ///
 /// Tiles tried for AVX2 (Benchmarks/README.md, "AVX2 path"; 1×1 convolutions of ResNet-50,
 /// MobileNet and SqueezeNet, interleaved with OpenBLAS's Zen kernels + epilogue): 4 × 3·8 was the
@@ -64,6 +65,13 @@ enum PanelGemm {
         /// deeper than `packedShallowDepth` only over at least `packedDeepColumns` columns (ResNet-50's
         /// res4 branch2a, K = 1024 over 196 columns, ran at 0.89–0.93× of OpenBLAS packed).
         var packedDepth = 64, packedColumns = 64, packedShallowDepth = 512, packedDeepColumns = 256
+        /// Deeper products than `maximumDepth` the in-place kernel still takes: over fewer columns
+        /// than a vector (a matrix-vector product, the weights streamed once: MobileNet's fc7,
+        /// 1024 → 1000 on one pixel, 0.47 → 0.22 ms on the AVX2 path, single thread, against
+        /// OpenBLAS's Zen kernels) and over at most `narrowColumns` columns up to `narrowDepth`
+        /// (7×7 images: K = 512 / 1024 / 2048 → 1024 or 512 outputs ran 0.82 / 0.94 / 0.96 of
+        /// OpenBLAS's time; K = 4608 ran 1.13×, and 14×14 images with K = 1024 1.03–1.15×).
+        var narrowColumns = 0, narrowDepth = 0
         var columns: Int { vectors * lanes }
 
         /// Whether a K-deep product over `n` columns runs the packing kernel.
@@ -72,12 +80,15 @@ enum PanelGemm {
         }
 
         /// Whether the panel GEMM takes a K-deep product over `n` columns at all.
-        func takes(depth k: Int, columns n: Int) -> Bool { k <= maximumDepth || packs(depth: k, columns: n) }
+        func takes(depth k: Int, columns n: Int) -> Bool {
+            k <= maximumDepth || packs(depth: k, columns: n) || n < lanes || (n <= narrowColumns && k <= narrowDepth)
+        }
 
         /// One tile per vector width (`CPUFeatures.vectorLanes`); the 4-lane one (SSE, 16 xmm)
         /// is used only when a caller asks for panel GEMMs on such a host.
         static let table = [Tile(lanes: 16, rows: 8, vectors: 3, unrolled: true),
-                            Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false, packsColumns: true),
+                            Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false, packsColumns: true,
+                                 narrowColumns: 64, narrowDepth: 2048),
                             Tile(lanes: 4, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false)]
 
         /// The tile for vectors of `lanes` floats.
