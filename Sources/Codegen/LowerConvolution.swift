@@ -361,9 +361,9 @@ extension Lowering {
                         kernel: (kh, kw), stride: (sh, sw), pad: (ph, pw), dilation: (dh, dw), source: source, target: target,
                         taps: (0..<(kh * kw)).map { b.splat(b.operand(2)[channel * (kh * kw) + $0], width: width) },
                         bias: biasValues.map { b.splat($0[channel], width: width) }, activation: activation)
-                    for oy in 0..<rows.lowerBound { row.emit(b.index(oy), fixedRow: oy) }
-                    b.loop(rows) { row.emit($0, fixedRow: nil) }
-                    for oy in rows.upperBound..<oh { row.emit(b.index(oy), fixedRow: oy) }
+                    for oy in 0..<rows.lowerBound { row.emit(b.index(oy), fixedRow: oy, last: oy == oh - 1) }
+                    b.loop(rows) { row.emit($0, fixedRow: nil, last: rows.upperBound == oh) }
+                    for oy in rows.upperBound..<oh { row.emit(b.index(oy), fixedRow: oy, last: oy == oh - 1) }
                 }
             }
             return
@@ -466,7 +466,11 @@ struct DepthwiseRows {
     let activation: FusedActivation?
 
     /// Output row `oy`; `fixedRow` is its value when known, to leave out taps in the padding.
-    func emit(_ oy: Index, fixedRow: Int?) {
+    /// Unless the row may be the plane's `last`, a row's partial last vector is stored whole: the
+    /// lanes past the row land in the next row, which this task writes afterwards. Masked stores
+    /// are slow where they are not AVX-512's (`vmaskmovps` to memory on Zen 4: MobileNet's 14×14
+    /// depthwise layers ran at 0.45× of the AVX-512 path's time with one per output row).
+    func emit(_ oy: Index, fixedRow: Int?, last: Bool) {
         for first in Swift.stride(from: 0, to: result.w, by: width) {
             let lanes = min(width, result.w - first)
             var sum: FloatVector?
@@ -482,7 +486,8 @@ struct DepthwiseRows {
             var value = sum ?? b.splat(0, width: width)
             if let bias { value = value + bias }
             if let activation { value = activation.apply(b, value) }
-            y.store(value, at: target + oy * result.w + first, LaneMask(first: lanes, of: width))
+            let spills = !last && width - lanes <= result.w  // the extra lanes stay inside the next row
+            y.store(value, at: target + oy * result.w + first, LaneMask(first: spills ? width : lanes, of: width))
         }
     }
 
