@@ -10,7 +10,7 @@ struct RecurrentReorgExportTests {
     /// Writes `net`, random weights (Lstm blobs uniform in ±`lstmScale`, so the gates leave their
     /// linear range), runs `swiftjit run` and the exported model on `inputs`, and returns ONNX
     /// Runtime's report with the model.
-    static func compare(net text: String, inputs: [(String, NDArray)], seed: UInt64, lstmScale: Float = 0.6) throws -> (report: [String: Any], model: ONNXModel) {
+    static func compare(net text: String, inputs: [(String, NDArray)], seed: UInt64, lstmScale: Float = 0.6, opset: Int = 13) throws -> (report: [String: Any], model: ONNXModel) {
         try ExportFixtures.withTempDir { dir in
             let net = dir.appendingPathComponent("net.prototxt")
             try text.write(to: net, atomically: true, encoding: .utf8)
@@ -28,7 +28,7 @@ struct RecurrentReorgExportTests {
             let run = try ExportFixtures.swiftjit(["run", net.path, "--weights", weights.path, "--input", inputPath.path,
                                                    "--output", blobs.path, "--blobs", "all"])
             try #require(run.status == 0, "swiftjit run failed: \(run.err)")
-            return try ONNXExportTests.exportAndRun(net: net, weights: weights, inputs: inputPath.path, expected: blobs.path)
+            return try ONNXExportTests.exportAndRun(net: net, weights: weights, inputs: inputPath.path, expected: blobs.path, opset: opset)
         }
     }
 
@@ -48,8 +48,9 @@ struct RecurrentReorgExportTests {
         print("\(compared.count) blobs, ONNX Runtime vs swiftjit run max relative difference \(String(format: "%.1e", worst?.rel ?? 0)) (\(worst?.name ?? "-"))")
     }
 
-    @Test("Lstm (T 5, N 3, 4-D and 3-D bottoms, with and without clipping_threshold) → ONNX LSTM equals swiftjit run at 1e-4")
-    func lstm() throws {
+    @Test("Lstm (T 5, N 3, 4-D and 3-D bottoms, with and without clipping_threshold) → ONNX LSTM equals swiftjit run at 1e-4, at the first and last opset",
+          arguments: [ONNXExporter.supportedOpsets.lowerBound, ONNXExporter.supportedOpsets.upperBound])
+    func lstm(opset: Int) throws {
         let net = """
             name: "lstms"
             layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 5 dim: 3 dim: 2 dim: 3 } } }
@@ -57,7 +58,7 @@ struct RecurrentReorgExportTests {
             layer { name: "lstm_clip" type: "Lstm" bottom: "x" top: "lstm_clip" lstm_param { num_output: 4 clipping_threshold: 1 } }
             layer { name: "lstm" type: "Lstm" bottom: "z" top: "lstm" lstm_param { num_output: 6 } }
             """
-        let (report, model) = try Self.compare(net: net, inputs: [("x", Self.random([5, 3, 2, 3], seed: 3)), ("z", Self.random([5, 3, 7], seed: 4))], seed: 7)
+        let (report, model) = try Self.compare(net: net, inputs: [("x", Self.random([5, 3, 2, 3], seed: 3)), ("z", Self.random([5, 3, 7], seed: 4))], seed: 7, opset: opset)
         #expect(report["outputs"] as? [String: [Int]] == ["lstm_clip": [5, 3, 4], "lstm": [5, 3, 6]], "\(report["outputs"] ?? "")")
         Self.expectMatches(report, ["lstm_clip", "lstm"], tolerance: 1e-4)
         let nodes = model.proto.graph.node
