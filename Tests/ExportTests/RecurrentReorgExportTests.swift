@@ -9,8 +9,10 @@ import SwiftJIT
 struct RecurrentReorgExportTests {
     /// Writes `net`, random weights (Lstm blobs uniform in ±`lstmScale`, so the gates leave their
     /// linear range), runs `swiftjit run` and the exported model on `inputs`, and returns ONNX
-    /// Runtime's report with the model.
-    static func compare(net text: String, inputs: [(String, NDArray)], seed: UInt64, lstmScale: Float = 0.6, opset: Int = 13) throws -> (report: [String: Any], model: ONNXModel) {
+    /// Runtime's report with the model. `alsoCheck` gets the folder holding `net.prototxt`,
+    /// `weights.caffemodel`, `inputs.npz` and the exported `net.onnx`.
+    static func compare(net text: String, inputs: [(String, NDArray)], seed: UInt64, lstmScale: Float = 0.6, opset: Int = 13,
+                        alsoCheck: (URL) throws -> Void = { _ in }) throws -> (report: [String: Any], model: ONNXModel) {
         try ExportFixtures.withTempDir { dir in
             let net = dir.appendingPathComponent("net.prototxt")
             try text.write(to: net, atomically: true, encoding: .utf8)
@@ -28,7 +30,10 @@ struct RecurrentReorgExportTests {
             let run = try ExportFixtures.swiftjit(["run", net.path, "--weights", weights.path, "--input", inputPath.path,
                                                    "--output", blobs.path, "--blobs", "all"])
             try #require(run.status == 0, "swiftjit run failed: \(run.err)")
-            return try ONNXExportTests.exportAndRun(net: net, weights: weights, inputs: inputPath.path, expected: blobs.path, opset: opset)
+            let result = try ONNXExportTests.exportAndRun(net: net, weights: weights, inputs: inputPath.path, expected: blobs.path, opset: opset)
+            try result.model.write(to: dir.appendingPathComponent("net.onnx").path)
+            try alsoCheck(dir)
+            return result
         }
     }
 
@@ -135,7 +140,7 @@ struct RecurrentReorgExportTests {
 
     /// YOLOv2's passthrough: a 1×1 convolution of the 12×8 map, Reorg'd to 16×6×4 and concatenated
     /// with the pooled path's 16×6×4 before the detection convolution.
-    @Test("a YOLOv2-shaped passthrough (conv → Reorg → Concat with the pooled path) equals swiftjit run on every blob at 1e-4")
+    @Test("a YOLOv2-shaped passthrough (conv → Reorg → Concat with the pooled path) equals swiftjit run on every blob at 1e-4, and OpenCV DNN at 1e-5")
     func yolo() throws {
         let net = """
             name: "yolov2-shaped"
@@ -150,11 +155,35 @@ struct RecurrentReorgExportTests {
             layer { name: "concat" type: "Concat" bottom: "reorg" bottom: "conv2" top: "concat" }
             layer { name: "conv_det" type: "Convolution" bottom: "concat" top: "conv_det" convolution_param { num_output: 10 kernel_size: 1 } }
             """
-        let (report, model) = try Self.compare(net: net, inputs: [("data", Self.random([2, 3, 12, 8], seed: 8))], seed: 17)
+        var opencv: [String: Any] = [:]
+        let (report, model) = try Self.compare(net: net, inputs: [("data", Self.random([2, 3, 12, 8], seed: 8))], seed: 17) { dir in
+            opencv = try ExportFixtures.pythonJSON(Self.opencvScript, [dir.path])
+        }
         #expect(report["outputs"] as? [String: [Int]] == ["conv_det": [2, 10, 6, 4]], "\(report["outputs"] ?? "")")
+        // A second reference: OpenCV DNN runs the Caffe net with its own ReorgLayer, and reads the .onnx too.
+        #expect((opencv["caffe"] as? Double ?? 1) <= 1e-5 && (opencv["onnx"] as? Double ?? 1) <= 1e-5, "\(opencv)")
+        print("YOLOv2-shaped: ONNX Runtime vs OpenCV DNN (relative to max): Caffe files \(opencv["caffe"] ?? "-"), the .onnx \(opencv["onnx"] ?? "-")")
         Self.expectMatches(report, ["conv_pt", "reorg", "concat", "conv_det"], tolerance: 1e-4)
         #expect(model.batchIsDynamic, "\(model.notes)")
     }
+
+    /// `folder`: ONNX Runtime's conv_det against OpenCV DNN's on the Caffe files and on the .onnx
+    /// (relative to the largest |value|).
+    static let opencvScript = """
+        import json
+        import cv2
+        d = sys.argv[1]
+        x = np.load(d + '/inputs.npz')['data']
+        session = ort.InferenceSession(d + '/net.onnx', providers=['CPUExecutionProvider'])
+        ours = session.run(['conv_det'], {'data': x})[0]
+        def opencv(net):
+            net.setInput(x, 'data')
+            return net.forward('conv_det')
+        caffe = opencv(cv2.dnn.readNetFromCaffe(d + '/net.prototxt', d + '/weights.caffemodel'))
+        onnx_net = opencv(cv2.dnn.readNetFromONNX(d + '/net.onnx'))
+        scale = float(np.abs(ours).max())
+        print(json.dumps({'caffe': float(np.abs(ours - caffe).max()) / scale, 'onnx': float(np.abs(ours - onnx_net).max()) / scale}))
+        """
 
     @Test("what ONNX cannot express is refused by layer name with the reason, nothing written",
           arguments: [
