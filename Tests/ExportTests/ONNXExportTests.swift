@@ -77,7 +77,7 @@ struct ONNXExportTests {
     }
 
     @Test("layers without an exact ONNX form are refused with the layer's name and type",
-          arguments: [("lstm", "layer 'lstm': ONNX export does not support layer type 'LSTM'"),
+          arguments: [("lstm", "layer 'lstm': cannot export this LSTM layer to ONNX: its cont bottom is data that can restart the sequence at any step and stream; ONNX LSTM runs each sequence from one initial state with no per-step reset"),
                       ("softmaxloss_2d", "layer 'loss': ONNX export does not support layer type 'SoftmaxWithLoss'"),
                       ("bn_test_batch_stats", "layer 'bn': cannot export this BatchNorm layer to ONNX: it normalizes with each batch's own statistics (use_global_stats false, or TRAIN phase), which ONNX's BatchNormalization does not")])
     func refusals(name: String, message: String) throws {

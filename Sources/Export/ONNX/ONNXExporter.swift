@@ -278,12 +278,16 @@ struct ONNXLowering {
         case .psroiPooling:
             throw unsupported(node, "ONNX has no position-sensitive ROI pooling (MaxRoiPool/RoiAlign pool every channel alike)",
                               hint: "export the net up to the PSROIPooling's bottoms; nothing was written")
-        case .permute, .normalize, .priorBox, .detectionOutput, .multiBoxLoss: try lowerDetection(node)
+        case .permute, .normalize, .priorBox, .detectionOutput, .multiBoxLoss, .reorg: try lowerDetection(node)
         case .bn: try lowerBN(node)
         case .spatialDropout: try lowerSpatialDropout(node)
         case .transpose: try lowerTranspose(node)
         case .reverse: try lowerReverse(node)
         case .upsample: try lowerUpsample(node)
+        case .ctpnLSTM: try lowerCTPNLSTM(node)
+        case .lstm, .rnn:
+            throw unsupported(node, "its cont bottom is data that can restart the sequence at any step and stream; ONNX \(node.kind == .lstm ? "LSTM" : "RNN") runs each sequence from one initial state with no per-step reset",
+                              hint: "CTPN's Lstm (no cont bottom) exports as ONNX LSTM; for this layer, export the net up to its bottoms; nothing was written")
         default:
             throw unsupported(node)
         }

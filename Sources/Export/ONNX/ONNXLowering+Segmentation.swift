@@ -1,11 +1,12 @@
 import CaffeFormat
 import Graph
+import NumPy
 
 /// The segmentation and sequence forks' layers that ONNX has operators for: SegNet's and ENet's
 /// BN (Mul and Add; with batch statistics, ReduceMean over N, H, W first), ENet's spatial
 /// dropout (Identity or Mul, as SwiftJIT's inference runs it), CTPN's Transpose (Transpose) and
-/// Reverse (Slice with step −1), SegNet's Upsample (MaxUnpool). CTPN's Lstm is not exported (as
-/// Caffe's LSTM is not).
+/// Reverse (Slice with step −1), SegNet's Upsample (MaxUnpool), CTPN's Lstm (LSTM). Caffe's own
+/// LSTM and RNN are refused: their `cont` bottom can reset the state at any step.
 extension ONNXLowering {
     /// BN: INFERENCE is `x·scale + shift` with the 1×C×1×1 blobs broadcast; LEARN normalizes with
     /// the batch's mean and biased variance first (eps 1e-9), as the forks do in every phase. A
@@ -90,5 +91,42 @@ extension ONNXLowering {
         let indices = writer.node("Add", name: "\(node.name)/indices", inputs: [mask, planeOffsets])
         writer.node("MaxUnpool", name: node.name, inputs: [input(node), indices, writer.int64s("\(node.name)/output_shape", top)],
                     outputs: [output(node)], [Attribute.ints("kernel_shape", [1, 1]), Attribute.ints("strides", [1, 1])])
+    }
+
+    /// CTPN's Lstm (junhyukoh-style, `LstmLayer::Forward_gpu`) → ONNX `LSTM` over the T×N×I input
+    /// (a Reshape first when the bottom has more than three axes), then a Squeeze of the direction
+    /// axis of its T×1×N×H output. The fork's blobs stack the gates i, f, o, g (W_i 4H×I, W_h 4H×H,
+    /// one bias 4H); ONNX stacks i, o, f, c, so the exporter reorders the row blocks into initializers
+    /// `lstm/0[iofc]`, `lstm/1[iofc]` and `lstm/2[iofc]` (Wb, then zeros for Rb).
+    ///
+    /// Without a clip bottom the fork starts each forward from h₀ = c₀ = 0 and skips the forget gate
+    /// and the recurrent term at t = 0, which with zero state is what ONNX's LSTM computes from its
+    /// default zero initial state. `clipping_threshold` bounds the pre-activation gradients in the
+    /// fork's backward only (`ActivationBackward`, `caffe_bound` on `pre_gate_diff`), so it does not
+    /// change the forward and is not ONNX's `clip` (which bounds the forward pre-activations). The
+    /// clip bottom is refused: it carries h and c over from the previous forward and resets them
+    /// wherever a flag is 0, neither of which one ONNX LSTM can do.
+    mutating func lowerCTPNLSTM(_ node: Node) throws {
+        guard node.inputs.count == 1 else {
+            throw unsupported(node, "its clip bottom carries h and c over from the previous forward and resets them wherever a flag is 0; ONNX LSTM starts every run from one initial state and cannot reset within a sequence",
+                              hint: "export the net without the clip bottom (CTPN's deploy.prototxt has none): each forward then starts from zero, as in ONNX; nothing was written")
+        }
+        let shape = inputShape(node)
+        let hidden = Int(node.layer.lstmParam.numOutput), features = shape.dropFirst(2).reduce(1, *)
+        var sequence = input(node)
+        if shape.count > 3 { sequence = reshape(node, sequence, from: shape, to: [shape[0], shape[1], features]) }
+        // The fork's gate blocks in ONNX's order: i, o, f, c (= g).
+        func onnxGateOrder(_ blob: NDArray, columns: Int) -> [Float] {
+            let block = hidden * columns
+            return [0, 2, 1, 3].flatMap { blob.data[($0 * block)..<(($0 + 1) * block)] }
+        }
+        let inputWeights = try weights.blob(of: node, index: 0), recurrentWeights = try weights.blob(of: node, index: 1)
+        let bias = try weights.blob(of: node, index: 2)
+        let w = writer.initializer("\(node.name)/0[iofc]", NDArray(shape: [1, 4 * hidden, features], data: onnxGateOrder(inputWeights, columns: features)))
+        let r = writer.initializer("\(node.name)/1[iofc]", NDArray(shape: [1, 4 * hidden, hidden], data: onnxGateOrder(recurrentWeights, columns: hidden)))
+        let b = writer.initializer("\(node.name)/2[iofc]", NDArray(shape: [1, 8 * hidden],
+                                                                   data: onnxGateOrder(bias, columns: 1) + Array(repeating: 0, count: 4 * hidden)))
+        let states = writer.node("LSTM", name: "\(node.name)/lstm", inputs: [sequence, w, r, b], [Attribute.int("hidden_size", hidden)])
+        writer.node("Squeeze", name: node.name, inputs: [states, writer.int64s("\(node.name)/direction_axis", [1])], outputs: [output(node)])
     }
 }
