@@ -17,6 +17,7 @@ struct FloatVector {
     static func + (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFAdd) }
     static func - (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFSub) }
     static func * (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFMul) }
+    static func / (l: FloatVector, r: FloatVector) -> FloatVector { l.combine(r, LLVMBuildFDiv) }
     static func < (l: FloatVector, r: FloatVector) -> LLVMValueRef {
         LLVMBuildFCmp(l.b.llvm, LLVMRealOLT, l.ref, r.ref, "")
     }
