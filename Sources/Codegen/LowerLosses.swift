@@ -17,11 +17,12 @@ extension Lowering {
     /// Caffe's `num()`: the first axis (1 for a 0-d blob).
     func num(_ value: ValueID) -> Int { shape(value).first ?? 1 }
 
-    /// The outer × classes × inner split of a softmax over `axis` of `value`.
-    func softmaxSplit(_ node: Node, _ value: ValueID, axis rawAxis: Int) throws -> (outer: Int, channels: Int, inner: Int) {
-        let dims = shape(value)
-        guard let axis = graph.values[value].shape.canonicalAxis(rawAxis), axis < dims.count else {
-            throw Diagnostic("softmax axis \(rawAxis) is out of range for \(dims)", at: node.location, layer: node.name)
+    /// The outer × classes × inner split of `value` around the node's class axis (its typed
+    /// attribute: Softmax, SoftmaxWithLoss, Accuracy, InfogainLoss).
+    func softmaxSplit(_ node: Node, _ value: ValueID) throws -> (outer: Int, channels: Int, inner: Int) {
+        let dims = shape(value), axis = try node.axisAttribute()
+        guard axis < dims.count else {
+            throw Diagnostic("class axis \(axis) is out of range for \(dims)", at: node.location, layer: node.name)
         }
         return (dims[..<axis].reduce(1, *), dims[axis], dims[(axis + 1)...].reduce(1, *))
     }
@@ -72,7 +73,7 @@ extension Lowering {
             throw unsupported(node, "a second (prob) top cannot be instantiated in Caffe either", hint: "add a separate Softmax layer for the probabilities")
         }
         let p = node.layer
-        let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0], axis: Int(p.softmaxParam.axis))
+        let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0])
         guard count(node.inputs[1]) == outer * inner else {
             throw Diagnostic("the label blob has \(count(node.inputs[1])) values; the scores need \(outer * inner) (one per position outside the softmax axis)",
                              at: node.location, layer: node.name, hint: "check the label's shape against the scores'")
@@ -115,11 +116,8 @@ extension Lowering {
     /// skipped. The optional second top holds each class's accuracy (0 for classes never seen).
     mutating func lowerAccuracy(_ node: Node) throws {
         let p = node.layer.accuracyParam
-        let scores = node.inputs[0], dims = shape(scores)
-        guard let axis = graph.values[scores].shape.canonicalAxis(Int(p.axis)), axis < dims.count else {
-            throw Diagnostic("accuracy axis \(p.axis) is out of range for \(dims)", at: node.location, layer: node.name)
-        }
-        let outer = dims[..<axis].reduce(1, *), classes = dims[axis], inner = dims[(axis + 1)...].reduce(1, *)
+        let scores = node.inputs[0]
+        let (outer, classes, inner) = try softmaxSplit(node, scores)
         guard count(node.inputs[1]) == outer * inner else {
             throw Diagnostic("the label blob has \(count(node.inputs[1])) values; the scores need \(outer * inner)",
                              at: node.location, layer: node.name, hint: "check the label's shape against the scores'")
@@ -271,7 +269,7 @@ extension Lowering {
                               hint: "feed H through an Input layer as the third bottom")
         }
         let p = node.layer
-        let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0], axis: Int(p.infogainLossParam.axis))
+        let (outer, channels, inner) = try softmaxSplit(node, node.inputs[0])
         let prob = Operand(scratch(node, "prob", count: outer * channels * inner))
         let valid = Operand(scratch(node, "valid count", count: 1))
         try emitSoftmax(node, input: data(node.inputs[0]), output: prob, outer: outer, channels: channels, inner: inner)

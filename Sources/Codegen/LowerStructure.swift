@@ -76,11 +76,8 @@ extension Lowering {
     /// exponentiate, and divide by the sum — Caffe's order of operations. One task per position;
     /// safe in place (each position reads its inputs before writing them).
     mutating func lowerSoftmax(_ node: Node) throws {
-        let input = node.inputs[0], dims = shape(input)
-        guard let axis = graph.values[input].shape.canonicalAxis(Int(node.layer.softmaxParam.axis)) else {
-            throw unsupported(node, "axis \(node.layer.softmaxParam.axis) is out of range for \(dims)")
-        }
-        let outer = dims[..<axis].reduce(1, *), channels = dims.isEmpty ? 1 : dims[axis], inner = dims[(axis + 1)...].reduce(1, *)
+        let input = node.inputs[0]
+        let (outer, channels, inner) = try softmaxSplit(node, input)
         let source = buffer(input)
         let output = elementwiseOutput(node)
         try emitSoftmax(node, input: Operand(source), output: Operand(output), outer: outer, channels: channels, inner: inner)

@@ -12,7 +12,8 @@ public enum NodeAttributes: Sendable, Equatable {
     case pooling(PoolingAttributes)
     case innerProduct(InnerProductAttributes)
     /// Concat and Slice: the canonical axis they join or split along (`axis`, or the legacy
-    /// `concat_dim`/`slice_dim` when only it is given).
+    /// `concat_dim`/`slice_dim` when only it is given). Softmax, SoftmaxWithLoss, Accuracy and
+    /// InfogainLoss: the canonical class axis.
     case axis(Int)
     case eltwise(EltwiseAttributes)
     case lrn(LRNAttributes)
@@ -99,7 +100,8 @@ extension Node {
         return p
     }
 
-    /// The canonical axis its shape rule decided (Concat, Slice).
+    /// The canonical axis its shape rule decided (Concat, Slice; the class axis of Softmax,
+    /// SoftmaxWithLoss, Accuracy, InfogainLoss).
     public func axisAttribute() throws -> Int {
         guard case .axis(let axis) = attributes else { throw missingAttributes("axis") }
         return axis

@@ -3,10 +3,12 @@ import CaffeFormat
 /// Shape rules for layers that move, join, split or reduce blobs, for recurrent layers, and for losses.
 extension ShapeInference {
     static func softmax(_ c: ShapeContext) throws -> LayerSignature {
-        guard c.inputs[0].canonicalAxis(Int(c.layer.softmaxParam.axis)) != nil else {
+        guard let axis = c.inputs[0].canonicalAxis(Int(c.layer.softmaxParam.axis)) else {
             throw Diagnostic("Softmax axis \(c.layer.softmaxParam.axis) is out of range for \(c.shapeText(0))")
         }
-        return sameShape(c, flopsPerElement: 4)
+        var signature = sameShape(c, flopsPerElement: 4)
+        signature.attributes = .axis(axis)
+        return signature
     }
 
     static func concat(_ c: ShapeContext) throws -> LayerSignature {
@@ -298,6 +300,7 @@ extension ShapeInference {
             throw Diagnostic("\(c.kind.rawValue) inputs must have the same first (batch) dimension: \(c.shapeText(0)) vs \(c.shapeText(1))")
         }
         var outputs = [TensorShape.scalar]
+        var attributes: NodeAttributes?  // the class axis of the losses that have one
         switch c.kind {
         case .softmaxWithLoss, .accuracy:
             let axisValue = Int(c.layer.softmaxParam.axis)
@@ -305,6 +308,7 @@ extension ShapeInference {
             guard let resolved = scores.canonicalAxis(axis) else {
                 throw Diagnostic("\(c.kind.rawValue) axis \(axis) is out of range for \(c.shapeText(0))")
             }
+            attributes = .axis(resolved)
             let outer = scores.count(from: 0, to: resolved), inner = scores.count(from: resolved + 1)
             if let outer, let inner, let labelCount = labels.count, outer * inner != labelCount {
                 throw Diagnostic("\(c.kind.rawValue) needs one label per prediction: \(c.shapeText(0)) makes \(outer * inner) predictions along axis \(resolved), but \(c.shapeText(1)) holds \(labelCount) labels",
@@ -347,6 +351,12 @@ extension ShapeInference {
                 throw Diagnostic("SmoothL1Loss inputs must have the same shape: \(c.shapeText(0)) vs \(c.shapeText(i))")
             }
         case .multinomialLogisticLoss, .hingeLoss, .infogainLoss:
+            if c.kind == .infogainLoss {
+                guard let axis = scores.canonicalAxis(Int(c.layer.infogainLossParam.axis)) else {
+                    throw Diagnostic("InfogainLoss axis \(c.layer.infogainLossParam.axis) is out of range for \(c.shapeText(0))")
+                }
+                attributes = .axis(axis)
+            }
             if let n = scores.rank > 0 ? scores[0] : nil, let count = labels.count, n != TensorShape.unknown, count != n {
                 throw Diagnostic("\(c.kind.rawValue) needs one label per item: \(c.shapeText(0)) vs \(c.shapeText(1))")
             }
@@ -354,7 +364,7 @@ extension ShapeInference {
             break
         }
         let tops = c.layer.top.count
-        return LayerSignature(outputs: Array(outputs.prefix(max(tops, 1))), flops: 4 &* (scores.count ?? 0))
+        return LayerSignature(outputs: Array(outputs.prefix(max(tops, 1))), flops: 4 &* (scores.count ?? 0), attributes: attributes)
     }
 }
 

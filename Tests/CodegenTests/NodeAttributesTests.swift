@@ -1,3 +1,4 @@
+import Foundation
 import CaffeFormat
 import Codegen
 import Graph
@@ -94,5 +95,30 @@ struct NodeAttributesTests {
         #expect(try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": x, "other": y])["sum"]!.data == [-9, -18, -27, -36])
         graph.nodes[id].attributes = .eltwise(EltwiseAttributes(operation: .max, coefficients: [1, 1], stableProductGradient: true))
         #expect(try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": x, "other": y])["sum"]!.data == [10, 20, 30, 40])
+    }
+
+    @Test("Softmax, SoftmaxWithLoss and Accuracy take their class axis from the node, canonical (axis: -1 becomes 2)")
+    func classAxes() throws {
+        let text = """
+            layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 2 } } }
+            layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 1 dim: 2 } } }
+            layer { name: "prob" type: "Softmax" bottom: "data" top: "prob" softmax_param { axis: -1 } }
+            layer { name: "acc" type: "Accuracy" bottom: "data" bottom: "label" top: "acc" accuracy_param { axis: 2 } }
+            """
+        var graph = try GraphBuilder(phase: .test).build(CaffeFiles.parseNet(text: text))
+        let prob = try #require(graph.node(named: "prob")).id, acc = try #require(graph.node(named: "acc")).id
+        #expect(try graph.nodes[prob].axisAttribute() == 2 && graph.nodes[acc].axisAttribute() == 2)
+        // Rows (0, 1) and (0, 3) along axis 2; columns (0, 0) and (1, 3) along axis 1.
+        let x = NDArray(shape: [1, 2, 2], data: [0, 1, 0, 3]), labels = NDArray(shape: [1, 2], data: [1, 1])
+        let compiler = try Compiler(threads: 1)
+        let byRows = try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": x, "label": labels])
+        let e1 = 1 / (1 + exp(Float(1))), e2 = 1 / (1 + exp(Float(2))), e3 = 1 / (1 + exp(Float(3)))
+        #expect(zip(byRows["prob"]!.data, [e1, 1 - e1, e3, 1 - e3]).allSatisfy { abs($0 - $1) < 1e-6 })
+        #expect(byRows["acc"]!.data == [1])  // both rows' largest score is class 1, their label
+        graph.nodes[prob].attributes = .axis(1)
+        graph.nodes[acc].attributes = .axis(1)
+        let byColumns = try compiler.compile(graph: graph, parameters: [:]).run(inputs: ["data": x, "label": labels])
+        #expect(zip(byColumns["prob"]!.data, [0.5, e2, 0.5, 1 - e2]).allSatisfy { abs($0 - $1) < 1e-6 })
+        #expect(byColumns["acc"]!.data == [0.5])  // column 0 is a tie (Caffe counts ties against the label), column 1 right
     }
 }

@@ -115,7 +115,7 @@ extension TrainingLowering {
         try refuseBackward(node, into: [1, 2], "label or infogain")
         guard analysis.writesBottomDiff(node, 0) else { return }
         let p = node.layer
-        let (outer, channels, inner) = try base.softmaxSplit(node, node.inputs[0], axis: Int(p.infogainLossParam.axis))
+        let (outer, channels, inner) = try base.softmaxSplit(node, node.inputs[0])
         guard let prob = scratchBuffer(node, "prob"), let valid = scratchBuffer(node, "valid count") else {
             throw unsupported(node, "its forward kept no probabilities")
         }

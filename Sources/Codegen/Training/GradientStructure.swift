@@ -21,7 +21,7 @@ extension TrainingLowering {
     /// Softmax backward, Caffe's order: `dx = (dy − Σ_c dy·y) · y` along the axis.
     mutating func lowerSoftmaxBackward(_ node: Node) throws {
         guard analysis.writesBottomDiff(node, 0) else { return }
-        let (outer, channels, inner) = try base.softmaxSplit(node, node.inputs[0], axis: Int(node.layer.softmaxParam.axis))
+        let (outer, channels, inner) = try base.softmaxSplit(node, node.inputs[0])
         let dy = try topDiff(node, node.outputs[0])
         let y = data(node.outputs[0])
         let dx = bottomDiff(node, 0, reusing: dy)

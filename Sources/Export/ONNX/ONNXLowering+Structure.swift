@@ -8,9 +8,7 @@ extension ONNXLowering {
         switch node.kind {
         case .softmax:
             // Caffe normalizes along one axis; so does ONNX's Softmax from opset 13.
-            guard let axis = TensorShape(shape).canonicalAxis(Int(node.layer.softmaxParam.axis)) else {
-                throw unsupported(node, "axis \(node.layer.softmaxParam.axis) is out of range")
-            }
+            let axis = try node.axisAttribute()
             writer.node("Softmax", name: node.name, inputs: [input(node)], outputs: [output(node)], [Attribute.int("axis", axis)])
         case .concat:
             let axis = try node.axisAttribute()
