@@ -2,12 +2,11 @@
 // Built only by tools/fuzz.sh (swift build -c release -Xswiftc -sanitize=fuzzer,address
 // -Xswiftc -DSWIFTJIT_FUZZ, in .build/fuzz); a plain build gets a stub that says how to run it.
 import CaffeFormat
-import Codegen
 import DataPipeline
 import Foundation
 import Graph
 import NumPy
-import Serve
+import ServeProtocol
 
 /// The readers under fuzzing, each fed raw bytes as a user or a client could send them. Every
 /// harness must only ever return or throw; a trap, an ASan report, a leak or a hang is a bug.
