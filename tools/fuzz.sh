@@ -40,8 +40,9 @@ run() {
     # Leaks are reported (detect_leaks); an input that takes 20 s is reported as a hang.
     # No leak suppressions: libhdf5's own leaks on damaged files stay in the child process that
     # reads them (HDF5ChildReader), which ends with _exit before LeakSanitizer would look.
+    # ASan and libFuzzer report crashes; Swift's backtracer is off (it outlived crashed runs).
     local log=".build/fuzz/$name.log" status=0
-    SWIFTJIT_FUZZ_HARNESS=$name ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$binary" \
+    SWIFTJIT_FUZZ_HARNESS=$name ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 SWIFT_BACKTRACE=enable=no "$binary" \
         ".build/fuzz/corpus/$name" "$seeds" ${extra[@]+"${extra[@]}"} \
         -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -max_len=65536 \
         -artifact_prefix=".build/fuzz/crashes/$name-" -print_final_stats=1 "$@" >"$log" 2>&1 || status=$?
