@@ -46,7 +46,7 @@ run() {
         ".build/fuzz/corpus/$name" "$seeds" ${extra[@]+"${extra[@]}"} \
         -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -max_len=65536 \
         -artifact_prefix=".build/fuzz/crashes/$name-" -print_final_stats=1 "$@" >"$log" 2>&1 || status=$?
-    grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|SUMMARY|ERROR|Test unit written" "$log" >&2 || true
+    grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|SUMMARY|ERROR|Test unit written|children ended by a signal" "$log" >&2 || true
     [ "$status" -eq 0 ] || echo "$name: libFuzzer exited $status (full log: $log)" >&2
     return "$status"
 }
