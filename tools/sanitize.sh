@@ -14,7 +14,9 @@ SWIFTJIT_CACHE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/swiftjit-sanitize-kernels.XXXXX
 export SWIFTJIT_CACHE_DIR
 trap 'rm -rf "$SWIFTJIT_CACHE_DIR"' EXIT
 # Leak checking stays off: LLVM and OpenBLAS keep process-lifetime allocations by design.
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1"
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+# Options already set win (e.g. TSAN_OPTIONS=halt_on_error=0 to list every report in one run;
+# the process still exits non-zero at the end when there was one).
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=1:allocator_may_return_null=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 swift build --build-tests --sanitize="$kind" --scratch-path "$scratch"
 swift test --skip-build --sanitize="$kind" --scratch-path "$scratch" "$@"

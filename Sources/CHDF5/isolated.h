@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,10 +61,18 @@ static inline int swiftjit_h5_write_all(int fd, const void *bytes, size_t count)
     return 0;
 }
 
-/// Reads exactly `count` bytes; 0 on success, -1 when the pipe ends first (the child died).
-static inline int swiftjit_h5_read_all(int fd, void *bytes, size_t count) {
+/// Reads exactly `count` bytes; 0 on success, -1 when the pipe ends first (the child died), -2
+/// when nothing arrived for `stall_ms` milliseconds (libhdf5 hangs in the child, or the file is
+/// on storage that stopped answering; negative: wait for ever).
+static inline int swiftjit_h5_read_all_within(int fd, void *bytes, size_t count, int stall_ms) {
     char *cursor = (char *)bytes;
     while (count > 0) {
+        if (stall_ms >= 0) {
+            struct pollfd ready = { .fd = fd, .events = POLLIN };
+            int polled = poll(&ready, 1, stall_ms);
+            if (polled < 0 && errno == EINTR) continue;
+            if (polled == 0) return -2;
+        }
         ssize_t n = read(fd, cursor, count > (1u << 20) ? (1u << 20) : count);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
@@ -71,6 +80,11 @@ static inline int swiftjit_h5_read_all(int fd, void *bytes, size_t count) {
         count -= (size_t)n;
     }
     return 0;
+}
+
+/// Reads exactly `count` bytes; 0 on success, -1 when the pipe ends first (the child died).
+static inline int swiftjit_h5_read_all(int fd, void *bytes, size_t count) {
+    return swiftjit_h5_read_all_within(fd, bytes, count, -1);
 }
 
 /// Looks dataset `name` up and describes it into `report`: `read` is 0 when it is to be read

@@ -22,6 +22,11 @@ import Foundation
 ///     let arrays = try HDF5ChildReader.read(.file("train.h5"), label: "train.h5",
 ///                                           datasets: ["data", "label"], maxElements: HDF5File.maxElements)
 ///
+/// A child that sends nothing for `defaultStallTimeout` seconds (`SWIFTJIT_HDF5_TIMEOUT`, 300 s
+/// by default) is killed, and the read is a diagnostic naming the file and what the child was
+/// doing, rather than a training run that waits for ever: libhdf5 hanging on a damaged file, a
+/// FIFO or device given as the file, storage that stopped answering.
+///
 /// Every libhdf5 call of the process holds `libraryLock`, so no thread is inside libhdf5 when a
 /// child is forked; the lock also guards the record of files read cleanly, the one piece of
 /// process-wide state here (it describes libhdf5's view of files, which is process-wide too).
@@ -35,6 +40,15 @@ enum HDF5ChildReader {
     /// Held around every libhdf5 call in this process and around each fork.
     static let libraryLock = NSLock()
 
+    /// How long a child may send nothing before it is killed: `SWIFTJIT_HDF5_TIMEOUT` seconds, or
+    /// 300. The child writes each dataset only once libhdf5 has read all of it, so the bound must
+    /// cover reading the largest dataset (2^31 values, 8 GB, is ~3 min at 50 MB/s).
+    static let defaultStallTimeout: Double = {
+        let text = ProcessInfo.processInfo.environment["SWIFTJIT_HDF5_TIMEOUT"] ?? ""
+        guard let seconds = Double(text), seconds > 0 else { return 300 }
+        return seconds
+    }()
+
     /// Files a child read whole: their identity (device, inode, size, modification time in ns)
     /// and the datasets it read, since a dataset a child never read may be the damaged one.
     nonisolated(unsafe) private static var cleanReads: Set<String> = []
@@ -47,7 +61,8 @@ enum HDF5ChildReader {
             + names.joined(separator: "\u{0}")
     }
 
-    static func read(_ source: Source, label: String, datasets names: [String], maxElements: Int) throws -> [HDF5Array] {
+    static func read(_ source: Source, label: String, datasets names: [String], maxElements: Int,
+                     stallTimeout: Double = defaultStallTimeout) throws -> [HDF5Array] {
         let memoryValues = ProcessInfo.processInfo.physicalMemory / UInt64(MemoryLayout<Float>.size)
         let maxValues = min(UInt64(max(maxElements, 0)), memoryValues)
         return try libraryLock.withLock {
@@ -58,7 +73,8 @@ enum HDF5ChildReader {
                     return try readInProcess(path, datasets: names, maxValues: maxValues, maxElements: maxElements)
                 }
             }
-            let arrays = try readInChild(source, label: label, datasets: names, maxValues: maxValues, maxElements: maxElements)
+            let arrays = try readInChild(source, label: label, datasets: names, maxValues: maxValues, maxElements: maxElements,
+                                         stallTimeout: stallTimeout)
             if let key { cleanReads.insert(key) }
             return arrays
         }
@@ -89,7 +105,7 @@ enum HDF5ChildReader {
     }
 
     private static func readInChild(_ source: Source, label: String, datasets names: [String], maxValues: UInt64,
-                                    maxElements: Int) throws -> [HDF5Array] {
+                                    maxElements: Int, stallTimeout: Double) throws -> [HDF5Array] {
         let (child, pipe) = try spawn(source, datasets: names, maxValues: maxValues, label: label)
         var complete = false
         defer {
@@ -100,9 +116,17 @@ enum HDF5ChildReader {
             }
         }
         do {
-            let arrays = try receive(from: pipe, label: label, datasets: names, maxElements: maxElements)
+            let arrays = try receive(from: pipe, label: label, datasets: names, maxElements: maxElements,
+                                     stallMilliseconds: Int32(clamping: Int((stallTimeout * 1000).rounded(.up))))
             complete = true
             return arrays
+        } catch let stalled as PipeStalled {
+            complete = true   // the defer kills and reaps the child
+            let seconds = stallTimeout.rounded() == stallTimeout ? String(Int(stallTimeout)) : String(stallTimeout)
+            throw Diagnostic("the process reading it with libhdf5 sent nothing for \(seconds) s while \(stalled.stage) and was stopped",
+                             file: label,
+                             hint: "libhdf5 may hang on a damaged file, and a FIFO, device or unresponsive network mount never answers; "
+                                 + "for a very large dataset on slow storage raise SWIFTJIT_HDF5_TIMEOUT (seconds, default 300)")
         } catch let ended as PipeEnded {
             throw crashDiagnostic(child: child, stage: ended.stage, label: label)
         } catch {
@@ -114,6 +138,11 @@ enum HDF5ChildReader {
     /// The pipe ended before the child said everything: it died (or could not allocate a report).
     private struct PipeEnded: Error {
         /// What the child was doing: "opening it", "reading dataset 'x'".
+        var stage: String
+    }
+
+    /// The child sent nothing for the stall timeout while doing `stage`.
+    private struct PipeStalled: Error {
         var stage: String
     }
 
@@ -143,8 +172,18 @@ enum HDF5ChildReader {
         return (child, pipe)
     }
 
-    private static func receive(from pipe: Int32, label: String, datasets names: [String], maxElements: Int) throws -> [HDF5Array] {
-        try receive(label: label, datasets: names, maxElements: maxElements) { swiftjit_h5_read_all(pipe, $0, $1) == 0 }
+    private static func receive(from pipe: Int32, label: String, datasets names: [String], maxElements: Int,
+                                stallMilliseconds: Int32) throws -> [HDF5Array] {
+        var stalled = false
+        do {
+            return try receive(label: label, datasets: names, maxElements: maxElements) {
+                let status = swiftjit_h5_read_all_within(pipe, $0, $1, stallMilliseconds)
+                stalled = status == -2
+                return status == 0
+            }
+        } catch let ended as PipeEnded where stalled {
+            throw PipeStalled(stage: ended.stage)
+        }
     }
 
     /// What this process makes of the bytes a child sends (the protocol in Sources/CHDF5/isolated.h),

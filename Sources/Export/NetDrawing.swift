@@ -225,18 +225,25 @@ public enum GraphvizRenderer {
         process.standardOutput = output
         process.standardError = errors
         do { try process.run() } catch { throw Diagnostic("cannot start \(executable): \(error)") }
-        // Feed stdin on another thread so a large picture cannot deadlock on full pipes.
-        let writer = Thread {
+        // Feed stdin and drain stderr on other threads so a large picture cannot deadlock on full
+        // pipes. The group orders their writes before our reads (polling Thread.isFinished does
+        // not: ThreadSanitizer reported `message` read here while the reader wrote it).
+        let helpers = DispatchGroup()
+        helpers.enter()
+        Thread {
             input.fileHandleForWriting.write(Data(dot.utf8))
             try? input.fileHandleForWriting.close()
-        }
-        writer.start()
+            helpers.leave()
+        }.start()
         nonisolated(unsafe) var message = Data()
-        let reader = Thread { message = errors.fileHandleForReading.readDataToEndOfFile() }
-        reader.start()
+        helpers.enter()
+        Thread {
+            message = errors.fileHandleForReading.readDataToEndOfFile()
+            helpers.leave()
+        }.start()
         let rendered = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        while !writer.isFinished || !reader.isFinished { usleep(1000) }
+        helpers.wait()
         guard process.terminationStatus == 0 else {
             throw Diagnostic("Graphviz's dot failed (exit \(process.terminationStatus)): \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
         }

@@ -42,13 +42,17 @@ enum ExportFixtures {
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        // Read both pipes concurrently so a chatty child cannot block on a full pipe.
+        // Read both pipes concurrently so a chatty child cannot block on a full pipe; the semaphore
+        // orders the reader's write before our read (polling Thread.isFinished does not: TSan).
         nonisolated(unsafe) var errData = Data()
-        let reader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
-        reader.start()
+        let read = DispatchSemaphore(value: 0)
+        Thread {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            read.signal()
+        }.start()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        while !reader.isFinished { usleep(1000) }
+        read.wait()
         return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
 

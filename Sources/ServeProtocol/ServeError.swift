@@ -37,4 +37,4 @@ public struct ServeError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Writes shapes as the protocol does: `[1,3,227,227]`.
-func shapeText(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ",") + "]" }
+package func shapeText(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ",") + "]" }

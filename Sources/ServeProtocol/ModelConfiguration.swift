@@ -18,12 +18,23 @@ public struct ModelConfiguration: Sendable, Equatable {
         public var name: String
         public var dataType: String
         public var dims: [Int]
+
+        package init(name: String, dataType: String, dims: [Int]) {
+            self.name = name
+            self.dataType = dataType
+            self.dims = dims
+        }
     }
 
     /// Dynamic batching; nil when the configuration has no `dynamic_batching` block (each request runs alone).
     public struct DynamicBatching: Sendable, Equatable {
-        public var maxQueueDelayMicroseconds: Int = 0
-        public var preferredBatchSizes: [Int] = []
+        public var maxQueueDelayMicroseconds: Int
+        public var preferredBatchSizes: [Int]
+
+        package init(maxQueueDelayMicroseconds: Int = 0, preferredBatchSizes: [Int] = []) {
+            self.maxQueueDelayMicroseconds = maxQueueDelayMicroseconds
+            self.preferredBatchSizes = preferredBatchSizes
+        }
     }
 
     public var name: String?

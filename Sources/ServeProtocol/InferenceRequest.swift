@@ -17,12 +17,24 @@ public struct InferenceRequest: Sendable, Equatable {
         public var shape: [Int]
         public var datatype: TensorDatatype
         public var values: [Float]
+
+        package init(name: String, shape: [Int], datatype: TensorDatatype, values: [Float]) {
+            self.name = name
+            self.shape = shape
+            self.datatype = datatype
+            self.values = values
+        }
     }
 
     /// An output the client asked for, and whether it wants it as binary data.
     public struct RequestedOutput: Sendable, Equatable {
         public var name: String
         public var binary: Bool
+
+        package init(name: String, binary: Bool) {
+            self.name = name
+            self.binary = binary
+        }
     }
 
     /// The client's `id`, echoed in the response.
