@@ -26,8 +26,8 @@ import Runtime
 /// `maximumDepth` and, with a residual to add, the tile `addsResiduals` (depthwise convolutions
 /// have their own kernel). On AVX2 the tile takes K ≤ 256 in place, and with X packed
 /// (`PackedPanelGemm`) K = 64–512 over at least 64 columns and deeper K over at least 256, and in
-/// place again K ≤ 2048 over at most 64 columns (7×7 images) and any K over fewer columns than a
-/// vector; the rest (14×14 layers' K = 1024, 7×7 ones' K = 4608) stays with OpenBLAS.
+/// place again K ≤ 512 over at most 64 columns (7×7 images) and any K over fewer columns than a
+/// vector; the rest (14×14 layers' K = 1024, 7×7 ones' K ≥ 1024) stays with OpenBLAS.
 ///
 /// Tiles tried for AVX2 (Benchmarks/README.md, "AVX2 path"; 1×1 convolutions of ResNet-50,
 /// MobileNet and SqueezeNet, interleaved with OpenBLAS's Zen kernels + epilogue): 4 × 3·8 was the
@@ -69,8 +69,9 @@ enum PanelGemm {
         /// than a vector (a matrix-vector product, the weights streamed once: MobileNet's fc7,
         /// 1024 → 1000 on one pixel, 0.47 → 0.22 ms on the AVX2 path, single thread, against
         /// OpenBLAS's Zen kernels) and over at most `narrowColumns` columns up to `narrowDepth`
-        /// (7×7 images: K = 512 / 1024 / 2048 → 1024 or 512 outputs ran 0.82 / 0.94 / 0.96 of
-        /// OpenBLAS's time; K = 4608 ran 1.13×, and 14×14 images with K = 1024 1.03–1.15×).
+        /// (7×7 images: K = 512 → 1024 outputs ran at 0.82 of OpenBLAS's time at batch 1; K = 1024
+        /// and 2048 gained 4–6 % at batch 1, single thread, but lost 15 % on ResNet-50's res5a at
+        /// batch 16 with 2 threads, and K = 4608 and 14×14 images with K = 1024 lost everywhere).
         var narrowColumns = 0, narrowDepth = 0
         var columns: Int { vectors * lanes }
 
@@ -88,7 +89,7 @@ enum PanelGemm {
         /// is used only when a caller asks for panel GEMMs on such a host.
         static let table = [Tile(lanes: 16, rows: 8, vectors: 3, unrolled: true),
                             Tile(lanes: 8, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false, packsColumns: true,
-                                 narrowColumns: 64, narrowDepth: 2048),
+                                 narrowColumns: 64, narrowDepth: 512),
                             Tile(lanes: 4, rows: 4, vectors: 3, unrolled: false, maximumDepth: 256, addsResiduals: false)]
 
         /// The tile for vectors of `lanes` floats.
