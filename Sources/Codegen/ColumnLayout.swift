@@ -92,7 +92,7 @@ struct ColumnLayout {
     func rowVectorWidth(lanes: Int) -> Int? {
         let ow = result.last ?? 1
         guard stride.last == 1, lanes >= 8, ow <= 8 * lanes else { return nil }
-        return ow <= lanes / 2 ? lanes / 2 : lanes
+        return KernelBuilder.rowWidth(outputs: ow, lanes: lanes)
     }
 
     /// One im2col row segment (see `walk`): `col[column + o] = x[image + o·stride]` for `o` in

@@ -119,6 +119,22 @@ extension KernelBuilder {
         return FloatVector(ref: shuffled, width: low.width, b: self)
     }
 
+    /// Columns `column + stride·i` (stride 1 or 2) of an image row of `rowWidth` values starting at
+    /// `rowStart`, for lanes `i < lanes` of a `width`-lane vector; columns outside the row read as 0
+    /// and which lanes those are is known at compile time. Stride 2 loads two vectors and keeps the
+    /// even lanes; reading the odd ones too (where inside the row) keeps whole vectors unmasked. The
+    /// row reads of depthwise convolution and pooling (`DepthwiseRows`, `PoolingRows`).
+    func stridedRow(_ x: Buffer, _ rowStart: Index, column: Int, stride: Int, lanes: Int, width: Int, rowWidth: Int) -> FloatVector {
+        let mask = (0..<(width * stride)).map { j in j / stride < lanes && (0..<rowWidth).contains(column + j) }
+        if stride == 1 { return x.load(rowStart + column, LaneMask(mask)) }
+        return evenLanes(x.load(rowStart + column, LaneMask(Array(mask[..<width]))),
+                         x.load(rowStart + (column + width), LaneMask(Array(mask[width...]))))
+    }
+
+    /// The vector width for rows of `count` outputs: half the host's `lanes` when the row fits in
+    /// half a vector, else all of them.
+    static func rowWidth(outputs count: Int, lanes: Int) -> Int { count <= lanes / 2 ? lanes / 2 : lanes }
+
     /// `a · b + c` lane by lane with one rounding (`llvm.fma`): for GEMM-like inner loops, where
     /// the product's order is the GEMM's own anyway.
     func fma(_ a: FloatVector, _ b: FloatVector, _ c: FloatVector) -> FloatVector {

@@ -350,7 +350,7 @@ extension Lowering {
         if sw <= 2 {
             // The host's vector width (16 lanes with AVX-512, 8 with AVX2), half of it for rows that fit.
             let lanes = cache.jit.features.vectorLanes
-            let width = ow <= lanes / 2 ? lanes / 2 : lanes
+            let width = KernelBuilder.rowWidth(outputs: ow, lanes: lanes)
             try emitKernel(node, signature + " rows of \(width)", operands: operands, tasks: n * o, work: n * o * oh * ow * kh * kw) { b in
                 let biasValues = bias.map { _ in b.operand(3) }
                 b.forEachTask { plane in
@@ -479,7 +479,8 @@ struct DepthwiseRows {
                 if let fixedRow, !(0..<image.h).contains(fixedRow * stride.h + offset) { continue }
                 let rowStart = source + (oy * stride.h + offset) * image.w
                 for kx in 0..<kernel.w {
-                    let term = read(rowStart, column: first * stride.w + kx * dilation.w - pad.w, lanes: lanes) * taps[ky * kernel.w + kx]
+                    let term = b.stridedRow(x, rowStart, column: first * stride.w + kx * dilation.w - pad.w, stride: stride.w, lanes: lanes,
+                                            width: width, rowWidth: image.w) * taps[ky * kernel.w + kx]
                     sum = sum.map { $0 + term } ?? term
                 }
             }
@@ -489,16 +490,6 @@ struct DepthwiseRows {
             let spills = !last && width - lanes <= result.w  // the extra lanes stay inside the next row
             y.store(value, at: target + oy * result.w + first, LaneMask(first: spills ? width : lanes, of: width))
         }
-    }
-
-    /// Input columns `column + stride·i` of the row starting at `rowStart`, for lanes `i < lanes`;
-    /// columns outside the row read as 0.
-    private func read(_ rowStart: Index, column: Int, lanes: Int) -> FloatVector {
-        let span = width * stride.w
-        let mask = (0..<span).map { j in j / stride.w < lanes && (0..<image.w).contains(column + j) }
-        if stride.w == 1 { return x.load(rowStart + column, LaneMask(mask)) }
-        return b.evenLanes(x.load(rowStart + column, LaneMask(Array(mask[..<width]))),
-                           x.load(rowStart + (column + width), LaneMask(Array(mask[width...]))))
     }
 }
 

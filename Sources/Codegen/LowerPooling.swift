@@ -36,7 +36,7 @@ extension Lowering {
         let columns = Self.interior(count: ow, stride: sw, pad: pw, kernel: kw, extent: w)
         // Interior rows a vector of outputs at a time (`PoolingRows`), where the stride allows.
         let lanes = cache.jit.features.vectorLanes
-        let rowWidth = PoolingRows.applies(strideWidth: sw) && !columns.isEmpty ? (columns.count <= lanes / 2 ? lanes / 2 : lanes) : nil
+        let rowWidth = PoolingRows.applies(strideWidth: sw) && !columns.isEmpty ? KernelBuilder.rowWidth(outputs: columns.count, lanes: lanes) : nil
         // A last partial vector may be stored whole when its extra lanes stay inside the plane (the
         // task writes them afterwards): no masked store per row.
         let storesWhole = rowWidth.map { width in

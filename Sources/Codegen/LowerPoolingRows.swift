@@ -32,23 +32,13 @@ struct PoolingRows {
             for ky in 0..<kernel.h {
                 let rowStart = source + (oy * stride.h + (ky - pad.h)) * image.w
                 for kx in 0..<kernel.w {
-                    let v = read(rowStart, column: first * stride.w + kx - pad.w, lanes: lanes)
+                    let v = b.stridedRow(x, rowStart, column: first * stride.w + kx - pad.w, stride: stride.w, lanes: lanes,
+                                         width: width, rowWidth: image.w)
                     value = maximum ? b.max(value, v) : value + v  // max: `value < v ? v : value`, Caffe's `v > best`
                 }
             }
             if !maximum { value = value / b.splat(Float(kernel.h * kernel.w), width: width) }
             y.store(value, at: target + oy * result.w + first, LaneMask(first: storesWhole ? width : lanes, of: width))
         }
-    }
-
-    /// Input columns `column + stride·i` of the row at `rowStart` for lanes `i < lanes` (all inside
-    /// the row: interior windows only).
-    private func read(_ rowStart: Index, column: Int, lanes: Int) -> FloatVector {
-        if stride.w == 1 { return x.load(rowStart + column, LaneMask(first: lanes, of: width)) }
-        // The odd lanes are dropped, but reading them (where they are inside the row) keeps the
-        // loads of whole vectors unmasked.
-        let span = (0..<(2 * width)).map { $0 / 2 < lanes && ($0 % 2 == 0 || column + $0 < image.w) }
-        return b.evenLanes(x.load(rowStart + column, LaneMask(Array(span[..<width]))),
-                           x.load(rowStart + (column + width), LaneMask(Array(span[width...]))))
     }
 }
